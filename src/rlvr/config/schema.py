@@ -1,0 +1,87 @@
+"""JSON Schema validation of step configs, with errors a person can act on.
+
+Schemas live in ``<repo>/schemas/*.schema.yaml`` and refer to each other by file name. Every error names the
+key path, where it was written (file:line or the command-line override) and, for an unknown key, the closest
+valid key. A key marked ``x-unsupported`` is accepted only at its off value; any other value is reported as
+"not supported" rather than as a bare ``const`` mismatch.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from collections.abc import Callable
+from pathlib import Path
+
+import jsonschema
+import yaml
+from referencing import Registry, Resource
+
+from rlvr.errors import ConfigError
+from rlvr.paths import SCHEMA_DIR
+
+
+@functools.cache
+def _registry() -> Registry:
+    resources = []
+    for path in sorted(SCHEMA_DIR.glob("*.schema.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        resources.append((doc.get("$id", path.name), Resource.from_contents(doc)))
+    return Registry().with_resources(resources)
+
+
+@functools.cache
+def load_schema(name: str) -> dict:
+    """The schema document ``schemas/<name>`` (e.g. ``rlvr_config.schema.yaml``)."""
+    path = SCHEMA_DIR / name
+    if not path.is_file():
+        raise ConfigError(f"Schema {name} not found in {SCHEMA_DIR}")
+    return yaml.safe_load(path.read_text())
+
+
+def _validator(name: str) -> jsonschema.protocols.Validator:
+    schema = load_schema(name)
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema, registry=_registry())
+
+
+def _dotted(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _unknown_key_messages(error, where: Callable[[tuple], str]) -> list[str]:
+    allowed = sorted(error.schema.get("properties", {}))
+    messages = []
+    for key in sorted(set(error.instance) - set(allowed)):
+        full = (*error.absolute_path, key)
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        hint = f"did you mean '{_dotted((*error.absolute_path, close[0]))}'?" if close else (
+            f"valid keys here: {', '.join(allowed)}")
+        messages.append(f"unknown key '{_dotted(full)}'{where(full)}: {hint}")
+    return messages
+
+
+def _message(error, where: Callable[[tuple], str]) -> list[str]:
+    path = tuple(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        return _unknown_key_messages(error, where)
+    if "x-unsupported" in error.schema and error.validator in ("const", "maxProperties", "enum", "type"):
+        off = error.schema["x-unsupported"]
+        return [f"'{_dotted(path)}: {error.instance!r}'{where(path)} is not supported by rlvr yet; it is accepted "
+                f"for NeMo-RL compatibility only at {off!r} ({error.schema.get('description', '').rstrip('.')})"]
+    return [f"'{_dotted(path)}'{where(path)}: {error.message}"]
+
+
+def validate(config: dict, schema_name: str, where: Callable[[tuple], str] = lambda p: "") -> None:
+    """Raise one :class:`ConfigError` listing every schema violation of ``config``."""
+    validator = _validator(schema_name)
+    messages: list[str] = []
+    for error in sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]):
+        messages.extend(_message(error, where))
+    if messages:
+        unique = list(dict.fromkeys(messages))
+        raise ConfigError("invalid config:\n  " + "\n  ".join(unique))
+
+
+def schema_paths() -> list[Path]:
+    return sorted(SCHEMA_DIR.glob("*.schema.yaml"))

@@ -1,0 +1,1 @@
+"""Step manifests and their discovery."""
