@@ -151,7 +151,8 @@ def resolve_step(step_id: str, steps: tuple[StepInfo, ...] | None = None) -> Ste
     lines = [f"Unknown step id: {step_id}"]
     if len(by_leaf) > 1:
         lines.append(f"'{step_id}' is ambiguous: {', '.join(s.id for s in by_leaf)}")
-    close = difflib.get_close_matches(step_id, [s.id for s in steps], n=3, cutoff=0.5)
+    names = {s.id: s.id for s in steps} | {s.leaf: s.id for s in steps}
+    close = list(dict.fromkeys(names[m] for m in difflib.get_close_matches(step_id, list(names), n=3, cutoff=0.5)))
     if close:
         lines.append(f"Did you mean: {', '.join(close)}?")
     lines.append("Run `nemotron steps list` to see all available steps.")

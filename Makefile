@@ -1,0 +1,32 @@
+# Two commands for a fresh machine: `make run` (set up .venv and run the tiny end-to-end job) and `make test`.
+# Both are idempotent: the set-up re-runs only when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# CPU build on CPU machines (a wheel of it is on disk here); GPU machines set TORCH_SPEC to their build.
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= megatron,distributed,slurm,lepton,test
+
+.PHONY: setup run test dry-run clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+run: setup
+	$(VENV)/bin/nemotron steps run rl/nemo_rl/rlvr -c tiny
+
+dry-run: setup
+	$(VENV)/bin/nemotron steps run rl/nemo_rl/rlvr -c tiny --dry-run
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf results .snakemake

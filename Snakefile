@@ -1,0 +1,32 @@
+# rlvr: GRPO with verifiable rewards as a step graph. Wiring only: the config is loaded and validated by the
+# same loader as the `nemotron` CLI (rlvr.config), the stages are functions of the rlvr package run through
+# `python -m rlvr.stages`, and rules/ declares their inputs and outputs.
+#
+#   snakemake -n                         # plan the tiny run of rl/nemo_rl/rlvr (data and policy made here)
+#   nemotron steps run rl/nemo_rl/rlvr -c default data.train.data_path=... --dry-run   # any step/config
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+from rlvr.config import load_step_config
+from rlvr.steps.index import resolve_step
+from rlvr.workflow import STEP_TARGET_RULES, WorkflowRequest, run_dir
+
+REQUEST = WorkflowRequest.from_snakemake_config(config)
+STEP = resolve_step(REQUEST.step)
+CFG = load_step_config(STEP, REQUEST.config, REQUEST.overrides)
+RUN = str(run_dir(STEP.id, CFG.name))
+
+
+include: "rules/common.smk"
+include: "rules/tiny.smk"
+include: "rules/data.smk"
+include: "rules/convert.smk"
+include: "rules/rlvr.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        step_target(),
+    default_target: True

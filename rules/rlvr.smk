@@ -1,0 +1,26 @@
+# rl/nemo_rl/rlvr: GRPO training. Consumes the prepared prompts and the SFT checkpoint_megatron; produces the
+# RLVR-aligned checkpoint_megatron. Step checkpoints (for resume) live in rlvr/ckpts, which is not a declared
+# output, so Snakemake never deletes them when it re-runs an interrupted job.
+if STEP.id == "rl/nemo_rl/rlvr":
+
+    rule rlvr:
+        input:
+            data=f"{RUN}/rl_prep",
+            policy=sft_checkpoint(),
+        output:
+            ckpt=directory(f"{RUN}/rlvr/checkpoint_megatron"),
+            summary=f"{RUN}/rlvr/summary.json",
+        params:
+            cfg=lambda wildcards: json.dumps(E, sort_keys=True, separators=(",", ":")),
+            run_dir=RUN,
+        threads: workflow.cores
+        resources:
+            gpus=E["cluster"]["gpus_per_node"] * E["cluster"]["num_nodes"],
+            nodes=E["cluster"]["num_nodes"],
+        log:
+            f"{RUN}/logs/rlvr.log",
+        benchmark:
+            f"{RUN}/benchmarks/rlvr.tsv"
+        shell:
+            "{PY} -m rlvr.stages rlvr --config-json {params.cfg:q} --data {input.data:q} --policy {input.policy:q}"
+            " --run-dir {params.run_dir:q} 2>&1 | tee {log:q}"

@@ -1,0 +1,36 @@
+# The tiny bootstrap (rl/nemo_rl/rlvr -c tiny): arithmetic data and a small SFT policy made on the CPU, so the
+# whole pipeline runs without downloads. These rules exist only when tiny.enabled is true.
+if tiny_enabled():
+
+    rule tiny_data:
+        output:
+            rl_train=f"{RUN}/tiny_data/rl_train.jsonl",
+            rl_val=f"{RUN}/tiny_data/rl_val.jsonl",
+            sft_train=f"{RUN}/tiny_data/sft_train.jsonl",
+            sft_val=f"{RUN}/tiny_data/sft_val.jsonl",
+        params:
+            cfg=section_json("tiny"),
+        log:
+            f"{RUN}/logs/tiny_data.log",
+        benchmark:
+            f"{RUN}/benchmarks/tiny_data.tsv"
+        shell:
+            "{PY} -m rlvr.stages tiny_data --config-json {params.cfg:q} --out {RUN}/tiny_data > {log:q} 2>&1"
+
+    rule tiny_sft:
+        input:
+            sft_train=rules.tiny_data.output.sft_train,
+            sft_val=rules.tiny_data.output.sft_val,
+            rl_val=rules.tiny_data.output.rl_val,
+        output:
+            directory(f"{RUN}/tiny_sft/policy"),
+        params:
+            cfg=section_json("tiny"),
+        threads: workflow.cores
+        log:
+            f"{RUN}/logs/tiny_sft.log",
+        benchmark:
+            f"{RUN}/benchmarks/tiny_sft.tsv"
+        shell:
+            "{PY} -m rlvr.stages tiny_sft --config-json {params.cfg:q} --data {RUN}/tiny_data --out {output:q}"
+            " > {log:q} 2>&1"

@@ -1,0 +1,1 @@
+"""The `nemotron` command line."""

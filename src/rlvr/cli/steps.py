@@ -1,0 +1,214 @@
+"""``nemotron steps list | show | run``: the Nemotron Steps CLI over the Snakemake workflow.
+
+``run`` compiles the step's config with the shared loader (so every config error surfaces here, before any
+compute), prints it, then asks Snakemake to build the step's target and whatever it depends on. Its exit code is
+Snakemake's. Option parsing follows the upstream splitter: our flags may appear anywhere, ``key=value`` tokens not
+starting with ``-`` are config overrides and everything else is passed through to Snakemake.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from rlvr.errors import UserError
+from rlvr.steps.index import StepInfo, discover, resolve_step
+
+CATEGORY_TITLES = {"rl": "Reinforcement Learning", "data_prep": "Data Preparation", "convert": "Conversion"}
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def _types(artifacts) -> str:
+    return ", ".join(a.type for a in artifacts) or "-"
+
+
+def list_steps(category=None, consumes=None, produces=None, tag=None, tree=False, as_json=False) -> int:
+    steps = [s for s in discover()
+             if (category is None or s.category == category)
+             and (consumes is None or any(a.type == consumes for a in s.consumes))
+             and (produces is None or any(a.type == produces for a in s.produces))
+             and (tag is None or tag in s.tags)]
+    if as_json:
+        print(json.dumps([s.to_json() for s in steps], indent=2))
+        return 0
+    if not steps:
+        print("No steps matched.")
+        return 0
+    if tree:
+        print("Available Steps")
+        for cat in sorted({s.category for s in steps}):
+            print(f"├── {cat} — {CATEGORY_TITLES.get(cat, cat.title())}")
+            for s in (s for s in steps if s.category == cat):
+                print(f"│   └── {s.id}  {_first_line(s.description)}")
+        return 0
+    rows = [("ID", "Category", "Consumes", "Produces", "Description")]
+    rows += [(s.id, s.category, _types(s.consumes), _types(s.produces), _first_line(s.description)) for s in steps]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    print("Available Steps")
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
+    return 0
+
+
+def show_step(step_id: str, as_json: bool = False) -> int:
+    step = resolve_step(step_id)
+    if as_json:
+        print(json.dumps(step.to_json(with_runspec=True), indent=2))
+        return 0
+    print(f"{step.id} — {step.name}\n{step.path}\n\n{step.description}\n")
+    print("Consumes")
+    for a in step.consumes:
+        print(f"  • {a.type}{'' if a.required else ' (optional)'} — {a.description}")
+    print("Produces")
+    for a in step.produces:
+        print(f"  • {a.type} — {a.description}")
+    print("Parameters")
+    for p in step.parameters:
+        default = f" (default={p.default})" if p.has_default else ""
+        choices = f" (choices: {', '.join(map(str, p.choices))})" if p.choices else ""
+        print(f"  • {p.name}{default}{choices} — {p.description}")
+    rs = step.runspec
+    if rs:
+        res = rs.get("resources", {})
+        print("Runspec")
+        print(f"  launcher: {rs.get('launch', '-')}\n  image: {rs.get('image') or '-'}\n"
+              f"  resources: nodes={res.get('nodes', 1)} gpus_per_node={res.get('gpus_per_node', 0)}\n"
+              f"  config dir: {step.config_dir}\n  default config: {step.default_config}")
+    return 0
+
+
+@dataclass
+class RunArgs:
+    step_id: str | None = None
+    config: str | None = None
+    run_profile: str | None = None
+    batch_profile: str | None = None
+    dry_run: bool = False
+    force_squash: bool = False
+    dotlist: list[str] = field(default_factory=list)
+    passthrough: list[str] = field(default_factory=list)
+
+
+_VALUE_FLAGS = {"-c": "config", "--config": "config", "-r": "run_profile", "--run": "run_profile",
+                "-b": "batch_profile", "--batch": "batch_profile"}
+_BOOL_FLAGS = {"-d": "dry_run", "--dry-run": "dry_run", "--force-squash": "force_squash", "--stage": None}
+
+
+def split_run_args(tokens: list[str]) -> RunArgs:
+    """The upstream token splitter: our options anywhere, ``k=v`` → override, the rest → Snakemake."""
+    args = RunArgs()
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        name, eq, inline = tok.partition("=")
+        if tok in _VALUE_FLAGS or (eq and name in _VALUE_FLAGS and name.startswith("--")):
+            if not eq:
+                if i + 1 >= len(tokens):
+                    raise UserError(f"option {tok} needs a value")
+                i += 1
+                inline = tokens[i]
+            setattr(args, _VALUE_FLAGS[name], inline)
+        elif tok in _BOOL_FLAGS:
+            if _BOOL_FLAGS[tok]:
+                setattr(args, _BOOL_FLAGS[tok], True)
+        elif "=" in tok and not tok.startswith("-"):
+            args.dotlist.append(tok)
+        elif args.step_id is None and not tok.startswith("-"):
+            args.step_id = tok
+        else:
+            args.passthrough.append(tok)
+        i += 1
+    if args.step_id is None:
+        raise UserError("usage: nemotron steps run STEP_ID [-c CONFIG] [-r PROFILE | -b PROFILE] [-d] "
+                        "[--force-squash] [key=value ...] [passthrough ...]")
+    if args.run_profile and args.batch_profile:
+        raise UserError("-r/--run (attached) and -b/--batch (detached) exclude each other; pass one of them")
+    return args
+
+
+def _run_section(args: RunArgs, step: StepInfo, run_dir: Path, profile: str) -> dict:
+    mode = "run" if args.run_profile else "batch" if args.batch_profile else "local"
+    return {"mode": mode, "profile": profile, "run_dir": str(run_dir),
+            "cli": {"dotlist": args.dotlist, "passthrough": args.passthrough, "config": args.config},
+            "recipe": {"name": step.runspec.get("name", step.id), "step": step.id}}
+
+
+def _print_panel(title: str, data: dict) -> None:
+    print(f"── {title} " + "─" * max(0, 60 - len(title)))
+    print(yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=120).rstrip())
+
+
+def summarize_plan(output: str) -> list[str]:
+    """``rule: reason`` lines from Snakemake's dry-run output."""
+    lines, rule = [], None
+    for raw in output.splitlines():
+        line = raw.strip()
+        if line.startswith(("rule ", "localrule ")) and line.endswith(":"):
+            rule = line.split()[1].rstrip(":")
+        elif line.startswith("reason:") and rule and rule != "all":
+            lines.append(f"  {rule}: {line[len('reason:'):].strip()}")
+            rule = None
+    return lines
+
+
+def run_step(tokens: list[str]) -> int:
+    from rlvr.config import load_step_config
+    from rlvr.config.files import is_path_like
+    from rlvr.workflow import WorkflowRequest, find_profile, run_dir, snakemake_argv
+
+    args = split_run_args(tokens)
+    step = resolve_step(args.step_id)
+    cfg = load_step_config(step, args.config, args.dotlist)
+    profile_name = args.run_profile or args.batch_profile or "local"
+    profile = find_profile(profile_name)
+    rdir = run_dir(step.id, cfg.name)
+    # The Snakefile re-loads the config: hand it an absolute path (cwd-independent) or the name.
+    config_ref = str(cfg.path) if is_path_like(args.config or "") else (args.config or step.default_config)
+    request = WorkflowRequest(step=step.id, config=config_ref, overrides=args.dotlist)
+
+    print("\nCompiled Configuration")
+    _print_panel("run", _run_section(args, step, rdir, profile_name))
+    _print_panel("config", cfg.redacted())
+    if args.dry_run:
+        proc = subprocess.run(snakemake_argv(request, profile=profile, dry_run=True, extra=args.passthrough),
+                              capture_output=True, text=True)
+        if proc.returncode:
+            sys.stderr.write(proc.stdout + proc.stderr)
+            return proc.returncode
+        plan = summarize_plan(proc.stdout)
+        print("── plan " + "─" * 56)
+        print("\n".join(plan) if plan else "  nothing to do: every output is up to date")
+        return 0
+    _write_config_record(rdir, cfg)
+    argv = snakemake_argv(request, profile=profile, extra=args.passthrough)
+    if args.batch_profile:
+        return _start_detached(argv, rdir)
+    return subprocess.call(argv)
+
+
+def _write_config_record(rdir: Path, cfg) -> None:
+    from rlvr.utils.atomic import atomic_file
+
+    with atomic_file(rdir / "config.yaml") as fh:
+        fh.write(f"# {cfg.step_id} -c {cfg.name} {' '.join(cfg.overrides)}\n# resolved; secrets redacted\n")
+        fh.write(cfg.redacted_yaml())
+
+
+def _start_detached(argv: list[str], rdir: Path) -> int:
+    log = rdir / "logs" / f"controller-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=os.environ.copy())
+    print(f"run folder: {rdir}\nlog file: {log}\njob id: local:{proc.pid}")
+    return 0

@@ -1,0 +1,40 @@
+"""The `steps run` token splitter (upstream semantics, with -r/-b exclusive)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlvr.cli.steps import split_run_args, summarize_plan
+from rlvr.errors import UserError
+
+
+def test_options_anywhere_dotlist_and_passthrough():
+    """Our flags may appear anywhere; k=v without a leading dash is an override; the rest goes to Snakemake."""
+    a = split_run_args(["grpo.max_num_steps=3", "rl/nemo_rl/rlvr", "--cores", "2", "-c", "tiny", "-d",
+                        "--x=y", "--force-squash", "-r", "local", "+a.b=1"])
+    assert a.step_id == "rl/nemo_rl/rlvr"
+    assert (a.config, a.run_profile, a.dry_run, a.force_squash) == ("tiny", "local", True, True)
+    assert a.dotlist == ["grpo.max_num_steps=3", "+a.b=1"]
+    assert a.passthrough == ["--cores", "2", "--x=y"]
+
+
+def test_long_forms_with_equals():
+    a = split_run_args(["rlvr", "--config=tiny", "--batch", "local", "--dry-run"])
+    assert (a.config, a.batch_profile, a.dry_run) == ("tiny", "local", True)
+
+
+def test_run_and_batch_exclude_each_other():
+    with pytest.raises(UserError, match="exclude each other"):
+        split_run_args(["rlvr", "-r", "a", "-b", "b"])
+
+
+def test_missing_values_and_step():
+    with pytest.raises(UserError, match="needs a value"):
+        split_run_args(["rlvr", "-c"])
+    with pytest.raises(UserError, match="usage"):
+        split_run_args(["-d"])
+
+
+def test_plan_summary_reads_rule_reasons():
+    out = "rule a:\n    output: x\n    reason: Missing output files: x\nlocalrule all:\n    reason: Input files updated\n"
+    assert summarize_plan(out) == ["  a: Missing output files: x"]
