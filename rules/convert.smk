@@ -49,4 +49,4 @@ if STEP.id in ("rl/nemo_rl/rlvr", "convert/megatron_to_hf"):
             f"{RUN}/benchmarks/megatron_to_hf.tsv"
         shell:
             "{PY} -m rlvr.stages megatron_to_hf --megatron-path {params.source:q} --hf-path {output:q}"
-            " --torch-dtype {params.dtype:q} --hf-model-id {params.hf_model_id:q} > {log:q} 2>&1"
+            " --torch-dtype={params.dtype} --hf-model-id={params.hf_model_id:q} > {log:q} 2>&1"

@@ -3,9 +3,25 @@
 # output, so Snakemake never deletes them when it re-runs an interrupted job.
 if STEP.id == "rl/nemo_rl/rlvr":
 
+    # Before any GPU hour: every validation row's own ground truth must score full reward and a corrupted
+    # answer 0 (manifest error reward_function_not_validated); a disagreement stops the run with a report.
+    rule reward_preflight:
+        input:
+            data=f"{RUN}/rl_prep",
+        output:
+            f"{RUN}/reward_preflight/report.json",
+        params:
+            cfg=lambda wildcards: section_json("env"),
+        log:
+            f"{RUN}/logs/reward_preflight.log",
+        shell:
+            "{PY} -m rlvr.stages reward_preflight --config-json {params.cfg:q} --data {input.data:q}"
+            " --out {output:q} > {log:q} 2>&1"
+
     rule rlvr:
         input:
             data=f"{RUN}/rl_prep",
+            preflight=rules.reward_preflight.output[0],
             policy=sft_checkpoint(),
         output:
             ckpt=directory(f"{RUN}/rlvr/checkpoint_megatron"),

@@ -62,7 +62,7 @@ def _tokenizer_dir(path: str) -> Path:
     """A tokenizer folder: given directly, or the one stored inside a checkpoint_megatron."""
     artifact = importlib.import_module("rlvr.convert.artifact")
     if artifact.is_checkpoint_megatron(Path(path)):
-        return artifact.tokenizer_dir(Path(path))
+        return artifact.resolve_iteration_dir(Path(path)) / artifact.TOKENIZER_DIR
     return Path(path)
 
 
@@ -79,6 +79,23 @@ def _rlvr(args) -> None:
     cfg = json.loads(args.config_json)
     _engine("rlvr.grpo.controller", "run_grpo")(cfg, data_dir=Path(args.data), policy_path=Path(args.policy),
                                                 run_dir=Path(args.run_dir))
+
+
+def _reward_preflight(args) -> None:
+    from rlvr.utils.atomic import atomic_file
+
+    rows_path = Path(args.data) / "val.jsonl"
+    rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
+    env = json.loads(args.config_json).get("env") or {}
+    if env.get("should_use_nemo_gym"):
+        raise UserError("the reward pre-flight of NeMo-Gym rows needs the Gym path, which is not available yet")
+    scorer_cls = _engine("rlvr.rewards.scorer", "RewardScorer")
+    math_cfg = env.get("math") or {}
+    with scorer_cls(num_workers=math_cfg.get("num_workers"), timeout_s=math_cfg.get("timeout_s", 10.0)) as scorer:
+        report = _engine("rlvr.rewards.preflight", "preflight")(rows, scorer=scorer, source=str(rows_path))
+    with atomic_file(args.out) as fh:
+        json.dump({"rows": report.rows, "scored": report.scored, "ok": report.ok}, fh, indent=2)
+    print(f"reward pre-flight passed: {report.rows} rows, {report.scored} checks")
 
 
 def _report(args) -> None:
@@ -127,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", required=True)
     p.add_argument("--run-dir", required=True)
     p.set_defaults(func=_rlvr)
+
+    p = sub.add_parser("reward_preflight", help="check the verifiers on the validation rows")
+    p.add_argument("--config-json", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_reward_preflight)
 
     p = sub.add_parser("report", help="curves and summary of a run")
     p.add_argument("--run-dir", required=True)

@@ -1,0 +1,338 @@
+"""The GRPO controller: orchestration only (the math is in advantages.py, loss.py and shaping.py).
+
+One step, in NeMo-RL's order (spec §1.2): take ``num_prompts_per_step`` prompts → repeat each
+``num_generations_per_prompt`` times → generate → score → reward scaling → reward shaping → (dynamic sampling:
+keep rows with reward spread, generate more if short) → overlong filtering and prompt-length masks →
+previous-policy log-probs (skipped with ``force_on_policy_ratio``) and reference log-probs (only when the KL
+weight is > 0) → sequence log-prob error mask → advantages (+ clip) → ``rollout / train_global_batch_size``
+optimizer steps and one LR-scheduler step → validation → metrics → checkpoint.
+
+Algorithm switches and what each changes:
+
+* ``grpo.normalize_rewards`` / ``use_leave_one_out_baseline`` (and ``adv_estimator.*``, which must agree):
+  advantage baseline and scale; ``advantage_clip_low/high``: clamp after normalisation.
+* ``grpo.reward_scaling.*``, ``grpo.reward_shaping.*``: rewards before advantages.
+* ``grpo.use_dynamic_sampling``: drop zero-spread rows, regenerate up to ``dynamic_sampling_max_gen_batches``.
+* ``grpo.overlong_filtering``: truncated samples get no loss (they still shape the baseline).
+* ``grpo.seq_logprob_error_threshold``: mask sequences whose sampler/trainer log-probs disagree.
+* ``loss_fn.*``: the objective (see loss.py); ``reference_policy_kl_penalty > 0`` builds a frozen reference.
+* ``grpo.val_*``: when and how validation runs; ``checkpointing.*``: saving, retention, resume.
+
+Upstream bugs not reproduced here (each with a comment where it matters): roundoff in LOO "all equal" groups
+(advantages.py), the validation-size crash (config checks), and forced auto-resume of unrelated runs
+(step_ckpts.py: resume needs the same run fingerprint).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlvr.config.secrets import redact
+from rlvr.errors import UserError
+from rlvr.generation.base import GenerationConfig
+from rlvr.grpo.advantages import build_advantage_estimator, group_baseline_and_std
+from rlvr.grpo.loss import ClippedPGLoss
+from rlvr.grpo.metrics_log import MetricsLog
+from rlvr.grpo.rollout import Rollout, repeat_prompts, rollout_metrics, to_train_tensors
+from rlvr.grpo.shaping import (DynamicSampler, compute_validation_scores, mask_by_seq_logprob_error,
+                               scale_rewards, shape_rewards)
+from rlvr.grpo.step_ckpts import StepCheckpoints, file_digest, run_fingerprint, tree_digest
+from rlvr.grpo.workers import PolicyWorkers, RewardWorker, load_rows
+from rlvr.utils.atomic import atomic_file
+
+
+class GRPOController:
+    """Runs the GRPO loop of one run folder; resumable (see step_ckpts.py)."""
+
+    def __init__(self, cfg: dict[str, Any], *, data_dir: Path, policy_path: Path, run_dir: Path):
+        self.cfg = cfg
+        self.grpo, self.policy_cfg, self.loss_cfg = cfg["grpo"], cfg["policy"], cfg["loss_fn"]
+        self.out = Path(run_dir) / "rlvr"
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.train_rows = load_rows(Path(data_dir) / "train.jsonl")
+        self.val_rows = load_rows(Path(data_dir) / "val.jsonl")
+        torch.manual_seed(self.grpo["seed"])
+        self.workers = PolicyWorkers.build(cfg, Path(policy_path))
+        self.rewards = RewardWorker(cfg)
+        self.train_prompt_ids = self.workers.encode([r["prompt"] for r in self.train_rows])
+        self.val_prompt_ids = self.workers.encode([r["prompt"] for r in self.val_rows])
+        self.loss_fn = ClippedPGLoss(self.loss_cfg)
+        adv_cfg = {k: v for k, v in (self.grpo.get("adv_estimator") or {}).items() if v is not None}
+        adv_cfg.setdefault("normalize_rewards", self.grpo.get("normalize_rewards", True))
+        adv_cfg.setdefault("use_leave_one_out_baseline", self.grpo.get("use_leave_one_out_baseline", True))
+        self.estimator = build_advantage_estimator(adv_cfg, self.loss_cfg)
+        self.loo = adv_cfg["use_leave_one_out_baseline"]
+        self.gen_cfg = GenerationConfig.from_config(self.policy_cfg["generation"])
+        self.val_gen_cfg = GenerationConfig.from_config(self.policy_cfg["generation"], validation=True)
+        ckpt_cfg = cfg.get("checkpointing", {})
+        fingerprint = run_fingerprint(cfg, {"train": file_digest(Path(data_dir) / "train.jsonl"),
+                                            "val": file_digest(Path(data_dir) / "val.jsonl"),
+                                            "policy": tree_digest(Path(policy_path))})
+        self.ckpts = StepCheckpoints(
+            Path(ckpt_cfg.get("checkpoint_dir") or self.out / "ckpts"), fingerprint=fingerprint,
+            metric_name=ckpt_cfg.get("metric_name"), higher_is_better=ckpt_cfg.get("higher_is_better", True),
+            keep_top_k=ckpt_cfg.get("keep_top_k"), save_period=ckpt_cfg.get("save_period", 1),
+            save_optimizer=ckpt_cfg.get("save_optimizer", True))
+        self.ckpt_enabled = ckpt_cfg.get("enabled", True)
+        logger = cfg.get("logger", {})
+        tb = (logger.get("tensorboard") or {}).get("log_dir") or self.out / "tensorboard"
+        self.metrics = MetricsLog(self.out / "metrics.jsonl", total_steps=self.grpo["max_num_steps"],
+                                  tensorboard_dir=Path(tb) if logger.get("tensorboard_enabled") else None,
+                                  progress_bar=logger.get("progress_bar"))
+        self.consumed_prompts = 0
+        self.sampler = DynamicSampler(self.grpo["num_prompts_per_step"] * self.grpo["num_generations_per_prompt"],
+                                      self.grpo.get("dynamic_sampling_max_gen_batches", 10))
+
+    # ----------------------------------------------------------------------------------------- data
+    def _epoch_order(self, epoch: int) -> torch.Tensor:
+        n = len(self.train_rows)
+        if not self.cfg["data"].get("shuffle", True):
+            return torch.arange(n)
+        return torch.randperm(n, generator=torch.Generator().manual_seed(self.grpo["seed"] * 7919 + epoch))
+
+    def _next_prompts(self, count: int) -> list[int] | None:
+        """The next ``count`` prompt indices (drop_last within an epoch); None after ``max_num_epochs``."""
+        per_epoch = len(self.train_rows) // count * count
+        if per_epoch == 0:
+            raise UserError(f"the training set has {len(self.train_rows)} prompts, fewer than "
+                            f"grpo.num_prompts_per_step × batch_multiplier = {count}")
+        epoch, within = divmod(self.consumed_prompts, per_epoch)
+        if epoch >= self.grpo.get("max_num_epochs", 1):
+            return None
+        self.consumed_prompts += count
+        return self._epoch_order(epoch)[within:within + count].tolist()
+
+    # ------------------------------------------------------------------------------------ rollouts
+    def _rollout(self, prompt_index: list[int], rows: list[dict], prompt_ids: list[list[int]], times: int,
+                 cfg: GenerationConfig, seed: int) -> Rollout:
+        sel_rows = [rows[i] for i in prompt_index]
+        sel_ids = [prompt_ids[i] for i in prompt_index]
+        rep_rows, rep_ids, groups = repeat_prompts(sel_rows, sel_ids, 0, times)
+        outputs = self.workers.generate(rep_ids, cfg, seed=seed)
+        rollout = Rollout(rep_rows, groups, rep_ids, outputs)
+        rollout.raw_rewards, rollout.reward_errors = self.rewards.score(rep_rows, [o.text for o in outputs])
+        return rollout
+
+    def _shape(self, rollout: Rollout) -> None:
+        rewards = rollout.raw_rewards.clone()
+        scaling = self.grpo.get("reward_scaling") or {}
+        if scaling.get("enabled"):
+            rewards = scale_rewards(rewards, **{k: scaling[k] for k in
+                                                ("source_min", "source_max", "target_min", "target_max")})
+        shaping = self.grpo.get("reward_shaping") or {}
+        if shaping.get("enabled"):
+            rewards = shape_rewards(rewards, truncated=rollout.truncated, response_lengths=rollout.response_lengths,
+                                    **{k: shaping.get(k) for k in ("stop_properly_penalty_coef", "overlong_buffer_length",
+                                                                   "overlong_buffer_penalty", "max_response_length")})
+        rollout.rewards = rewards
+
+    def _collect(self, step: int) -> tuple[Rollout, dict[str, float]] | None:
+        """One step's rollout, regenerating while dynamic sampling is short of rows."""
+        g = self.grpo["num_generations_per_prompt"]
+        dynamic = self.grpo.get("use_dynamic_sampling", False)
+        count = int(self.grpo["num_prompts_per_step"] * (self.grpo.get("batch_multiplier", 1.0) if dynamic else 1))
+        parts, offset, batches = [], 0, 0
+        while True:
+            index = self._next_prompts(count)
+            if index is None:
+                return None
+            batches += 1
+            part = self._rollout(index, self.train_rows, self.train_prompt_ids, g, self.gen_cfg,
+                                 seed=self.grpo["seed"] * 1_000_003 + step * 101 + batches)
+            part.group_ids = part.group_ids + offset
+            offset += len(index)
+            self._shape(part)
+            if not dynamic:
+                return part, {}
+            # Dynamic sampling filters on the unshaped reward's spread, per row (LOO: the peers' spread).
+            _, std = group_baseline_and_std(part.raw_rewards, part.group_ids, leave_one_out=self.loo)
+            result = self.sampler.add({"row": torch.arange(len(part.rows)) + sum(len(p.rows) for p in parts)}, std)
+            parts.append(part)
+            if result.complete:
+                merged = Rollout.concat(parts).select(result.batch["row"])
+                return merged, {"train/dynamic_sampling_num_gen_batches": result.num_gen_batches,
+                                "train/dynamic_sampling_num_discarded_valid_samples":
+                                    result.num_discarded_valid_samples}
+
+    # ------------------------------------------------------------------------------------ training
+    def _train_batch(self, rollout: Rollout) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        batch = to_train_tensors(rollout.prompt_ids, rollout.outputs, pad_id=self.workers.pad_id,
+                                 multiple_of=self.policy_cfg.get("make_sequence_length_divisible_by", 1))
+        sample_mask = torch.ones(len(rollout.rows))
+        if self.grpo.get("overlong_filtering"):
+            sample_mask = sample_mask * (~rollout.truncated).float()
+        limit = self.cfg["data"].get("max_input_seq_length")
+        if limit:  # upstream keeps such prompts in the rollout (and the baseline) but out of the loss
+            sample_mask = sample_mask * torch.tensor([len(p) < limit for p in rollout.prompt_ids]).float()
+        batch["sample_mask"] = sample_mask
+        metrics: dict[str, float] = {}
+        timer = time.perf_counter()
+        needs_prev = not self.loss_cfg.get("force_on_policy_ratio") or self.grpo.get("seq_logprob_error_threshold")
+        batch["prev_logprobs"] = (self.workers.logprobs(batch) if needs_prev
+                                  else torch.zeros_like(batch["generation_logprobs"]))
+        batch["reference_policy_logprobs"] = (self.workers.reference_logprobs(batch)
+                                              if self.workers.has_reference else torch.zeros_like(batch["generation_logprobs"]))
+        metrics["timing/train/policy_and_reference_logprobs"] = time.perf_counter() - timer
+        if self.grpo.get("seq_logprob_error_threshold") is not None:
+            batch["sample_mask"], err_metrics = mask_by_seq_logprob_error(
+                batch["generation_logprobs"], batch["prev_logprobs"], batch["token_mask"], batch["sample_mask"],
+                threshold=self.grpo["seq_logprob_error_threshold"], rewards=rollout.rewards)
+            metrics.update({f"train/{k}": v for k, v in err_metrics.items()})
+        timer = time.perf_counter()
+        adv = self.estimator(rollout.rewards, rollout.group_ids, batch["token_mask"],
+                             prev_logprobs=batch["prev_logprobs"], reference_logprobs=batch["reference_policy_logprobs"])
+        lo, hi = self.grpo.get("advantage_clip_low"), self.grpo.get("advantage_clip_high")
+        if lo is not None or hi is not None:
+            adv = adv.clamp(min=lo, max=hi)
+        batch["advantages"] = adv
+        metrics["timing/train/advantage_calculation"] = time.perf_counter() - timer
+        valid = batch["token_mask"].bool() & batch["sample_mask"].bool().unsqueeze(-1)
+        if valid.any():
+            metrics.update({"train/advantages/mean": float(adv[valid].mean()), "train/advantages/max": float(adv[valid].max()),
+                            "train/advantages/min": float(adv[valid].min())})
+        return batch, metrics
+
+    def train_step(self, step: int) -> dict[str, float] | None:
+        start = time.perf_counter()
+        timer = time.perf_counter()
+        collected = self._collect(step)
+        if collected is None:
+            return None
+        rollout, metrics = collected
+        metrics["timing/train/generation_and_reward"] = time.perf_counter() - timer
+        metrics["timing/train/reward_calculation"] = self.rewards.last_time
+        metrics["timing/train/generation"] = metrics["timing/train/generation_and_reward"] - self.rewards.last_time
+        batch, batch_metrics = self._train_batch(rollout)
+        metrics.update(batch_metrics)
+        timer = time.perf_counter()
+        train_metrics = self.workers.train(batch, self.loss_fn, self.policy_cfg["train_global_batch_size"],
+                                           self.policy_cfg["train_micro_batch_size"])
+        metrics["timing/train/policy_training"] = time.perf_counter() - timer
+        metrics.update({f"train/{k}": v for k, v in train_metrics.items()})
+        metrics.update(rollout_metrics(rollout))
+        metrics.update({f"train/{k}": v for k, v in rollout.reward_errors.items()})
+        metrics["train/reward"] = float(rollout.rewards.mean())
+        metrics["train/raw_reward"] = float(rollout.raw_rewards.mean())
+        tokens = float(batch["attention_mask"].sum())
+        metrics["timing/train/total_step_time"] = time.perf_counter() - start
+        metrics["performance/tokens_per_sec"] = tokens / metrics["timing/train/total_step_time"]
+        metrics["performance/generation_tokens_per_sec"] = (
+            float(batch["token_mask"].sum()) / max(metrics["timing/train/generation"], 1e-9))
+        return metrics
+
+    # ---------------------------------------------------------------------------------- validation
+    def validate(self) -> dict[str, float]:
+        start = time.perf_counter()
+        k = self.grpo.get("val_num_generations_per_prompt", 1)
+        n = len(self.val_rows) if self.grpo.get("max_val_samples") is None else min(
+            self.grpo["max_val_samples"], len(self.val_rows))
+        size = self.grpo.get("val_batch_size") or n
+        n = n // size * size if n >= size else n  # whole batches, as upstream (config checks forbid a remainder)
+        rewards, groups, lengths, samples = [], [], [], []
+        for start_idx in range(0, n, size):
+            index = list(range(start_idx, min(start_idx + size, n)))
+            part = self._rollout(index, self.val_rows, self.val_prompt_ids, k, self.val_gen_cfg,
+                                 seed=self.grpo["seed"] + 12_345 + start_idx)
+            rewards.append(part.raw_rewards)
+            groups.append(part.group_ids + start_idx)
+            lengths.append(part.response_lengths.float())
+            samples.extend(zip(part.rows, part.outputs, part.raw_rewards.tolist()))
+        scores = compute_validation_scores(torch.cat(rewards), torch.cat(groups))
+        out = {"validation/accuracy": scores["accuracy"], "validation/avg_length": float(torch.cat(lengths).mean()),
+               "timing/validation/total_validation_time": time.perf_counter() - start}
+        if k > 1:
+            out[f"validation/pass@{k}"] = scores["pass_k"]
+        for row, output, reward in samples[: self.cfg.get("logger", {}).get("num_val_samples_to_print", 0)]:
+            print(f"[val] {row['problem']!r} -> {output.text!r} (reward {reward})", flush=True)
+        return out
+
+    def _should_validate(self, step: int, last: bool) -> bool:
+        period, start_at = self.grpo.get("val_period", 0), self.grpo.get("val_start_at", -1)
+        return (period > 0 and step >= start_at and step % period == 0) or (last and self.grpo.get("val_at_end"))
+
+    # ------------------------------------------------------------------------------------ the loop
+    def fit(self) -> dict[str, Any]:
+        wall = time.perf_counter()
+        point = self.ckpts.find_resume_point() if self.ckpt_enabled else None
+        step = 0
+        if point is not None:
+            model_state, optimizer_state = StepCheckpoints.load(point)
+            self.workers.load_state(model_state, optimizer_state)
+            step, self.consumed_prompts = point.step, point.info["consumed_prompts"]
+        self.metrics.restart_from(step if point is not None else None)
+        if point is None and self.grpo.get("val_at_start"):
+            self.metrics.log(0, self.validate())
+        max_steps = self.grpo["max_num_steps"]
+        stop_metric = self.grpo.get("stop_at_validation_metric")
+        while step < max_steps:
+            metrics = self.train_step(step + 1)
+            if metrics is None:
+                break  # max_num_epochs reached
+            step += 1
+            last = step >= max_steps
+            val = self.validate() if self._should_validate(step, last) else {}
+            metrics.update(val)
+            saved = self._maybe_save(step, last, metrics)
+            if saved is not None:
+                metrics["timing/train/checkpointing"] = saved
+            self.metrics.log(step, metrics)
+            threshold = self.grpo.get("stop_at_validation_metric_threshold")
+            if stop_metric and val and threshold is not None and val.get(stop_metric, -float("inf")) >= threshold:
+                print(f"[early stop] {stop_metric} = {val[stop_metric]} >= {threshold}", flush=True)
+                self._maybe_save(step, True, metrics)
+                break
+        self.metrics.close()
+        return self._finish(step, time.perf_counter() - wall)
+
+    def _maybe_save(self, step: int, last: bool, metrics: dict[str, float]) -> float | None:
+        if not self.ckpt_enabled or not (last or step % self.ckpts.save_period == 0):
+            return None
+        timer = time.perf_counter()
+        info = {"consumed_prompts": self.consumed_prompts, "total_steps": step}
+        name = self.ckpts.metric_name
+        if name:
+            prefix, _, key = name.partition(":")
+            value = metrics.get(f"{'validation' if prefix == 'val' else 'train'}/{key}")
+            if value is not None:
+                info[name] = value
+        model_state, optimizer_state = self.workers.state()
+        self.ckpts.save(step, model_state=model_state, optimizer_state=optimizer_state, info=info)
+        return time.perf_counter() - timer
+
+    def _finish(self, step: int, seconds: float) -> dict[str, Any]:
+        artifact = self.out / "checkpoint_megatron"
+        self.workers.save_artifact(artifact, iteration=step,
+                                   extra={"rlvr": {"steps": step, "fingerprint": self.ckpts.fingerprint}})
+        history = [m for m in _read_jsonl(self.out / "metrics.jsonl") if "validation/accuracy" in m]
+        summary = {"final_step": step, "seconds": round(seconds, 2), "artifact": str(artifact),
+                   "fingerprint": self.ckpts.fingerprint,
+                   "validation": [{"step": m["step"], "accuracy": m["validation/accuracy"]} for m in history]}
+        with atomic_file(self.out / "summary.json") as fh:
+            json.dump(summary, fh, indent=2)
+        return summary
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def run_grpo(cfg: dict[str, Any], *, data_dir: Path, policy_path: Path, run_dir: Path) -> dict[str, Any]:
+    """Entry point of the ``rlvr`` stage: train, then write ``<run dir>/rlvr/checkpoint_megatron``."""
+    out = Path(run_dir) / "rlvr"
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_file(out / "config.yaml") as fh:
+        import yaml
+
+        fh.write("# resolved rlvr config; secrets redacted\n" + yaml.safe_dump(redact(cfg), sort_keys=False))
+    controller = GRPOController(cfg, data_dir=data_dir, policy_path=policy_path, run_dir=run_dir)
+    try:
+        summary = controller.fit()
+    finally:
+        controller.rewards.close()
+    print(json.dumps(summary, indent=2), flush=True)
+    return summary

@@ -1,0 +1,98 @@
+"""Per-step metrics: ``metrics.jsonl`` (one object per step), TensorBoard events, and a live progress line.
+
+Every line has ``step`` plus NeMo-RL metric names (``train/reward``, ``train/loss``, ``validation/accuracy``,
+``timing/train/*``, ...). Step 0 holds the validation before training. On resume the file is cut back to the
+steps the checkpoint covers, so after any interruption every step appears exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLog:
+    def __init__(self, path: Path, *, total_steps: int, tensorboard_dir: Path | None = None,
+                 progress_bar: bool | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.total_steps = total_steps
+        self._tb_dir = tensorboard_dir
+        self._tb = None
+        self._bar = None
+        self._use_bar = sys.stderr.isatty() if progress_bar is None else progress_bar
+        self._last_val: float | None = None
+
+    def restart_from(self, step: int | None) -> None:
+        """Keep only lines with ``step <= step`` (None: start an empty file)."""
+        kept = []
+        if step is not None and self.path.exists():
+            for line in self.path.read_text().splitlines():
+                if line.strip() and json.loads(line)["step"] <= step:
+                    kept.append(line)
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(f"{line}\n" for line in kept))
+        os.replace(tmp, self.path)
+        if self._tb_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step drops events past the checkpoint, mirroring the JSONL cut.
+            self._tb = SummaryWriter(str(self._tb_dir), purge_step=(step or 0) + 1 if step else None)
+        if self._use_bar:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.total_steps, initial=step or 0, unit="step", dynamic_ncols=True)
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        clean = {"step": step, **{k: _plain(v) for k, v in sorted(metrics.items())}}
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(clean) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        if self._tb is not None:
+            for key, value in clean.items():
+                if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                    self._tb.add_scalar(key, value, step)
+            self._tb.flush()
+        self._progress(step, clean)
+
+    def _progress(self, step: int, m: dict[str, Any]) -> None:
+        if "validation/accuracy" in m:
+            self._last_val = m["validation/accuracy"]
+        parts = [f"step {step}/{self.total_steps}"]
+        if "train/reward" in m:
+            parts.append(f"reward {m['train/reward']:.3f}")
+        if self._last_val is not None:
+            parts.append(f"val acc {self._last_val:.3f}")
+        if "timing/train/total_step_time" in m:
+            parts.append(f"{m['timing/train/total_step_time']:.2f}s/step")
+        if self._bar is not None:
+            if step > self._bar.n:
+                self._bar.update(step - self._bar.n)
+            self._bar.set_postfix_str(" | ".join(parts[1:]))
+        else:
+            print(" | ".join(parts), flush=True)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+        if self._bar is not None:
+            self._bar.close()
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not Path(path).exists():
+        return []
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

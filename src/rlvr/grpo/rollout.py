@@ -1,0 +1,110 @@
+"""From prompts to a training batch: repeat, generate, score, and lay the samples out as ``[B, S]`` tensors.
+
+Layout of a rollout batch (right-padded, one row per sample):
+
+* ``input_ids [B, S]``: prompt tokens then generated tokens, then padding;
+* ``attention_mask [B, S]``: 1 on real tokens;
+* ``token_mask [B, S]``: 1 on generated tokens (the ones trained), 0 on the prompt and padding;
+* ``generation_logprobs [B, S]``: the sampler's log-prob of each generated token at its position, 0 elsewhere —
+  aligned like every log-prob tensor here: position ``t`` holds ``log p(x_t | x_<t)``;
+* ``sample_mask [B]``: 1 unless the row is excluded from the loss (overlong filtering, prompt too long);
+* ``group_ids [B]``: rows sampled from the same prompt share an id (GRPO groups).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from rlvr.generation.base import GenerationOutput
+
+
+@dataclass
+class Rollout:
+    """The samples of one generation batch and everything computed about them so far."""
+
+    rows: list[dict]                      # the canonical row of each sample (repeated G times per prompt)
+    group_ids: torch.Tensor               # [B] int
+    prompt_ids: list[list[int]]           # [B] prompt token ids
+    outputs: list[GenerationOutput]       # [B] generations
+    rewards: torch.Tensor | None = None   # [B] float (after scaling/shaping)
+    raw_rewards: torch.Tensor | None = None  # [B] verifier rewards before scaling/shaping
+    reward_errors: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def truncated(self) -> torch.Tensor:
+        return torch.tensor([o.truncated for o in self.outputs], dtype=torch.bool)
+
+    @property
+    def response_lengths(self) -> torch.Tensor:
+        return torch.tensor([len(o.token_ids) for o in self.outputs], dtype=torch.long)
+
+    def select(self, index: torch.Tensor) -> Rollout:
+        """The rollout restricted to rows ``index`` (dynamic sampling)."""
+        idx = index.tolist()
+        return Rollout([self.rows[i] for i in idx], self.group_ids[index], [self.prompt_ids[i] for i in idx],
+                       [self.outputs[i] for i in idx],
+                       None if self.rewards is None else self.rewards[index],
+                       None if self.raw_rewards is None else self.raw_rewards[index], dict(self.reward_errors))
+
+    @staticmethod
+    def concat(parts: Sequence[Rollout]) -> Rollout:
+        return Rollout([r for p in parts for r in p.rows], torch.cat([p.group_ids for p in parts]),
+                       [x for p in parts for x in p.prompt_ids], [o for p in parts for o in p.outputs],
+                       torch.cat([p.rewards for p in parts]), torch.cat([p.raw_rewards for p in parts]),
+                       _sum_counts([p.reward_errors for p in parts]))
+
+
+def repeat_prompts(rows: Sequence[dict], prompt_ids: Sequence[list[int]], group_offset: int, times: int
+                   ) -> tuple[list[dict], list[list[int]], torch.Tensor]:
+    """Each prompt copied ``times`` times, contiguously (upstream's ``repeat_interleave``), with group ids."""
+    rep_rows = [row for row in rows for _ in range(times)]
+    rep_ids = [list(ids) for ids in prompt_ids for _ in range(times)]
+    groups = torch.arange(group_offset, group_offset + len(rows)).repeat_interleave(times)
+    return rep_rows, rep_ids, groups
+
+
+def to_train_tensors(prompt_ids: Sequence[list[int]], outputs: Sequence[GenerationOutput], *, pad_id: int,
+                     multiple_of: int = 1) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask``, ``token_mask`` and ``generation_logprobs`` (module doc)."""
+    lengths = [len(p) + len(o.token_ids) for p, o in zip(prompt_ids, outputs)]
+    seq = max(lengths)
+    seq = -(-seq // multiple_of) * multiple_of
+    b = len(lengths)
+    input_ids = torch.full((b, seq), pad_id, dtype=torch.long)
+    attention = torch.zeros((b, seq), dtype=torch.long)
+    token_mask = torch.zeros((b, seq), dtype=torch.float32)
+    gen_lp = torch.zeros((b, seq), dtype=torch.float32)
+    for i, (prompt, out) in enumerate(zip(prompt_ids, outputs)):
+        n_p, n_g = len(prompt), len(out.token_ids)
+        input_ids[i, :n_p] = torch.tensor(prompt, dtype=torch.long)
+        if n_g:
+            input_ids[i, n_p:n_p + n_g] = torch.tensor(out.token_ids, dtype=torch.long)
+            gen_lp[i, n_p:n_p + n_g] = torch.tensor(out.logprobs, dtype=torch.float32)
+            token_mask[i, n_p:n_p + n_g] = 1.0
+        attention[i, :n_p + n_g] = 1
+    return {"input_ids": input_ids, "attention_mask": attention, "token_mask": token_mask,
+            "generation_logprobs": gen_lp}
+
+
+def rollout_metrics(rollout: Rollout, prefix: str = "train/") -> dict[str, Any]:
+    """Generation statistics of a rollout (NeMo-RL names)."""
+    lengths = rollout.response_lengths.to(torch.float64)
+    truncated = rollout.truncated.to(torch.float64)
+    prompt_len = torch.tensor([len(p) for p in rollout.prompt_ids], dtype=torch.float64)
+    return {
+        f"{prefix}mean_gen_tokens_per_sample": float(lengths.mean()),
+        f"{prefix}max_gen_tokens_per_sample": float(lengths.max()),
+        f"{prefix}mean_prompt_length": float(prompt_len.mean()),
+        f"{prefix}mean_total_tokens_per_sample": float((lengths + prompt_len).mean()),
+        f"{prefix}truncation_rate": float(truncated.mean()),
+        f"{prefix}natural_termination_rate": float(1.0 - truncated.mean()),
+    }
+
+
+def _sum_counts(counts: Sequence[dict[str, float]]) -> dict[str, float]:
+    keys = {k for c in counts for k in c}
+    return {k: sum(c.get(k, 0.0) for c in counts) for k in sorted(keys)}

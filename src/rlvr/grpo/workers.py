@@ -1,0 +1,169 @@
+"""The controller's workers: the policy (train + log-probs), generation, the reference policy, and rewards.
+
+Each is a small object with picklable inputs and outputs, so that a distributed run can put it behind a Ray
+actor without changing the controller. In a single process on a CPU the generation backend shares the policy's
+own model (the HF model is kept in eval mode, so sampling and training see identical weights and no refit is
+needed); with vLLM or a megatron-core policy the generation model is refitted from the trainer's weights before
+each generation.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlvr.errors import DataError, UserError
+from rlvr.generation.base import GenerationConfig, GenerationOutput, make_generation_backend
+from rlvr.utils.atomic import atomic_dir
+
+
+def load_rows(path: Path) -> list[dict]:
+    """Canonical rows written by rl_prep."""
+    if not path.is_file():
+        raise DataError(f"{path} is missing: run data_prep/rl_prep first")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not rows:
+        raise DataError(f"{path} holds no rows")
+    return rows
+
+
+def checkpoint_tokenizer_dir(policy_path: Path) -> Path:
+    from rlvr.convert.artifact import TOKENIZER_DIR, resolve_iteration_dir
+
+    folder = resolve_iteration_dir(policy_path) / TOKENIZER_DIR
+    if not folder.is_dir():
+        raise UserError(f"{policy_path} has no tokenizer/ folder; convert the policy with convert/hf_to_megatron "
+                        f"from an HF folder that has its tokenizer files")
+    return folder
+
+
+class PolicyWorkers:
+    """Policy, generation and (when the KL weight is > 0) reference policy of a run."""
+
+    def __init__(self, policy, generator, tokenizer, tokenizer_dir: Path, reference=None, *,
+                 logprob_batch_size: int, shares_model: bool):
+        self.policy, self.generator, self.tokenizer = policy, generator, tokenizer
+        self.tokenizer_dir = tokenizer_dir
+        self.reference = reference
+        self.logprob_batch_size = logprob_batch_size
+        self.shares_model = shares_model
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self._stale = False
+
+    @classmethod
+    def build(cls, cfg: dict[str, Any], policy_path: Path) -> PolicyWorkers:
+        from transformers import AutoTokenizer
+
+        from rlvr.convert.hf_megatron import load_hf_model_from_megatron
+        from rlvr.policy.hf import HFPolicy
+
+        policy_cfg = cfg["policy"]
+        tok_dir = Path((policy_cfg.get("tokenizer") or {}).get("name") or checkpoint_tokenizer_dir(policy_path))
+        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = load_hf_model_from_megatron(policy_path, policy_cfg.get("precision", "float32")).to(device)
+        if (policy_cfg.get("megatron_cfg") or {}).get("enabled"):
+            from rlvr.policy.megatron import MegatronPolicy
+
+            policy = MegatronPolicy.from_config(policy_cfg, policy_path=policy_path)
+            generation_model, shares = model, False
+        else:
+            policy = HFPolicy.from_config(policy_cfg, model=model)
+            generation_model, shares = policy.model, True
+        backend = policy_cfg["generation"].get("backend", "hf")
+        generator = make_generation_backend(backend, generation_model, tokenizer,
+                                            batch_size=policy_cfg.get("generation_batch_size"),
+                                            max_total_length=policy_cfg["max_total_sequence_length"])
+        loss = cfg["loss_fn"]
+        reference = None
+        if loss.get("reference_policy_kl_penalty", 0) > 0 and not cfg["grpo"].get(
+                "skip_reference_policy_logprobs_calculation"):
+            reference = HFPolicy.from_config(policy_cfg, model=copy.deepcopy(model).eval().requires_grad_(False))
+        return cls(policy, generator, tokenizer, tok_dir, reference,
+                   logprob_batch_size=policy_cfg.get("logprob_batch_size", 8), shares_model=shares and backend == "hf")
+
+    @property
+    def has_reference(self) -> bool:
+        return self.reference is not None
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        # The prompt is already templated by rl_prep (chat template incl. any BOS text), as NeMo-RL does.
+        return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+    def generate(self, prompt_ids: list[list[int]], cfg: GenerationConfig, *, seed: int) -> list[GenerationOutput]:
+        if self._stale and not self.shares_model:
+            self.generator.update_weights(self.policy.hf_state_dict() if hasattr(self.policy, "hf_state_dict")
+                                          else self.policy.model_state())
+        self._stale = False
+        return self.generator.generate(prompt_ids, cfg, seed=seed)
+
+    def logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.policy.get_logprobs(batch["input_ids"], batch["attention_mask"],
+                                        micro_batch_size=self.logprob_batch_size, filtered=True)
+
+    def reference_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        # The reference pass keeps the temperature but not top-k/top-p (spec §1.3).
+        return self.reference.get_logprobs(batch["input_ids"], batch["attention_mask"],
+                                           micro_batch_size=self.logprob_batch_size, filtered=False)
+
+    def train(self, batch: dict[str, torch.Tensor], loss_fn, global_batch_size: int, micro_batch_size: int
+              ) -> dict[str, float]:
+        self._stale = True
+        return self.policy.train(batch, loss_fn, global_batch_size=global_batch_size, micro_batch_size=micro_batch_size)
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        full = self.policy.state_dict()
+        return full["model"], {k: v for k, v in full.items() if k != "model"}
+
+    def load_state(self, model_state: dict[str, torch.Tensor], optimizer_state: dict[str, Any] | None) -> None:
+        if optimizer_state is None:
+            print("[resume] no optimizer state in the checkpoint (checkpointing.save_optimizer=false): the "
+                  "optimizer restarts from scratch", flush=True)
+            self.policy.model.load_state_dict(model_state)
+        else:
+            self.policy.load_state_dict({"model": model_state, **optimizer_state})
+        self._stale = True
+
+    def save_artifact(self, root: Path, *, iteration: int, extra: dict[str, Any]) -> Path:
+        """The trained policy as a ``checkpoint_megatron`` (written atomically)."""
+        from rlvr.convert.hf_megatron import save_hf_model_as_megatron
+
+        model = self.policy.hf_model() if hasattr(self.policy, "hf_model") else self.policy.model
+        with atomic_dir(root) as tmp:
+            save_hf_model_as_megatron(model, self.tokenizer_dir, tmp, iteration, extra)
+        return root
+
+
+class RewardWorker:
+    """Scores responses with the rows' verifiers; maps verdicts onto ``env.<task>.reward_correct/_wrong``."""
+
+    def __init__(self, cfg: dict[str, Any]):
+        from rlvr.rewards.scorer import RewardScorer
+
+        env = cfg.get("env", {})
+        if env.get("should_use_nemo_gym"):
+            raise UserError("the NeMo-Gym reward path (env.should_use_nemo_gym=true) is not available in this "
+                            "version; use the native math/code verifiers")
+        math_cfg = env.get("math") or {}
+        self.env = env
+        self.scorer = RewardScorer(num_workers=math_cfg.get("num_workers"), timeout_s=math_cfg.get("timeout_s", 10.0))
+        self.last_time = 0.0
+
+    def score(self, rows: list[dict], responses: list[str]) -> tuple[torch.Tensor, dict[str, float]]:
+        timer = time.perf_counter()
+        result = self.scorer.score_batch([r["task_name"] for r in rows], responses, rows)
+        rewards = []
+        for row, reward in zip(rows, result.rewards):
+            task_cfg = self.env.get(row["task_name"]) or {}
+            lo, hi = task_cfg.get("reward_wrong", 0.0), task_cfg.get("reward_correct", 1.0)
+            rewards.append(lo + (hi - lo) * reward)
+        self.last_time = time.perf_counter() - timer
+        return torch.tensor(rewards, dtype=torch.float32), result.metrics()
+
+    def close(self) -> None:
+        self.scorer.close()
