@@ -9,7 +9,7 @@ if tiny_enabled():
             sft_train=f"{RUN}/tiny_data/sft_train.jsonl",
             sft_val=f"{RUN}/tiny_data/sft_val.jsonl",
         params:
-            cfg=section_json("tiny"),
+            cfg=json.dumps({"tiny": {k: v for k, v in E["tiny"].items() if k in ("seed", "data")}}, sort_keys=True),
         log:
             f"{RUN}/logs/tiny_data.log",
         benchmark:

@@ -170,7 +170,16 @@ def check_loss_combinations(cfg: dict) -> None:
                           "and disable_ppo_ratio")
 
 
-RLVR_CHECKS: list[Check] = [check_inputs, check_batch_arithmetic, check_validation_sizes,
+def check_tiny(cfg: dict) -> None:
+    """The tiny section's own cross-field rules (e.g. SFT warm-up shorter than the run), before any compute."""
+    tiny = dict(cfg.get("tiny") or {})
+    if tiny.pop("enabled", False):
+        from rlvr.tiny.config import TinyConfig
+
+        TinyConfig.from_dict(tiny)
+
+
+RLVR_CHECKS: list[Check] = [check_tiny, check_inputs, check_batch_arithmetic, check_validation_sizes,
                             check_nemo_gym_consistency, check_advantage_flags, check_backends,
                             check_loss_combinations]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +28,9 @@ def _registry() -> Registry:
     for path in sorted(SCHEMA_DIR.glob("*.schema.yaml")):
         doc = yaml.safe_load(path.read_text())
         resources.append((doc.get("$id", path.name), Resource.from_contents(doc)))
+    # The tiny section's schema ships with its package (rlvr.tiny validates with it too).
+    tiny = Path(__file__).resolve().parents[1] / "tiny" / "tiny.schema.json"
+    resources.append(("tiny.schema.json", Resource.from_contents(json.loads(tiny.read_text()))))
     return Registry().with_resources(resources)
 
 
