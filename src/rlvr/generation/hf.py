@@ -1,0 +1,191 @@
+"""Batched sampling with a KV cache through a transformers causal LM (the CPU / small-model backend).
+
+The sampling loop is ours, not ``model.generate``: each step scores the last position, applies
+:func:`rlvr.policy.logprobs.process_logits` (temperature -> top-k -> top-p, the function the trainer uses) and
+draws from that distribution, so a sample's ``logprobs`` are exactly the processed log-probs that the policy's
+``get_logprobs(filtered=True)`` recomputes for the same sequence (up to KV-cache rounding).
+
+Prompts are left-padded: row ``i`` occupies the last ``len_i`` columns, the attention mask hides the padding and
+position ids count real tokens only (``cumsum(mask) - 1``), so a prompt is scored as if it were alone. A row
+that has finished keeps being fed a masked pad token (mask 0) so that the batch stays rectangular while its
+output stops growing.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import torch
+
+from rlvr.generation.base import GenerationConfig, GenerationOutput
+from rlvr.policy.logprobs import process_logits
+
+
+class Detokenizer(Protocol):
+    """The part of a HF tokenizer this backend needs."""
+
+    eos_token_id: int | None
+    pad_token_id: int | None
+
+    def decode(self, token_ids: list[int], skip_special_tokens: bool = ...) -> str: ...
+
+
+def sample_next(processed: torch.Tensor, generator: torch.Generator | None, *, greedy: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw one token per row from processed logits ``[B, V]``; returns ``(tokens[B], logprobs[B])``.
+
+    ``logprobs`` are ``log softmax(processed)`` at the chosen tokens (also in greedy mode, where the chosen
+    token is the arg-max).
+    """
+    log_probs = processed.log_softmax(dim=-1)
+    if greedy:
+        tokens = processed.argmax(dim=-1)
+    else:
+        tokens = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)
+    return tokens, log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def find_stop_string(text: str, stop_strings: Sequence[str]) -> int | None:
+    """End index (exclusive) of the earliest stop string in ``text``, or None; ties go to the longer match."""
+    best: tuple[int, int] | None = None
+    for stop in stop_strings:
+        start = text.find(stop)
+        if start >= 0 and (best is None or (start, -len(stop)) < (best[0], -best[1])):
+            best = (start, len(stop))
+    return None if best is None else best[0] + best[1]
+
+
+class _Row:
+    """Bookkeeping of one sample while it is being generated."""
+
+    def __init__(self, budget: int):
+        self.budget = budget  # tokens it may still produce (max_new_tokens, capped by the model length)
+        self.token_ids: list[int] = []
+        self.logprobs: list[float] = []
+        self.text_end: int | None = None  # set when a stop string matched
+        self.done = budget <= 0
+        self.truncated = budget <= 0
+
+
+class HFGenerationBackend:
+    """:class:`~rlvr.generation.base.GenerationBackend` over a ``PreTrainedModel`` (CPU or one GPU).
+
+    ``batch_size`` (``policy.generation_batch_size``) bounds the rows per forward; ``max_total_length``
+    (``policy.max_total_sequence_length``) caps prompt + generation like vLLM's ``max_model_len``: a sample
+    that reaches it is ``truncated`` (a prompt already at the cap yields an empty, truncated sample).
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Detokenizer, *, batch_size: int | None = None,
+                 max_total_length: int | None = None):
+        self.model = model.eval()  # dropout would make the reported logprobs differ from a re-score
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.max_total_length = max_total_length
+        self.eos_token_id = tokenizer.eos_token_id
+        if self.eos_token_id is None:
+            self.eos_token_id = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else (self.eos_token_id if isinstance(self.eos_token_id, int) else 0)
+        # transformers 5.x renamed ``past_key_values`` to ``cache`` in later minor releases; accept both.
+        params = inspect.signature(model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self._keep_kwarg = "logits_to_keep" if "logits_to_keep" in params else None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def update_weights(self, state_dict: Mapping[str, Any]) -> None:
+        """Copy the trainer's weights in place (strict: every parameter name must match)."""
+        with torch.no_grad():
+            self.model.load_state_dict(dict(state_dict), strict=True)
+
+    @torch.no_grad()
+    def generate(self, prompt_token_ids: list[list[int]], cfg: GenerationConfig, *, seed: int | None = None
+                 ) -> list[GenerationOutput]:
+        """Sample one continuation per prompt; same prompts, config, batch size and seed -> same outputs."""
+        for i, prompt in enumerate(prompt_token_ids):
+            if len(prompt) == 0:
+                raise ValueError(f"prompt {i} is empty: generation needs at least one prompt token")
+        generator = torch.Generator(device=self.device)
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(int(seed))
+        size = self.batch_size or max(len(prompt_token_ids), 1)
+        outputs: list[GenerationOutput] = []
+        for start in range(0, len(prompt_token_ids), size):
+            outputs.extend(self._generate_batch(prompt_token_ids[start:start + size], cfg, generator))
+        return outputs
+
+    def _generate_batch(self, prompts: list[list[int]], cfg: GenerationConfig, generator: torch.Generator
+                        ) -> list[GenerationOutput]:
+        """Left-pad, prefill, then decode one token per step until every row has stopped."""
+        device = self.device
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long, device=device)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long, device=device)
+        for i, prompt in enumerate(prompts):
+            input_ids[i, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long, device=device)
+            attention[i, width - len(prompt):] = 1
+        rows = [_Row(self._budget(len(p), cfg)) for p in prompts]
+        stop_ids = cfg.resolved_stop_token_ids(self.eos_token_id)
+        if not all(row.done for row in rows):
+            positions = (attention.cumsum(-1) - 1).clamp(min=0)
+            logits, cache = self._forward(input_ids, attention, positions, None)
+            next_position = attention.sum(-1, keepdim=True)
+        while not all(row.done for row in rows):
+            processed = process_logits(logits, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
+            tokens, logprobs = sample_next(processed, generator, greedy=cfg.greedy)
+            for row, token, logprob in zip(rows, tokens.tolist(), logprobs.tolist()):
+                if not row.done:
+                    self._advance(row, token, logprob, cfg, stop_ids)
+            active = torch.tensor([not row.done for row in rows], dtype=torch.long, device=device).unsqueeze(-1)
+            if not active.any():
+                break
+            feed = torch.where(active.bool(), tokens.unsqueeze(-1), torch.full_like(active, self.pad_token_id))
+            attention = torch.cat([attention, active], dim=-1)
+            logits, cache = self._forward(feed, attention, next_position, cache)
+            next_position = next_position + active
+        return [self._finish(row) for row in rows]
+
+    def _budget(self, prompt_length: int, cfg: GenerationConfig) -> int:
+        if self.max_total_length is None:
+            return cfg.max_new_tokens
+        return min(cfg.max_new_tokens, self.max_total_length - prompt_length)
+
+    def _advance(self, row: _Row, token: int, logprob: float, cfg: GenerationConfig, stop_ids: frozenset[int]
+                 ) -> None:
+        """Append one sampled token and decide whether the row stops (stop id, stop string, or length)."""
+        row.token_ids.append(token)
+        row.logprobs.append(logprob)
+        if token in stop_ids:
+            row.done = True
+            return
+        if cfg.stop_strings:
+            end = find_stop_string(self.tokenizer.decode(row.token_ids, skip_special_tokens=True), cfg.stop_strings)
+            if end is not None:
+                row.text_end, row.done = end, True
+                return
+        if len(row.token_ids) >= row.budget:
+            row.done = row.truncated = True
+
+    def _finish(self, row: _Row) -> GenerationOutput:
+        text = self.tokenizer.decode(row.token_ids, skip_special_tokens=True)
+        if row.text_end is not None:
+            text = text[:row.text_end]
+        return GenerationOutput(token_ids=row.token_ids, logprobs=row.logprobs, text=text, truncated=row.truncated)
+
+    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                 cache: Any) -> tuple[torch.Tensor, Any]:
+        """One cached forward; returns the last position's logits ``[B, V]`` and the updated cache."""
+        kwargs: dict[str, Any] = {self._cache_kwarg: cache, "use_cache": True}
+        if self._keep_kwarg:
+            kwargs[self._keep_kwarg] = 1
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
+        new_cache = getattr(out, "cache", None)
+        if new_cache is None:
+            new_cache = out.past_key_values
+        return out.logits[:, -1], new_cache

@@ -1,0 +1,221 @@
+"""The trainable policy: a transformers causal LM with its optimizer and LR schedule (CPU, or one GPU).
+
+One GRPO step calls :meth:`HFPolicy.get_logprobs` (``prev_logprobs``; the reference model's instance with
+``filtered=False``) and then :meth:`HFPolicy.train` once. ``train`` follows NeMo-RL's DTensor worker:
+
+* the rollout of ``B`` rows (not shuffled) is cut into ``K = B / global_batch_size`` optimizer steps;
+* each global batch: ``zero_grad``; ``N_seq = Σ sample_mask``, ``N_tok = Σ token_mask[:, 1:] · sample_mask``
+  (position 0 never holds a predicted token); micro-batches of ``micro_batch_size`` rows whose losses the loss
+  function already divides by these *global* counts, so summing their gradients gives the gradient of the
+  global-batch loss whatever the micro-batch size; clip the grad norm to ``max_grad_norm``; ``optimizer.step()``;
+* the LR scheduler steps once per ``train`` call (warm-up counts GRPO steps, not optimizer steps).
+
+Current log-probs use the generation temperature and top-k/top-p, exactly as the sampler did
+(:mod:`rlvr.policy.logprobs`). Dropout stays off (the model is kept in eval mode): the ratio against
+``prev_logprobs`` must be exactly 1 before the first update.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from rlvr.errors import CheckpointError, ConfigError
+from rlvr.policy.logprobs import mask_filtered_tokens, token_logprobs
+from rlvr.policy.optim import build_optimizer, build_scheduler
+
+LossFn = Callable[[torch.Tensor, dict[str, Any], torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, Any]]]
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "32": torch.float32,
+           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def load_causal_lm(path: str, *, precision: str = "float32", overrides: Mapping[str, Any] | None = None,
+                   device: str | torch.device | None = None) -> torch.nn.Module:
+    """``AutoModelForCausalLM.from_pretrained(path)`` in ``precision`` on ``device`` (default: cuda if present)."""
+    from transformers import AutoModelForCausalLM
+
+    if precision not in _DTYPES:
+        raise ConfigError(f"policy.precision: unknown {precision!r}; known: {sorted(_DTYPES)}")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=_DTYPES[precision], **dict(overrides or {}))
+    except OSError as exc:
+        raise CheckpointError(f"policy.model_name: cannot load a HF causal LM from {path!r}: {exc}") from exc
+    return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+class HFPolicy:
+    """A ``PreTrainedModel`` plus optimizer/scheduler, scoring with the sampler's processed distribution.
+
+    ``temperature``/``top_k``/``top_p`` are the ``policy.generation`` values; ``filtered=False`` passes keep
+    the temperature only (reference policy, KL).
+    """
+
+    def __init__(self, model: torch.nn.Module, *, optimizer: Mapping[str, Any] | None = None,
+                 scheduler: Any = None, max_grad_norm: float | None = 1.0, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float = 1.0):
+        self.model = model.eval()
+        self.optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], optimizer)
+        self.scheduler = build_scheduler(self.optimizer, scheduler)
+        self.max_grad_norm = max_grad_norm
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+
+    @classmethod
+    def from_config(cls, policy_cfg: Mapping[str, Any], *, model: torch.nn.Module | None = None,
+                    device: str | torch.device | None = None) -> HFPolicy:
+        """Build from the ``policy`` section; loads ``policy.model_name`` unless ``model`` is given."""
+        if model is None:
+            model = load_causal_lm(policy_cfg["model_name"], precision=policy_cfg.get("precision", "float32"),
+                                   overrides=policy_cfg.get("hf_config_overrides"), device=device)
+        generation = policy_cfg.get("generation") or {}
+        return cls(model, optimizer=policy_cfg.get("optimizer"), scheduler=policy_cfg.get("scheduler"),
+                   max_grad_norm=policy_cfg.get("max_grad_norm", 1.0),
+                   temperature=_number(generation, "temperature", 1.0), top_k=generation.get("top_k"),
+                   top_p=_number(generation, "top_p", 1.0))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, filtered: bool) -> torch.Tensor:
+        """Forward + processed log-probs ``[b, S]``; ``-inf`` (filtered) entries are left in place."""
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # count real tokens: left or right padding
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                            use_cache=False).logits
+        if filtered:
+            return token_logprobs(logits, input_ids, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
+        return token_logprobs(logits, input_ids, temperature=self.temperature)
+
+    @staticmethod
+    def _predicted(attention_mask: torch.Tensor) -> torch.Tensor:
+        """``[B, S]`` bool: token ``t`` is real and so is ``t-1`` (its logprob has a real context)."""
+        real = attention_mask.bool()
+        return torch.nn.functional.pad(real[:, 1:] & real[:, :-1], (1, 0), value=False)
+
+    @torch.no_grad()
+    def get_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, micro_batch_size: int,
+                     filtered: bool = True) -> torch.Tensor:
+        """Log-probs ``[B, S]`` (float32, on CPU): ``lp[:, t] = log p(x_t | x_<t)``, 0 at position 0 and padding.
+
+        ``filtered`` applies the generation top-k/top-p (``prev_logprobs``); False keeps the temperature only
+        (``reference_policy_logprobs``). Tokens outside the filtered set are reported as 0, not ``-inf``.
+        """
+        chunks = []
+        for start in range(0, input_ids.shape[0], micro_batch_size):
+            ids = input_ids[start:start + micro_batch_size].to(self.device)
+            mask = attention_mask[start:start + micro_batch_size].to(self.device)
+            lp, _ = mask_filtered_tokens(self._scores(ids, mask, filtered), mask)
+            chunks.append(torch.where(self._predicted(mask), lp, torch.zeros_like(lp)).cpu())
+        return torch.cat(chunks)
+
+    def train(self, batch: Mapping[str, Any], loss_fn: LossFn, *, global_batch_size: int,
+              micro_batch_size: int) -> dict[str, float]:
+        """K = B / global_batch_size optimizer steps and one scheduler step; returns the step's metrics.
+
+        ``batch`` holds ``input_ids``, ``attention_mask``, ``token_mask`` ``[B, S]``, ``sample_mask`` ``[B]`` and
+        whatever ``loss_fn`` reads (``prev_logprobs``, ``generation_logprobs``, ``reference_policy_logprobs``,
+        ``advantages``, all ``[B, S]`` aligned with the log-probs); every tensor with ``B`` rows is sliced per
+        micro-batch. ``loss_fn(lp[b, S], data, N_seq, N_tok) -> (loss, metrics)``. A token the filtered
+        distribution excludes gets lp 0 and is removed from that micro-batch's ``token_mask``.
+
+        Metrics: ``loss`` and the loss_fn metrics summed over micro-batches (``*_min``/``*_max``: min/max) and
+        averaged over global batches; ``grad_norm`` (pre-clip) of the last optimizer step; ``lr`` used;
+        ``global_valid_seqs``/``global_valid_toks`` averaged; ``num_optimizer_steps`` = K.
+        """
+        total = int(batch["input_ids"].shape[0])
+        if global_batch_size <= 0 or total % global_batch_size:
+            raise ConfigError(f"rollout batch of {total} rows is not a multiple of policy.train_global_batch_size="
+                              f"{global_batch_size}", code="rollout_batch_not_divisible")
+        if micro_batch_size <= 0:
+            raise ConfigError(f"policy.train_micro_batch_size must be >= 1, got {micro_batch_size}")
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        per_step = [self._optimizer_step(_rows(batch, start, start + global_batch_size, total), loss_fn,
+                                         micro_batch_size) for start in range(0, total, global_batch_size)]
+        if self.scheduler is not None:
+            self.scheduler.step()
+        metrics = _average(per_step)
+        metrics.update(grad_norm=per_step[-1]["grad_norm"], lr=lr, num_optimizer_steps=float(len(per_step)))
+        return metrics
+
+    def _optimizer_step(self, data: dict[str, Any], loss_fn: LossFn, micro_batch_size: int) -> dict[str, float]:
+        """One global batch: accumulate micro-batch gradients, clip, step. Returns its summed metrics."""
+        data = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in data.items()}
+        rows = int(data["input_ids"].shape[0])
+        sample_mask = data["sample_mask"]
+        global_valid_seqs = sample_mask.sum()
+        global_valid_toks = (data["token_mask"][:, 1:] * sample_mask.unsqueeze(-1)).sum()
+        self.optimizer.zero_grad(set_to_none=True)
+        summed: dict[str, float] = {}
+        for start in range(0, rows, micro_batch_size):
+            mb = _rows(data, start, start + micro_batch_size, rows)
+            lp, mb["token_mask"] = mask_filtered_tokens(
+                self._scores(mb["input_ids"], mb["attention_mask"], filtered=True), mb["token_mask"])
+            lp = torch.where(self._predicted(mb["attention_mask"]), lp, torch.zeros_like(lp))
+            loss, loss_metrics = loss_fn(lp, mb, global_valid_seqs, global_valid_toks)
+            loss.backward()
+            _merge(summed, {**loss_metrics, "loss": loss.detach()})
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        max_norm = self.max_grad_norm if self.max_grad_norm else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # returns the norm before clipping
+        self.optimizer.step()
+        summed.update(grad_norm=float(grad_norm), global_valid_seqs=float(global_valid_seqs),
+                      global_valid_toks=float(global_valid_toks))
+        return summed
+
+    def state_dict(self) -> dict[str, Any]:
+        """Model, optimizer and scheduler state, for a checkpoint."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved (the scheduler part must match the configured scheduler)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if (state.get("scheduler") is None) != (self.scheduler is None):
+            raise CheckpointError("checkpoint scheduler state does not match policy.scheduler (one is null)")
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        """Detached weights by parameter name, for refitting a generation backend."""
+        return {name: tensor.detach() for name, tensor in self.model.state_dict().items()}
+
+
+def _number(cfg: Mapping[str, Any], key: str, default: float) -> float:
+    value = cfg.get(key)
+    return default if value is None else float(value)
+
+
+def _rows(data: Mapping[str, Any], start: int, stop: int, total: int) -> dict[str, Any]:
+    """Rows ``start:stop`` of every tensor with ``total`` rows; other values are passed through."""
+    return {k: v[start:stop] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == total else v
+            for k, v in data.items()}
+
+
+def _merge(acc: dict[str, float], metrics: Mapping[str, Any]) -> None:
+    """Fold one micro-batch's metrics into ``acc``: min/max for ``*_min``/``*_max`` keys, sum otherwise."""
+    for key, value in metrics.items():
+        value = float(value)
+        if key.endswith("_min"):
+            acc[key] = min(acc.get(key, value), value)
+        elif key.endswith("_max"):
+            acc[key] = max(acc.get(key, value), value)
+        else:
+            acc[key] = acc.get(key, 0.0) + value
+
+
+def _average(per_step: list[dict[str, float]]) -> dict[str, float]:
+    """Mean over global batches, except min/max keys, which are combined by min/max."""
+    out: dict[str, float] = {}
+    for key in dict.fromkeys(k for step in per_step for k in step):
+        values = [step[key] for step in per_step if key in step]
+        if key.endswith("_min"):
+            out[key] = min(values)
+        elif key.endswith("_max"):
+            out[key] = max(values)
+        else:
+            out[key] = sum(values) / len(per_step)
+    return out

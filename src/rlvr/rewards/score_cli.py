@@ -1,0 +1,108 @@
+"""``nemotron rewards score``: score a file of responses against a file of rows, outside of training.
+
+``--data ROWS.jsonl`` holds canonical rl_prep rows (``task_name`` + ``ground_truth`` or ``tests``) or raw math rows
+(``{"problem", "expected_answer"}``, read as ``task_name="math"``); ``--responses RESPONSES.jsonl`` holds one
+``{"response": str}`` per line, in row order. One JSON object per row is printed (or written to ``--output``):
+``{"index", "task_name", "reward"}`` plus ``"error"`` and ``"detail"`` when the check failed. Blank lines are ignored
+in both inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from rlvr.errors import DataError, UserError
+from rlvr.rewards.scorer import RewardScorer, default_scorer
+from rlvr.utils.atomic import atomic_file
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line; a line that is not a JSON object is a DataError."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    records = []
+    with path.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{line_no}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
+            records.append((line_no, record))
+    return records
+
+
+def canonical_row(record: dict[str, Any], where: str) -> dict[str, Any]:
+    """A canonical row from either a canonical row or a raw math row ``{problem, expected_answer}``."""
+    if "task_name" in record:
+        return record
+    if "expected_answer" in record:
+        return {"task_name": "math", "ground_truth": record["expected_answer"], "problem": record.get("problem")}
+    raise DataError(
+        f"{where}: cannot tell how to score this row (keys: {sorted(record)}); expected a canonical rl_prep row "
+        "with 'task_name' and 'ground_truth' (math) or 'tests' (code), or a raw math row with 'problem' and "
+        "'expected_answer'"
+    )
+
+
+def load_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of ``path`` as canonical rows."""
+    path = Path(path)
+    return [canonical_row(record, f"{path}:{line_no}") for line_no, record in _read_jsonl(path)]
+
+
+def load_responses(path: str | os.PathLike) -> list[str]:
+    """The ``response`` string of every line of ``path``."""
+    path = Path(path)
+    responses = []
+    for line_no, record in _read_jsonl(path):
+        response = record.get("response")
+        if not isinstance(response, str):
+            raise DataError(
+                f"{path}:{line_no}: expected {{\"response\": <string>}}, got keys {sorted(record)}"
+                + ("" if response is None else f" with 'response' of type {type(response).__name__}")
+            )
+        responses.append(response)
+    return responses
+
+
+def score_files(
+    data_path: str | os.PathLike,
+    responses_path: str | os.PathLike,
+    output_path: str | os.PathLike | None = None,
+    *,
+    scorer: RewardScorer | None = None,
+) -> int:
+    """Score ``responses_path`` against ``data_path``; write JSONL to ``output_path`` (or stdout); return 0."""
+    rows = load_rows(data_path)
+    responses = load_responses(responses_path)
+    if len(rows) != len(responses):
+        raise UserError(
+            f"{data_path} has {len(rows)} rows but {responses_path} has {len(responses)} responses; "
+            "give exactly one {\"response\": ...} line per row, in row order"
+        )
+    result = (scorer or default_scorer()).score_batch([r["task_name"] for r in rows], responses, rows)
+    lines = []
+    for index, row in enumerate(rows):
+        record: dict[str, Any] = {"index": index, "task_name": row["task_name"], "reward": result.rewards[index]}
+        if result.per_row_error[index] is not None:
+            record["error"] = result.per_row_error[index]
+            record["detail"] = result.details[index]
+        lines.append(json.dumps(record, ensure_ascii=False))
+    if output_path is None:
+        for line in lines:
+            print(line)
+    else:
+        with atomic_file(output_path) as fh:
+            fh.writelines(line + "\n" for line in lines)
+    mean = sum(result.rewards) / len(rows) if rows else 0.0
+    failures = {cause: n for cause, n in result.errors.items() if n}
+    print(f"scored {len(rows)} responses: mean reward {mean:.4f}; failed checks {failures or 'none'}", file=sys.stderr)
+    return 0

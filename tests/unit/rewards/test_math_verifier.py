@@ -1,0 +1,84 @@
+"""The math verifier is math-verify configured as NeMo-RL's hf_math_verify, with failures named, never raised."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from math_verify import ExprExtractionConfig, LatexExtractionConfig, math_metric
+
+from rlvr.errors import ConfigError, DataError
+from rlvr.rewards.math_verifier import check_math, ground_truth_of
+from rlvr.rewards.registry import get_verifier, known_verifiers
+from rlvr.rewards.verdict import EXCEPTION
+
+PAIRS = [  # (response, ground truth, hand-judged reward)
+    ("So the answer is \\boxed{\\frac{1}{2}}.", "0.5", 1.0),
+    ("We get $\\boxed{0.5}$", "\\frac{1}{2}", 1.0),
+    ("\\boxed{x^2+1}", "1+x^2", 1.0),
+    ("The answer is 42", "42", 1.0),  # a plain final expression matches too (expression extractor)
+    ("\\boxed{41}", "42", 0.0),
+    ("\\boxed{0.333}", "\\frac{1}{3}", 0.0),  # precision 6: 0.333 is not 1/3
+    ("\\boxed{0.3333333}", "\\frac{1}{3}", 1.0),
+    ("no answer here", "7", 0.0),
+    ("\\boxed{(1,2)}", "(1,2)", 1.0),
+    ("\\boxed{[1,2]}", "(1,2)", 0.0),
+]
+
+
+@pytest.mark.parametrize("response, truth, expected", PAIRS)
+def test_rewards_match_hand_judgement(response: str, truth: str, expected: float) -> None:
+    """Equivalent answers in different notations score 1.0, wrong ones 0.0, neither reports an error."""
+    verdict = check_math(response, truth)
+    assert verdict.reward == expected
+    assert verdict.error is None
+
+
+def test_same_scores_as_the_library_called_as_nemo_rl_does() -> None:
+    """check_math agrees with math_metric(Latex gold; Expr+Latex prediction) on gold '\\boxed{gt}'."""
+    metric = math_metric(
+        gold_extraction_target=(LatexExtractionConfig(),),
+        pred_extraction_target=(ExprExtractionConfig(), LatexExtractionConfig()),
+    )
+    for response, truth, _ in PAIRS:
+        library, _ = metric(["\\boxed{" + truth + "}"], [response])
+        assert check_math(response, truth).reward == float(library)
+
+
+def test_unparsable_ground_truth_is_a_counted_exception() -> None:
+    """An empty ground truth makes math-verify raise; the verdict is 0.0 with cause 'exception', not a crash."""
+    verdict = check_math("\\boxed{1}", "")
+    assert (verdict.reward, verdict.error) == (0.0, EXCEPTION)
+    assert "No gold targets" in verdict.detail
+
+
+def test_off_main_thread_is_reported_not_raised() -> None:
+    """math-verify's signal alarms need the main thread: from another thread the check fails visibly."""
+    box = []
+    thread = threading.Thread(target=lambda: box.append(check_math("\\boxed{1}", "1")))
+    thread.start()
+    thread.join()
+    assert box[0].reward == 0.0 and box[0].error == EXCEPTION and "main thread" in box[0].detail
+
+
+def test_registry_routes_math_and_rejects_unknown_names() -> None:
+    """'math' is registered and callable as (response, reference) -> float; an unknown name lists known ones."""
+    math = get_verifier("math")
+    assert "math" in known_verifiers()
+    assert math("\\boxed{3}", "3") == 1.0
+    assert math.reference({"task_name": "math", "ground_truth": 12}) == "12"
+    with pytest.raises(ConfigError, match="known verifiers: .*math"):
+        get_verifier("maths")
+
+
+def test_missing_ground_truth_is_a_data_error() -> None:
+    """A math row without 'ground_truth' fails with a message naming the field."""
+    with pytest.raises(DataError, match="ground_truth"):
+        ground_truth_of({"task_name": "math", "problem": "1+1"})
+
+
+@pytest.mark.slow
+def test_library_timeout_is_counted_not_silent() -> None:
+    """math-verify swallows its own 5 s comparison alarm; the verdict still names it as a timeout (~5 s)."""
+    verdict = check_math("\\boxed{7^{7^{9}}}", "3")
+    assert (verdict.reward, verdict.error) == (0.0, "timeout")
