@@ -1,0 +1,114 @@
+"""Tests of rlvr.tiny.arith: deterministic, disjoint, correct arithmetic problems in math JSONL."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from rlvr.errors import ConfigError
+from rlvr.tiny.arith import count_problem_space, generate_problems, generate_splits, get_operation, write_tiny_datasets
+from rlvr.tiny.config import TinyConfig
+
+PROBLEM = re.compile(r"^(\d+)([+\-*])(\d+)$")
+
+SMALL = {
+    "data": {
+        "sft": {
+            "operations": ["add", "sub", "mul"], "min_digits": 1, "max_digits": 2, "train_size": 600, "val_size": 40
+        },
+        "rl": {"operations": ["add", "sub"], "min_digits": 2, "max_digits": 2, "train_size": 300, "val_size": 30},
+    }
+}
+
+
+def _expected(problem: str) -> int:
+    """Independent evaluation of a problem text (regex parse, then the Python operator)."""
+    a, op, b = PROBLEM.match(problem).groups()
+    return {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op]
+
+
+def test_same_seed_same_rows_other_seed_other_rows():
+    """Generation is a pure function of its arguments; another seed gives another list."""
+    kwargs = {"operations": ["add", "sub"], "min_digits": 1, "max_digits": 2}
+    first = generate_problems(50, seed="s:1", **kwargs)
+    assert first == generate_problems(50, seed="s:1", **kwargs)
+    assert first != generate_problems(50, seed="s:2", **kwargs)
+
+
+def test_answers_are_exact_integers_and_difficulty_is_respected():
+    """Each answer is the exact integer result (negative for a-b<0); operands have min..max digits; only chosen ops."""
+    rows = generate_problems(400, operations=["sub", "mul"], min_digits=2, max_digits=3, seed=3)
+    assert len({r["problem"] for r in rows}) == 400
+    for row in rows:
+        a, op, b = PROBLEM.match(row["problem"]).groups()
+        assert op in "-*"
+        assert 2 <= len(a) <= 3 and 2 <= len(b) <= 3
+        assert not a.startswith("0") and not b.startswith("0")
+        assert row["expected_answer"] == str(_expected(row["problem"]))
+    assert any(r["expected_answer"].startswith("-") for r in rows)
+    assert {len(PROBLEM.match(r["problem"]).group(1)) for r in rows} == {2, 3}
+
+
+def test_hand_counted_problem_space():
+    """1-digit operands are 0..9 (10 values), 2-digit 10..99 (90): add+sub over 1..2 digits = 2 * 100**2."""
+    assert count_problem_space(["add"], 1, 1) == 100
+    assert count_problem_space(["add"], 2, 2) == 8100
+    assert count_problem_space(["add", "sub"], 1, 2) == 20000
+
+
+def test_exhausting_a_small_space_and_then_overdrawing():
+    """All 100 one-digit additions can be drawn; one more (or one already excluded) is a ConfigError naming the key."""
+    rows = generate_problems(100, operations=["add"], min_digits=1, max_digits=1, seed=0)
+    assert {r["problem"] for r in rows} == {f"{a}+{b}" for a in range(10) for b in range(10)}
+    with pytest.raises(ConfigError, match="tiny.data.x"):
+        generate_problems(101, operations=["add"], min_digits=1, max_digits=1, seed=0, where="tiny.data.x")
+    with pytest.raises(ConfigError, match="99 of the 100"):
+        generate_problems(100, operations=["add"], min_digits=1, max_digits=1, seed=0, exclude=frozenset({"3+4"}))
+
+
+def test_unknown_operation_lists_known_ones():
+    """The operation registry fails with the known names."""
+    with pytest.raises(ConfigError, match="add, mul, sub"):
+        get_operation("div")
+
+
+def test_splits_are_disjoint_and_sized():
+    """No problem text is in two splits; each split has its configured size; RL rows follow the RL difficulty."""
+    cfg = TinyConfig.from_dict(SMALL)
+    splits = generate_splits(cfg)
+    sizes = {"sft_train": 600, "sft_val": 40, "rl_train": 300, "rl_val": 30}
+    assert {k: len(v) for k, v in splits.items()} == sizes
+    texts = [r["problem"] for rows in splits.values() for r in rows]
+    assert len(texts) == len(set(texts)) == sum(sizes.values())
+    for r in splits["rl_train"] + splits["rl_val"]:
+        a, op, b = PROBLEM.match(r["problem"]).groups()
+        assert op in "+-" and len(a) == len(b) == 2
+
+
+def test_validation_sets_do_not_depend_on_training_sizes():
+    """Held-out sets are claimed first, so growing a training set leaves rl_val and sft_val unchanged."""
+    small = generate_splits(TinyConfig.from_dict(SMALL))
+    bigger = json.loads(json.dumps(SMALL))
+    bigger["data"]["sft"]["train_size"] = 900
+    big = generate_splits(TinyConfig.from_dict(bigger))
+    assert small["rl_val"] == big["rl_val"] and small["sft_val"] == big["sft_val"]
+
+
+def test_write_tiny_datasets_writes_math_jsonl(tmp_path):
+    """Four JSONL files of {problem, expected_answer} string rows, identical on a second write."""
+    cfg = TinyConfig.from_dict(SMALL)
+    paths = write_tiny_datasets(tmp_path / "data", cfg)
+    assert set(paths) == {"sft_train", "sft_val", "rl_train", "rl_val"}
+    contents = {}
+    for name, path in paths.items():
+        assert path == tmp_path / "data" / f"{name}.jsonl"
+        lines = path.read_text(encoding="utf-8").splitlines()
+        rows = [json.loads(line) for line in lines]
+        assert all(set(r) == {"problem", "expected_answer"} for r in rows)
+        assert all(isinstance(r["problem"], str) and isinstance(r["expected_answer"], str) for r in rows)
+        contents[name] = path.read_bytes()
+    write_tiny_datasets(tmp_path / "data", cfg)
+    assert {n: p.read_bytes() for n, p in paths.items()} == contents
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == sorted(f"{n}.jsonl" for n in paths)
