@@ -140,30 +140,43 @@ class PolicyWorkers:
 
 
 class RewardWorker:
-    """Scores responses with the rows' verifiers; maps verdicts onto ``env.<task>.reward_correct/_wrong``."""
+    """Scores responses: the native verifiers (math, code), or NeMo-Gym resource servers on the Gym path.
+
+    Native verdicts are mapped onto ``env.<task>.reward_correct/_wrong``. On the Gym path a server error is never a
+    reward of 0: the client retries, then raises and the run stops (see rlvr/gym/client.py).
+    """
 
     def __init__(self, cfg: dict[str, Any]):
-        from rlvr.rewards.scorer import RewardScorer
-
         env = cfg.get("env", {})
-        if env.get("should_use_nemo_gym"):
-            raise UserError("the NeMo-Gym reward path (env.should_use_nemo_gym=true) is not available in this "
-                            "version; use the native math/code verifiers")
-        math_cfg = env.get("math") or {}
         self.env = env
-        self.scorer = RewardScorer(num_workers=math_cfg.get("num_workers"), timeout_s=math_cfg.get("timeout_s", 10.0))
         self.last_time = 0.0
+        self.gym = None
+        self.scorer = None
+        if env.get("should_use_nemo_gym"):
+            from rlvr.gym import GymRewardClient, local_options_from_env
+
+            self.gym = GymRewardClient(env.get("nemo_gym") or {}, local_options=local_options_from_env(env),
+                                       model_name=str(cfg["policy"].get("model_name") or "policy")).start()
+        else:
+            from rlvr.rewards.scorer import scorer_from_env
+
+            self.scorer = scorer_from_env(env)
 
     def score(self, rows: list[dict], responses: list[str]) -> tuple[torch.Tensor, dict[str, float]]:
         timer = time.perf_counter()
-        result = self.scorer.score_batch([r["task_name"] for r in rows], responses, rows)
-        rewards = []
-        for row, reward in zip(rows, result.rewards):
-            task_cfg = self.env.get(row["task_name"]) or {}
-            lo, hi = task_cfg.get("reward_wrong", 0.0), task_cfg.get("reward_correct", 1.0)
-            rewards.append(lo + (hi - lo) * reward)
+        if self.gym is not None:
+            rewards, metrics = self.gym.score(rows, responses)
+        else:
+            result = self.scorer.score_batch([r["task_name"] for r in rows], responses, rows)
+            rewards, metrics = [], result.metrics()
+            for row, reward in zip(rows, result.rewards):
+                task_cfg = self.env.get(row["task_name"]) or {}
+                lo, hi = task_cfg.get("reward_wrong", 0.0), task_cfg.get("reward_correct", 1.0)
+                rewards.append(lo + (hi - lo) * reward)
         self.last_time = time.perf_counter() - timer
-        return torch.tensor(rewards, dtype=torch.float32), result.metrics()
+        return torch.tensor(rewards, dtype=torch.float32), metrics
 
     def close(self) -> None:
-        self.scorer.close()
+        for worker in (self.gym, self.scorer):
+            if worker is not None:
+                worker.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
@@ -162,6 +163,38 @@ def preflight(
                     result.rewards[k], result.per_row_error[k], result.details[k],
                 )
             )
+    if not report.ok:
+        raise UserError(report.format(source), code=ERROR_CODE)
+    return report
+
+
+def gym_preflight(rows: Sequence[dict], client: Any, *, source: str | None = None) -> PreflightReport:
+    """The pre-flight of NeMo-Gym rows, through the resource servers themselves.
+
+    Rows carrying ``expected_answer`` (math servers) must score 1.0 with ``\\boxed{answer}`` and 0.0 with a
+    corrupted answer; rows with unit tests (code servers) must score 0.0 with a do-nothing program. Other agents'
+    rows cannot be probed without knowing their answer format and are only counted.
+    """
+    probes, meta = [], []
+    for index, row in enumerate(rows):
+        answer = (row.get("gym") or {}).get("expected_answer")
+        tests = ((row.get("gym") or {}).get("verifier_metadata") or {}).get("unit_tests")
+        if answer is not None:
+            checks = [("ground_truth", f"\\boxed{{{answer}}}", 1.0),
+                      ("corrupted", f"\\boxed{{{corrupt_answer(str(answer))}}}", 0.0)]
+        elif tests is not None:
+            checks = [("empty_program", "```python\npass\n```", 0.0)]
+        else:
+            continue
+        for check, response, expected in checks:
+            probes.append((row, response))
+            meta.append((index, check, expected, str(answer if answer is not None else tests)))
+    rewards, _ = client.score([r for r, _ in probes], [resp for _, resp in probes]) if probes else ([], {})
+    report = PreflightReport(rows=len(rows), scored=len(probes))
+    for k, (index, check, expected, reference) in enumerate(meta):
+        if rewards[k] != expected:
+            report.problems.append(PreflightProblem(index, "nemo_gym", reference[:200], check, probes[k][1][:200],
+                                                    expected, rewards[k], None, None))
     if not report.ok:
         raise UserError(report.format(source), code=ERROR_CODE)
     return report

@@ -136,3 +136,22 @@ def score_batch(
 ) -> ScoreResult:
     """Score a batch with ``scorer`` (default: the process-wide :func:`default_scorer`)."""
     return (scorer or default_scorer()).score_batch(task_names, responses, rows)
+
+
+def scorer_from_env(env: dict[str, Any]) -> RewardScorer:
+    """A scorer set up from the step config's ``env`` section.
+
+    ``env.math``: ``num_workers`` verifier processes, ``timeout_s`` per check. ``env.code``: ``timeout_s`` per test
+    case, ``memory_mb`` per program, ``num_workers`` concurrent sandboxes, ``partial_credit``. The code settings are
+    applied to the registered code verifier (sandboxed checks run in this process's threads).
+    """
+    from rlvr.rewards.sandbox import Sandbox, SandboxLimits
+
+    math_cfg, code_cfg = env.get("math") or {}, env.get("code") or {}
+    code = get_verifier("code")
+    code.partial_credit = bool(code_cfg.get("partial_credit", False))
+    limits = SandboxLimits(case_timeout_s=float(code_cfg.get("timeout_s", 5.0)),
+                           memory_mb=int(code_cfg.get("memory_mb", 1024)))
+    code.sandbox = Sandbox(limits, max_concurrency=code_cfg.get("num_workers"))
+    return RewardScorer(num_workers=math_cfg.get("num_workers"), timeout_s=float(math_cfg.get("timeout_s", 10.0)),
+                        sandbox_concurrency=code_cfg.get("num_workers"))

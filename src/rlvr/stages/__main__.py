@@ -88,11 +88,13 @@ def _reward_preflight(args) -> None:
     rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
     env = json.loads(args.config_json).get("env") or {}
     if env.get("should_use_nemo_gym"):
-        raise UserError("the reward pre-flight of NeMo-Gym rows needs the Gym path, which is not available yet")
-    scorer_cls = _engine("rlvr.rewards.scorer", "RewardScorer")
-    math_cfg = env.get("math") or {}
-    with scorer_cls(num_workers=math_cfg.get("num_workers"), timeout_s=math_cfg.get("timeout_s", 10.0)) as scorer:
-        report = _engine("rlvr.rewards.preflight", "preflight")(rows, scorer=scorer, source=str(rows_path))
+        from rlvr.gym import GymRewardClient, local_options_from_env
+
+        with GymRewardClient(env.get("nemo_gym") or {}, local_options=local_options_from_env(env)) as client:
+            report = _engine("rlvr.rewards.preflight", "gym_preflight")(rows, client, source=str(rows_path))
+    else:
+        with _engine("rlvr.rewards.scorer", "scorer_from_env")(env) as scorer:
+            report = _engine("rlvr.rewards.preflight", "preflight")(rows, scorer=scorer, source=str(rows_path))
     with atomic_file(args.out) as fh:
         json.dump({"rows": report.rows, "scored": report.scored, "ok": report.ok}, fh, indent=2)
     print(f"reward pre-flight passed: {report.rows} rows, {report.scored} checks")
