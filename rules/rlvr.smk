@@ -29,6 +29,8 @@ if STEP.id == "rl/nemo_rl/rlvr":
         params:
             cfg=lambda wildcards: json.dumps(E, sort_keys=True, separators=(",", ":")),
             run_dir=RUN,
+            nodes=E["cluster"]["num_nodes"],
+            gpus_per_node=E["cluster"]["gpus_per_node"],
         threads: workflow.cores
         resources:
             gpus=E["cluster"]["gpus_per_node"] * E["cluster"]["num_nodes"],
@@ -37,6 +39,9 @@ if STEP.id == "rl/nemo_rl/rlvr":
             f"{RUN}/logs/rlvr.log",
         benchmark:
             f"{RUN}/benchmarks/rlvr.tsv"
+        # Multi-node runs start a Ray cluster over the Slurm allocation first (head + srun workers); a one-node
+        # run outside Slurm just runs the stage (rlvr/launch/ray_slurm.py checks the topology either way).
         shell:
-            "{PY} -m rlvr.stages rlvr --config-json {params.cfg:q} --data {input.data:q} --policy {input.policy:q}"
+            "{PY} -m rlvr.launch.ray_slurm run --num-nodes {params.nodes} --gpus-per-node {params.gpus_per_node} --"
+            " {PY} -m rlvr.stages rlvr --config-json {params.cfg:q} --data {input.data:q} --policy {input.policy:q}"
             " --run-dir {params.run_dir:q} 2>&1 | tee {log:q}"

@@ -136,9 +136,9 @@ def split_run_args(tokens: list[str]) -> RunArgs:
     return args
 
 
-def _run_section(args: RunArgs, step: StepInfo, run_dir: Path, profile: str) -> dict:
+def _run_section(args: RunArgs, step: StepInfo, run_dir: Path, profile: str, executor: str) -> dict:
     mode = "run" if args.run_profile else "batch" if args.batch_profile else "local"
-    return {"mode": mode, "profile": profile, "run_dir": str(run_dir),
+    return {"mode": mode, "profile": profile, "executor": executor, "run_dir": str(run_dir),
             "cli": {"dotlist": args.dotlist, "passthrough": args.passthrough, "config": args.config},
             "recipe": {"name": step.runspec.get("name", step.id), "step": step.id}}
 
@@ -164,24 +164,34 @@ def summarize_plan(output: str) -> list[str]:
 def run_step(tokens: list[str]) -> int:
     from rlvr.config import load_step_config
     from rlvr.config.files import is_path_like
-    from rlvr.workflow import WorkflowRequest, find_profile, run_dir, snakemake_argv
+    from rlvr.launch.profile import load_profile
+    from rlvr.workflow import DEFAULT_STEP, WorkflowRequest, find_profile, run_dir, snakemake_argv
 
     args = split_run_args(tokens)
     step = resolve_step(args.step_id)
     cfg = load_step_config(step, args.config, args.dotlist)
     profile_name = args.run_profile or args.batch_profile or "local"
-    profile = find_profile(profile_name)
+    profile = load_profile(find_profile(profile_name))
     rdir = run_dir(step.id, cfg.name)
     # The Snakefile re-loads the config: hand it an absolute path (cwd-independent) or the name.
     config_ref = str(cfg.path) if is_path_like(args.config or "") else (args.config or step.default_config)
     request = WorkflowRequest(step=step.id, config=config_ref, overrides=args.dotlist)
 
     print("\nCompiled Configuration")
-    _print_panel("run", _run_section(args, step, rdir, profile_name))
+    _print_panel("run", _run_section(args, step, rdir, profile_name, profile.executor))
     _print_panel("config", cfg.redacted())
+    slurm = None
+    extra, env = list(args.passthrough), dict(os.environ)
+    if profile.executor == "slurm":
+        from rlvr.launch.slurm import prepare_run
+
+        cluster = (cfg.resolved.get("cluster") or {}) if step.id == DEFAULT_STEP else None
+        slurm = prepare_run(profile, cluster, rdir, args.passthrough, env, force_squash=args.force_squash,
+                            dry_run=args.dry_run)
+        extra, env = extra + slurm.extra, slurm.env
     if args.dry_run:
-        proc = subprocess.run(snakemake_argv(request, profile=profile, dry_run=True, extra=args.passthrough),
-                              capture_output=True, text=True)
+        proc = subprocess.run(snakemake_argv(request, profile=profile.path, dry_run=True, extra=extra),
+                              capture_output=True, text=True, env=env)
         if proc.returncode:
             sys.stderr.write(proc.stdout + proc.stderr)
             return proc.returncode
@@ -190,10 +200,16 @@ def run_step(tokens: list[str]) -> int:
         print("\n".join(plan) if plan else "  nothing to do: every output is up to date")
         return 0
     _write_config_record(rdir, cfg)
-    argv = snakemake_argv(request, profile=profile, extra=args.passthrough)
+    argv = snakemake_argv(request, profile=profile.path, extra=extra)
+    if args.batch_profile and slurm is not None:
+        return _submit_controller(argv, rdir, profile, cfg.name, slurm)
     if args.batch_profile:
-        return _start_detached(argv, rdir)
-    return subprocess.call(argv)
+        return _start_detached(argv, rdir, env)
+    try:
+        return subprocess.call(argv, env=env)
+    finally:
+        if slurm is not None:
+            slurm.cleanup()
 
 
 def _write_config_record(rdir: Path, cfg) -> None:
@@ -204,11 +220,27 @@ def _write_config_record(rdir: Path, cfg) -> None:
         fh.write(cfg.redacted_yaml())
 
 
-def _start_detached(argv: list[str], rdir: Path) -> int:
+def _start_detached(argv: list[str], rdir: Path, env: dict[str, str]) -> int:
     log = rdir / "logs" / f"controller-{time.strftime('%Y%m%d-%H%M%S')}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as fh:
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=os.environ.copy())
+                                start_new_session=True, env=env)
     print(f"run folder: {rdir}\nlog file: {log}\njob id: local:{proc.pid}")
+    return 0
+
+
+def _submit_controller(argv: list[str], rdir: Path, profile, config_name: str, slurm) -> int:
+    """``-b`` on Slurm: the Snakemake controller becomes a batch job of its own; return once it is queued."""
+    from rlvr.launch.slurm import ControllerJob
+
+    job = ControllerJob(argv=argv, run_dir=rdir, settings=profile.launch.controller,
+                        name=f"rlvr-{config_name}-controller", secrets_file=slurm.secrets_file)
+    try:
+        job_id = job.submit(slurm.env)
+    except BaseException:
+        slurm.cleanup()
+        raise
+    print(f"run folder: {rdir}\nlog file: {job.log}\njob id: slurm:{job_id}\n"
+          f"follow it with: squeue -j {job_id}; tail -f {job.log}")
     return 0
