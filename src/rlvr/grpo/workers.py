@@ -70,7 +70,8 @@ class PolicyWorkers:
         if (policy_cfg.get("megatron_cfg") or {}).get("enabled"):
             from rlvr.policy.megatron import MegatronPolicy
 
-            policy = MegatronPolicy.from_config(policy_cfg, policy_path=policy_path)
+            policy = MegatronPolicy.from_config(policy_cfg, policy_path=policy_path,
+                                                train_iters=cfg["grpo"]["max_num_steps"])
             generation_model, shares = model, False
         else:
             policy = HFPolicy.from_config(policy_cfg, model=model)
@@ -124,7 +125,8 @@ class PolicyWorkers:
         if optimizer_state is None:
             print("[resume] no optimizer state in the checkpoint (checkpointing.save_optimizer=false): the "
                   "optimizer restarts from scratch", flush=True)
-            self.policy.model.load_state_dict(model_state)
+            load = getattr(self.policy, "load_model_state", None) or self.policy.model.load_state_dict
+            load(model_state)
         else:
             self.policy.load_state_dict({"model": model_state, **optimizer_state})
         self._stale = True

@@ -1,0 +1,301 @@
+"""The trainable policy on megatron-core (``policy.megatron_cfg.enabled``): a ``GPTModel`` trained like HFPolicy.
+
+The model is the megatron-core ``GPTModel`` of :func:`rlvr.convert.mcore_model.build_gpt_model` (local layer spec,
+SDPA core attention, TP = PP = 1; a world-size-1 process group, gloo on CPU and nccl on GPU, unless the caller set
+up its own), filled from the ``checkpoint_megatron`` the run starts from. :class:`MegatronPolicy` subclasses
+:class:`~rlvr.policy.hf.HFPolicy` and replaces only the forward pass, so both backends share one implementation
+of the GRPO training semantics (``K = B / gbs`` optimizer steps with global normalisers, grad clipping, one
+scheduler step per ``train`` call, processed log-probs, position 0 and padding reported as 0).
+
+Forward. megatron-core's ``GPTModel`` applies RoPE at positions ``0..S-1`` whatever ``position_ids`` say, and its
+causal mask knows nothing of padding. Each row is therefore *packed* first: a stable permutation moves the real
+tokens (``attention_mask == 1``) to the front, in order, so real token ``j`` sits at position ``j`` exactly as
+HF's ``position_ids = cumsum(mask) - 1`` places it, and a causal mask alone keeps padding (now at the end) out
+of every real token's context. Log-probs are computed on the packed row and scattered back.
+
+Optimizer (``policy.megatron_cfg.optimizer``, Megatron names) -> ``torch.optim.AdamW``: ``lr``, ``weight_decay``
+(decoupled, as Megatron's Adam; Megatron's rule exempts biases and 1-D tensors such as norm weights, so they go
+into a ``weight_decay = 0`` group), ``adam_beta1/2``, ``adam_eps``; ``clip_grad`` replaces
+``policy.max_grad_norm`` (0 = no clipping). Megatron's distributed optimizer only shards optimizer state over
+data-parallel ranks; at world size 1 it is plain Adam, so it is not used. Its fp32 master weights for bf16
+training are not reproduced: with ``policy.precision: bfloat16`` AdamW updates the bf16 parameters directly,
+as the HF backend does.
+
+Scheduler (``policy.megatron_cfg.scheduler``) -> ``LambdaLR`` stepped once per GRPO step, with Megatron's
+``OptimizerParamScheduler`` formula (:class:`MegatronLRSchedule`); its iterations are GRPO steps (NeMo-RL steps
+Megatron's scheduler by the global batch size once per ``train`` call, with the iteration counts scaled by the
+same factor). No scheduler section: constant ``lr``.
+
+Without ``megatron_cfg.optimizer`` the backend falls back to ``policy.optimizer`` / ``policy.scheduler`` and
+``policy.max_grad_norm``, built exactly as for HFPolicy (:mod:`rlvr.policy.optim`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+
+from rlvr.errors import ConfigError
+from rlvr.policy.hf import HFPolicy
+from rlvr.policy.logprobs import token_logprobs
+from rlvr.policy.optim import build_optimizer, build_scheduler
+
+_OPT_KEY = "policy.megatron_cfg.optimizer"
+_SCHED_KEY = "policy.megatron_cfg.scheduler"
+_DECAY_STYLES = ("constant", "linear", "cosine")
+# Megatron's OptimizerConfig defaults for the keys a config may leave out (``lr`` has none: it is required).
+_ADAM_DEFAULTS = {"optimizer": "adam", "min_lr": 0.0, "weight_decay": 0.01, "adam_beta1": 0.9,
+                  "adam_beta2": 0.999, "adam_eps": 1e-8}
+_PARALLEL_SIZES = ("tensor_model_parallel_size", "pipeline_model_parallel_size", "context_parallel_size",
+                   "expert_model_parallel_size")
+
+
+@dataclasses.dataclass
+class MegatronLRSchedule:
+    """Megatron's ``OptimizerParamScheduler.get_lr`` as a function of the GRPO step ``n``.
+
+    ``n <= W`` (W > 0): ``init + (lr - init) · n / W``; then ``constant``: ``lr``; ``n > D``: ``min_lr``;
+    otherwise with ``ρ = (n - W) / (D - W)``: ``min_lr + c(ρ) · (lr - min_lr)``, ``c = 1 - ρ`` (linear) or
+    ``(1 + cos πρ) / 2`` (cosine). Called as a ``LambdaLR`` factor it returns ``lr(n) / lr``.
+    """
+
+    lr: float
+    min_lr: float
+    style: str
+    warmup_iters: int
+    warmup_init: float
+    decay_iters: int | None
+
+    def at(self, n: int) -> float:
+        """The learning rate after ``n`` scheduler steps."""
+        if self.warmup_iters > 0 and n <= self.warmup_iters:
+            return self.warmup_init + (self.lr - self.warmup_init) * n / self.warmup_iters
+        if self.style == "constant":
+            return self.lr
+        assert self.decay_iters is not None  # checked by build_megatron_scheduler
+        if n > self.decay_iters:
+            return self.min_lr
+        ratio = (n - self.warmup_iters) / (self.decay_iters - self.warmup_iters)
+        coeff = 1.0 - ratio if self.style == "linear" else 0.5 * (math.cos(math.pi * ratio) + 1.0)
+        return self.min_lr + coeff * (self.lr - self.min_lr)
+
+    def __call__(self, n: int) -> float:
+        return self.at(n) / self.lr
+
+
+def _megatron_optimizer_cfg(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``megatron_cfg.optimizer`` with Megatron's defaults filled in, checked."""
+    known = {*_ADAM_DEFAULTS, "lr", "clip_grad"}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ConfigError(f"{_OPT_KEY}: unknown keys {unknown}; known: {sorted(known)}")
+    out = {**_ADAM_DEFAULTS, **{k: v for k, v in cfg.items() if v is not None}}
+    if out["optimizer"] != "adam":
+        raise ConfigError(f"{_OPT_KEY}.optimizer: {out['optimizer']!r} is not supported; known: ['adam']")
+    if "lr" not in out or float(out["lr"]) <= 0:
+        raise ConfigError(f"{_OPT_KEY}.lr: a learning rate > 0 is required, got {cfg.get('lr')!r}")
+    if not 0 <= float(out["min_lr"]) <= float(out["lr"]):
+        raise ConfigError(f"{_OPT_KEY}.min_lr: must lie in [0, lr={out['lr']}], got {out['min_lr']}")
+    return out
+
+
+def build_megatron_optimizer(named_params: list[tuple[str, torch.nn.Parameter]], cfg: Mapping[str, Any]
+                             ) -> torch.optim.AdamW:
+    """AdamW for ``megatron_cfg.optimizer``: group 0 decays (matrices), group 1 does not (biases, 1-D tensors)."""
+    opt = _megatron_optimizer_cfg(cfg)
+    trainable = [(n, p) for n, p in named_params if p.requires_grad]
+    no_decay = [p for n, p in trainable if p.dim() == 1 or n.endswith(".bias")]
+    decay = [p for n, p in trainable if not (p.dim() == 1 or n.endswith(".bias"))]
+    groups = [{"params": decay, "weight_decay": float(opt["weight_decay"])},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=float(opt["lr"]),
+                             betas=(float(opt["adam_beta1"]), float(opt["adam_beta2"])), eps=float(opt["adam_eps"]))
+
+
+def build_megatron_scheduler(optimizer: torch.optim.Optimizer, sched_cfg: Mapping[str, Any] | None,
+                             opt_cfg: Mapping[str, Any], *, train_iters: int | None = None) -> LambdaLR | None:
+    """``LambdaLR`` over :class:`MegatronLRSchedule`, or None (constant ``lr``) when ``sched_cfg`` is absent.
+
+    ``lr_decay_iters: null`` means ``train_iters`` (the run's GRPO step count), as in Megatron.
+    """
+    if not sched_cfg:
+        return None
+    known = {"lr_decay_style", "lr_warmup_iters", "lr_warmup_init", "lr_decay_iters"}
+    unknown = sorted(set(sched_cfg) - known)
+    if unknown:
+        raise ConfigError(f"{_SCHED_KEY}: unknown keys {unknown}; known: {sorted(known)}")
+    opt = _megatron_optimizer_cfg(opt_cfg)
+    style = sched_cfg.get("lr_decay_style") or "constant"
+    if style not in _DECAY_STYLES:
+        raise ConfigError(f"{_SCHED_KEY}.lr_decay_style: unknown {style!r}; known: {list(_DECAY_STYLES)}")
+    warmup = int(sched_cfg.get("lr_warmup_iters") or 0)
+    init = float(sched_cfg.get("lr_warmup_init") or 0.0)
+    decay = sched_cfg.get("lr_decay_iters")
+    decay = int(decay) if decay is not None else train_iters
+    if warmup < 0 or not 0 <= init <= float(opt["lr"]):
+        raise ConfigError(f"{_SCHED_KEY}: need lr_warmup_iters >= 0 and 0 <= lr_warmup_init <= lr={opt['lr']}, "
+                          f"got {warmup} and {init}")
+    if style != "constant":
+        if decay is None:
+            raise ConfigError(f"{_SCHED_KEY}.lr_decay_iters: required for lr_decay_style={style} (or pass the "
+                              "run's step count as train_iters)")
+        if decay <= warmup:
+            raise ConfigError(f"{_SCHED_KEY}.lr_decay_iters ({decay}) must exceed lr_warmup_iters ({warmup})")
+    schedule = MegatronLRSchedule(lr=float(opt["lr"]), min_lr=float(opt["min_lr"]), style=style,
+                                  warmup_iters=warmup, warmup_init=init, decay_iters=decay)
+    return LambdaLR(optimizer, schedule)
+
+
+def _check_megatron_cfg(mcfg: Mapping[str, Any]) -> None:
+    """Refuse settings this backend would otherwise silently ignore."""
+    wrong = {k: mcfg[k] for k in _PARALLEL_SIZES if mcfg.get(k) not in (None, 1)}
+    if wrong or mcfg.get("sequence_parallel"):
+        raise ConfigError(f"policy.megatron_cfg: model parallelism is not supported (got {wrong or 'sequence_parallel'}"
+                          "); set the parallel sizes to 1 and sequence_parallel to false")
+    if mcfg.get("activation_checkpointing"):
+        raise ConfigError("policy.megatron_cfg.activation_checkpointing: not supported by the megatron-core "
+                          "backend yet; set it to false")
+    if mcfg.get("scheduler") and not mcfg.get("optimizer"):
+        raise ConfigError(f"{_SCHED_KEY} needs {_OPT_KEY} (its lr and min_lr); set both, or neither to use "
+                          "policy.optimizer/policy.scheduler")
+
+
+def _number(cfg: Mapping[str, Any], key: str, default: float) -> float:
+    value = cfg.get(key)
+    return default if value is None else float(value)
+
+
+def _policy_dtype(policy_cfg: Mapping[str, Any]) -> torch.dtype:
+    from rlvr.convert.hf_megatron import parse_torch_dtype
+
+    precision = policy_cfg.get("precision", "float32")
+    try:
+        return parse_torch_dtype(precision)
+    except ConfigError as exc:
+        raise ConfigError(f"policy.precision: {exc}") from exc
+
+
+class MegatronPolicy(HFPolicy):
+    """A megatron-core ``GPTModel`` plus optimizer/scheduler with HFPolicy's interface and semantics.
+
+    ``hf_config`` is the architecture recorded in the checkpoint's ``run_config.yaml`` (``model.hf_config``):
+    it names the HF <-> megatron tensor mapping used by :meth:`hf_state_dict` and :meth:`hf_model`.
+    """
+
+    def __init__(self, model: torch.nn.Module, hf_config: Mapping[str, Any], *, optimizer: torch.optim.Optimizer,
+                 scheduler: LRScheduler | None = None, **hf_policy_kwargs: Any):
+        """``hf_policy_kwargs``: HFPolicy's other keyword arguments (``max_grad_norm``, ``temperature``,
+        ``top_k``, ``top_p``, and whatever else it accepts, e.g. a data-parallel ``all_reduce``)."""
+        # HFPolicy builds its optimizer from an HF-style config; build its default (cheap: Adam state is created
+        # lazily) and replace it, so every other attribute HFPolicy sets up stays its business.
+        super().__init__(model, **hf_policy_kwargs)
+        self.hf_config = dict(hf_config)
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+
+    @classmethod
+    def from_config(cls, policy_cfg: Mapping[str, Any], *, policy_path: str | Path,  # type: ignore[override]
+                    device: str | torch.device | None = None, train_iters: int | None = None,
+                    **hf_policy_kwargs: Any) -> MegatronPolicy:
+        """Build from the ``policy`` section and the ``checkpoint_megatron`` at ``policy_path`` (root or iter_*).
+
+        ``train_iters``: the run's GRPO step count, used only when ``lr_decay_iters`` is null.
+        ``hf_policy_kwargs`` go to the constructor (e.g. ``all_reduce``).
+        """
+        from rlvr.convert.artifact import load_checkpoint_megatron
+        from rlvr.convert.mcore_model import build_gpt_model, load_state_into_gpt
+
+        mcfg = policy_cfg.get("megatron_cfg") or {}
+        _check_megatron_cfg(mcfg)
+        state, run_config, _ = load_checkpoint_megatron(policy_path)
+        hf_config = run_config["model"]["hf_config"]
+        model = build_gpt_model(hf_config, dtype=_policy_dtype(policy_cfg), device=device)
+        load_state_into_gpt(model, state)
+        if mcfg.get("optimizer"):
+            optimizer = build_megatron_optimizer(list(model.named_parameters()), mcfg["optimizer"])
+            scheduler = build_megatron_scheduler(optimizer, mcfg.get("scheduler"), mcfg["optimizer"],
+                                                 train_iters=train_iters)
+            clip = mcfg["optimizer"].get("clip_grad")
+            max_grad_norm = policy_cfg.get("max_grad_norm", 1.0) if clip is None else float(clip)
+        else:
+            optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], policy_cfg.get("optimizer"))
+            scheduler = build_scheduler(optimizer, policy_cfg.get("scheduler"))
+            max_grad_norm = policy_cfg.get("max_grad_norm", 1.0)
+        generation = policy_cfg.get("generation") or {}
+        return cls(model, hf_config, optimizer=optimizer, scheduler=scheduler, max_grad_norm=max_grad_norm,
+                   temperature=_number(generation, "temperature", 1.0), top_k=generation.get("top_k"),
+                   top_p=_number(generation, "top_p", 1.0), **hf_policy_kwargs)
+
+    def _scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, filtered: bool) -> torch.Tensor:
+        """Forward + processed log-probs ``[b, S]`` on packed rows (module docstring), scattered back in place.
+
+        ``order[i]`` ``[S]`` lists row ``i``'s real positions first (stable), then its padding; packed position
+        ``j`` holds original position ``order[i, j]``, so ``lp[i, order[i, j]] = lp_packed[i, j]``. Entries at
+        padding, and at a real token right after padding, are garbage here and zeroed by the callers.
+        """
+        order = torch.argsort((attention_mask == 0).to(torch.int8), dim=-1, stable=True)
+        packed = input_ids.gather(1, order)
+        positions = torch.arange(packed.shape[1], device=packed.device).unsqueeze(0).expand_as(packed)
+        logits = self.model(packed, positions, None)  # None: causal mask only (padding sits after every real token)
+        if filtered:
+            lp = token_logprobs(logits, packed, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
+        else:
+            lp = token_logprobs(logits, packed, temperature=self.temperature)
+        return torch.zeros_like(lp).scatter(1, order, lp)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Model (checkpoint-named tensors, see :func:`rlvr.convert.mcore_model.gpt_state_dict`), optimizer and
+        scheduler state, for a checkpoint."""
+        from rlvr.convert.mcore_model import gpt_state_dict
+
+        return {"model": gpt_state_dict(self.model), "optimizer": self.optimizer.state_dict(),
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved (the scheduler part must match the configured scheduler)."""
+        from rlvr.errors import CheckpointError
+
+        if (state.get("scheduler") is None) != (self.scheduler is None):
+            raise CheckpointError("checkpoint scheduler state does not match the configured scheduler (one is null)")
+        self.load_model_state(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+
+    def load_model_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Weights only (``state_dict()["model"]``): every tensor present with its shape, nothing extra."""
+        from rlvr.convert.mcore_model import load_state_into_gpt
+
+        load_state_into_gpt(self.model, state)
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        """Detached weights under checkpoint (megatron-core) names; :meth:`hf_state_dict` gives HF names."""
+        from rlvr.convert.mcore_model import gpt_state_dict
+
+        return gpt_state_dict(self.model)
+
+    def hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """The current weights under HF names (QKV and gate/up split), for refitting an HF/vLLM generator.
+
+        Detached; tensors may share storage with the live parameters, so copy before mutating them.
+        """
+        from rlvr.convert.state_mapping import mcore_to_hf_state
+
+        return mcore_to_hf_state(self.model_state(), self.hf_config, source="MegatronPolicy weights")
+
+    def hf_model(self) -> torch.nn.Module:
+        """A fresh HF ``PreTrainedModel`` (CPU, eval mode, the policy's dtype) holding copies of the weights."""
+        from transformers import AutoModelForCausalLM
+
+        from rlvr.convert.hf_megatron import hf_config_from_dict
+
+        dtype = next(self.model.parameters()).dtype
+        model = AutoModelForCausalLM.from_config(hf_config_from_dict(self.hf_config), dtype=dtype)
+        model.load_state_dict(self.hf_state_dict(), strict=True)
+        return model.eval()
