@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from rlvr.config.checks import data_parallel_workers
 from rlvr.errors import DataError, UserError
 from rlvr.generation.base import GenerationConfig, GenerationOutput, make_generation_backend
 from rlvr.utils.atomic import atomic_dir
@@ -65,6 +66,26 @@ class PolicyWorkers:
         policy_cfg = cfg["policy"]
         tok_dir = Path((policy_cfg.get("tokenizer") or {}).get("name") or checkpoint_tokenizer_dir(policy_path))
         tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+        loss = cfg["loss_fn"]
+        wants_reference = loss.get("reference_policy_kl_penalty", 0) > 0 and not cfg["grpo"].get(
+            "skip_reference_policy_logprobs_calculation")
+        backend = policy_cfg["generation"].get("backend", "hf")
+        gen_kwargs = {"batch_size": policy_cfg.get("generation_batch_size"),
+                      "max_total_length": policy_cfg["max_total_sequence_length"]}
+        num_workers = data_parallel_workers(cfg["cluster"])
+        if num_workers > 1 and backend == "hf" and not (policy_cfg.get("megatron_cfg") or {}).get("enabled"):
+            # Data-parallel replicas on Ray; generation is refitted from rank 0 before each rollout. The
+            # generation actor takes no CPU reservation so that the policy ranks can use every core.
+            from rlvr.distributed.policy_group import RayPolicyGroup
+            from rlvr.distributed.workers import RayGenerationWorker
+
+            policy = RayPolicyGroup(policy_cfg, str(policy_path), num_workers=num_workers)
+            generator = RayGenerationWorker(str(policy_path), str(tok_dir), precision=policy_cfg.get("precision"),
+                                            num_cpus=0, **gen_kwargs)
+            reference = (RayPolicyGroup(policy_cfg, str(policy_path), num_workers=num_workers, trainable=False)
+                         if wants_reference else None)
+            return cls(policy, generator, tokenizer, tok_dir, reference,
+                       logprob_batch_size=policy_cfg.get("logprob_batch_size", 8), shares_model=False)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model = load_hf_model_from_megatron(policy_path, policy_cfg.get("precision", "float32")).to(device)
         if (policy_cfg.get("megatron_cfg") or {}).get("enabled"):
@@ -76,14 +97,9 @@ class PolicyWorkers:
         else:
             policy = HFPolicy.from_config(policy_cfg, model=model)
             generation_model, shares = policy.model, True
-        backend = policy_cfg["generation"].get("backend", "hf")
-        generator = make_generation_backend(backend, generation_model, tokenizer,
-                                            batch_size=policy_cfg.get("generation_batch_size"),
-                                            max_total_length=policy_cfg["max_total_sequence_length"])
-        loss = cfg["loss_fn"]
+        generator = make_generation_backend(backend, generation_model, tokenizer, **gen_kwargs)
         reference = None
-        if loss.get("reference_policy_kl_penalty", 0) > 0 and not cfg["grpo"].get(
-                "skip_reference_policy_logprobs_calculation"):
+        if wants_reference:
             reference = HFPolicy.from_config(policy_cfg, model=copy.deepcopy(model).eval().requires_grad_(False))
         return cls(policy, generator, tokenizer, tok_dir, reference,
                    logprob_batch_size=policy_cfg.get("logprob_batch_size", 8), shares_model=shares and backend == "hf")
@@ -130,6 +146,12 @@ class PolicyWorkers:
         else:
             self.policy.load_state_dict({"model": model_state, **optimizer_state})
         self._stale = True
+
+    def close(self) -> None:
+        """Stop actors of a distributed run (a no-op for in-process workers)."""
+        for worker in (self.policy, self.generator, self.reference):
+            if worker is not None and hasattr(worker, "close"):
+                worker.close()
 
     def save_artifact(self, root: Path, *, iteration: int, extra: dict[str, Any]) -> Path:
         """The trained policy as a ``checkpoint_megatron`` (written atomically)."""

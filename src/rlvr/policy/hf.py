@@ -10,6 +10,11 @@ One GRPO step calls :meth:`HFPolicy.get_logprobs` (``prev_logprobs``; the refere
   global-batch loss whatever the micro-batch size; clip the grad norm to ``max_grad_norm``; ``optimizer.step()``;
 * the LR scheduler steps once per ``train`` call (warm-up counts GRPO steps, not optimizer steps).
 
+Data parallel (:mod:`rlvr.distributed`): with ``all_reduce`` set, each rank holds ``1/W`` of every global batch
+and the same weights; the two counts and then the gradients are summed over ranks (``all_reduce``, in place,
+SUM). Since every rank's loss is already divided by the *global* counts, the summed gradient is the gradient of
+the full global batch, so every rank clips the same norm and takes the same step as one process would.
+
 Current log-probs use the generation temperature and top-k/top-p, exactly as the sampler did
 (:mod:`rlvr.policy.logprobs`). Dropout stays off (the model is kept in eval mode): the ratio against
 ``prev_logprobs`` must be exactly 1 before the first update.
@@ -28,6 +33,7 @@ from rlvr.policy.logprobs import mask_filtered_tokens, token_logprobs
 from rlvr.policy.optim import build_optimizer, build_scheduler
 
 LossFn = Callable[[torch.Tensor, dict[str, Any], torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, Any]]]
+AllReduce = Callable[[torch.Tensor], None]  # in-place SUM of a tensor over the data-parallel ranks
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "32": torch.float32,
            "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -51,21 +57,25 @@ class HFPolicy:
     """A ``PreTrainedModel`` plus optimizer/scheduler, scoring with the sampler's processed distribution.
 
     ``temperature``/``top_k``/``top_p`` are the ``policy.generation`` values; ``filtered=False`` passes keep
-    the temperature only (reference policy, KL).
+    the temperature only (reference policy, KL). A model without trainable parameters (the frozen reference
+    policy) gets no optimizer and can only score. ``all_reduce`` (default None: a single process) sums a tensor
+    in place over the data-parallel ranks; see the module docstring.
     """
 
     def __init__(self, model: torch.nn.Module, *, optimizer: Mapping[str, Any] | None = None,
                  scheduler: Any = None, max_grad_norm: float | None = 1.0, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float = 1.0):
+                 top_k: int | None = None, top_p: float = 1.0, all_reduce: AllReduce | None = None):
         self.model = model.eval()
-        self.optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], optimizer)
-        self.scheduler = build_scheduler(self.optimizer, scheduler)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(trainable, optimizer) if trainable else None
+        self.scheduler = build_scheduler(self.optimizer, scheduler) if trainable else None
+        self.all_reduce = all_reduce
         self.max_grad_norm = max_grad_norm
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
 
     @classmethod
     def from_config(cls, policy_cfg: Mapping[str, Any], *, model: torch.nn.Module | None = None,
-                    device: str | torch.device | None = None) -> HFPolicy:
+                    device: str | torch.device | None = None, all_reduce: AllReduce | None = None) -> HFPolicy:
         """Build from the ``policy`` section; loads ``policy.model_name`` unless ``model`` is given."""
         if model is None:
             model = load_causal_lm(policy_cfg["model_name"], precision=policy_cfg.get("precision", "float32"),
@@ -74,7 +84,7 @@ class HFPolicy:
         return cls(model, optimizer=policy_cfg.get("optimizer"), scheduler=policy_cfg.get("scheduler"),
                    max_grad_norm=policy_cfg.get("max_grad_norm", 1.0),
                    temperature=_number(generation, "temperature", 1.0), top_k=generation.get("top_k"),
-                   top_p=_number(generation, "top_p", 1.0))
+                   top_p=_number(generation, "top_p", 1.0), all_reduce=all_reduce)
 
     @property
     def device(self) -> torch.device:
@@ -125,6 +135,8 @@ class HFPolicy:
         averaged over global batches; ``grad_norm`` (pre-clip) of the last optimizer step; ``lr`` used;
         ``global_valid_seqs``/``global_valid_toks`` averaged; ``num_optimizer_steps`` = K.
         """
+        if self.optimizer is None:
+            raise ConfigError("this policy has no trainable parameters (a frozen reference policy): it cannot train")
         total = int(batch["input_ids"].shape[0])
         if global_batch_size <= 0 or total % global_batch_size:
             raise ConfigError(f"rollout batch of {total} rows is not a multiple of policy.train_global_batch_size="
@@ -147,6 +159,9 @@ class HFPolicy:
         sample_mask = data["sample_mask"]
         global_valid_seqs = sample_mask.sum()
         global_valid_toks = (data["token_mask"][:, 1:] * sample_mask.unsqueeze(-1)).sum()
+        if self.all_reduce is not None:
+            self.all_reduce(global_valid_seqs)
+            self.all_reduce(global_valid_toks)
         self.optimizer.zero_grad(set_to_none=True)
         summed: dict[str, float] = {}
         for start in range(0, rows, micro_batch_size):
@@ -158,6 +173,8 @@ class HFPolicy:
             loss.backward()
             _merge(summed, {**loss_metrics, "loss": loss.detach()})
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if self.all_reduce is not None:
+            sum_gradients(params, self.all_reduce)
         max_norm = self.max_grad_norm if self.max_grad_norm else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # returns the norm before clipping
         self.optimizer.step()
@@ -167,13 +184,15 @@ class HFPolicy:
 
     def state_dict(self) -> dict[str, Any]:
         """Model, optimizer and scheduler state, for a checkpoint."""
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"model": self.model.state_dict(),
+                "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved (the scheduler part must match the configured scheduler)."""
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
         if (state.get("scheduler") is None) != (self.scheduler is None):
             raise CheckpointError("checkpoint scheduler state does not match policy.scheduler (one is null)")
         if self.scheduler is not None:
@@ -182,6 +201,43 @@ class HFPolicy:
     def model_state(self) -> dict[str, torch.Tensor]:
         """Detached weights by parameter name, for refitting a generation backend."""
         return {name: tensor.detach() for name, tensor in self.model.state_dict().items()}
+
+
+def sum_gradients(params: list[torch.nn.Parameter], all_reduce: AllReduce, bucket_numel: int = 1 << 24) -> None:
+    """Replace each ``p.grad`` by its SUM over the ranks (not the mean: the losses carry the global counts).
+
+    A parameter that got no gradient on any rank keeps ``grad=None`` (the optimizer then skips it, as in one
+    process); one that got a gradient on some rank only is zero-filled elsewhere first. Gradients travel in flat
+    buckets of about ``bucket_numel`` elements per dtype, so a model with hundreds of tensors costs a few calls.
+    """
+    if not params:
+        return
+    has_grad = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=params[0].device)
+    all_reduce(has_grad)
+    reduced = [p for p, count in zip(params, has_grad.tolist()) if count > 0]
+    for p in reduced:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for p in reduced:
+        by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
+    for grads in by_dtype.values():
+        bucket: list[torch.Tensor] = []
+        size = 0
+        for i, grad in enumerate(grads):
+            bucket.append(grad)
+            size += grad.numel()
+            if size >= bucket_numel or i == len(grads) - 1:
+                _reduce_bucket(bucket, all_reduce)
+                bucket, size = [], 0
+
+
+def _reduce_bucket(grads: list[torch.Tensor], all_reduce: AllReduce) -> None:
+    """One collective for several same-dtype gradients: flatten, reduce, copy back."""
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    all_reduce(flat)
+    for grad, chunk in zip(grads, flat.split([g.numel() for g in grads])):
+        grad.copy_(chunk.view_as(grad))
 
 
 def _number(cfg: Mapping[str, Any], key: str, default: float) -> float:
