@@ -37,13 +37,15 @@ from rlvr.errors import UserError
 from rlvr.generation.base import GenerationConfig
 from rlvr.grpo.advantages import build_advantage_estimator, group_baseline_and_std
 from rlvr.grpo.loss import ClippedPGLoss
-from rlvr.grpo.metrics_log import MetricsLog
+from rlvr.grpo.metrics_log import MetricsLog, metrics_line
 from rlvr.grpo.rollout import Rollout, repeat_prompts, rollout_metrics, to_train_tensors
 from rlvr.grpo.shaping import (DynamicSampler, compute_validation_scores, mask_by_seq_logprob_error,
                                scale_rewards, shape_rewards)
 from rlvr.grpo.step_ckpts import StepCheckpoints, file_digest, run_fingerprint, tree_digest
 from rlvr.grpo.workers import PolicyWorkers, RewardWorker, load_rows
 from rlvr.utils.atomic import atomic_file
+
+STEP_METRICS = "metrics.json"  # a step checkpoint's copy of its metrics.jsonl line
 
 
 class GRPOController:
@@ -264,7 +266,8 @@ class GRPOController:
             model_state, optimizer_state = StepCheckpoints.load(point)
             self.workers.load_state(model_state, optimizer_state)
             step, self.consumed_prompts = point.step, point.info["consumed_prompts"]
-        self.metrics.restart_from(step if point is not None else None)
+        saved_line = _read_json(point.path / STEP_METRICS) if point is not None else None
+        self.metrics.restart_from(step if point is not None else None, saved_line)
         if point is None and self.grpo.get("val_at_start"):
             self.metrics.log(0, self.validate())
         max_steps = self.grpo["max_num_steps"]
@@ -301,7 +304,9 @@ class GRPOController:
             if value is not None:
                 info[name] = value
         model_state, optimizer_state = self.workers.state()
-        self.ckpts.save(step, model_state=model_state, optimizer_state=optimizer_state, info=info)
+        # The step's metrics line travels with the checkpoint: metrics.jsonl is written after the save.
+        self.ckpts.save(step, model_state=model_state, optimizer_state=optimizer_state, info=info,
+                        extra_files={STEP_METRICS: metrics_line(step, metrics)})
         return time.perf_counter() - timer
 
     def _finish(self, step: int, seconds: float) -> dict[str, Any]:
@@ -315,6 +320,10 @@ class GRPOController:
         with atomic_file(self.out / "summary.json") as fh:
             json.dump(summary, fh, indent=2)
         return summary
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -334,5 +343,6 @@ def run_grpo(cfg: dict[str, Any], *, data_dir: Path, policy_path: Path, run_dir:
         summary = controller.fit()
     finally:
         controller.rewards.close()
+        controller.workers.close()
     print(json.dumps(summary, indent=2), flush=True)
     return summary

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rlvr.errors import CheckpointError
+
 
 class MetricsLog:
     def __init__(self, path: Path, *, total_steps: int, tensorboard_dir: Path | None = None,
@@ -27,13 +29,34 @@ class MetricsLog:
         self._use_bar = sys.stderr.isatty() if progress_bar is None else progress_bar
         self._last_val: float | None = None
 
-    def restart_from(self, step: int | None) -> None:
-        """Keep only lines with ``step <= step`` (None: start an empty file)."""
-        kept = []
+    def restart_from(self, step: int | None, saved_line: dict[str, Any] | None = None) -> None:
+        """Keep only lines with ``step <= step`` (None: start an empty file).
+
+        ``saved_line`` is step ``step``'s line as stored in its checkpoint: a kill between the checkpoint save
+        and the log write leaves the checkpoint without its line, which is then restored from this copy.
+        A kill -9 during :meth:`log` can leave a torn last line; it belongs to a step after the checkpoint
+        (lines are written after the step's save), so it is dropped instead of failing the resume.
+        """
+        kept: list[str] = []
         if step is not None and self.path.exists():
-            for line in self.path.read_text().splitlines():
-                if line.strip() and json.loads(line)["step"] <= step:
+            lines = self.path.read_text().splitlines()
+            last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+            for number, line in enumerate(lines):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    if number == last:
+                        break
+                    raise CheckpointError(f"{self.path}:{number + 1}: not a JSON line, so the run cannot resume "
+                                          f"its metrics; delete the file's bad lines or the run folder") from None
+                if record["step"] <= step:
                     kept.append(line)
+        restored = (step is not None and saved_line is not None
+                    and not any(json.loads(k)["step"] == step for k in kept))
+        if restored:
+            kept.append(json.dumps({"step": step, **saved_line}))
         tmp = self.path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(f"{line}\n" for line in kept))
         os.replace(tmp, self.path)
@@ -42,23 +65,28 @@ class MetricsLog:
 
             # purge_step drops events past the checkpoint, mirroring the JSONL cut.
             self._tb = SummaryWriter(str(self._tb_dir), purge_step=(step or 0) + 1 if step else None)
+            if restored:
+                self._tb_write(saved_line)
         if self._use_bar:
             from tqdm import tqdm
 
             self._bar = tqdm(total=self.total_steps, initial=step or 0, unit="step", dynamic_ncols=True)
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
-        clean = {"step": step, **{k: _plain(v) for k, v in sorted(metrics.items())}}
+        clean = metrics_line(step, metrics)
         with open(self.path, "a") as fh:
             fh.write(json.dumps(clean) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
         if self._tb is not None:
-            for key, value in clean.items():
-                if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
-                    self._tb.add_scalar(key, value, step)
-            self._tb.flush()
+            self._tb_write(clean)
         self._progress(step, clean)
+
+    def _tb_write(self, line: dict[str, Any]) -> None:
+        for key, value in line.items():
+            if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                self._tb.add_scalar(key, value, line["step"])
+        self._tb.flush()
 
     def _progress(self, step: int, m: dict[str, Any]) -> None:
         if "validation/accuracy" in m:
@@ -82,6 +110,11 @@ class MetricsLog:
             self._tb.close()
         if self._bar is not None:
             self._bar.close()
+
+
+def metrics_line(step: int, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The JSON object of one step: ``step`` first, keys sorted, tensors as numbers, non-finite as null."""
+    return {"step": step, **{k: _plain(v) for k, v in sorted(metrics.items())}}
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

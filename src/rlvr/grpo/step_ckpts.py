@@ -6,7 +6,7 @@ Layout under ``checkpointing.checkpoint_dir`` (default ``<run dir>/rlvr/ckpts``)
       training_info.json   # step, consumed prompts, the ranking metric, the run fingerprint
       policy/model.safetensors
       policy/optimizer.pt  # optimizer + scheduler state (checkpointing.save_optimizer)
-      metrics_offset.json  # how many metrics.jsonl lines belong to steps <= N (resume truncates to it)
+      metrics.json         # step N's metrics.jsonl line (restored on resume if the kill came before the log)
 
 A step folder is written as ``tmp_step_N`` and renamed when complete, so a kill -9 leaves either the whole step
 or a ``tmp_`` folder that the next start deletes. Unlike NeMo-RL (always resumes from whatever ``step_N`` it
@@ -101,7 +101,7 @@ class StepCheckpoints:
         newest = self.root / f"step_{steps[-1]}"
         info = json.loads((newest / "training_info.json").read_text())
         if info.get("fingerprint") != self.fingerprint:
-            aside = self.root.with_name(f"{self.root.name}.superseded-{time.strftime('%Y%m%d-%H%M%S')}")
+            aside = self._aside_name()
             os.replace(self.root, aside)
             log(f"[resume] {self.root} holds checkpoints of a different run (fingerprint {info.get('fingerprint')} "
                 f"!= {self.fingerprint}: the config, data or initial policy changed); starting fresh. The old "
@@ -109,6 +109,15 @@ class StepCheckpoints:
             return None
         log(f"[resume] resuming from {newest} (step {steps[-1]}, same run fingerprint {self.fingerprint})")
         return ResumePoint(steps[-1], newest, info)
+
+    def _aside_name(self) -> Path:
+        """A free ``<root>.superseded-<time>[-n]`` path: a second mismatch in the same second must not hit the
+        first one's folder (``os.replace`` onto a non-empty folder fails)."""
+        base = f"{self.root.name}.superseded-{time.strftime('%Y%m%d-%H%M%S')}"
+        aside, n = self.root.with_name(base), 1
+        while aside.exists():
+            aside, n = self.root.with_name(f"{base}-{n}"), n + 1
+        return aside
 
     def save(self, step: int, *, model_state: dict[str, torch.Tensor], optimizer_state: dict | None,
              info: dict[str, Any], extra_files: dict[str, Any] | None = None) -> Path:

@@ -1,4 +1,4 @@
-"""A tiny random Llama and a character tokenizer, built locally (no downloads)."""
+"""Shared fixtures of the unit tests: a tiny random Llama and a character tokenizer, built locally (no downloads)."""
 
 from __future__ import annotations
 
