@@ -9,6 +9,7 @@ Unlike upstream, malformed ``defaults`` entries are errors rather than silently 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,21 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from rlvr.errors import ConfigError
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-4`` as a float (YAML 1.1 requires ``1.0e-4``; users write ``1e-4``)."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str):
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def is_path_like(arg: str) -> bool:
@@ -52,7 +68,7 @@ def read_yaml_mapping(path: Path) -> dict:
     except OSError as exc:
         raise ConfigError(f"Cannot read config file {path}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

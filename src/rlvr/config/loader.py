@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rlvr.config import checks, schema, secrets
-from rlvr.config.files import compose, find_config_file, locate_key
+from rlvr.config.files import compose, find_config_file, load_yaml, locate_key
 from rlvr.errors import ConfigError
 from rlvr.steps.index import StepInfo
 
@@ -69,7 +69,7 @@ def _apply_overrides(cfg, overrides: list[str]):
             parent.pop(leaf)
             continue
         try:
-            parsed = yaml.safe_load(value) if value != "" else ""
+            parsed = load_yaml(value) if value != "" else ""
         except yaml.YAMLError:
             parsed = value  # not YAML: keep the text as a string, as OmegaConf's dotlist does
         try:

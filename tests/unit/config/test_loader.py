@@ -142,3 +142,11 @@ def test_removal_override():
     """`~key` removes a key (the Hydra meaning), so the schema default behaviour applies."""
     cfg = load_step_config(RLVR, "tiny", ["~grpo.val_start_at"]).resolved
     assert "val_start_at" not in cfg["grpo"]
+
+
+def test_scientific_notation_is_a_float_in_files_and_overrides(tmp_path):
+    """`1e-4` is a float (PyYAML's YAML 1.1 would read a string and break the optimizer at run time)."""
+    path = write(tmp_path / "sci.yaml", f"defaults: {RLVR.config_dir / 'tiny.yaml'}\nloss_fn:\n  ratio_clip_min: 2e-1\n")
+    cfg = load_step_config(RLVR, str(path), ["policy.optimizer.kwargs.lr=1e-4"]).resolved
+    assert cfg["policy"]["optimizer"]["kwargs"]["lr"] == 1e-4
+    assert cfg["loss_fn"]["ratio_clip_min"] == 0.2
