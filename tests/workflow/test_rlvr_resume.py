@@ -1,0 +1,185 @@
+"""The rlvr stage as Snakemake runs it: kill -9 and resume, config changes, and the reward pre-flight.
+
+A tiny run folder (tiny data, a 10-step SFT policy, its checkpoint_megatron and rl_prep) is built once per module
+through the real CLI (``nemotron steps run ... --until rl_prep``). Then ``python -m rlvr.stages rlvr`` runs in
+subprocesses, exactly as the rule's shell command does. The 10-step SFT policy never answers correctly, so the
+DAPO overlong penalty (``grpo.reward_shaping``) supplies the reward spread: without it every advantage is 0,
+the weights never move and "resumed weights equal uninterrupted weights" would hold trivially.
+About 1.5 minutes on two busy cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rlvr.config import load_step_config
+from rlvr.steps.index import resolve_step
+from tests.conftest import nemotron_env
+
+pytestmark = pytest.mark.slow
+
+STEP = "rl/nemo_rl/rlvr"
+# A smaller tiny policy and data than the defaults: the test needs a real Llama and real files, not accuracy.
+SFT = ["tiny.sft.steps=10", "tiny.sft.warmup_steps=2", "tiny.model.hidden_size=64", "tiny.model.intermediate_size=192",
+       "tiny.model.num_hidden_layers=2", "tiny.data.sft.train_size=1000", "tiny.data.sft.val_size=32",
+       "tiny.data.rl.train_size=256", "tiny.data.rl.val_size=64"]
+RUN = [
+    "grpo.max_num_steps=6", "checkpointing.save_period=2", "grpo.val_period=0", "grpo.val_at_start=true",
+    "grpo.val_at_end=false", "grpo.max_val_samples=32", "grpo.val_batch_size=32",
+    "policy.optimizer.kwargs.lr=0.0002", "logger.tensorboard_enabled=false",
+    "grpo.reward_shaping.enabled=true", "grpo.reward_shaping.max_response_length=8",
+    "grpo.reward_shaping.overlong_buffer_length=6", "grpo.reward_shaping.overlong_buffer_penalty=1.0",
+]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """``results/tiny`` with rl_prep/ and hf_to_megatron/checkpoint_megatron, made by the CLI and Snakemake."""
+    root = tmp_path_factory.mktemp("tiny_run")
+    proc = subprocess.run([sys.executable, "-m", "rlvr.cli.main", "steps", "run", STEP, "-c", "tiny", *SFT,
+                           "--until", "rl_prep"], cwd=root, env=nemotron_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = root / "results" / "tiny"
+    assert (run / "rl_prep" / "train.jsonl").exists() and (run / "hf_to_megatron" / "checkpoint_megatron").is_dir()
+    assert not (run / "rlvr").exists()
+    return run
+
+
+def rlvr_command(prepared: Path, run_dir: Path, *overrides: str) -> list[str]:
+    """The rule's command line: the resolved config (as the Snakefile computes it) and explicit paths."""
+    cfg = load_step_config(resolve_step(STEP), "tiny", [*SFT, *RUN, *overrides]).engine_view()
+    return [sys.executable, "-m", "rlvr.stages", "rlvr", "--config-json", json.dumps(cfg, sort_keys=True),
+            "--data", str(prepared / "rl_prep"), "--policy", str(prepared / "hf_to_megatron" / "checkpoint_megatron"),
+            "--run-dir", str(run_dir)]
+
+
+def run_stage(command: list[str]) -> str:
+    proc = subprocess.run(command, env=nemotron_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def run_and_kill_at_step(command: list[str], metrics: Path, step: int, log: Path) -> None:
+    """Start the stage in its own process group and SIGKILL the group once ``step`` is in metrics.jsonl."""
+    with open(log, "w") as out:  # a file, not a pipe: nobody reads while it runs, and a full pipe would block it
+        proc = subprocess.Popen(command, env=nemotron_env(), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline and proc.poll() is None:
+                if metrics.exists() and any(json.loads(line)["step"] >= step
+                                            for line in metrics.read_text().splitlines() if line.endswith("}")):
+                    break
+                time.sleep(0.02)
+            assert proc.poll() is None, f"the run ended before step {step} was logged:\n{log.read_text()[-3000:]}"
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)  # the stage and its reward workers, as a node failure would
+            proc.wait(timeout=30)
+
+
+def metric_steps(run_dir: Path) -> list[int]:
+    lines = (run_dir / "rlvr" / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["step"] for line in lines]
+
+
+def final_weights(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "rlvr" / "ckpts" / f"step_{step}" / "policy" / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def reference(prepared, tmp_path_factory) -> Path:
+    """An uninterrupted 6-step run (checkpoints at steps 2, 4, 6)."""
+    run_dir = tmp_path_factory.mktemp("reference")
+    run_stage(rlvr_command(prepared, run_dir))
+    return run_dir
+
+
+def test_killed_run_resumes_exactly(prepared, reference, tmp_path):
+    """kill -9 after step 3 → the re-run resumes from step_2; metrics 0..6 once; weights = uninterrupted run."""
+    resumed = tmp_path / "resumed"
+    command = rlvr_command(prepared, resumed)
+    run_and_kill_at_step(command, resumed / "rlvr" / "metrics.jsonl", 3, tmp_path / "killed.log")
+    assert 3 in metric_steps(resumed)
+    assert (resumed / "rlvr" / "ckpts" / "step_2").is_dir() and not (resumed / "rlvr" / "ckpts" / "step_4").exists()
+    assert not (resumed / "rlvr" / "summary.json").exists()
+
+    log = run_stage(command)
+    assert "[resume] resuming from" in log and "step_2 (step 2" in log
+    assert metric_steps(resumed) == [0, 1, 2, 3, 4, 5, 6]
+    assert json.loads((resumed / "rlvr" / "summary.json").read_text())["final_step"] == 6
+
+    # Same seed, same data order (consumed prompts), same per-step sampling seeds: identical to the bit.
+    ref_w, res_w = final_weights(reference, 6), final_weights(resumed, 6)
+    assert ref_w.keys() == res_w.keys()
+    for name in ref_w:
+        torch.testing.assert_close(res_w[name], ref_w[name], rtol=0, atol=0, msg=name)
+    moved = max(float((ref_w[k] - final_weights(reference, 2)[k]).abs().max()) for k in ref_w)
+    assert moved > 1e-4, "the policy did not change between steps 2 and 6: the comparison would be vacuous"
+    ref_m = [json.loads(line) for line in (reference / "rlvr" / "metrics.jsonl").read_text().splitlines()]
+    res_m = [json.loads(line) for line in (resumed / "rlvr" / "metrics.jsonl").read_text().splitlines()]
+    for key in ("train/loss", "train/reward", "train/grad_norm", "train/mean_gen_tokens_per_sample",
+                "validation/accuracy"):
+        assert [m.get(key) for m in res_m] == [m.get(key) for m in ref_m], key
+    assert all(m["train/grad_norm"] > 0 for m in ref_m[1:])
+
+
+def test_changed_config_does_not_resume(prepared, reference, tmp_path):
+    """A different loss_fn.ratio_clip_max is a different run: fresh start, said so, old checkpoints kept aside."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    log = run_stage(rlvr_command(prepared, run_dir, "grpo.max_num_steps=1", "loss_fn.ratio_clip_max=0.25"))
+    assert "holds checkpoints of a different run" in log and "starting fresh" in log
+    assert "[resume] resuming from" not in log
+    assert metric_steps(run_dir) == [0, 1]
+    [aside] = [p for p in (run_dir / "rlvr").iterdir() if p.name.startswith("ckpts.superseded-")]
+    assert sorted(p.name for p in aside.iterdir()) == ["step_2", "step_4", "step_6"]
+    assert sorted(p.name for p in (run_dir / "rlvr" / "ckpts").iterdir()) == ["step_1"]
+    assert json.loads((run_dir / "rlvr" / "summary.json").read_text())["final_step"] == 1
+
+
+def test_step_line_lost_by_a_kill_after_the_save_is_restored(prepared, reference, tmp_path):
+    """Killed between saving step_6 and logging it: the re-run restores line 6 from the checkpoint, once."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    metrics = run_dir / "rlvr" / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    metrics.write_text("".join(line + "\n" for line in lines[:-1]))
+    (run_dir / "rlvr" / "summary.json").unlink()
+    log = run_stage(rlvr_command(prepared, run_dir))
+    assert "step_6 (step 6" in log
+    assert metric_steps(run_dir) == [0, 1, 2, 3, 4, 5, 6]
+    restored, original = json.loads(metrics.read_text().splitlines()[-1]), json.loads(lines[-1])
+    assert restored == {k: v for k, v in original.items() if k != "timing/train/checkpointing"}
+    assert json.loads((run_dir / "rlvr" / "summary.json").read_text())["final_step"] == 6
+
+
+def test_reward_preflight_rejects_unparseable_ground_truth(prepared, tmp_path):
+    """A ground truth math-verify cannot parse fails the pre-flight (exit 2), names the row, writes no report."""
+    rows = [json.loads(line) for line in (prepared / "rl_prep" / "val.jsonl").read_text().splitlines()][:6]
+    rows[4]["ground_truth"] = "}"  # unbalanced: math-verify finds no gold target
+    data = tmp_path / "rl_prep"
+    data.mkdir()
+    (data / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = tmp_path / "reward_preflight" / "report.json"
+    cfg = load_step_config(resolve_step(STEP), "tiny", SFT).engine_view()
+    proc = subprocess.run([sys.executable, "-m", "rlvr.stages", "reward_preflight", "--config-json",
+                           json.dumps({"env": cfg["env"]}), "--data", str(data), "--out", str(report)],
+                          env=nemotron_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "reward_function_not_validated" in proc.stderr and "Traceback" not in proc.stderr
+    assert "row 4 (math): reference '}'" in proc.stderr
+    assert "row 3 " not in proc.stderr
+    assert not report.exists() and not report.parent.exists()
