@@ -97,6 +97,8 @@ class PolicyWorkers:
         else:
             policy = HFPolicy.from_config(policy_cfg, model=model)
             generation_model, shares = policy.model, True
+        if backend == "vllm":
+            gen_kwargs.update(vllm_cfg=policy_cfg["generation"].get("vllm_cfg"), seed=cfg["grpo"].get("seed", 0))
         generator = make_generation_backend(backend, generation_model, tokenizer, **gen_kwargs)
         reference = None
         if wants_reference:
