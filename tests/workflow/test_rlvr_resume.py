@@ -183,3 +183,15 @@ def test_reward_preflight_rejects_unparseable_ground_truth(prepared, tmp_path):
     assert "row 4 (math): reference '}'" in proc.stderr
     assert "row 3 " not in proc.stderr
     assert not report.exists() and not report.parent.exists()
+
+
+def test_positive_example_nll_gets_the_rewards(prepared, tmp_path):
+    """loss_fn.positive_example_nll_weight (VAPO) reads each sample's reward from the training batch: a run with it
+    on trains (it used to stop at the first step for want of 'rewards') and reports the term."""
+    run_dir = tmp_path / "run"
+    run_stage(rlvr_command(prepared, run_dir, "grpo.max_num_steps=2", "checkpointing.enabled=false",
+                           "loss_fn.positive_example_nll_weight=0.5"))
+    lines = [json.loads(line) for line in (run_dir / "rlvr" / "metrics.jsonl").read_text().splitlines()]
+    trained = [line for line in lines if line["step"] > 0]
+    assert [line["step"] for line in trained] == [1, 2]
+    assert all("train/positive_nll_loss" in line and line["train/num_optimizer_steps"] == 1 for line in trained)

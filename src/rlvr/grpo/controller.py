@@ -192,6 +192,7 @@ class GRPOController:
         if lo is not None or hi is not None:
             adv = adv.clamp(min=lo, max=hi)
         batch["advantages"] = adv
+        batch["rewards"] = rollout.rewards.to(torch.float32)  # [B]; loss_fn.positive_example_nll_weight reads them
         metrics["timing/train/advantage_calculation"] = time.perf_counter() - timer
         valid = batch["token_mask"].bool() & batch["sample_mask"].bool().unsqueeze(-1)
         if valid.any():

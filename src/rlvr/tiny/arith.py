@@ -127,8 +127,37 @@ def _in_space(text: str, ops: list[Operation], min_digits: int, max_digits: int)
     return False
 
 
+# The operator a sloppy teacher confuses each one with (see ``tiny.data.sft_wrong_operator_rate``).
+MISREAD: dict[str, str] = {"add": "sub", "sub": "add", "mul": "add"}
+
+
+def misread_operators(rows: list[dict[str, str]], rate: float, seed: int | str) -> list[dict[str, str]]:
+    """A copy of ``rows`` where a seeded ``rate`` fraction of answers is that of the misread operator.
+
+    Each row is picked independently with probability ``rate``; a picked ``a-b`` is answered ``a+b`` (and so on
+    per :data:`MISREAD`). The problem text is unchanged, so the demonstration is simply wrong.
+    """
+    if rate <= 0:
+        return rows
+    rng = random.Random(seed)
+    by_symbol = {op.symbol: name for name, op in OPERATIONS.items()}
+    noisy = []
+    for row in rows:
+        if rng.random() < rate:
+            symbol = next(c for c in row["problem"][1:] if c in by_symbol)  # [1:]: never a leading sign
+            a, _, b = row["problem"].partition(symbol)
+            wrong = get_operation(MISREAD[by_symbol[symbol]]).apply(int(a), int(b))
+            row = {**row, "expected_answer": str(wrong)}
+        noisy.append(row)
+    return noisy
+
+
 def generate_splits(cfg: TinyConfig) -> dict[str, list[dict[str, str]]]:
-    """All four splits in memory, in claim order, disjoint by problem text."""
+    """All four splits in memory, in claim order, disjoint by problem text.
+
+    Only ``sft_train`` may carry wrong answers (``tiny.data.sft_wrong_operator_rate``); the validation files and
+    the RL prompts always hold the true results.
+    """
     used: set[str] = set()
     splits: dict[str, list[dict[str, str]]] = {}
     for name, family, size_key in SPLIT_ORDER:
@@ -144,6 +173,8 @@ def generate_splits(cfg: TinyConfig) -> dict[str, list[dict[str, str]]]:
         )
         used.update(r["problem"] for r in rows)
         splits[name] = rows
+    splits["sft_train"] = misread_operators(splits["sft_train"], cfg.data.sft_wrong_operator_rate,
+                                            seed=f"{cfg.seed}:sft_train:teacher")
     return splits
 
 

@@ -53,6 +53,8 @@ class TinyDataConfig:
 
     sft: ProblemSplitConfig = field(default_factory=ProblemSplitConfig)
     rl: ProblemSplitConfig = field(default_factory=_rl_split_default)
+    # A sloppy teacher: this fraction of the SFT demonstrations carries the other operator's answer.
+    sft_wrong_operator_rate: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,8 @@ class TinyConfig:
             data=TinyDataConfig(
                 sft=_split_from_dict(data.get("sft", {}), ProblemSplitConfig()),
                 rl=_split_from_dict(data.get("rl", {}), _rl_split_default()),
+                sft_wrong_operator_rate=float(data.get("sft_wrong_operator_rate",
+                                                       TinyDataConfig.sft_wrong_operator_rate)),
             ),
             model=dataclasses.replace(TinyModelConfig(), **d.get("model", {})),
             sft=dataclasses.replace(TinySftConfig(), **d.get("sft", {})),

@@ -8,7 +8,8 @@ import re
 import pytest
 
 from rlvr.errors import ConfigError
-from rlvr.tiny.arith import count_problem_space, generate_problems, generate_splits, get_operation, write_tiny_datasets
+from rlvr.tiny.arith import (count_problem_space, generate_problems, generate_splits, get_operation, misread_operators,
+                             write_tiny_datasets)
 from rlvr.tiny.config import TinyConfig
 
 PROBLEM = re.compile(r"^(\d+)([+\-*])(\d+)$")
@@ -112,3 +113,28 @@ def test_write_tiny_datasets_writes_math_jsonl(tmp_path):
     write_tiny_datasets(tmp_path / "data", cfg)
     assert {n: p.read_bytes() for n, p in paths.items()} == contents
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == sorted(f"{n}.jsonl" for n in paths)
+
+
+def test_sloppy_teacher_misreads_only_sft_train_answers():
+    """tiny.data.sft_wrong_operator_rate: that fraction of sft_train answers is the other operator's result; the
+    problems, the other splits and the clean run's rows are unchanged; the choice is seeded."""
+    clean = generate_splits(TinyConfig.from_dict({}))
+    noisy = generate_splits(TinyConfig.from_dict({"data": {"sft_wrong_operator_rate": 0.5}}))
+    assert noisy == generate_splits(TinyConfig.from_dict({"data": {"sft_wrong_operator_rate": 0.5}}))
+    for name in ("rl_train", "rl_val", "sft_val"):
+        assert noisy[name] == clean[name]
+    assert [r["problem"] for r in noisy["sft_train"]] == [r["problem"] for r in clean["sft_train"]]
+    changed = 0
+    for row, truth in zip(noisy["sft_train"], clean["sft_train"]):
+        if row["expected_answer"] != truth["expected_answer"]:
+            changed += 1
+            a, sym, b = re.fullmatch(r"(\d+)([+\-*])(\d+)", row["problem"]).groups()
+            assert int(row["expected_answer"]) == (int(a) - int(b) if sym == "+" else int(a) + int(b))
+    # 0.5 of 8000 rows, minus the few where both operators agree (b = 0); binomial std is about 45 rows
+    assert 3700 < changed < 4200
+    assert misread_operators(clean["sft_train"], 0.0, seed=1) == clean["sft_train"]
+
+
+def test_wrong_operator_rate_must_stay_below_one():
+    with pytest.raises(ConfigError, match="sft_wrong_operator_rate"):
+        TinyConfig.from_dict({"data": {"sft_wrong_operator_rate": 1.0}})
