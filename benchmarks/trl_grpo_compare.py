@@ -1,7 +1,7 @@
 """Seconds per GRPO step: this engine's ``rlvr`` stage against TRL's ``GRPOTrainer``, same policy, prompts, shapes.
 
 Both train the tiny SFT policy on the tiny RL prompts (``rl_prep/train.jsonl``, already chat-templated) for
-``--steps`` steps with the shipped tiny settings: 8 prompts × 8 generations = 64 completions per step, at most 8
+``--steps`` steps with the benchmark shapes (``grpo_step_bench.BENCH_SHAPES``): 8 prompts × 8 generations = 64 completions per step, at most 8
 new tokens, temperature 1, one optimizer step per GRPO step over micro-batches of 32, AdamW lr 3e-5, clip
 ε = 0.2 / 0.28, no KL term, token-level loss, and no previous-policy log-prob pass (ours:
 ``force_on_policy_ratio``; TRL skips it when a generation batch feeds exactly one optimizer step). The reward is
