@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -164,8 +165,22 @@ def _wait_for_cluster(plan: RayPlan, procs: list[subprocess.Popen], env: Mapping
     return probe.returncode == 0
 
 
+def cluster_auth_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` plus one Ray auth token for the whole cluster (the user's ``RAY_AUTH_TOKEN``, else a fresh one).
+
+    Ray >= 2.59 authenticates with a token and, without one in the environment, each process falls back to
+    ``~/.ray/auth_token``, which a head started under srun and a driver need not share (a stale file left by an
+    earlier local ``ray.init`` made the probe fail with InvalidAuthToken). Handing every task the same token
+    through the environment makes head, workers, probe and stage agree; srun passes it in memory, so it never
+    appears in a job script.
+    """
+    token = env.get("RAY_AUTH_TOKEN") or secrets.token_hex(32)
+    return {**env, "RAY_AUTH_MODE": env.get("RAY_AUTH_MODE") or "token", "RAY_AUTH_TOKEN": token}
+
+
 def run_with_ray(plan: RayPlan, cmd: Sequence[str], env: Mapping[str, str], timeout_s: float) -> int:
     """Start head and workers, wait for all nodes, run ``cmd`` with ``RAY_ADDRESS``; always stop Ray."""
+    env = cluster_auth_env(env)
     print(f"[ray_slurm] head {plan.head} ({plan.address}), workers: {', '.join(plan.workers) or 'none'}", flush=True)
     procs = [subprocess.Popen(plan.head_command(), env=dict(env), stdin=subprocess.DEVNULL)]
     try:

@@ -20,8 +20,8 @@ def fails(config: str, overrides: list[str], pattern: str) -> ConfigError:
 
 
 def test_rollout_not_multiple_of_global_batch():
-    """7 prompts x 8 = 56 rows do not split into optimizer steps of 64."""
-    err = fails("tiny", ["grpo.num_prompts_per_step=7"], r"7 x 8 = 56 rows is not a multiple of .*= 64")
+    """7 prompts x 16 = 112 rows do not split into optimizer steps of 256."""
+    err = fails("tiny", ["grpo.num_prompts_per_step=7"], r"7 x 16 = 112 rows is not a multiple of .*= 256")
     assert err.code == "rollout_batch_not_divisible"
 
 

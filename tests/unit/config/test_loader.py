@@ -34,7 +34,7 @@ def test_every_shipped_config_passes_its_own_checks(name):
 def test_tiny_inherits_default_and_overrides_some_keys():
     """tiny.yaml names default.yaml in `defaults:`; its own keys win, the rest comes from the base."""
     cfg = load_step_config(RLVR, "tiny").resolved
-    assert cfg["grpo"]["num_prompts_per_step"] == 8  # tiny's own value
+    assert cfg["grpo"]["num_prompts_per_step"] == 16  # tiny's own value (default.yaml: 32)
     assert cfg["loss_fn"]["ratio_clip_max"] == 0.28  # inherited from default.yaml
     assert cfg["data"]["max_input_seq_length"] == cfg["policy"]["max_total_sequence_length"] == 64  # ${...}
 

@@ -97,3 +97,14 @@ def test_a_ray_task_that_dies_ends_the_wait_at_once():
     started = time.monotonic()
     assert _wait_for_cluster(plan, [head], {"PATH": "/usr/bin:/bin"}, timeout_s=60) is False
     assert time.monotonic() - started < 10
+
+
+def test_every_ray_task_gets_one_auth_token():
+    """Head, workers, probe and stage share one token through the environment (not ~/.ray/auth_token, which a
+    head under srun and an earlier local ray.init need not agree on); a user's own token is kept."""
+    from rlvr.launch.ray_slurm import cluster_auth_env
+
+    env = cluster_auth_env({"PATH": "/bin"})
+    assert env["RAY_AUTH_MODE"] == "token" and len(env["RAY_AUTH_TOKEN"]) == 64 and env["PATH"] == "/bin"
+    assert cluster_auth_env({})["RAY_AUTH_TOKEN"] != env["RAY_AUTH_TOKEN"]  # fresh per cluster
+    assert cluster_auth_env({"RAY_AUTH_TOKEN": "mine"})["RAY_AUTH_TOKEN"] == "mine"
