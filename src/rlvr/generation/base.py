@@ -87,6 +87,14 @@ class GenerationConfig:
         return frozenset(ids)
 
 
+def token_budget(prompt_length: int, cfg: GenerationConfig, max_total_length: int | None) -> int:
+    """Tokens a prompt may still generate: ``max_new_tokens``, capped by ``max_total_length`` (vLLM's
+    ``max_model_len``) minus the prompt; 0 or less means the prompt is already at the cap."""
+    if max_total_length is None:
+        return cfg.max_new_tokens
+    return min(cfg.max_new_tokens, max_total_length - prompt_length)
+
+
 @dataclasses.dataclass
 class GenerationOutput:
     """One generated sample.

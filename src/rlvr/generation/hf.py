@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import torch
 
-from rlvr.generation.base import GenerationConfig, GenerationOutput
+from rlvr.generation.base import GenerationConfig, GenerationOutput, token_budget
 from rlvr.policy.logprobs import process_logits
 
 
@@ -130,7 +130,7 @@ class HFGenerationBackend:
         for i, prompt in enumerate(prompts):
             input_ids[i, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long, device=device)
             attention[i, width - len(prompt):] = 1
-        rows = [_Row(self._budget(len(p), cfg)) for p in prompts]
+        rows = [_Row(token_budget(len(p), cfg, self.max_total_length)) for p in prompts]
         stop_ids = cfg.resolved_stop_token_ids(self.eos_token_id)
         if not all(row.done for row in rows):
             positions = (attention.cumsum(-1) - 1).clamp(min=0)
@@ -151,10 +151,6 @@ class HFGenerationBackend:
             next_position = next_position + active
         return [self._finish(row) for row in rows]
 
-    def _budget(self, prompt_length: int, cfg: GenerationConfig) -> int:
-        if self.max_total_length is None:
-            return cfg.max_new_tokens
-        return min(cfg.max_new_tokens, self.max_total_length - prompt_length)
 
     def _advance(self, row: _Row, token: int, logprob: float, cfg: GenerationConfig, stop_ids: frozenset[int]
                  ) -> None:

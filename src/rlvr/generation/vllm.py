@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from rlvr.errors import UserError
-from rlvr.generation.base import GenerationConfig, GenerationOutput
+from rlvr.generation.base import GenerationConfig, GenerationOutput, token_budget
 
 WORKER_EXTENSION = "rlvr.generation.vllm_worker.RlvrWeightLoader"
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
@@ -154,7 +154,7 @@ class VLLMGenerationBackend:
         for i, prompt in enumerate(prompt_token_ids):
             if len(prompt) == 0:
                 raise ValueError(f"prompt {i} is empty: generation needs at least one prompt token")
-            budget = self._budget(len(prompt), cfg)
+            budget = token_budget(len(prompt), cfg, self.max_total_length)
             if budget <= 0:  # already at the length cap: an empty, truncated sample (as the HF backend)
                 empty[i] = GenerationOutput(token_ids=[], logprobs=[], text="", truncated=True)
                 continue
@@ -177,9 +177,3 @@ class VLLMGenerationBackend:
         """Release the engine and its temporary model folder."""
         self.llm = None
         shutil.rmtree(self._folder, ignore_errors=True)
-
-    def _budget(self, prompt_length: int, cfg: GenerationConfig) -> int:
-        if self.max_total_length is None:
-            return cfg.max_new_tokens
-        return min(cfg.max_new_tokens, self.max_total_length - prompt_length)
-
