@@ -5,7 +5,7 @@ The numbers are the controller's own per-step metrics (``timing/train/*``, ``per
 it), averaged over the steps after ``--warmup``. Validation and checkpointing are off, so a step is exactly:
 generate → score → (prev log-probs) → advantages → optimizer step. Two variants run by default:
 
-* ``tiny``: the shipped tiny config; ``loss_fn.force_on_policy_ratio=true`` skips the previous-policy log-prob
+* ``tiny``: the tiny config at the benchmark shapes (``BENCH_SHAPES``); ``loss_fn.force_on_policy_ratio=true`` skips the previous-policy log-prob
   pass (one optimizer step per GRPO step makes it equal to the current policy's);
 * ``tiny+logprobs``: the same with ``force_on_policy_ratio=false``, so the log-prob pass is timed too.
 

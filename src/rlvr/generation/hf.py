@@ -151,7 +151,6 @@ class HFGenerationBackend:
             next_position = next_position + active
         return [self._finish(row) for row in rows]
 
-
     def _advance(self, row: _Row, token: int, logprob: float, cfg: GenerationConfig, stop_ids: frozenset[int]
                  ) -> None:
         """Append one sampled token and decide whether the row stops (stop id, stop string, or length)."""
