@@ -152,11 +152,36 @@ def misread_operators(rows: list[dict[str, str]], rate: float, seed: int | str) 
     return noisy
 
 
+def slip_digits(rows: list[dict[str, str]], rate: float, seed: int | str) -> list[dict[str, str]]:
+    """A copy of ``rows`` where a seeded ``rate`` fraction of answers has exactly one digit wrong.
+
+    Each row is picked independently with probability ``rate``; in a picked answer one digit position (uniform)
+    gets a different digit (uniform over the others). A leading digit never becomes 0 (no "05", no "-0"), so the
+    answer keeps its sign and length and stays a canonical integer that no verifier could read as the true one;
+    a non-negative one-digit answer may become any other digit.
+    """
+    if rate <= 0:
+        return rows
+    rng = random.Random(seed)
+    noisy = []
+    for row in rows:
+        if rng.random() < rate:
+            answer = row["expected_answer"]
+            sign, digits = ("-", answer[1:]) if answer.startswith("-") else ("", answer)
+            pos = rng.randrange(len(digits))
+            lowest = 1 if pos == 0 and (len(digits) > 1 or sign) else 0  # no "05", no "-0"
+            choices = [d for d in "0123456789"[lowest:] if d != digits[pos]]
+            digits = digits[:pos] + rng.choice(choices) + digits[pos + 1 :]
+            row = {**row, "expected_answer": sign + digits}
+        noisy.append(row)
+    return noisy
+
+
 def generate_splits(cfg: TinyConfig) -> dict[str, list[dict[str, str]]]:
     """All four splits in memory, in claim order, disjoint by problem text.
 
-    Only ``sft_train`` may carry wrong answers (``tiny.data.sft_wrong_operator_rate``); the validation files and
-    the RL prompts always hold the true results.
+    Only ``sft_train`` may carry wrong answers (``tiny.data.sft_wrong_operator_rate``, then
+    ``tiny.data.sft_digit_slip_rate``); the validation files and the RL prompts always hold the true results.
     """
     used: set[str] = set()
     splits: dict[str, list[dict[str, str]]] = {}
@@ -175,6 +200,8 @@ def generate_splits(cfg: TinyConfig) -> dict[str, list[dict[str, str]]]:
         splits[name] = rows
     splits["sft_train"] = misread_operators(splits["sft_train"], cfg.data.sft_wrong_operator_rate,
                                             seed=f"{cfg.seed}:sft_train:teacher")
+    splits["sft_train"] = slip_digits(splits["sft_train"], cfg.data.sft_digit_slip_rate,
+                                      seed=f"{cfg.seed}:sft_train:slips")
     return splits
 
 

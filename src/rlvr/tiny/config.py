@@ -55,6 +55,8 @@ class TinyDataConfig:
     rl: ProblemSplitConfig = field(default_factory=_rl_split_default)
     # A sloppy teacher: this fraction of the SFT demonstrations carries the other operator's answer.
     sft_wrong_operator_rate: float = 0.0
+    # A careless teacher: this fraction of the SFT demonstrations has one digit of the answer wrong.
+    sft_digit_slip_rate: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class TinySftConfig:
     warmup_steps: int = 50
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    label_smoothing: float = 0.0
     num_threads: int = 2
     log_every: int = 100
     eval_samples_per_prompt: int = 4
@@ -118,6 +121,7 @@ class TinyConfig:
                 rl=_split_from_dict(data.get("rl", {}), _rl_split_default()),
                 sft_wrong_operator_rate=float(data.get("sft_wrong_operator_rate",
                                                        TinyDataConfig.sft_wrong_operator_rate)),
+                sft_digit_slip_rate=float(data.get("sft_digit_slip_rate", TinyDataConfig.sft_digit_slip_rate)),
             ),
             model=dataclasses.replace(TinyModelConfig(), **d.get("model", {})),
             sft=dataclasses.replace(TinySftConfig(), **d.get("sft", {})),

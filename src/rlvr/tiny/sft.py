@@ -88,12 +88,19 @@ def lr_factor(step: int, cfg: TinySftConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def sft_loss(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over the non-ignored ``labels`` ``[B, S]`` (see the module docstring)."""
+def sft_loss(
+    model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Mean next-token cross-entropy over the non-ignored ``labels`` ``[B, S]`` (see the module docstring).
+
+    With ``label_smoothing`` = e the target of each token is ``(1 - e)`` on the label plus ``e / V`` on every
+    vocabulary entry (``torch.nn.functional.cross_entropy``'s definition).
+    """
     # No attention mask needed: padding is on the right, so under the causal mask no real token attends to a
     # pad, and the logits at pad positions are ignored by the labels.
     logits = model(input_ids=input_ids).logits  # [B, S, V]
-    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX,
+                           label_smoothing=label_smoothing)
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator):
@@ -118,7 +125,7 @@ def _train(model, input_ids, labels, cfg: TinyConfig, log) -> list[dict[str, flo
         for group in optimizer.param_groups:
             group["lr"] = s.lr * lr_factor(step, s)
         width = int(lengths[idx].max())
-        loss = sft_loss(model, input_ids[idx, :width], labels[idx, :width])
+        loss = sft_loss(model, input_ids[idx, :width], labels[idx, :width], s.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if s.grad_clip > 0:

@@ -9,7 +9,7 @@ import pytest
 
 from rlvr.errors import ConfigError
 from rlvr.tiny.arith import (count_problem_space, generate_problems, generate_splits, get_operation, misread_operators,
-                             write_tiny_datasets)
+                             slip_digits, write_tiny_datasets)
 from rlvr.tiny.config import TinyConfig
 
 PROBLEM = re.compile(r"^(\d+)([+\-*])(\d+)$")
@@ -138,3 +138,38 @@ def test_sloppy_teacher_misreads_only_sft_train_answers():
 def test_wrong_operator_rate_must_stay_below_one():
     with pytest.raises(ConfigError, match="sft_wrong_operator_rate"):
         TinyConfig.from_dict({"data": {"sft_wrong_operator_rate": 1.0}})
+
+
+def test_careless_teacher_slips_exactly_one_digit_of_sft_train_answers():
+    """tiny.data.sft_digit_slip_rate: that fraction of sft_train answers differs from the truth in exactly one
+    digit, keeps its sign and length and never gains a leading zero; problems and other splits are unchanged;
+    the choice is seeded."""
+    clean = generate_splits(TinyConfig.from_dict({}))
+    noisy = generate_splits(TinyConfig.from_dict({"data": {"sft_digit_slip_rate": 0.4}}))
+    assert noisy == generate_splits(TinyConfig.from_dict({"data": {"sft_digit_slip_rate": 0.4}}))
+    for name in ("rl_train", "rl_val", "sft_val"):
+        assert noisy[name] == clean[name]
+    assert [r["problem"] for r in noisy["sft_train"]] == [r["problem"] for r in clean["sft_train"]]
+    changed = 0
+    for row, truth in zip(noisy["sft_train"], clean["sft_train"]):
+        got, want = row["expected_answer"], truth["expected_answer"]
+        assert want == str(_expected(truth["problem"]))
+        if got == want:
+            continue
+        changed += 1
+        assert len(got) == len(want) and got.startswith("-") == want.startswith("-")
+        assert sum(a != b for a, b in zip(got, want)) == 1
+        assert got == str(int(got))  # canonical: no leading zero, so it can never verify as the true answer
+    assert 3050 < changed < 3350  # 0.4 of 8000, binomial std about 44 rows
+    assert slip_digits(clean["sft_train"], 0.0, seed=1) == clean["sft_train"]
+
+
+def test_slip_of_a_one_digit_answer_may_become_zero():
+    rows = [{"problem": "5-5", "expected_answer": "0"}, {"problem": "2+3", "expected_answer": "5"}] * 200
+    slipped = {r["expected_answer"] for r in slip_digits(rows, 0.99, seed=3)}
+    assert slipped == set("0123456789")
+
+
+def test_digit_slip_rate_must_stay_below_one():
+    with pytest.raises(ConfigError, match="sft_digit_slip_rate"):
+        TinyConfig.from_dict({"data": {"sft_digit_slip_rate": 1.0}})

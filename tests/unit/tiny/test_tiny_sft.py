@@ -13,7 +13,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from rlvr.errors import DataError
 from rlvr.tiny.arith import write_tiny_datasets
 from rlvr.tiny.config import TinyConfig, TinySftConfig
-from rlvr.tiny.sft import IGNORE_INDEX, encode_sft_example, lr_factor, pack_examples, read_math_jsonl, train_sft_policy
+from rlvr.tiny.sft import (IGNORE_INDEX, encode_sft_example, lr_factor, pack_examples, read_math_jsonl, sft_loss,
+                           train_sft_policy)
 from rlvr.tiny.tokenizer import build_char_tokenizer
 
 SHORT = {
@@ -41,6 +42,31 @@ def test_pack_examples_masks_prompt_and_padding():
     torch.testing.assert_close(input_ids, torch.tensor([[2, 10, 11, 20, 3], [2, 10, 21, 3, 0]]))
     x = IGNORE_INDEX
     torch.testing.assert_close(labels, torch.tensor([[x, x, 20, 3, x], [x, x, 3, x, x]]))
+
+
+class _FixedLogits(torch.nn.Module):
+    """A stand-in model whose logits are given (sft_loss only reads ``.logits``)."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, input_ids):
+        return type("Out", (), {"logits": self.logits})()
+
+
+def test_sft_loss_label_smoothing_hand_values():
+    """Smoothing e: per target token -(1-e) log p[label] - (e/V) sum_v log p[v], averaged over non-ignored
+    targets; e = 0 is plain cross-entropy."""
+    logits = torch.tensor([[[2.0, 0.0, -1.0], [0.5, 0.5, 3.0], [1.0, 1.0, 1.0]]])  # [1, 3, V=3]
+    labels = torch.tensor([[0, 2, IGNORE_INDEX]])
+    logp = torch.log_softmax(logits, dim=-1)[0]
+    plain = -(logp[0, 0] + logp[1, 2]) / 2
+    e = 0.3
+    smoothed = sum(-(1 - e) * logp[t, labels[0, t]] - e / 3 * logp[t].sum() for t in range(2)) / 2
+    model = _FixedLogits(logits)
+    torch.testing.assert_close(sft_loss(model, torch.zeros(1, 3, dtype=torch.long), labels), plain)
+    torch.testing.assert_close(sft_loss(model, torch.zeros(1, 3, dtype=torch.long), labels, e), smoothed)
 
 
 def test_lr_schedule_hand_values():
