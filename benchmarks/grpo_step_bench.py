@@ -16,7 +16,9 @@ threads per process make step times swing tenfold (threads wait on each other), 
 
 ``--tiny-run`` reuses a run folder of ``nemotron steps run rl/nemo_rl/rlvr -c tiny`` (it needs ``rl_prep/`` and
 ``hf_to_megatron/checkpoint_megatron``); without it the folder is built first with ``--until rl_prep`` (the
-tiny SFT takes a few minutes on two cores; ``--sft-steps`` shortens it, at the cost of a less realistic policy).
+tiny SFT takes a few minutes on two cores). ``--tiny-set KEY=VALUE`` (repeatable) overrides a ``tiny.*`` key of that
+build, e.g. ``--tiny-set tiny.sft.steps=1100 --tiny-set tiny.sft.label_smoothing=0`` for the policy the figures in
+benchmarks/README.md were measured on.
 """
 
 from __future__ import annotations
@@ -131,7 +133,8 @@ def main() -> None:
     parser.add_argument("--tiny-run", type=Path, help="existing results/tiny folder (rl_prep + checkpoint)")
     parser.add_argument("--steps", type=int, default=20, help="GRPO steps per variant")
     parser.add_argument("--warmup", type=int, default=2, help="first steps left out of the averages")
-    parser.add_argument("--sft-steps", type=int, help="tiny.sft.steps when building the tiny run")
+    parser.add_argument("--tiny-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a tiny.* override when building the tiny run (repeatable)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (OMP_NUM_THREADS) of the runs")
@@ -140,9 +143,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="grpo_step_bench-") as tmp:
         tiny_run = args.tiny_run
         if tiny_run is None:
-            sft = [f"tiny.sft.steps={args.sft_steps}", f"tiny.sft.warmup_steps={max(1, args.sft_steps // 10)}"] \
-                if args.sft_steps else []
-            tiny_run = build_tiny_run(Path(tmp), sft)
+            bad = [kv for kv in args.tiny_set if not kv.startswith("tiny.") or "=" not in kv]
+            if bad:
+                parser.error(f"--tiny-set takes tiny.KEY=VALUE, got {bad[0]!r}")
+            tiny_run = build_tiny_run(Path(tmp), args.tiny_set)
         results = {}
         for name in args.variants:
             overrides = [*BENCH_OVERRIDES, f"grpo.max_num_steps={args.steps}", *VARIANTS[name]]
