@@ -115,24 +115,31 @@ def test_write_tiny_datasets_writes_math_jsonl(tmp_path):
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == sorted(f"{n}.jsonl" for n in paths)
 
 
-def test_sloppy_teacher_misreads_only_sft_train_answers():
-    """tiny.data.sft_wrong_operator_rate: that fraction of sft_train answers is the other operator's result; the
-    problems, the other splits and the clean run's rows are unchanged; the choice is seeded."""
+def _noisy_teacher_rows(key: str, rate: float) -> list[tuple[dict, dict]]:
+    """(noisy, true) sft_train row pairs of ``tiny.data.<key>=rate``, after checking what every noisy teacher
+    keeps: the choice is seeded, the problems and the other splits are those of the clean run."""
     clean = generate_splits(TinyConfig.from_dict({}))
-    noisy = generate_splits(TinyConfig.from_dict({"data": {"sft_wrong_operator_rate": 0.5}}))
-    assert noisy == generate_splits(TinyConfig.from_dict({"data": {"sft_wrong_operator_rate": 0.5}}))
+    noisy = generate_splits(TinyConfig.from_dict({"data": {key: rate}}))
+    assert noisy == generate_splits(TinyConfig.from_dict({"data": {key: rate}}))
     for name in ("rl_train", "rl_val", "sft_val"):
         assert noisy[name] == clean[name]
     assert [r["problem"] for r in noisy["sft_train"]] == [r["problem"] for r in clean["sft_train"]]
+    return list(zip(noisy["sft_train"], clean["sft_train"]))
+
+
+def test_sloppy_teacher_misreads_only_sft_train_answers():
+    """tiny.data.sft_wrong_operator_rate: that fraction of sft_train answers is the other operator's result."""
+    pairs = _noisy_teacher_rows("sft_wrong_operator_rate", 0.5)
     changed = 0
-    for row, truth in zip(noisy["sft_train"], clean["sft_train"]):
+    for row, truth in pairs:
         if row["expected_answer"] != truth["expected_answer"]:
             changed += 1
             a, sym, b = re.fullmatch(r"(\d+)([+\-*])(\d+)", row["problem"]).groups()
             assert int(row["expected_answer"]) == (int(a) - int(b) if sym == "+" else int(a) + int(b))
     # 0.5 of 8000 rows, minus the few where both operators agree (b = 0); binomial std is about 45 rows
     assert 3700 < changed < 4200
-    assert misread_operators(clean["sft_train"], 0.0, seed=1) == clean["sft_train"]
+    truths = [truth for _, truth in pairs]
+    assert misread_operators(truths, 0.0, seed=1) == truths
 
 
 def test_wrong_operator_rate_must_stay_below_one():
@@ -142,16 +149,10 @@ def test_wrong_operator_rate_must_stay_below_one():
 
 def test_careless_teacher_slips_exactly_one_digit_of_sft_train_answers():
     """tiny.data.sft_digit_slip_rate: that fraction of sft_train answers differs from the truth in exactly one
-    digit, keeps its sign and length and never gains a leading zero; problems and other splits are unchanged;
-    the choice is seeded."""
-    clean = generate_splits(TinyConfig.from_dict({}))
-    noisy = generate_splits(TinyConfig.from_dict({"data": {"sft_digit_slip_rate": 0.4}}))
-    assert noisy == generate_splits(TinyConfig.from_dict({"data": {"sft_digit_slip_rate": 0.4}}))
-    for name in ("rl_train", "rl_val", "sft_val"):
-        assert noisy[name] == clean[name]
-    assert [r["problem"] for r in noisy["sft_train"]] == [r["problem"] for r in clean["sft_train"]]
+    digit, keeps its sign and length and never gains a leading zero."""
+    pairs = _noisy_teacher_rows("sft_digit_slip_rate", 0.4)
     changed = 0
-    for row, truth in zip(noisy["sft_train"], clean["sft_train"]):
+    for row, truth in pairs:
         got, want = row["expected_answer"], truth["expected_answer"]
         assert want == str(_expected(truth["problem"]))
         if got == want:
@@ -161,7 +162,8 @@ def test_careless_teacher_slips_exactly_one_digit_of_sft_train_answers():
         assert sum(a != b for a, b in zip(got, want)) == 1
         assert got == str(int(got))  # canonical: no leading zero, so it can never verify as the true answer
     assert 3050 < changed < 3350  # 0.4 of 8000, binomial std about 44 rows
-    assert slip_digits(clean["sft_train"], 0.0, seed=1) == clean["sft_train"]
+    truths = [truth for _, truth in pairs]
+    assert slip_digits(truths, 0.0, seed=1) == truths
 
 
 def test_slip_of_a_one_digit_answer_may_become_zero():
