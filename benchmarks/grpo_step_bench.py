@@ -140,12 +140,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (OMP_NUM_THREADS) of the runs")
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    bad = [kv for kv in args.tiny_set if not kv.startswith("tiny.") or "=" not in kv]
+    if bad:
+        parser.error(f"--tiny-set takes tiny.KEY=VALUE, got {bad[0]!r}")
+    if args.tiny_set and args.tiny_run:
+        parser.error("--tiny-set shapes a tiny run that the benchmark builds; with --tiny-run nothing is built")
     with tempfile.TemporaryDirectory(prefix="grpo_step_bench-") as tmp:
         tiny_run = args.tiny_run
         if tiny_run is None:
-            bad = [kv for kv in args.tiny_set if not kv.startswith("tiny.") or "=" not in kv]
-            if bad:
-                parser.error(f"--tiny-set takes tiny.KEY=VALUE, got {bad[0]!r}")
             tiny_run = build_tiny_run(Path(tmp), args.tiny_set)
         results = {}
         for name in args.variants:

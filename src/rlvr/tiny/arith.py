@@ -131,50 +131,49 @@ def _in_space(text: str, ops: list[Operation], min_digits: int, max_digits: int)
 MISREAD: dict[str, str] = {"add": "sub", "sub": "add", "mul": "add"}
 
 
-def misread_operators(rows: list[dict[str, str]], rate: float, seed: int | str) -> list[dict[str, str]]:
-    """A copy of ``rows`` where a seeded ``rate`` fraction of answers is that of the misread operator.
-
-    Each row is picked independently with probability ``rate``; a picked ``a-b`` is answered ``a+b`` (and so on
-    per :data:`MISREAD`). The problem text is unchanged, so the demonstration is simply wrong.
-    """
+def _corrupt_answers(rows: list[dict[str, str]], rate: float, seed: int | str,
+                     wrong_answer: Callable[[dict[str, str], random.Random], str]) -> list[dict[str, str]]:
+    """A copy of ``rows`` where each row, picked independently with probability ``rate`` (seeded), has its answer
+    replaced by ``wrong_answer(row, rng)``; the problem text is unchanged, so the demonstration is simply wrong."""
     if rate <= 0:
         return rows
     rng = random.Random(seed)
+    return [{**row, "expected_answer": wrong_answer(row, rng)} if rng.random() < rate else row for row in rows]
+
+
+def misread_operators(rows: list[dict[str, str]], rate: float, seed: int | str) -> list[dict[str, str]]:
+    """A copy of ``rows`` where a seeded ``rate`` fraction of answers is that of the misread operator.
+
+    A picked ``a-b`` is answered ``a+b`` (and so on per :data:`MISREAD`).
+    """
     by_symbol = {op.symbol: name for name, op in OPERATIONS.items()}
-    noisy = []
-    for row in rows:
-        if rng.random() < rate:
-            symbol = next(c for c in row["problem"][1:] if c in by_symbol)  # [1:]: never a leading sign
-            a, _, b = row["problem"].partition(symbol)
-            wrong = get_operation(MISREAD[by_symbol[symbol]]).apply(int(a), int(b))
-            row = {**row, "expected_answer": str(wrong)}
-        noisy.append(row)
-    return noisy
+
+    def misread(row: dict[str, str], rng: random.Random) -> str:
+        symbol = next(c for c in row["problem"][1:] if c in by_symbol)  # [1:]: never a leading sign
+        a, _, b = row["problem"].partition(symbol)
+        return str(get_operation(MISREAD[by_symbol[symbol]]).apply(int(a), int(b)))
+
+    return _corrupt_answers(rows, rate, seed, misread)
 
 
 def slip_digits(rows: list[dict[str, str]], rate: float, seed: int | str) -> list[dict[str, str]]:
     """A copy of ``rows`` where a seeded ``rate`` fraction of answers has exactly one digit wrong.
 
-    Each row is picked independently with probability ``rate``; in a picked answer one digit position (uniform)
-    gets a different digit (uniform over the others). A leading digit never becomes 0 (no "05", no "-0"), so the
-    answer keeps its sign and length and stays a canonical integer that no verifier could read as the true one;
-    a non-negative one-digit answer may become any other digit.
+    In a picked answer one digit position (uniform) gets a different digit (uniform over the others). A leading
+    digit never becomes 0 (no "05", no "-0"), so the answer keeps its sign and length and stays a canonical
+    integer that no verifier could read as the true one; a non-negative one-digit answer may become any other
+    digit.
     """
-    if rate <= 0:
-        return rows
-    rng = random.Random(seed)
-    noisy = []
-    for row in rows:
-        if rng.random() < rate:
-            answer = row["expected_answer"]
-            sign, digits = ("-", answer[1:]) if answer.startswith("-") else ("", answer)
-            pos = rng.randrange(len(digits))
-            lowest = 1 if pos == 0 and (len(digits) > 1 or sign) else 0  # no "05", no "-0"
-            choices = [d for d in "0123456789"[lowest:] if d != digits[pos]]
-            digits = digits[:pos] + rng.choice(choices) + digits[pos + 1 :]
-            row = {**row, "expected_answer": sign + digits}
-        noisy.append(row)
-    return noisy
+
+    def slip(row: dict[str, str], rng: random.Random) -> str:
+        answer = row["expected_answer"]
+        sign, digits = ("-", answer[1:]) if answer.startswith("-") else ("", answer)
+        pos = rng.randrange(len(digits))
+        lowest = 1 if pos == 0 and (len(digits) > 1 or sign) else 0  # no "05", no "-0"
+        choices = [d for d in "0123456789"[lowest:] if d != digits[pos]]
+        return sign + digits[:pos] + rng.choice(choices) + digits[pos + 1 :]
+
+    return _corrupt_answers(rows, rate, seed, slip)
 
 
 def generate_splits(cfg: TinyConfig) -> dict[str, list[dict[str, str]]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -52,7 +53,7 @@ class _FixedLogits(torch.nn.Module):
         self.logits = logits
 
     def forward(self, input_ids):
-        return type("Out", (), {"logits": self.logits})()
+        return SimpleNamespace(logits=self.logits)
 
 
 def test_sft_loss_label_smoothing_hand_values():
