@@ -19,7 +19,9 @@ from pathlib import Path
 import yaml
 
 from rlvr.errors import UserError
+from rlvr.launch.supervise import run_attached
 from rlvr.steps.index import StepInfo, discover, resolve_step
+from rlvr.utils.runlock import RunLock
 
 CATEGORY_TITLES = {"rl": "Reinforcement Learning", "data_prep": "Data Preparation", "convert": "Conversion"}
 
@@ -199,17 +201,36 @@ def run_step(tokens: list[str]) -> int:
         print("── plan " + "─" * 56)
         print("\n".join(plan) if plan else "  nothing to do: every output is up to date")
         return 0
-    _write_config_record(rdir, cfg)
-    argv = snakemake_argv(request, profile=profile.path, extra=extra)
-    if args.batch_profile and slurm is not None:
-        return _submit_controller(argv, rdir, profile, cfg.name, slurm)
-    if args.batch_profile:
-        return _start_detached(argv, rdir, env)
+    lock = _lock_run_folder(rdir, step, cfg)
     try:
-        return subprocess.call(argv, env=env)
+        _write_config_record(rdir, cfg)
+        argv = snakemake_argv(request, profile=profile.path, extra=extra)
+        if args.batch_profile and slurm is not None:
+            return _submit_controller(argv, rdir, profile, cfg.name, slurm)
+        if args.batch_profile:
+            return _start_detached(argv, rdir, env, lock)
+        return run_attached(argv, env, unlock_argv=snakemake_argv(request, profile=profile.path, extra=["--unlock"]),
+                            on_interrupt=lambda: _print_resume_hint(rdir, tokens))
     finally:
+        lock.release()
         if slurm is not None:
             slurm.cleanup()
+
+
+def _lock_run_folder(rdir: Path, step: StepInfo, cfg) -> RunLock:
+    """Refuse a second run into a run folder in use (Snakemake's own lock lives in the working folder)."""
+    lock = RunLock(rdir, what=f"nemotron steps run {step.id} -c {cfg.name}").acquire()
+    if note := lock.takeover_note():
+        print(note, file=sys.stderr)
+    return lock
+
+
+def _print_resume_hint(rdir: Path, tokens: list[str]) -> None:
+    ckpts = sorted((rdir / "rlvr" / "ckpts").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+    kept = f"the newest complete step checkpoint is {ckpts[-1]}" if ckpts else "no step checkpoint was written yet"
+    command = " ".join(["nemotron", "steps", "run", *tokens])
+    print(f"stopped: every process of the run has ended and the locks are released; {kept}.\n"
+          f"resume with the same command: {command}", file=sys.stderr)
 
 
 def _write_config_record(rdir: Path, cfg) -> None:
@@ -220,12 +241,14 @@ def _write_config_record(rdir: Path, cfg) -> None:
         fh.write(cfg.redacted_yaml())
 
 
-def _start_detached(argv: list[str], rdir: Path, env: dict[str, str]) -> int:
+def _start_detached(argv: list[str], rdir: Path, env: dict[str, str], lock: RunLock) -> int:
     log = rdir / "logs" / f"controller-{time.strftime('%Y%m%d-%H%M%S')}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
+    # The detached Snakemake inherits the run-folder lock's descriptor, so the folder stays locked until it ends.
     with open(log, "w") as fh:
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env)
+                                start_new_session=True, env=env, pass_fds=(lock.fd,))
+    lock.hand_over(proc.pid)
     print(f"run folder: {rdir}\nlog file: {log}\njob id: local:{proc.pid}")
     return 0
 

@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from rlvr.errors import UserError
+from rlvr.launch.lifeline import call_tied, popen_tied
 from rlvr.launch.topology import Allocation, allocation_from_env, check_topology
 
 ENV_IMAGE = "RLVR_CONTAINER_IMAGE"
@@ -182,12 +183,12 @@ def run_with_ray(plan: RayPlan, cmd: Sequence[str], env: Mapping[str, str], time
     """Start head and workers, wait for all nodes, run ``cmd`` with ``RAY_ADDRESS``; always stop Ray."""
     env = cluster_auth_env(env)
     print(f"[ray_slurm] head {plan.head} ({plan.address}), workers: {', '.join(plan.workers) or 'none'}", flush=True)
-    procs = [subprocess.Popen(plan.head_command(), env=dict(env), stdin=subprocess.DEVNULL)]
+    procs = [popen_tied(plan.head_command(), env, stdin=subprocess.DEVNULL)]
     try:
-        procs += [subprocess.Popen(c, env=dict(env), stdin=subprocess.DEVNULL) for c in plan.worker_commands()]
+        procs += [popen_tied(c, env, stdin=subprocess.DEVNULL) for c in plan.worker_commands()]
         if not _wait_for_cluster(plan, procs, env, timeout_s):
             return 3
-        return subprocess.call(plan.stage_command(cmd), env={**env, "RAY_ADDRESS": plan.address})
+        return call_tied(plan.stage_command(cmd), {**env, "RAY_ADDRESS": plan.address})
     finally:
         _stop(procs)
 
@@ -203,12 +204,12 @@ def launch(num_nodes: int, gpus_per_node: int, cmd: Sequence[str], *, ray: str =
                             "with a Slurm profile (-r/-b slurm_rl_nemo_rl_rlvr) or set cluster.num_nodes=1")
         if ray == "always":
             raise UserError("--ray always needs a Slurm allocation")
-        return subprocess.call(list(cmd), env=env)
+        return call_tied(cmd, env)
     check_topology(num_nodes, gpus_per_node, allocation)
     plan = build_plan(allocation, env, port)
     if ray == "always" or (ray == "auto" and num_nodes > 1):
         return run_with_ray(plan, cmd, env, timeout_s)
-    return subprocess.call(plan.stage_command(cmd), env=env)
+    return call_tied(plan.stage_command(cmd), env)
 
 
 def probe(address: str, want_nodes: int, timeout_s: float) -> int:

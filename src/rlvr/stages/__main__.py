@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -76,9 +77,15 @@ def _megatron_to_hf(args) -> None:
 
 
 def _rlvr(args) -> None:
+    from rlvr.utils.runlock import RunLock
+
     cfg = json.loads(args.config_json)
-    _engine("rlvr.grpo.controller", "run_grpo")(cfg, data_dir=Path(args.data), policy_path=Path(args.policy),
-                                                run_dir=Path(args.run_dir))
+    # Its own lock, apart from the CLI's: two Snakemakes started by hand never train into one folder either.
+    with RunLock(Path(args.run_dir) / "rlvr", name=".stage.lock", what="the rlvr training stage") as lock:
+        if note := lock.takeover_note():
+            print(note, flush=True)
+        _engine("rlvr.grpo.controller", "run_grpo")(cfg, data_dir=Path(args.data), policy_path=Path(args.policy),
+                                                    run_dir=Path(args.run_dir))
 
 
 def _reward_preflight(args) -> None:
@@ -160,13 +167,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, _frame):
+    raise KeyboardInterrupt  # SIGTERM ends a stage like Ctrl-C: cleanup handlers run, workers are shut down
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         args.func(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: the {args.stage} stage stopped; its outputs were not written (a step checkpoint "
+              "already on disk is complete and is resumed from)", file=sys.stderr)
+        return 130
     return 0
 
 
