@@ -182,6 +182,8 @@ def run_step(tokens: list[str]) -> int:
     print("\nCompiled Configuration")
     _print_panel("run", _run_section(args, step, rdir, profile_name, profile.executor))
     _print_panel("config", cfg.redacted())
+    if step.id == DEFAULT_STEP:
+        _print_memory_plan(cfg.resolved, rdir, local=profile.executor == "local")
     slurm = None
     extra, env = list(args.passthrough), dict(os.environ)
     if profile.executor == "slurm":
@@ -215,6 +217,15 @@ def run_step(tokens: list[str]) -> int:
         lock.release()
         if slurm is not None:
             slurm.cleanup()
+
+
+def _print_memory_plan(resolved: dict, rdir: Path, *, local: bool) -> None:
+    from rlvr.config.memory import memory_plan
+
+    made_here = rdir / "tiny_sft" / "policy"  # -c tiny: the policy the DAG made, once it exists
+    policy = str(made_here) if (resolved.get("tiny") or {}).get("enabled") else None
+    print("── memory (estimate per training process) " + "─" * 22)
+    print("\n".join(memory_plan(resolved, policy_path=policy, local=local)))
 
 
 def _lock_run_folder(rdir: Path, step: StepInfo, cfg) -> RunLock:
