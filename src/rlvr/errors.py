@@ -26,3 +26,19 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint folder is missing, incomplete or of an unsupported kind."""
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an operating-system error: what failed, on which path, and what to do about it."""
+    import errno
+
+    path = exc.filename or "?"
+    fixes = {
+        errno.ENOSPC: "free some space on that file system (or write the run elsewhere with RL_OUTPUT_DIR)",
+        errno.EDQUOT: "your disk quota is used up: free some space or write the run elsewhere with RL_OUTPUT_DIR",
+        errno.EROFS: "that file system is read-only: write the run elsewhere with RL_OUTPUT_DIR",
+        errno.EACCES: "you lack permission there: fix the folder's permissions or write the run elsewhere",
+        errno.EPERM: "the operation is not permitted there: fix the permissions or write the run elsewhere",
+    }
+    fix = fixes.get(exc.errno, "check the path and try again")
+    return f"{exc.strerror or exc}: {path}; {fix}"

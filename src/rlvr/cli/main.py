@@ -1,6 +1,7 @@
 """The ``nemotron`` console script: ``steps list|show|run`` (Nemotron Steps CLI) and ``rewards score``.
 
-User errors (bad config, unknown step or profile, bad data) print one message without a traceback and exit 1.
+User errors (bad config, unknown step or profile, bad data) and OS errors (a full disk, a read-only folder) print
+one message without a traceback and exit 1.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rlvr.errors import UserError
+from rlvr.errors import UserError, describe_os_error
 
 USAGE = """usage: nemotron steps list [--category C] [--consumes T] [--produces T] [--tag G] [--tree] [--json]
        nemotron steps show STEP_ID [--json]
@@ -74,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
             return _score(rest[1:])
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a full disk, a read-only or unwritable folder: one line, never a traceback
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

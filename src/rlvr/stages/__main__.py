@@ -14,7 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
-from rlvr.errors import UserError
+from rlvr.errors import UserError, describe_os_error
 
 
 def _engine(module: str, name: str):
@@ -178,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: the {args.stage} stage could not write its output: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"interrupted: the {args.stage} stage stopped; its outputs were not written (a step checkpoint "

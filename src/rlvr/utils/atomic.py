@@ -47,7 +47,9 @@ def atomic_file(target: str | os.PathLike, mode: str = "w", **open_kwargs) -> It
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp_name, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        if isinstance(exc, OSError) and not exc.filename:  # a failed write or flush names no file: name ours
+            raise OSError(exc.errno, exc.strerror, str(target)) from exc
         raise
