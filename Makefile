@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= megatron,distributed,slurm,lepton,test
 
-.PHONY: setup run test dry-run clean
+.PHONY: setup run test test-learning dry-run clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ dry-run: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The whole tiny run checked for its learning goal (about 6 minutes on two idle cores).
+test-learning: setup
+	$(PY) -m pytest -q -m learning
 
 clean:
 	rm -rf results .snakemake

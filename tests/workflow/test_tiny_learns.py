@@ -5,7 +5,8 @@ prepares the prompts, passes the reward pre-flight, trains 400 GRPO steps and ex
 goal: ``validation/accuracy`` at the last validation at least 0.20 above its step-0 value (measured: 0.453 ->
 0.848, README "Learning, measured"). Nothing here is timed (the 10-minute budget is measured by ``make run`` and
 reported in the README); the run takes about 6 minutes on two cores, the longest test of the suite, and is the
-only one that would notice a change which quietly stops the policy from learning.
+only one that would notice a change which quietly stops the policy from learning. It runs with
+``make test-learning`` (``pytest -m learning``), apart from ``make test``, which it would take past 10 minutes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from rlvr.tiny.accuracy import evaluate_accuracy
 from rlvr.tiny.sft import read_math_jsonl
 from tests.conftest import nemotron_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.learning]
 
 
 @pytest.fixture(scope="module")
