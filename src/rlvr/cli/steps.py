@@ -213,11 +213,15 @@ def run_step(tokens: list[str]) -> int:
 
 
 def _write_config_record(rdir: Path, cfg) -> None:
+    from rlvr.config.secrets import config_yaml
     from rlvr.utils.atomic import atomic_file
 
+    # Secrets stay ${oc.env:...} references (never values, never ******) so that `-c <run>/config.yaml` re-runs it.
+    # The overrides are already in the resolved config: the header names them without repeating their values.
     with atomic_file(rdir / "config.yaml") as fh:
-        fh.write(f"# {cfg.step_id} -c {cfg.name} {' '.join(cfg.overrides)}\n# resolved; secrets redacted\n")
-        fh.write(cfg.redacted_yaml())
+        fh.write(f"# {cfg.step_id} -c {cfg.name}; resolved, secrets as ${{oc.env:...}} references; "
+                 f"re-use with: -c {rdir / 'config.yaml'}\n")
+        fh.write(config_yaml(cfg.engine_view()))
 
 
 def _start_detached(argv: list[str], rdir: Path, env: dict[str, str]) -> int:
