@@ -65,12 +65,15 @@ def _tokenizer_dir(path: str) -> Path:
 
 
 def _hf_to_megatron(args) -> None:
-    _engine("rlvr.convert.hf_megatron", "hf_to_megatron")(args.hf_model_id, args.megatron_path, args.torch_dtype)
+    cfg = read_stage_config(args.config)
+    _engine("rlvr.convert.hf_megatron", "hf_to_megatron")(cfg["hf_model_id"], args.megatron_path,
+                                                          cfg.get("torch_dtype") or "float32")
 
 
 def _megatron_to_hf(args) -> None:
+    cfg = read_stage_config(args.config)
     _engine("rlvr.convert.hf_megatron", "megatron_to_hf")(args.megatron_path, args.hf_path,
-                                                          args.torch_dtype or None)
+                                                          cfg.get("torch_dtype") or None)
 
 
 def _rlvr(args) -> None:
@@ -127,16 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_rl_prep)
 
     p = sub.add_parser("hf_to_megatron", help="HF folder -> checkpoint_megatron")
-    p.add_argument("--hf-model-id", required=True)
+    p.add_argument("--config", required=True, help=_CONFIG_HELP + ": hf_model_id, torch_dtype")
     p.add_argument("--megatron-path", required=True)
-    p.add_argument("--torch-dtype", default="float32")
     p.set_defaults(func=_hf_to_megatron)
 
     p = sub.add_parser("megatron_to_hf", help="checkpoint_megatron -> HF folder")
     p.add_argument("--megatron-path", required=True)
+    p.add_argument("--config", required=True, help=_CONFIG_HELP + ": torch_dtype, hf_model_id")
     p.add_argument("--hf-path", required=True)
-    p.add_argument("--torch-dtype", default="")
-    p.add_argument("--hf-model-id", default="")
     p.set_defaults(func=_megatron_to_hf)
 
     p = sub.add_parser("rlvr", help="GRPO training")
