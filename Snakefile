@@ -9,10 +9,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 from rlvr.config import load_step_config
+from rlvr.launch.secret_env import restore_from_secrets_file
 from rlvr.stages.stage_config import write_stage_configs
 from rlvr.steps.index import resolve_step
 from rlvr.workflow import STEP_TARGET_RULES, WorkflowRequest, run_dir
 
+restore_from_secrets_file()  # a rule job on Slurm: its secrets, for the config, from the run's 0600 file
 REQUEST = WorkflowRequest.from_snakemake_config(config)
 STEP = resolve_step(REQUEST.step)
 CFG = load_step_config(STEP, REQUEST.config, REQUEST.overrides)

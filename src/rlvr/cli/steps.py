@@ -164,6 +164,8 @@ def summarize_plan(output: str) -> list[str]:
 def run_step(tokens: list[str]) -> int:
     from rlvr.config import load_step_config
     from rlvr.config.files import is_path_like
+    from rlvr.config.secrets import secret_env_vars
+    from rlvr.launch.secret_env import mark_config_secrets
     from rlvr.launch.profile import load_profile
     from rlvr.workflow import DEFAULT_STEP, WorkflowRequest, find_profile, run_dir, snakemake_argv
 
@@ -181,7 +183,8 @@ def run_step(tokens: list[str]) -> int:
     _print_panel("run", _run_section(args, step, rdir, profile_name, profile.executor))
     _print_panel("config", cfg.redacted())
     slurm = None
-    extra, env = list(args.passthrough), dict(os.environ)
+    extra, env = list(args.passthrough), mark_config_secrets(dict(os.environ), secret_env_vars(cfg.resolved,
+                                                                                                cfg.unresolved))
     if profile.executor == "slurm":
         from rlvr.launch.slurm import prepare_run
 

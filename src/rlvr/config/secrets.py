@@ -147,6 +147,12 @@ def env_secrets(resolved: dict, unresolved: dict) -> dict[tuple, str]:
             and isinstance(_get(resolved, path), str)}
 
 
+def secret_env_vars(resolved: dict, unresolved: dict) -> list[str]:
+    """The environment variables the secrets read (the launchers keep them out of job records too)."""
+    return sorted({m[1] for ref in env_secrets(resolved, unresolved).values()
+                   for m in re.finditer(r"\$\{oc\.env:([^,}]+)", str(ref))})
+
+
 def redact(resolved: dict, unresolved: dict) -> dict:
     """The resolved config with every secret replaced by ``******``: the form that is printed."""
     out = copy.deepcopy(resolved)
