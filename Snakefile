@@ -9,9 +9,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 from rlvr.config import load_step_config
+from rlvr.launch.secret_env import restore_from_secrets_file
+from rlvr.stages.stage_config import write_stage_configs
 from rlvr.steps.index import resolve_step
 from rlvr.workflow import STEP_TARGET_RULES, WorkflowRequest, run_dir
 
+restore_from_secrets_file()  # a rule job on Slurm: its secrets, for the config, from the run's 0600 file
 REQUEST = WorkflowRequest.from_snakemake_config(config)
 STEP = resolve_step(REQUEST.step)
 CFG = load_step_config(STEP, REQUEST.config, REQUEST.overrides)
@@ -24,6 +27,12 @@ include: "rules/data.smk"
 include: "rules/convert.smk"
 include: "rules/rlvr.smk"
 include: "rules/report.smk"
+
+
+# Stages read their config sections from files in the run folder (never from a command line or a param):
+# written when the run starts, so a dry run writes nothing (rlvr/stages/stage_config.py).
+onstart:
+    write_stage_configs(RUN, STAGE_CONFIGS)
 
 
 rule all:

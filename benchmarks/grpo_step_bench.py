@@ -80,11 +80,13 @@ def run_rlvr(tiny_run: Path, run_dir: Path, overrides: list[str]) -> tuple[list[
     """Run the rlvr stage; return its metrics.jsonl lines and the process wall time (s)."""
     sys.path.insert(0, str(REPO / "src"))
     from rlvr.config import load_step_config
+    from rlvr.stages.stage_config import stage_config_path, write_stage_configs
     from rlvr.steps.index import resolve_step
 
     cfg = load_step_config(resolve_step(STEP), "tiny", overrides).engine_view()
-    cmd = [sys.executable, "-m", "rlvr.stages", "rlvr", "--config-json", json.dumps(cfg), "--data",
-           str(tiny_run / "rl_prep"), "--policy", str(tiny_run / "hf_to_megatron" / "checkpoint_megatron"),
+    write_stage_configs(run_dir, {"rlvr": cfg})
+    cmd = [sys.executable, "-m", "rlvr.stages", "rlvr", "--config", str(stage_config_path(run_dir, "rlvr")),
+           "--data", str(tiny_run / "rl_prep"), "--policy", str(tiny_run / "hf_to_megatron" / "checkpoint_megatron"),
            "--run-dir", str(run_dir)]
     started = time.perf_counter()
     proc = subprocess.run(cmd, env=env(), capture_output=True, text=True)

@@ -1,17 +1,26 @@
 # Functions only (config access, input functions, targets); no rules. Everything here reads CFG, the config
 # resolved by rlvr.config for the requested step, and RUN, its run folder.
-import json
 import shlex
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+
+from rlvr.stages.stage_config import sections_digest, stage_config_path
 
 PY = shlex.quote(sys.executable)
 E = CFG.engine_view()  # resolved config; secrets stay ${oc.env:...} references
+STAGE_CONFIGS = {}  # rule -> the config sections it reads; written to files by the Snakefile's onstart
 
 
-def section_json(*keys):
-    """The named top-level config sections as compact JSON: a rule's params, so a change re-runs it."""
-    return json.dumps({k: E[k] for k in keys if k in E}, sort_keys=True, separators=(",", ":"))
+def sections(*keys):
+    """The named top-level config sections (those present)."""
+    return {k: E[k] for k in keys if k in E}
+
+
+def stage_config(rule, cfg):
+    """Register what ``rule`` reads: its params get the digest (a change re-runs the rule), its stage the path."""
+    STAGE_CONFIGS[rule] = cfg
+    return SimpleNamespace(digest=sections_digest(cfg), path=str(stage_config_path(RUN, rule)))
 
 
 def tiny_enabled():

@@ -7,6 +7,9 @@ def convert_dtype():
 
 
 if STEP.id in ("rl/nemo_rl/rlvr", "convert/hf_to_megatron"):
+    TO_MEGATRON_CFG = stage_config("hf_to_megatron", {
+        "hf_model_id": hf_source(),
+        "torch_dtype": convert_dtype() if STEP.id == "convert/hf_to_megatron" else "float32"})
 
     rule hf_to_megatron:
         input:
@@ -15,15 +18,14 @@ if STEP.id in ("rl/nemo_rl/rlvr", "convert/hf_to_megatron"):
             directory(step_target() if STEP.id == "convert/hf_to_megatron"
                       else f"{RUN}/hf_to_megatron/checkpoint_megatron"),
         params:
-            source=hf_source(),
-            dtype=convert_dtype() if STEP.id == "convert/hf_to_megatron" else "float32",
+            cfg=TO_MEGATRON_CFG.path,
+            cfg_digest=TO_MEGATRON_CFG.digest,
         log:
             f"{RUN}/logs/hf_to_megatron.log",
         benchmark:
             f"{RUN}/benchmarks/hf_to_megatron.tsv"
         shell:
-            "{PY} -m rlvr.stages hf_to_megatron --hf-model-id {params.source:q} --megatron-path {output:q}"
-            " --torch-dtype {params.dtype} > {log:q} 2>&1"
+            "{PY} -m rlvr.stages hf_to_megatron --config {params.cfg:q} --megatron-path {output:q} > {log:q} 2>&1"
 
 
 def export_source():
@@ -33,6 +35,9 @@ def export_source():
 
 
 if STEP.id in ("rl/nemo_rl/rlvr", "convert/megatron_to_hf"):
+    TO_HF_CFG = stage_config("megatron_to_hf", {
+        "torch_dtype": (E.get("torch_dtype") or None) if STEP.id == "convert/megatron_to_hf" else None,
+        "hf_model_id": E.get("hf_model_id") or None})
 
     rule megatron_to_hf:
         input:
@@ -41,12 +46,12 @@ if STEP.id in ("rl/nemo_rl/rlvr", "convert/megatron_to_hf"):
             directory(step_target() if STEP.id == "convert/megatron_to_hf" else f"{RUN}/megatron_to_hf/hf"),
         params:
             source=export_source(),
-            dtype=(E.get("torch_dtype") or "") if STEP.id == "convert/megatron_to_hf" else "",
-            hf_model_id=E.get("hf_model_id") or "",
+            cfg=TO_HF_CFG.path,
+            cfg_digest=TO_HF_CFG.digest,
         log:
             f"{RUN}/logs/megatron_to_hf.log",
         benchmark:
             f"{RUN}/benchmarks/megatron_to_hf.tsv"
         shell:
-            "{PY} -m rlvr.stages megatron_to_hf --megatron-path {params.source:q} --hf-path {output:q}"
-            " --torch-dtype={params.dtype} --hf-model-id={params.hf_model_id:q} > {log:q} 2>&1"
+            "{PY} -m rlvr.stages megatron_to_hf --config {params.cfg:q} --megatron-path {params.source:q}"
+            " --hf-path {output:q} > {log:q} 2>&1"

@@ -9,7 +9,18 @@ def rl_prep_tokenizer():
     return E.get("tokenizer")
 
 
+def rl_prep_sections():
+    """What rl_prep reads: data (with the effective data paths), grpo, seed and the effective tokenizer."""
+    data = {**E["data"]}
+    for split in ("train", "validation"):
+        path = data_path(split)
+        if path:
+            data[split] = {**(data.get(split) or {}), "data_path": path}
+    return {**sections("grpo", "seed"), "data": data, "tokenizer": rl_prep_tokenizer()}
+
+
 if STEP.id in ("rl/nemo_rl/rlvr", "data_prep/rl_prep"):
+    RL_PREP_CFG = stage_config("rl_prep", rl_prep_sections())
 
     rule rl_prep:
         input:
@@ -18,14 +29,11 @@ if STEP.id in ("rl/nemo_rl/rlvr", "data_prep/rl_prep"):
         output:
             directory(f"{RUN}/rl_prep"),
         params:
-            cfg=lambda wildcards: section_json("data", "grpo", "seed"),
-            tokenizer=rl_prep_tokenizer() or "",
-            train=data_path("train") or "",
-            validation=data_path("validation") or "",
+            cfg=RL_PREP_CFG.path,
+            cfg_digest=RL_PREP_CFG.digest,
         log:
             f"{RUN}/logs/rl_prep.log",
         benchmark:
             f"{RUN}/benchmarks/rl_prep.tsv"
         shell:
-            "{PY} -m rlvr.stages rl_prep --config-json {params.cfg:q} --train {params.train:q}"
-            " --validation {params.validation:q} --tokenizer {params.tokenizer:q} --out {output:q} > {log:q} 2>&1"
+            "{PY} -m rlvr.stages rl_prep --config {params.cfg:q} --out {output:q} > {log:q} 2>&1"

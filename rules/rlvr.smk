@@ -2,6 +2,8 @@
 # RLVR-aligned checkpoint_megatron. Step checkpoints (for resume) live in rlvr/ckpts, which is not a declared
 # output, so Snakemake never deletes them when it re-runs an interrupted job.
 if STEP.id == "rl/nemo_rl/rlvr":
+    PREFLIGHT_CFG = stage_config("reward_preflight", sections("env"))
+    RLVR_CFG = stage_config("rlvr", E)
 
     # Before any GPU hour: every validation row's own ground truth must score full reward and a corrupted
     # answer 0 (manifest error reward_function_not_validated); a disagreement stops the run with a report.
@@ -11,11 +13,12 @@ if STEP.id == "rl/nemo_rl/rlvr":
         output:
             f"{RUN}/reward_preflight/report.json",
         params:
-            cfg=lambda wildcards: section_json("env"),
+            cfg=PREFLIGHT_CFG.path,
+            cfg_digest=PREFLIGHT_CFG.digest,
         log:
             f"{RUN}/logs/reward_preflight.log",
         shell:
-            "{PY} -m rlvr.stages reward_preflight --config-json {params.cfg:q} --data {input.data:q}"
+            "{PY} -m rlvr.stages reward_preflight --config {params.cfg:q} --data {input.data:q}"
             " --out {output:q} > {log:q} 2>&1"
 
     rule rlvr:
@@ -27,7 +30,8 @@ if STEP.id == "rl/nemo_rl/rlvr":
             ckpt=directory(f"{RUN}/rlvr/checkpoint_megatron"),
             summary=f"{RUN}/rlvr/summary.json",
         params:
-            cfg=lambda wildcards: json.dumps(E, sort_keys=True, separators=(",", ":")),
+            cfg=RLVR_CFG.path,
+            cfg_digest=RLVR_CFG.digest,
             run_dir=RUN,
             nodes=E["cluster"]["num_nodes"],
             gpus_per_node=E["cluster"]["gpus_per_node"],
@@ -43,5 +47,5 @@ if STEP.id == "rl/nemo_rl/rlvr":
         # run outside Slurm just runs the stage (rlvr/launch/ray_slurm.py checks the topology either way).
         shell:
             "{PY} -m rlvr.launch.ray_slurm run --num-nodes {params.nodes} --gpus-per-node {params.gpus_per_node} --"
-            " {PY} -m rlvr.stages rlvr --config-json {params.cfg:q} --data {input.data:q} --policy {input.policy:q}"
+            " {PY} -m rlvr.stages rlvr --config {params.cfg:q} --data {input.data:q} --policy {input.policy:q}"
             " --run-dir {params.run_dir:q} 2>&1 | tee {log:q}"

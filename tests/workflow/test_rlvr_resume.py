@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file
 
 from rlvr.config import load_step_config
+from rlvr.stages.stage_config import stage_config_path, write_stage_configs
 from rlvr.steps.index import resolve_step
 from tests.conftest import nemotron_env
 
@@ -58,9 +59,10 @@ def prepared(tmp_path_factory) -> Path:
 
 
 def rlvr_command(prepared: Path, run_dir: Path, *overrides: str) -> list[str]:
-    """The rule's command line: the resolved config (as the Snakefile computes it) and explicit paths."""
+    """The rule's command line: its stage config file (written as the Snakefile writes it) and explicit paths."""
     cfg = load_step_config(resolve_step(STEP), "tiny", [*SFT, *RUN, *overrides]).engine_view()
-    return [sys.executable, "-m", "rlvr.stages", "rlvr", "--config-json", json.dumps(cfg, sort_keys=True),
+    write_stage_configs(run_dir, {"rlvr": cfg})
+    return [sys.executable, "-m", "rlvr.stages", "rlvr", "--config", str(stage_config_path(run_dir, "rlvr")),
             "--data", str(prepared / "rl_prep"), "--policy", str(prepared / "hf_to_megatron" / "checkpoint_megatron"),
             "--run-dir", str(run_dir)]
 
@@ -175,8 +177,10 @@ def test_reward_preflight_rejects_unparseable_ground_truth(prepared, tmp_path):
     (data / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     report = tmp_path / "reward_preflight" / "report.json"
     cfg = load_step_config(resolve_step(STEP), "tiny", SFT).engine_view()
-    proc = subprocess.run([sys.executable, "-m", "rlvr.stages", "reward_preflight", "--config-json",
-                           json.dumps({"env": cfg["env"]}), "--data", str(data), "--out", str(report)],
+    write_stage_configs(tmp_path, {"reward_preflight": {"env": cfg["env"]}})
+    proc = subprocess.run([sys.executable, "-m", "rlvr.stages", "reward_preflight", "--config",
+                           str(stage_config_path(tmp_path, "reward_preflight")), "--data", str(data),
+                           "--out", str(report)],
                           env=nemotron_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "reward_function_not_validated" in proc.stderr and "Traceback" not in proc.stderr

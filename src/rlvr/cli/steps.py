@@ -166,6 +166,8 @@ def summarize_plan(output: str) -> list[str]:
 def run_step(tokens: list[str]) -> int:
     from rlvr.config import load_step_config
     from rlvr.config.files import is_path_like
+    from rlvr.config.secrets import secret_env_vars
+    from rlvr.launch.secret_env import mark_config_secrets
     from rlvr.launch.profile import load_profile
     from rlvr.workflow import DEFAULT_STEP, WorkflowRequest, find_profile, run_dir, snakemake_argv
 
@@ -185,7 +187,8 @@ def run_step(tokens: list[str]) -> int:
     if step.id == DEFAULT_STEP:
         _print_memory_plan(cfg.resolved, rdir, local=profile.executor == "local")
     slurm = None
-    extra, env = list(args.passthrough), dict(os.environ)
+    extra, env = list(args.passthrough), mark_config_secrets(dict(os.environ), secret_env_vars(cfg.resolved,
+                                                                                                cfg.unresolved))
     if profile.executor == "slurm":
         from rlvr.launch.slurm import prepare_run
 
@@ -245,11 +248,15 @@ def _print_resume_hint(rdir: Path, tokens: list[str]) -> None:
 
 
 def _write_config_record(rdir: Path, cfg) -> None:
+    from rlvr.config.secrets import config_yaml
     from rlvr.utils.atomic import atomic_file
 
+    # Secrets stay ${oc.env:...} references (never values, never ******) so that `-c <run>/config.yaml` re-runs it.
+    # The overrides are already in the resolved config: the header names them without repeating their values.
     with atomic_file(rdir / "config.yaml") as fh:
-        fh.write(f"# {cfg.step_id} -c {cfg.name} {' '.join(cfg.overrides)}\n# resolved; secrets redacted\n")
-        fh.write(cfg.redacted_yaml())
+        fh.write(f"# {cfg.step_id} -c {cfg.name}; resolved, secrets as ${{oc.env:...}} references; "
+                 f"re-use with: -c {rdir / 'config.yaml'}\n")
+        fh.write(config_yaml(cfg.engine_view()))
 
 
 def _start_detached(argv: list[str], rdir: Path, env: dict[str, str], lock: RunLock) -> int:

@@ -39,14 +39,17 @@ class StepConfig:
     unresolved: dict[str, Any] = field(repr=False)
 
     def redacted(self) -> dict[str, Any]:
-        """The resolved config with secret values replaced by ``******`` (for printing and writing)."""
-        return secrets.redact(self.resolved)
+        """The resolved config with secret values (strings read from the environment) as ``******``: printed."""
+        return secrets.redact(self.resolved, self.unresolved)
 
     def redacted_yaml(self) -> str:
         return yaml.safe_dump(self.redacted(), sort_keys=False, default_flow_style=False, width=120)
 
     def engine_view(self) -> dict[str, Any]:
-        """What stage processes receive: resolved, with secrets left as ``${oc.env:...}`` references."""
+        """What is written (run config.yaml, stage config files): resolved, secrets as ``${oc.env:...}`` references.
+
+        Re-loadable: other strings have ``${`` escaped, so ``-c`` on a written file gives the same config.
+        """
         return secrets.with_secret_references(self.resolved, self.unresolved)
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from rlvr.config.secrets import redact
+from rlvr.config.secrets import config_yaml
 from rlvr.errors import UserError
 from rlvr.generation.base import GenerationConfig
 from rlvr.grpo.advantages import build_advantage_estimator, group_baseline_and_std
@@ -331,14 +331,19 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def run_grpo(cfg: dict[str, Any], *, data_dir: Path, policy_path: Path, run_dir: Path) -> dict[str, Any]:
-    """Entry point of the ``rlvr`` stage: train, then write ``<run dir>/rlvr/checkpoint_megatron``."""
+def run_grpo(cfg: dict[str, Any], *, data_dir: Path, policy_path: Path, run_dir: Path,
+             config_record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Entry point of the ``rlvr`` stage: train, then write ``<run dir>/rlvr/checkpoint_megatron``.
+
+    ``config_record`` is what ``rlvr/config.yaml`` records: the stage config as written, secrets as
+    ``${oc.env:...}`` references (``cfg`` holds their values). Without it ``cfg`` is recorded, so a caller whose
+    config holds secrets must pass it.
+    """
     out = Path(run_dir) / "rlvr"
     out.mkdir(parents=True, exist_ok=True)
     with atomic_file(out / "config.yaml") as fh:
-        import yaml
-
-        fh.write("# resolved rlvr config; secrets redacted\n" + yaml.safe_dump(redact(cfg), sort_keys=False))
+        fh.write("# resolved rlvr config; secrets as ${oc.env:...} references\n"
+                 + config_yaml(cfg if config_record is None else config_record))
     controller = GRPOController(cfg, data_dir=data_dir, policy_path=policy_path, run_dir=run_dir)
     try:
         summary = controller.fit()

@@ -1,8 +1,10 @@
 """``python -m rlvr.stages <stage>``: the command each Snakemake rule runs.
 
-Each stage takes its config section as JSON (the rule's params, so a config change re-runs exactly that rule)
-and explicit input/output paths, then calls one engine function. User errors print one message, exit 2 and
-leave no output behind (the engines write atomically).
+Each stage reads the config sections of its rule from a file (``--config <run>/stage_configs/<rule>.yaml``,
+written by the workflow; secrets are ``${oc.env:...}`` references resolved here from the stage's environment, see
+:mod:`rlvr.stages.stage_config`), so no config value is on the command line, and takes explicit input/output
+paths, then calls one engine function. User errors print one message, exit 2 and leave no output behind (the
+engines write atomically).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 from pathlib import Path
 
 from rlvr.errors import UserError, describe_os_error
+from rlvr.stages.stage_config import read_stage_config
 
 
 def _engine(module: str, name: str):
@@ -28,30 +31,25 @@ def _engine(module: str, name: str):
 
 
 def _tiny_data(args) -> None:
-    cfg = _engine("rlvr.tiny.config", "TinyConfig").from_dict(_tiny_section(args.config_json))
+    cfg = _engine("rlvr.tiny.config", "TinyConfig").from_dict(_tiny_section(args.config))
     _engine("rlvr.tiny.arith", "write_tiny_datasets")(Path(args.out), cfg)
 
 
 def _tiny_sft(args) -> None:
-    cfg = _engine("rlvr.tiny.config", "TinyConfig").from_dict(_tiny_section(args.config_json))
+    cfg = _engine("rlvr.tiny.config", "TinyConfig").from_dict(_tiny_section(args.config))
     _engine("rlvr.tiny.sft", "train_sft_policy")(Path(args.data), Path(args.out), cfg)
 
 
-def _tiny_section(config_json: str) -> dict:
-    tiny = dict(json.loads(config_json).get("tiny") or {})
+def _tiny_section(config_path: str) -> dict:
+    tiny = dict(read_stage_config(config_path).get("tiny") or {})
     tiny.pop("enabled", None)
     return tiny
 
 
 def _rl_prep(args) -> None:
-    cfg = json.loads(args.config_json)
-    data = json.loads(json.dumps(cfg["data"]))
-    for split, path in (("train", args.train), ("validation", args.validation)):
-        if path and data.get(split) is not None:
-            data[split]["data_path"] = path
-        elif path and split == "validation":
-            data["validation"] = {"data_path": path}
-    tokenizer = _tokenizer_dir(args.tokenizer) if args.tokenizer else None
+    cfg = read_stage_config(args.config)
+    data = cfg["data"]
+    tokenizer = _tokenizer_dir(cfg["tokenizer"]) if cfg.get("tokenizer") else None
     seed = cfg.get("seed", (cfg.get("grpo") or {}).get("seed", 42))
     card = _engine("rlvr.data.prep", "prepare_rl_data")(
         data, out_dir=Path(args.out), tokenizer_dir=tokenizer, seed=seed,
@@ -68,24 +66,28 @@ def _tokenizer_dir(path: str) -> Path:
 
 
 def _hf_to_megatron(args) -> None:
-    _engine("rlvr.convert.hf_megatron", "hf_to_megatron")(args.hf_model_id, args.megatron_path, args.torch_dtype)
+    cfg = read_stage_config(args.config)
+    _engine("rlvr.convert.hf_megatron", "hf_to_megatron")(cfg["hf_model_id"], args.megatron_path,
+                                                          cfg.get("torch_dtype") or "float32")
 
 
 def _megatron_to_hf(args) -> None:
+    cfg = read_stage_config(args.config)
     _engine("rlvr.convert.hf_megatron", "megatron_to_hf")(args.megatron_path, args.hf_path,
-                                                          args.torch_dtype or None)
+                                                          cfg.get("torch_dtype") or None)
 
 
 def _rlvr(args) -> None:
     from rlvr.utils.runlock import RunLock
 
-    cfg = json.loads(args.config_json)
+    cfg = read_stage_config(args.config)
     # Its own lock, apart from the CLI's: two Snakemakes started by hand never train into one folder either.
     with RunLock(Path(args.run_dir) / "rlvr", name=".stage.lock", what="the rlvr training stage") as lock:
         if note := lock.takeover_note():
             print(note, flush=True)
         _engine("rlvr.grpo.controller", "run_grpo")(cfg, data_dir=Path(args.data), policy_path=Path(args.policy),
-                                                    run_dir=Path(args.run_dir))
+                                                    run_dir=Path(args.run_dir),
+                                                    config_record=read_stage_config(args.config, resolve=False))
 
 
 def _reward_preflight(args) -> None:
@@ -93,7 +95,7 @@ def _reward_preflight(args) -> None:
 
     rows_path = Path(args.data) / "val.jsonl"
     rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
-    env = json.loads(args.config_json).get("env") or {}
+    env = read_stage_config(args.config).get("env") or {}
     if env.get("should_use_nemo_gym"):
         from rlvr.gym import GymRewardClient, local_options_from_env
 
@@ -111,51 +113,49 @@ def _report(args) -> None:
     _engine("rlvr.report", "write_report")(Path(args.run_dir), Path(args.out))
 
 
+_CONFIG_HELP = "the rule's stage config file (<run>/stage_configs/<rule>.yaml)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rlvr.stages", description=__doc__)
     sub = parser.add_subparsers(dest="stage", required=True)
 
     p = sub.add_parser("tiny_data", help="write the tiny arithmetic datasets")
-    p.add_argument("--config-json", required=True)
+    p.add_argument("--config", required=True, help=_CONFIG_HELP)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_tiny_data)
 
     p = sub.add_parser("tiny_sft", help="train the tiny SFT policy")
-    p.add_argument("--config-json", required=True)
+    p.add_argument("--config", required=True, help=_CONFIG_HELP)
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_tiny_sft)
 
     p = sub.add_parser("rl_prep", help="validate and template prompt JSONL")
-    p.add_argument("--config-json", required=True)
-    p.add_argument("--train", default="")
-    p.add_argument("--validation", default="")
-    p.add_argument("--tokenizer", default="")
+    p.add_argument("--config", required=True, help=_CONFIG_HELP)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_rl_prep)
 
     p = sub.add_parser("hf_to_megatron", help="HF folder -> checkpoint_megatron")
-    p.add_argument("--hf-model-id", required=True)
+    p.add_argument("--config", required=True, help=_CONFIG_HELP + ": hf_model_id, torch_dtype")
     p.add_argument("--megatron-path", required=True)
-    p.add_argument("--torch-dtype", default="float32")
     p.set_defaults(func=_hf_to_megatron)
 
     p = sub.add_parser("megatron_to_hf", help="checkpoint_megatron -> HF folder")
     p.add_argument("--megatron-path", required=True)
+    p.add_argument("--config", required=True, help=_CONFIG_HELP + ": torch_dtype, hf_model_id")
     p.add_argument("--hf-path", required=True)
-    p.add_argument("--torch-dtype", default="")
-    p.add_argument("--hf-model-id", default="")
     p.set_defaults(func=_megatron_to_hf)
 
     p = sub.add_parser("rlvr", help="GRPO training")
-    p.add_argument("--config-json", required=True)
+    p.add_argument("--config", required=True, help=_CONFIG_HELP)
     p.add_argument("--data", required=True)
     p.add_argument("--policy", required=True)
     p.add_argument("--run-dir", required=True)
     p.set_defaults(func=_rlvr)
 
     p = sub.add_parser("reward_preflight", help="check the verifiers on the validation rows")
-    p.add_argument("--config-json", required=True)
+    p.add_argument("--config", required=True, help=_CONFIG_HELP)
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_reward_preflight)
