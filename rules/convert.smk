@@ -41,7 +41,8 @@ if STEP.id in ("rl/nemo_rl/rlvr", "convert/megatron_to_hf"):
             directory(step_target() if STEP.id == "convert/megatron_to_hf" else f"{RUN}/megatron_to_hf/hf"),
         params:
             source=export_source(),
-            dtype=(E.get("torch_dtype") or "") if STEP.id == "convert/megatron_to_hf" else "",
+            dtype=(E.get("torch_dtype") or E.get("dtype") or "") if STEP.id == "convert/megatron_to_hf"
+                  else ((E.get("checkpointing") or {}).get("export_dtype") or ""),
             hf_model_id=E.get("hf_model_id") or "",
         log:
             f"{RUN}/logs/megatron_to_hf.log",
