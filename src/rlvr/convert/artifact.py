@@ -8,7 +8,7 @@ Layout (what :func:`save_checkpoint_megatron` writes)::
     └── iter_0000000/                       # "iter_%07d"
         ├── .metadata, __0_0.distcp, ...    # torch DCP, written by megatron-core dist_checkpointing
         ├── common.pt, metadata.json        # megatron-core common state and format marker (torch_dist)
-        ├── run_config.yaml                 # model architecture (HF config dict) and source hf_model_id
+        ├── run_config.yaml                 # model architecture (HF config dict), source hf_model_id, dtypes
         ├── train_state.pt                  # only when a train state is given
         └── tokenizer/                      # tokenizer and generation assets, when the source had them
 
