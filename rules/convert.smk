@@ -35,8 +35,11 @@ def export_source():
 
 
 if STEP.id in ("rl/nemo_rl/rlvr", "convert/megatron_to_hf"):
+    # The export's dtype: the step's own torch_dtype, or checkpointing.export_dtype after rlvr; unset = the input
+    # model's dtype (recorded in the artifact), never silently policy.precision.
     TO_HF_CFG = stage_config("megatron_to_hf", {
-        "torch_dtype": (E.get("torch_dtype") or None) if STEP.id == "convert/megatron_to_hf" else None,
+        "torch_dtype": (E.get("torch_dtype") or E.get("dtype") or None) if STEP.id == "convert/megatron_to_hf"
+                       else ((E.get("checkpointing") or {}).get("export_dtype") or None),
         "hf_model_id": E.get("hf_model_id") or None})
 
     rule megatron_to_hf:

@@ -8,7 +8,7 @@ Layout (what :func:`save_checkpoint_megatron` writes)::
     └── iter_0000000/                       # "iter_%07d"
         ├── .metadata, __0_0.distcp, ...    # torch DCP, written by megatron-core dist_checkpointing
         ├── common.pt, metadata.json        # megatron-core common state and format marker (torch_dist)
-        ├── run_config.yaml                 # model architecture (HF config dict) and source hf_model_id
+        ├── run_config.yaml                 # model architecture (HF config dict), source hf_model_id, dtypes
         ├── train_state.pt                  # only when a train state is given
         └── tokenizer/                      # tokenizer and generation assets, when the source had them
 
@@ -137,11 +137,13 @@ def make_run_config(
     *,
     hf_model_id: str | None,
     params_dtype: torch.dtype,
+    source_dtype: torch.dtype | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``run_config.yaml`` content: the HF config (enough to rebuild the HF model and the GPTModel), its
     megatron-core reading, and the source ``hf_model_id`` (also under ``extra_checkpoint_metadata``, where
-    Megatron-Bridge keeps it). ``extra`` adds top-level sections (e.g. the training config)."""
+    Megatron-Bridge keeps it). ``source_dtype`` is the dtype of the HF model the weights came from (what an
+    export writes by default; ``params_dtype`` when not given). ``extra`` adds top-level sections."""
     family, dims = resolve_family(hf_config)
     run_config: dict[str, Any] = {
         "model": {
@@ -161,6 +163,7 @@ def make_run_config(
             "gated_linear_unit": True,
             "position_embedding_type": "rope",
             "params_dtype": str(params_dtype).removeprefix("torch."),
+            "source_dtype": str(source_dtype or params_dtype).removeprefix("torch."),
             "hf_config": dict(hf_config),
         },
         "checkpoint": {"format": "torch_dist", "tensor_model_parallel_size": 1, "pipeline_model_parallel_size": 1},

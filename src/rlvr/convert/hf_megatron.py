@@ -7,6 +7,12 @@ export folder) and ``torch_dtype`` (float32/bfloat16/float16 or fp32/bf16/fp16).
 Weights are read from the HF folder's safetensors (or ``pytorch_model.bin``) files directly, never through a
 model constructor, so an HF -> Megatron -> HF round trip moves every value bit for bit; only a requested
 ``torch_dtype`` cast changes values. Every output folder is written atomically: on any error nothing is left.
+
+Export dtype: a ``checkpoint_megatron`` records the dtype of the HF model it came from (``model.source_dtype`` in
+``run_config.yaml``: the ``torch_dtype``/``dtype`` of the user's ``config.json``, else the dtype its weights were
+stored in), and carries it through training. ``megatron_to_hf`` writes that dtype unless ``torch_dtype`` asks for
+another, so a bf16 model trained in fp32 (``policy.precision``) comes back as bf16, not as the training precision.
+Tied embeddings stay tied: one stored tensor, ``tie_word_embeddings`` kept in ``config.json``.
 """
 
 from __future__ import annotations
@@ -109,8 +115,31 @@ def _weight_files(folder: Path) -> list[Path]:
     )
 
 
-def read_hf_folder(folder: Path, dtype: torch.dtype) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """``(hf_config dict, state)`` of a local HF causal-LM folder, floating tensors cast to ``dtype``."""
+def declared_dtype(raw_config: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> torch.dtype:
+    """The dtype of an HF model as its ``config.json`` declares it (``dtype`` in transformers >= 4.56, else
+    ``torch_dtype``); without a usable declaration (missing, ``"auto"``), the dtype its weights are stored in."""
+    for key in ("dtype", "torch_dtype"):
+        name = raw_config.get(key)
+        if isinstance(name, str) and name.lower().removeprefix("torch.") in DTYPES:
+            return DTYPES[name.lower().removeprefix("torch.")]
+    return next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
+
+
+def export_dtype(run_config: Mapping[str, Any]) -> torch.dtype:
+    """The dtype an HF export of a checkpoint is written in by default: the recorded source model's dtype.
+    Checkpoints written before it was recorded fall back to the HF config's dtype, then to ``params_dtype``."""
+    model = run_config.get("model") or {}
+    hf_config = model.get("hf_config") or {}
+    for name in (model.get("source_dtype"), hf_config.get("dtype"), hf_config.get("torch_dtype"),
+                 model.get("params_dtype")):
+        if isinstance(name, str) and name.lower().removeprefix("torch.") in DTYPES:
+            return DTYPES[name.lower().removeprefix("torch.")]
+    return torch.float32
+
+
+def read_hf_folder(folder: Path, dtype: torch.dtype) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.dtype]:
+    """``(hf_config dict, state, declared dtype)`` of a local HF causal-LM folder, floating tensors cast to
+    ``dtype``; the declared dtype (see :func:`declared_dtype`) is what an export goes back to."""
     from safetensors.torch import load_file
     from transformers import AutoConfig
 
@@ -135,7 +164,8 @@ def read_hf_folder(folder: Path, dtype: torch.dtype) -> tuple[dict[str, Any], di
         except Exception as exc:
             raise CheckpointError(f"{file}: cannot read the weights: {exc}") from exc
         state.update(part)
-    return hf_config, {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    source_dtype = declared_dtype(raw, state)
+    return hf_config, {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}, source_dtype
 
 
 def hf_to_megatron(hf_model_id: str, megatron_path: str, torch_dtype: str = "float32") -> Path:
@@ -143,26 +173,32 @@ def hf_to_megatron(hf_model_id: str, megatron_path: str, torch_dtype: str = "flo
     ``0``, tokenizer assets). An existing ``megatron_path`` is replaced only once the new one is complete."""
     dtype = parse_torch_dtype(torch_dtype)
     folder = _locate_hf_folder(hf_model_id)
-    hf_config, hf_state = read_hf_folder(folder, dtype)
+    hf_config, hf_state, source_dtype = read_hf_folder(folder, dtype)
     mcore_state = hf_to_mcore_state(hf_state, hf_config, source=str(folder))
     source_id = str(folder.resolve()) if Path(hf_model_id).expanduser().exists() else hf_model_id
-    run_config = make_run_config(hf_config, hf_model_id=source_id, params_dtype=dtype)
+    run_config = make_run_config(hf_config, hf_model_id=source_id, params_dtype=dtype, source_dtype=source_dtype)
     root = Path(megatron_path)
     with atomic_dir(root) as tmp:
         save_checkpoint_megatron(tmp, mcore_state, run_config=run_config, tokenizer_dir=folder, iteration=0)
     return root
 
 
-def _hf_model_and_dir(path: str | Path, torch_dtype: str | torch.dtype | None) -> tuple[Any, Path]:
-    """The HF model of a checkpoint and the iteration folder it came from."""
+def _hf_model_and_dir(
+    path: str | Path, torch_dtype: str | torch.dtype | None, *, default_to_source: bool = False
+) -> tuple[Any, Path]:
+    """The HF model of a checkpoint and the iteration folder it came from. Without ``torch_dtype`` the model has
+    the checkpoint's tensor dtype, or with ``default_to_source`` the source model's (:func:`export_dtype`)."""
     from transformers import AutoModelForCausalLM
 
     state, run_config, iter_dir = load_checkpoint_megatron(path)
     hf_config = run_config["model"]["hf_config"]
     hf_state = mcore_to_hf_state(state, hf_config, source=str(iter_dir))
-    dtype = (
-        parse_torch_dtype(torch_dtype) if torch_dtype is not None else state["embedding.word_embeddings.weight"].dtype
-    )
+    if torch_dtype is not None:
+        dtype = parse_torch_dtype(torch_dtype)
+    elif default_to_source:
+        dtype = export_dtype(run_config)
+    else:
+        dtype = state["embedding.word_embeddings.weight"].dtype
     model = AutoModelForCausalLM.from_config(hf_config_from_dict(hf_config), dtype=dtype)
     try:
         model.load_state_dict(hf_state, strict=True)
@@ -181,9 +217,10 @@ def megatron_to_hf(
     megatron_path: str, hf_path: str, torch_dtype: str | None = None, hf_model_id: str | None = None
 ) -> Path:
     """Export a ``checkpoint_megatron`` as an HF folder (``config.json``, ``model.safetensors``, tokenizer files)
-    loadable with ``AutoModelForCausalLM.from_pretrained``. Tokenizer files come from ``hf_model_id`` (a local
-    folder) when given, else from the checkpoint's own ``tokenizer/``."""
-    model, iter_dir = _hf_model_and_dir(megatron_path, torch_dtype)
+    loadable with ``AutoModelForCausalLM.from_pretrained``, in ``torch_dtype`` or by default the source model's
+    dtype. Tokenizer files come from ``hf_model_id`` (a local folder) when given, else from the checkpoint's own
+    ``tokenizer/``."""
+    model, iter_dir = _hf_model_and_dir(megatron_path, torch_dtype, default_to_source=True)
     tokenizer_source = _locate_hf_folder(hf_model_id) if hf_model_id else iter_dir / TOKENIZER_DIR
     target = Path(hf_path)
     with atomic_dir(target) as tmp:
@@ -203,10 +240,12 @@ def save_hf_model_as_megatron(
     *,
     train_state: dict[str, Any] | None = None,
     hf_model_id: str | None = None,
+    source_dtype: str | torch.dtype | None = None,
 ) -> Path:
     """Save an in-memory HF model as iteration ``iteration`` of the ``checkpoint_megatron`` at ``root`` (created if
     missing, else extended); returns the iteration folder. ``hf_model_id`` defaults to the model's
-    ``name_or_path``."""
+    ``name_or_path``; ``source_dtype`` (the dtype the export goes back to) to the model's own dtype. A tied
+    model's output weight is its embedding, so it is stored once (megatron-core shares it the same way)."""
     hf_config = hf_config_dict(model.config)
     if not hf_config.get("architectures"):
         hf_config["architectures"] = [type(model).__name__]
@@ -216,6 +255,7 @@ def save_hf_model_as_megatron(
         hf_config,
         hf_model_id=hf_model_id or getattr(model.config, "name_or_path", None) or None,
         params_dtype=mcore_state["embedding.word_embeddings.weight"].dtype,
+        source_dtype=parse_torch_dtype(source_dtype) if source_dtype is not None else None,
         extra=run_config_extra,
     )
     return save_checkpoint_megatron(

@@ -60,6 +60,10 @@ class GRPOController:
         self.val_rows = load_rows(Path(data_dir) / "val.jsonl")
         torch.manual_seed(self.grpo["seed"])
         self.workers = PolicyWorkers.build(cfg, Path(policy_path))
+        from rlvr.convert.artifact import read_run_config
+        from rlvr.convert.hf_megatron import export_dtype
+
+        self.source_dtype = export_dtype(read_run_config(policy_path))  # the export's dtype, not the training's
         self.rewards = RewardWorker(cfg)
         self.train_prompt_ids = self.workers.encode([r["prompt"] for r in self.train_rows])
         self.val_prompt_ids = self.workers.encode([r["prompt"] for r in self.val_rows])
@@ -79,7 +83,8 @@ class GRPOController:
             Path(ckpt_cfg.get("checkpoint_dir") or self.out / "ckpts"), fingerprint=fingerprint,
             metric_name=ckpt_cfg.get("metric_name"), higher_is_better=ckpt_cfg.get("higher_is_better", True),
             keep_top_k=ckpt_cfg.get("keep_top_k"), save_period=ckpt_cfg.get("save_period", 1),
-            save_optimizer=ckpt_cfg.get("save_optimizer", True))
+            save_optimizer=ckpt_cfg.get("save_optimizer", True),
+            model_save_format=ckpt_cfg.get("model_save_format", "safetensors"))
         self.ckpt_enabled = ckpt_cfg.get("enabled", True)
         logger = cfg.get("logger", {})
         tb = (logger.get("tensorboard") or {}).get("log_dir") or self.out / "tensorboard"
@@ -312,7 +317,7 @@ class GRPOController:
 
     def _finish(self, step: int, seconds: float) -> dict[str, Any]:
         artifact = self.out / "checkpoint_megatron"
-        self.workers.save_artifact(artifact, iteration=step,
+        self.workers.save_artifact(artifact, iteration=step, source_dtype=self.source_dtype,
                                    extra={"rlvr": {"steps": step, "fingerprint": self.ckpts.fingerprint}})
         history = [m for m in _read_jsonl(self.out / "metrics.jsonl") if "validation/accuracy" in m]
         summary = {"final_step": step, "seconds": round(seconds, 2), "artifact": str(artifact),

@@ -4,9 +4,15 @@ Layout under ``checkpointing.checkpoint_dir`` (default ``<run dir>/rlvr/ckpts``)
 
     step_N/
       training_info.json   # step, consumed prompts, the ranking metric, the run fingerprint
-      policy/model.safetensors
+      policy/model.safetensors   # the weights (checkpointing.model_save_format: safetensors, the default)
+      policy/model.pt            # ... or a torch.save'd state dict (model_save_format: torch_save)
       policy/optimizer.pt  # optimizer + scheduler state (checkpointing.save_optimizer)
       metrics.json         # step N's metrics.jsonl line (restored on resume if the kill came before the log)
+
+Tied weights (``lm_head.weight`` *is* ``embed_tokens.weight`` in Llama-3.2-1B or the small Qwen2 models) are
+stored once: safetensors refuses two names on one memory, so the second name is recorded as an alias of the
+first in the file's metadata, and loading gives both names the *same* tensor again. torch.save keeps the sharing
+by itself. Resume reads either format, whatever ``model_save_format`` says now.
 
 A step folder is written as ``tmp_step_N`` and renamed when complete, so a kill -9 leaves either the whole step
 or a ``tmp_`` folder that the next start deletes. Unlike NeMo-RL (always resumes from whatever ``step_N`` it
@@ -29,12 +35,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+
+from rlvr.errors import CheckpointError, ConfigError
 
 _STEP = re.compile(r"^step_(\d+)$")
 # Keys that may change between an interrupted run and its resumption without changing what is trained.
 _NOT_FINGERPRINTED = {("grpo", "max_num_steps"), ("grpo", "val_period"), ("grpo", "val_at_end"),
                       ("grpo", "val_at_start"), ("checkpointing", "keep_top_k"), ("checkpointing", "save_period")}
+# checkpointing.model_save_format -> the weights file of a step folder (NeMo-RL's two values).
+WEIGHT_FILES = {"safetensors": "model.safetensors", "torch_save": "model.pt"}
+_ALIASES_KEY = "rlvr_aliases"  # safetensors metadata: JSON {alias name: stored name}
 
 
 def file_digest(path: Path) -> str:
@@ -75,7 +87,12 @@ class StepCheckpoints:
     """Save, rank, prune and find ``step_N`` checkpoints of one run."""
 
     def __init__(self, root: Path, *, fingerprint: str, metric_name: str | None, higher_is_better: bool = True,
-                 keep_top_k: int | None = None, save_period: int = 1, save_optimizer: bool = True):
+                 keep_top_k: int | None = None, save_period: int = 1, save_optimizer: bool = True,
+                 model_save_format: str = "safetensors"):
+        if model_save_format not in WEIGHT_FILES:
+            raise ConfigError(f"checkpointing.model_save_format: {model_save_format!r} is not one of "
+                              f"{', '.join(WEIGHT_FILES)}")
+        self.model_save_format = model_save_format
         self.root = Path(root)
         self.fingerprint = fingerprint
         self.metric_name = metric_name
@@ -126,8 +143,7 @@ class StepCheckpoints:
         tmp, final = self.root / f"tmp_step_{step}", self.root / f"step_{step}"
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "policy").mkdir(parents=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()},
-                  str(tmp / "policy" / "model.safetensors"))
+        save_weights(model_state, tmp / "policy" / WEIGHT_FILES[self.model_save_format])
         if self.save_optimizer and optimizer_state is not None:
             torch.save(optimizer_state, tmp / "policy" / "optimizer.pt")
         for name, payload in (extra_files or {}).items():
@@ -142,9 +158,10 @@ class StepCheckpoints:
 
     @staticmethod
     def load(point: ResumePoint) -> tuple[dict[str, torch.Tensor], dict | None]:
+        """Weights (tied names share one tensor again) and optimizer state (``None`` when not saved)."""
         opt_path = point.path / "policy" / "optimizer.pt"
         optimizer = torch.load(opt_path, weights_only=False) if opt_path.exists() else None
-        return load_file(str(point.path / "policy" / "model.safetensors")), optimizer
+        return load_weights(point.path / "policy"), optimizer
 
     def _score(self, step: int) -> float:
         info = json.loads((self.root / f"step_{step}" / "training_info.json").read_text())
@@ -165,3 +182,57 @@ class StepCheckpoints:
         for s in removed:
             shutil.rmtree(self.root / f"step_{s}", ignore_errors=True)
         return removed
+
+
+def split_tied(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``(tensors to store, {alias: stored name})``: a name that is the very same view as an earlier one (a tied
+    weight) becomes an alias; a different view of the same memory is copied, since neither format stores views."""
+    stored: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    views: dict[tuple, str] = {}
+    storages: set[tuple] = set()
+    for name, tensor in state.items():
+        tensor = tensor.detach()
+        view = (tensor.device, tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tensor.stride())
+        if view in views:
+            aliases[name] = views[view]
+            continue
+        views[view] = name
+        storage = (tensor.device, tensor.untyped_storage().data_ptr())
+        if storage in storages:
+            tensor = tensor.clone()
+        storages.add(storage)
+        stored[name] = tensor.contiguous().cpu()
+    return stored, aliases
+
+
+def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Write ``state`` as safetensors (``.safetensors``) or with ``torch.save`` (``.pt``), each tie stored once."""
+    stored, aliases = split_tied(state)
+    if path.suffix == ".safetensors":
+        save_file(stored, str(path), metadata={_ALIASES_KEY: json.dumps(aliases, sort_keys=True)})
+    else:
+        # One tensor object under both names: torch.save writes its storage once and torch.load shares it again.
+        torch.save({name: stored[aliases.get(name, name)] for name in state}, path)
+
+
+def load_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The weights of a step's ``policy/`` folder in either format; aliased (tied) names get the same tensor."""
+    present = [folder / f for f in WEIGHT_FILES.values() if (folder / f).is_file()]
+    if not present:
+        raise CheckpointError(f"{folder}: no model weights ({' or '.join(WEIGHT_FILES.values())}); the step "
+                              f"folder is incomplete: delete it to resume from the step before")
+    path = present[0]
+    try:
+        if path.suffix != ".safetensors":
+            return torch.load(path, map_location="cpu", weights_only=True)
+        state = load_file(str(path))
+        with safe_open(str(path), "pt") as fh:
+            aliases = json.loads((fh.metadata() or {}).get(_ALIASES_KEY, "{}"))
+    except Exception as exc:  # truncated or foreign file: name it instead of a library traceback
+        raise CheckpointError(f"{path}: cannot read the step weights: {exc}") from exc
+    for alias, name in aliases.items():
+        if name not in state:
+            raise CheckpointError(f"{path}: tied weight {alias} refers to {name}, which the file does not hold")
+        state[alias] = state[name]
+    return state

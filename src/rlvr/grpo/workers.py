@@ -155,13 +155,14 @@ class PolicyWorkers:
             if worker is not None and hasattr(worker, "close"):
                 worker.close()
 
-    def save_artifact(self, root: Path, *, iteration: int, extra: dict[str, Any]) -> Path:
-        """The trained policy as a ``checkpoint_megatron`` (written atomically)."""
+    def save_artifact(self, root: Path, *, iteration: int, extra: dict[str, Any], source_dtype=None) -> Path:
+        """The trained policy as a ``checkpoint_megatron`` (written atomically); ``source_dtype``: the input
+        model's dtype, which the HF export goes back to (the training precision may differ)."""
         from rlvr.convert.hf_megatron import save_hf_model_as_megatron
 
         model = self.policy.hf_model() if hasattr(self.policy, "hf_model") else self.policy.model
         with atomic_dir(root) as tmp:
-            save_hf_model_as_megatron(model, self.tokenizer_dir, tmp, iteration, extra)
+            save_hf_model_as_megatron(model, self.tokenizer_dir, tmp, iteration, extra, source_dtype=source_dtype)
         return root
 
 

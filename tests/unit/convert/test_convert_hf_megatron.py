@@ -63,20 +63,24 @@ def test_tokenizer_and_source_travel_with_the_checkpoint(tmp_path: Path, hf_fold
     assert exported(text)["input_ids"] == source(text)["input_ids"]
 
 
-def test_torch_dtype_casts_once_and_export_keeps_it(tmp_path: Path, hf_folder) -> None:
-    """torch_dtype=bf16 stores bf16 tensors equal to the fp32 source cast once; export keeps bf16 by default
-    and casts back to fp32 on request."""
+def test_torch_dtype_casts_once_and_export_goes_back_to_the_source_dtype(tmp_path: Path, hf_folder) -> None:
+    """torch_dtype=bf16 stores bf16 tensors equal to the fp32 source cast once; the export is written in the
+    source model's dtype (float32) by default, and in bf16 on request."""
     folder, model = hf_folder("qwen2")
     root = hf_to_megatron(str(folder), str(tmp_path / "megatron"), torch_dtype="bf16")
     state, run_config, _ = load_checkpoint_megatron(root)
     assert run_config["model"]["params_dtype"] == "bfloat16"
+    assert run_config["model"]["source_dtype"] == "float32"
     assert all(t.dtype == torch.bfloat16 for t in state.values())
-    exported = load_file(megatron_to_hf(str(root), str(tmp_path / "bf16")) / "model.safetensors")
     source = model.state_dict()
+    as_source = load_file(megatron_to_hf(str(root), str(tmp_path / "fp32")) / "model.safetensors")
+    for name, tensor in as_source.items():
+        assert tensor.dtype == torch.float32, name
+        assert torch.equal(tensor, source[name].to(torch.bfloat16).float()), name
+    exported = load_file(megatron_to_hf(str(root), str(tmp_path / "bf16"), torch_dtype="bf16") / "model.safetensors")
     for name, tensor in exported.items():
+        assert tensor.dtype == torch.bfloat16, name
         assert torch.equal(tensor, source[name].to(torch.bfloat16)), name
-    as_fp32 = load_file(megatron_to_hf(str(root), str(tmp_path / "fp32"), torch_dtype="float32") / "model.safetensors")
-    assert as_fp32["model.norm.weight"].dtype == torch.float32
     with pytest.raises(ConfigError, match="torch_dtype: unknown dtype 'fp8'; known: float32"):
         hf_to_megatron(str(folder), str(tmp_path / "x"), torch_dtype="fp8")
 
