@@ -72,7 +72,7 @@ class PolicyActor:
         self.policy.load_state_dict(state)
 
     def load_model_state(self, model_state: Mapping[str, torch.Tensor]) -> None:
-        self.policy.model.load_state_dict(dict(model_state))
+        self.policy.load_model_state(dict(model_state))  # through the policy: its fp32 masters follow
 
     def model_state(self) -> dict[str, torch.Tensor]:
         return to_cpu(self.policy.model_state())

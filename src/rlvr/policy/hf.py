@@ -18,6 +18,17 @@ the full global batch, so every rank clips the same norm and takes the same step
 Current log-probs use the generation temperature and top-k/top-p, exactly as the sampler did
 (:mod:`rlvr.policy.logprobs`). Dropout stays off (the model is kept in eval mode): the ratio against
 ``prev_logprobs`` must be exactly 1 before the first update.
+
+Precision and memory (README "Precision and memory"): the model holds the compute-dtype weights
+(``policy.precision``); the optimizer steps fp32 master copies (:class:`~rlvr.policy.precision.MasterWeights`)
+that are rounded back into the model after every step. ``policy.dtensor_cfg.activation_checkpointing``
+recomputes each decoder layer in backward (:mod:`rlvr.policy.activations`); ``policy.logprob_chunk_size``
+computes log-probs from the hidden states a chunk of positions at a time
+(:func:`~rlvr.policy.logprobs.chunked_token_logprobs`).
+
+Extension points (e.g. adapters): :func:`trainable_parameters` lists what is trained, :meth:`HFPolicy.
+_build_optimizer` / :meth:`HFPolicy._build_scheduler` build the optimizer over the fp32 masters, and
+:meth:`HFPolicy.model_state` / :meth:`HFPolicy.state_dict` export the weights.
 """
 
 from __future__ import annotations
@@ -29,14 +40,17 @@ from typing import Any
 import torch
 
 from rlvr.errors import CheckpointError, ConfigError
-from rlvr.policy.logprobs import mask_filtered_tokens, token_logprobs
+from rlvr.policy.activations import enable_activation_checkpointing
+from rlvr.policy.logprobs import chunked_token_logprobs, mask_filtered_tokens, token_logprobs
 from rlvr.policy.optim import build_optimizer, build_scheduler
+from rlvr.policy.precision import MasterWeights, parse_precision
 
 LossFn = Callable[[torch.Tensor, dict[str, Any], torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, Any]]]
 AllReduce = Callable[[torch.Tensor], None]  # in-place SUM of a tensor over the data-parallel ranks
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "32": torch.float32,
-           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+# Config attributes of HF architectures that transform the logits after the output layer; chunked log-probs
+# apply the output layer alone, so they would silently differ for these.
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 
 
 def load_causal_lm(path: str, *, precision: str = "float32", overrides: Mapping[str, Any] | None = None,
@@ -44,13 +58,31 @@ def load_causal_lm(path: str, *, precision: str = "float32", overrides: Mapping[
     """``AutoModelForCausalLM.from_pretrained(path)`` in ``precision`` on ``device`` (default: cuda if present)."""
     from transformers import AutoModelForCausalLM
 
-    if precision not in _DTYPES:
-        raise ConfigError(f"policy.precision: unknown {precision!r}; known: {sorted(_DTYPES)}")
+    dtype = parse_precision(precision)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=_DTYPES[precision], **dict(overrides or {}))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **dict(overrides or {}))
     except OSError as exc:
         raise CheckpointError(f"policy.model_name: cannot load a HF causal LM from {path!r}: {exc}") from exc
     return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def trainable_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    """The ``(name, parameter)`` pairs the optimizer trains: those with ``requires_grad``."""
+    return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+
+
+def _check_chunking(model: torch.nn.Module, chunk_size: int | None) -> None:
+    """Refuse ``policy.logprob_chunk_size`` where the output layer alone does not give the model's logits."""
+    if chunk_size is None:
+        return
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ConfigError(f"policy.logprob_chunk_size: must be null or an integer >= 1, got {chunk_size!r}")
+    config = getattr(model, "config", None)
+    transforms = [a for a in _LOGIT_TRANSFORMS if getattr(config, a, None) not in (None, 1, 1.0)]
+    if transforms:
+        raise ConfigError(f"policy.logprob_chunk_size: {type(model).__name__} transforms its logits after the "
+                          f"output layer ({', '.join(transforms)}), which chunked log-probs do not reproduce; "
+                          "set policy.logprob_chunk_size: null")
 
 
 class HFPolicy:
@@ -59,16 +91,24 @@ class HFPolicy:
     ``temperature``/``top_k``/``top_p`` are the ``policy.generation`` values; ``filtered=False`` passes keep
     the temperature only (reference policy, KL). A model without trainable parameters (the frozen reference
     policy) gets no optimizer and can only score. ``all_reduce`` (default None: a single process) sums a tensor
-    in place over the data-parallel ranks; see the module docstring.
+    in place over the data-parallel ranks; see the module docstring. The model's dtype is the compute dtype;
+    its low-precision trainable parameters are trained through fp32 masters (``self.master``).
+    ``activation_checkpointing`` and ``logprob_chunk_size``: the two memory keys (module docstring).
     """
 
     def __init__(self, model: torch.nn.Module, *, optimizer: Mapping[str, Any] | None = None,
                  scheduler: Any = None, max_grad_norm: float | None = 1.0, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float = 1.0, all_reduce: AllReduce | None = None):
+                 top_k: int | None = None, top_p: float = 1.0, all_reduce: AllReduce | None = None,
+                 activation_checkpointing: bool = False, logprob_chunk_size: int | None = None):
         self.model = model.eval()
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(trainable, optimizer) if trainable else None
-        self.scheduler = build_scheduler(self.optimizer, scheduler) if trainable else None
+        _check_chunking(model, logprob_chunk_size)
+        self.logprob_chunk_size = logprob_chunk_size
+        if activation_checkpointing:
+            enable_activation_checkpointing(model)
+        trainable = trainable_parameters(model)
+        self.master = MasterWeights(trainable)
+        self.optimizer = self._build_optimizer(self.master.named_parameters(), optimizer) if trainable else None
+        self.scheduler = self._build_scheduler(scheduler) if trainable else None
         self.all_reduce = all_reduce
         self.max_grad_norm = max_grad_norm
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
@@ -77,6 +117,7 @@ class HFPolicy:
     def from_config(cls, policy_cfg: Mapping[str, Any], *, model: torch.nn.Module | None = None,
                     device: str | torch.device | None = None, all_reduce: AllReduce | None = None) -> HFPolicy:
         """Build from the ``policy`` section; loads ``policy.model_name`` unless ``model`` is given."""
+        parse_precision(policy_cfg.get("precision", "float32"))  # refuse float16 even for a model loaded elsewhere
         if model is None:
             model = load_causal_lm(policy_cfg["model_name"], precision=policy_cfg.get("precision", "float32"),
                                    overrides=policy_cfg.get("hf_config_overrides"), device=device)
@@ -84,7 +125,18 @@ class HFPolicy:
         return cls(model, optimizer=policy_cfg.get("optimizer"), scheduler=policy_cfg.get("scheduler"),
                    max_grad_norm=policy_cfg.get("max_grad_norm", 1.0),
                    temperature=_number(generation, "temperature", 1.0), top_k=generation.get("top_k"),
-                   top_p=_number(generation, "top_p", 1.0), all_reduce=all_reduce)
+                   top_p=_number(generation, "top_p", 1.0), all_reduce=all_reduce,
+                   activation_checkpointing=bool((policy_cfg.get("dtensor_cfg") or {}).get("activation_checkpointing")),
+                   logprob_chunk_size=policy_cfg.get("logprob_chunk_size"))
+
+    def _build_optimizer(self, named_params: list[tuple[str, torch.nn.Parameter]], cfg: Mapping[str, Any] | None
+                         ) -> torch.optim.Optimizer:
+        """The optimizer over ``named_params`` (the fp32 masters, named as in the model)."""
+        return build_optimizer([p for _, p in named_params], cfg)
+
+    def _build_scheduler(self, cfg: Any) -> Any:
+        """The LR scheduler of ``self.optimizer`` (None: constant LR)."""
+        return build_scheduler(self.optimizer, cfg)
 
     @property
     def device(self) -> torch.device:
@@ -93,11 +145,31 @@ class HFPolicy:
     def _scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, filtered: bool) -> torch.Tensor:
         """Forward + processed log-probs ``[b, S]``; ``-inf`` (filtered) entries are left in place."""
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # count real tokens: left or right padding
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                            use_cache=False).logits
+        return self._processed_logprobs(input_ids, attention_mask, positions, filtered)
+
+    def _processed_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                            positions: torch.Tensor, filtered: bool) -> torch.Tensor:
+        """Log-probs ``[b, S]`` (fp32) from the full logits, or chunk by chunk from the hidden states."""
+        sampling: dict[str, Any] = {"temperature": self.temperature}
         if filtered:
-            return token_logprobs(logits, input_ids, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
-        return token_logprobs(logits, input_ids, temperature=self.temperature)
+            sampling.update(top_k=self.top_k, top_p=self.top_p)
+        if not self.logprob_chunk_size:
+            return token_logprobs(self._logits(input_ids, attention_mask, positions), input_ids, **sampling)
+        hidden, head = self._hidden_and_head(input_ids, attention_mask, positions)
+        return chunked_token_logprobs(hidden, head, input_ids, chunk_size=self.logprob_chunk_size, **sampling)
+
+    def _logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor
+                ) -> torch.Tensor:
+        """``[b, S, V]`` logits in the compute dtype."""
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                          use_cache=False).logits
+
+    def _hidden_and_head(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor
+                         ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """Final hidden states ``[b, S, H]`` (after the last norm) and the output layer ``[.., H] -> [.., V]``."""
+        out = self.model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                                       use_cache=False)
+        return out.last_hidden_state, self.model.get_output_embeddings()
 
     @staticmethod
     def _predicted(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -162,6 +234,7 @@ class HFPolicy:
         if self.all_reduce is not None:
             self.all_reduce(global_valid_seqs)
             self.all_reduce(global_valid_toks)
+        self.master.zero_grad()
         self.optimizer.zero_grad(set_to_none=True)
         summed: dict[str, float] = {}
         for start in range(0, rows, micro_batch_size):
@@ -171,32 +244,44 @@ class HFPolicy:
             lp = torch.where(self._predicted(mb["attention_mask"]), lp, torch.zeros_like(lp))
             loss, loss_metrics = loss_fn(lp, mb, global_valid_seqs, global_valid_toks)
             loss.backward()
+            self.master.accumulate_grads()  # fp32 sum over micro-batches
             _merge(summed, {**loss_metrics, "loss": loss.detach()})
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]  # the fp32 masters
         if self.all_reduce is not None:
             sum_gradients(params, self.all_reduce)
         max_norm = self.max_grad_norm if self.max_grad_norm else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # returns the norm before clipping
         self.optimizer.step()
+        self.master.copy_to_model()
         summed.update(grad_norm=float(grad_norm), global_valid_seqs=float(global_valid_seqs),
                       global_valid_toks=float(global_valid_toks))
         return summed
 
     def state_dict(self) -> dict[str, Any]:
-        """Model, optimizer and scheduler state, for a checkpoint."""
-        return {"model": self.model.state_dict(),
+        """Model (compute dtype), fp32 master weights (empty for an fp32 model), optimizer and scheduler state."""
+        return {"model": self.model.state_dict(), "master_weights": self.master.state_dict(),
                 "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved (the scheduler part must match the configured scheduler)."""
-        self.model.load_state_dict(state["model"])
-        if self.optimizer is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
+        """Restore what :meth:`state_dict` saved (the scheduler part must match the configured scheduler).
+
+        A checkpoint without ``master_weights`` (saved before they existed) restarts the masters from the weights.
+        """
         if (state.get("scheduler") is None) != (self.scheduler is None):
             raise CheckpointError("checkpoint scheduler state does not match policy.scheduler (one is null)")
+        self.load_model_state(state["model"])
+        if state.get("master_weights") is not None:
+            self.master.load_state_dict(state["master_weights"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+
+    def load_model_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Weights only (``state_dict()["model"]``); the fp32 masters restart from them."""
+        self.model.load_state_dict(dict(state))
+        self.master.copy_from_model()
 
     def model_state(self) -> dict[str, torch.Tensor]:
         """Detached weights by parameter name, for refitting a generation backend."""

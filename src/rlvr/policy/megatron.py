@@ -18,8 +18,13 @@ Optimizer (``policy.megatron_cfg.optimizer``, Megatron names) -> ``torch.optim.A
 into a ``weight_decay = 0`` group), ``adam_beta1/2``, ``adam_eps``; ``clip_grad`` replaces
 ``policy.max_grad_norm`` (0 = no clipping). Megatron's distributed optimizer only shards optimizer state over
 data-parallel ranks; at world size 1 it is plain Adam, so it is not used. Its fp32 master weights for bf16
-training are not reproduced: with ``policy.precision: bfloat16`` AdamW updates the bf16 parameters directly,
-as the HF backend does.
+training are reproduced by HFPolicy's :class:`~rlvr.policy.precision.MasterWeights`: with ``policy.precision:
+bfloat16`` the GPTModel computes in bf16 and AdamW steps fp32 copies (fp32 state), rounded back after each step.
+
+Memory: ``policy.megatron_cfg.activation_checkpointing`` recomputes every ``TransformerLayer`` in backward
+(:mod:`rlvr.policy.activations`, Megatron's ``recompute_granularity: full`` with the uniform method, one layer
+per chunk); ``policy.logprob_chunk_size`` computes the log-probs from the decoder's hidden states a chunk of
+positions at a time, as for the HF backend.
 
 Scheduler (``policy.megatron_cfg.scheduler``) -> ``LambdaLR`` stepped once per GRPO step, with Megatron's
 ``OptimizerParamScheduler`` formula (:class:`MegatronLRSchedule`); its iterations are GRPO steps (NeMo-RL steps
@@ -43,8 +48,7 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from rlvr.errors import ConfigError
 from rlvr.policy.hf import HFPolicy
-from rlvr.policy.logprobs import token_logprobs
-from rlvr.policy.optim import build_optimizer, build_scheduler
+from rlvr.policy.precision import parse_precision
 
 _OPT_KEY = "policy.megatron_cfg.optimizer"
 _SCHED_KEY = "policy.megatron_cfg.scheduler"
@@ -158,9 +162,6 @@ def _check_megatron_cfg(mcfg: Mapping[str, Any]) -> None:
     if wrong or mcfg.get("sequence_parallel"):
         raise ConfigError(f"policy.megatron_cfg: model parallelism is not supported (got {wrong or 'sequence_parallel'}"
                           "); set the parallel sizes to 1 and sequence_parallel to false")
-    if mcfg.get("activation_checkpointing"):
-        raise ConfigError("policy.megatron_cfg.activation_checkpointing: not supported by the megatron-core "
-                          "backend yet; set it to false")
     if mcfg.get("scheduler") and not mcfg.get("optimizer"):
         raise ConfigError(f"{_SCHED_KEY} needs {_OPT_KEY} (its lr and min_lr); set both, or neither to use "
                           "policy.optimizer/policy.scheduler")
@@ -171,33 +172,38 @@ def _number(cfg: Mapping[str, Any], key: str, default: float) -> float:
     return default if value is None else float(value)
 
 
-def _policy_dtype(policy_cfg: Mapping[str, Any]) -> torch.dtype:
-    from rlvr.convert.hf_megatron import parse_torch_dtype
-
-    precision = policy_cfg.get("precision", "float32")
-    try:
-        return parse_torch_dtype(precision)
-    except ConfigError as exc:
-        raise ConfigError(f"policy.precision: {exc}") from exc
-
-
 class MegatronPolicy(HFPolicy):
     """A megatron-core ``GPTModel`` plus optimizer/scheduler with HFPolicy's interface and semantics.
 
     ``hf_config`` is the architecture recorded in the checkpoint's ``run_config.yaml`` (``model.hf_config``):
     it names the HF <-> megatron tensor mapping used by :meth:`hf_state_dict` and :meth:`hf_model`.
+    ``megatron_optimizer`` / ``megatron_scheduler``: ``policy.megatron_cfg.optimizer`` / ``.scheduler``; when
+    the former is None the HF-style ``optimizer`` / ``scheduler`` configs are used, as by HFPolicy.
     """
 
-    def __init__(self, model: torch.nn.Module, hf_config: Mapping[str, Any], *, optimizer: torch.optim.Optimizer,
-                 scheduler: LRScheduler | None = None, **hf_policy_kwargs: Any):
-        """``hf_policy_kwargs``: HFPolicy's other keyword arguments (``max_grad_norm``, ``temperature``,
-        ``top_k``, ``top_p``, and whatever else it accepts, e.g. a data-parallel ``all_reduce``)."""
-        # HFPolicy builds its optimizer from an HF-style config; build its default (cheap: Adam state is created
-        # lazily) and replace it, so every other attribute HFPolicy sets up stays its business.
+    def __init__(self, model: torch.nn.Module, hf_config: Mapping[str, Any], *,
+                 megatron_optimizer: Mapping[str, Any] | None = None,
+                 megatron_scheduler: Mapping[str, Any] | None = None, train_iters: int | None = None,
+                 **hf_policy_kwargs: Any):
+        """``hf_policy_kwargs``: HFPolicy's keyword arguments (``optimizer``, ``scheduler``, ``max_grad_norm``,
+        ``temperature``, ``top_k``, ``top_p``, the memory keys, a data-parallel ``all_reduce``, ...)."""
+        # Read by _build_optimizer/_build_scheduler, which HFPolicy calls over the fp32 master weights.
+        self._megatron_optimizer, self._megatron_scheduler = megatron_optimizer, megatron_scheduler
+        self._train_iters = train_iters
         super().__init__(model, **hf_policy_kwargs)
         self.hf_config = dict(hf_config)
-        self.optimizer = optimizer
-        self.scheduler = scheduler
+
+    def _build_optimizer(self, named_params: list[tuple[str, torch.nn.Parameter]], cfg: Mapping[str, Any] | None
+                         ) -> torch.optim.Optimizer:
+        if self._megatron_optimizer:
+            return build_megatron_optimizer(named_params, self._megatron_optimizer)
+        return super()._build_optimizer(named_params, cfg)
+
+    def _build_scheduler(self, cfg: Any) -> LRScheduler | None:
+        if self._megatron_optimizer:
+            return build_megatron_scheduler(self.optimizer, self._megatron_scheduler, self._megatron_optimizer,
+                                            train_iters=self._train_iters)
+        return super()._build_scheduler(cfg)
 
     @classmethod
     def from_config(cls, policy_cfg: Mapping[str, Any], *, policy_path: str | Path,  # type: ignore[override]
@@ -213,24 +219,22 @@ class MegatronPolicy(HFPolicy):
 
         mcfg = policy_cfg.get("megatron_cfg") or {}
         _check_megatron_cfg(mcfg)
+        dtype = parse_precision(policy_cfg.get("precision", "float32"))
         state, run_config, _ = load_checkpoint_megatron(policy_path)
         hf_config = run_config["model"]["hf_config"]
-        model = build_gpt_model(hf_config, dtype=_policy_dtype(policy_cfg), device=device)
+        model = build_gpt_model(hf_config, dtype=dtype, device=device)
         load_state_into_gpt(model, state)
-        if mcfg.get("optimizer"):
-            optimizer = build_megatron_optimizer(list(model.named_parameters()), mcfg["optimizer"])
-            scheduler = build_megatron_scheduler(optimizer, mcfg.get("scheduler"), mcfg["optimizer"],
-                                                 train_iters=train_iters)
-            clip = mcfg["optimizer"].get("clip_grad")
-            max_grad_norm = policy_cfg.get("max_grad_norm", 1.0) if clip is None else float(clip)
-        else:
-            optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], policy_cfg.get("optimizer"))
-            scheduler = build_scheduler(optimizer, policy_cfg.get("scheduler"))
-            max_grad_norm = policy_cfg.get("max_grad_norm", 1.0)
+        max_grad_norm = policy_cfg.get("max_grad_norm", 1.0)
+        if mcfg.get("optimizer") and mcfg["optimizer"].get("clip_grad") is not None:
+            max_grad_norm = float(mcfg["optimizer"]["clip_grad"])
         generation = policy_cfg.get("generation") or {}
-        return cls(model, hf_config, optimizer=optimizer, scheduler=scheduler, max_grad_norm=max_grad_norm,
-                   temperature=_number(generation, "temperature", 1.0), top_k=generation.get("top_k"),
-                   top_p=_number(generation, "top_p", 1.0), **hf_policy_kwargs)
+        return cls(model, hf_config, megatron_optimizer=mcfg.get("optimizer"),
+                   megatron_scheduler=mcfg.get("scheduler"), train_iters=train_iters,
+                   optimizer=policy_cfg.get("optimizer"), scheduler=policy_cfg.get("scheduler"),
+                   max_grad_norm=max_grad_norm, temperature=_number(generation, "temperature", 1.0),
+                   top_k=generation.get("top_k"), top_p=_number(generation, "top_p", 1.0),
+                   activation_checkpointing=bool(mcfg.get("activation_checkpointing")),
+                   logprob_chunk_size=policy_cfg.get("logprob_chunk_size"), **hf_policy_kwargs)
 
     def _scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, filtered: bool) -> torch.Tensor:
         """Forward + processed log-probs ``[b, S]`` on packed rows (module docstring), scattered back in place.
@@ -242,37 +246,50 @@ class MegatronPolicy(HFPolicy):
         order = torch.argsort((attention_mask == 0).to(torch.int8), dim=-1, stable=True)
         packed = input_ids.gather(1, order)
         positions = torch.arange(packed.shape[1], device=packed.device).unsqueeze(0).expand_as(packed)
-        logits = self.model(packed, positions, None)  # None: causal mask only (padding sits after every real token)
-        if filtered:
-            lp = token_logprobs(logits, packed, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
-        else:
-            lp = token_logprobs(logits, packed, temperature=self.temperature)
+        # attention_mask None: causal mask only (padding sits after every real token)
+        lp = self._processed_logprobs(packed, None, positions, filtered)
         return torch.zeros_like(lp).scatter(1, order, lp)
 
+    def _logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor
+                ) -> torch.Tensor:
+        return self.model(input_ids, positions, attention_mask)
+
+    def _hidden_and_head(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor
+                         ) -> tuple[torch.Tensor, Any]:
+        """Decoder output ``[b, S, H]`` (after the final norm, which the decoder block owns) and the output layer.
+
+        ``GPTModel.forward`` returns the hidden states instead of logits when ``post_process`` is off; the flag
+        is only read at the end of the forward, so it is switched off for this call only.
+        """
+        model = self.model
+        model.post_process = False
+        try:
+            hidden = model(input_ids, positions, attention_mask)  # [S, b, H]
+        finally:
+            model.post_process = True
+        weight = model.shared_embedding_or_output_weight() if model.share_embeddings_and_output_weights else None
+
+        def head(states: torch.Tensor) -> torch.Tensor:  # [b, c, H] -> [b, c, V]
+            return model.output_layer(states.transpose(0, 1), weight=weight)[0].transpose(0, 1)
+
+        return hidden.transpose(0, 1), head
+
     def state_dict(self) -> dict[str, Any]:
-        """Model (checkpoint-named tensors, see :func:`rlvr.convert.mcore_model.gpt_state_dict`), optimizer and
-        scheduler state, for a checkpoint."""
+        """Model (checkpoint-named tensors, see :func:`rlvr.convert.mcore_model.gpt_state_dict`), fp32 master
+        weights, optimizer and scheduler state, for a checkpoint (restored by HFPolicy's ``load_state_dict``)."""
         from rlvr.convert.mcore_model import gpt_state_dict
 
-        return {"model": gpt_state_dict(self.model), "optimizer": self.optimizer.state_dict(),
+        return {"model": gpt_state_dict(self.model), "master_weights": self.master.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict()}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved (the scheduler part must match the configured scheduler)."""
-        from rlvr.errors import CheckpointError
-
-        if (state.get("scheduler") is None) != (self.scheduler is None):
-            raise CheckpointError("checkpoint scheduler state does not match the configured scheduler (one is null)")
-        self.load_model_state(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-
     def load_model_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Weights only (``state_dict()["model"]``): every tensor present with its shape, nothing extra."""
+        """Weights only (``state_dict()["model"]``): every tensor present with its shape, nothing extra; the fp32
+        masters restart from them."""
         from rlvr.convert.mcore_model import load_state_into_gpt
 
         load_state_into_gpt(self.model, state)
+        self.master.copy_from_model()
 
     def model_state(self) -> dict[str, torch.Tensor]:
         """Detached weights under checkpoint (megatron-core) names; :meth:`hf_state_dict` gives HF names."""

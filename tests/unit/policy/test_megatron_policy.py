@@ -274,7 +274,6 @@ def test_hf_model_carries_the_trained_weights(checkpoints, tmp_path):
                                                "lr_decay_iters": 5}}, r"must exceed lr_warmup_iters"),
     ({"optimizer": {"lr": 1e-3}, "scheduler": {"lr_decay_style": "wsd"}}, r"lr_decay_style: unknown 'wsd'"),
     ({"tensor_model_parallel_size": 2}, r"model parallelism is not supported"),
-    ({"activation_checkpointing": True}, r"activation_checkpointing: not supported"),
 ])
 def test_bad_megatron_cfg_is_a_config_error(checkpoints, megatron_cfg, message):
     """Unsupported or inconsistent megatron_cfg values fail with the key and the fix, before training."""
