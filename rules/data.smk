@@ -9,17 +9,35 @@ def rl_prep_tokenizer():
     return E.get("tokenizer")
 
 
+def rl_prep_template():
+    """Chat template settings for rl_prep: policy.tokenizer.* (rlvr) or the step's top-level keys (rl_prep)."""
+    if STEP.id == "rl/nemo_rl/rlvr":
+        source, key = E["policy"].get("tokenizer") or {}, "policy.tokenizer.chat_template"
+    else:
+        source, key = E, "chat_template"
+    return {"chat_template": source.get("chat_template"), "chat_template_kwargs": source.get("chat_template_kwargs"),
+            "key": key}
+
+
+def rl_prep_template_file():
+    """The .jinja file named by the chat template setting, an input so that editing it re-runs rl_prep."""
+    value = rl_prep_template()["chat_template"]
+    return value if isinstance(value, str) and value.endswith((".jinja", ".j2")) else None
+
+
 if STEP.id in ("rl/nemo_rl/rlvr", "data_prep/rl_prep"):
 
     rule rl_prep:
         input:
             data=local_inputs(data_path("train"), data_path("validation")),
             tokenizer=local_inputs(rl_prep_tokenizer()),
+            template=local_inputs(rl_prep_template_file()),
         output:
             directory(f"{RUN}/rl_prep"),
         params:
             cfg=lambda wildcards: section_json("data", "grpo", "seed"),
             tokenizer=rl_prep_tokenizer() or "",
+            template=json.dumps(rl_prep_template(), sort_keys=True, separators=(",", ":")),
             train=data_path("train") or "",
             validation=data_path("validation") or "",
         log:
@@ -28,4 +46,5 @@ if STEP.id in ("rl/nemo_rl/rlvr", "data_prep/rl_prep"):
             f"{RUN}/benchmarks/rl_prep.tsv"
         shell:
             "{PY} -m rlvr.stages rl_prep --config-json {params.cfg:q} --train {params.train:q}"
-            " --validation {params.validation:q} --tokenizer {params.tokenizer:q} --out {output:q} > {log:q} 2>&1"
+            " --validation {params.validation:q} --tokenizer {params.tokenizer:q} --template-json {params.template:q}"
+            " --out {output:q} > {log:q} 2>&1"

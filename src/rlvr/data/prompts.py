@@ -106,12 +106,18 @@ class PromptBuilder:
                               + " or remove system_prompt_file")
 
     def _apply_chat_template(self, conversations: list[list[dict]]) -> list[str]:
+        from jinja2 import TemplateError
+
         texts: list[str] = []
         for start in range(0, len(conversations), _BATCH):
-            texts.extend(self.tokenizer.apply_chat_template(
-                conversations[start:start + _BATCH], tokenize=False, add_generation_prompt=True,
-                **self.template_kwargs,
-            ))
+            try:
+                texts.extend(self.tokenizer.apply_chat_template(
+                    conversations[start:start + _BATCH], tokenize=False, add_generation_prompt=True,
+                    **self.template_kwargs,
+                ))
+            except TemplateError as exc:  # raise_exception() in the template, an undefined variable, ...
+                raise ConfigError(f"the chat template failed on these prompts: {exc}; fix the template (or "
+                                  "chat_template_kwargs) or the rows") from None
         return texts
 
     def render(self, problems: Sequence[str], systems: Sequence[str | None] | None = None) -> list[str]:

@@ -52,9 +52,12 @@ def _rl_prep(args) -> None:
             data["validation"] = {"data_path": path}
     tokenizer = _tokenizer_dir(args.tokenizer) if args.tokenizer else None
     seed = cfg.get("seed", (cfg.get("grpo") or {}).get("seed", 42))
+    # policy.tokenizer.chat_template (rlvr) or chat_template (rl_prep), and the key that names it in messages.
+    template = json.loads(args.template_json) if args.template_json else {}
     card = _engine("rlvr.data.prep", "prepare_rl_data")(
         data, out_dir=Path(args.out), tokenizer_dir=tokenizer, seed=seed,
-        max_input_seq_length=data.get("max_input_seq_length"))
+        max_input_seq_length=data.get("max_input_seq_length"), chat_template=template.get("chat_template"),
+        chat_template_kwargs=template.get("chat_template_kwargs"), template_key=template.get("key", "chat_template"))
     print(json.dumps(card, indent=2, sort_keys=True))
 
 
@@ -124,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", default="")
     p.add_argument("--validation", default="")
     p.add_argument("--tokenizer", default="")
+    p.add_argument("--template-json", default="", help='{"chat_template", "chat_template_kwargs", "key"}')
     p.add_argument("--out", required=True)
     p.set_defaults(func=_rl_prep)
 
