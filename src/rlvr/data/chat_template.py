@@ -124,3 +124,17 @@ def write_tokenizer_with_template(source: Path, target: Path, template: str) -> 
     config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
     config["chat_template"] = template
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def with_prepared_tokenizer(cfg: dict, data_dir: Path) -> dict:
+    """``cfg`` with ``policy.tokenizer.name`` set to rl_prep's ``tokenizer/`` when rl_prep wrote one.
+
+    rl_prep writes it only when the prompts were made with a template other than the tokenizer's own; loading
+    it in GRPO makes every checkpoint (and so the HF export) carry that template. The token ids are the same.
+    """
+    folder = Path(data_dir) / "tokenizer"
+    if not folder.is_dir():
+        return cfg
+    policy = dict(cfg["policy"])
+    policy["tokenizer"] = {**(policy.get("tokenizer") or {}), "name": str(folder)}
+    return {**cfg, "policy": policy}
