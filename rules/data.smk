@@ -20,7 +20,8 @@ def rl_prep_template():
 
 
 def rl_prep_template_file():
-    """The .jinja file named by the chat template setting, an input so that editing it re-runs rl_prep."""
+    """The .jinja file named by the chat template setting: an input, so that editing it re-runs rl_prep and a
+    missing file stops the plan before any compute (Snakemake's missing-input error names it)."""
     value = rl_prep_template()["chat_template"]
     return value if isinstance(value, str) and value.endswith((".jinja", ".j2")) else None
 
@@ -31,7 +32,7 @@ if STEP.id in ("rl/nemo_rl/rlvr", "data_prep/rl_prep"):
         input:
             data=local_inputs(data_path("train"), data_path("validation")),
             tokenizer=local_inputs(rl_prep_tokenizer()),
-            template=local_inputs(rl_prep_template_file()),
+            template=[rl_prep_template_file()] if rl_prep_template_file() else [],
         output:
             directory(f"{RUN}/rl_prep"),
         params:

@@ -162,3 +162,15 @@ def test_overlap_is_counted_in_the_card_and_logged(tmp_path, caplog):
     caplog.clear()
     card, _, _ = run(tmp_path, {"train": {"data_path": str(train), "split_validation_size": 2}}, out="split")
     assert card["overlap"]["validation_prompts_in_train"] == 0 and caplog.text == ""
+
+
+def test_grpo_loads_rl_preps_tokenizer_only_when_rl_prep_wrote_one(tmp_path):
+    """with_prepared_tokenizer points policy.tokenizer.name at rl_prep/tokenizer/ when present, else leaves cfg."""
+    from rlvr.data.chat_template import with_prepared_tokenizer
+
+    cfg = {"policy": {"tokenizer": {"name": None, "chat_template": "default"}, "precision": "float32"}, "grpo": {}}
+    assert with_prepared_tokenizer(cfg, tmp_path) is cfg
+    (tmp_path / "tokenizer").mkdir()
+    updated = with_prepared_tokenizer(cfg, tmp_path)
+    assert updated["policy"]["tokenizer"] == {"name": str(tmp_path / "tokenizer"), "chat_template": "default"}
+    assert cfg["policy"]["tokenizer"]["name"] is None  # the run's own config (and fingerprint) is untouched
