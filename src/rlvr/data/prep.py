@@ -199,11 +199,11 @@ def _templated(spec: DatasetSpec, rows: list[dict], builder: PromptBuilder) -> l
     else:
         # A messages row's own system turn is used for its prompt only; it is not part of the canonical row.
         systems = [row.pop("system_prompt", None) for row in rows]
-        try:
-            prompts = builder.render([row["problem"] for row in rows],
-                                     systems if any(text is not None for text in systems) else None)
-        except ConfigError as exc:
-            raise ConfigError(f"{spec.key} ({spec.data_path}): {exc}") from None
+        own = [row["source"] for row, text in zip(rows, systems, strict=True) if text is not None]
+        if own and not builder.chat:
+            raise ConfigError(f"{own[0]}: messages[0]: a system turn ({len(own)} row(s) of {spec.key} have one) "
+                              f"needs a chat template to be placed; {builder.fix} or remove the system turns")
+        prompts = builder.render([row["problem"] for row in rows], systems if own else None)
     task = spec.env_name
     for row, prompt in zip(rows, prompts, strict=True):
         row["prompt"] = prompt

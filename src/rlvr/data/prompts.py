@@ -95,15 +95,17 @@ class PromptBuilder:
     """
 
     def __init__(self, *, template: str | None = None, system_prompt: str | None = None, tokenizer=None,
-                 template_kwargs: dict | None = None):
+                 template_kwargs: dict | None = None, template_key: str = "chat_template"):
         self.template, self.system_prompt, self.tokenizer = template, system_prompt, tokenizer
         self.chat = tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
         self.template_kwargs = dict(template_kwargs or {})
         self.prefix = "" if tokenizer is None or self.chat else _bos_prefix(tokenizer)
+        # What to tell a user whose system prompt has nowhere to go.
+        self.fix = ("pass the tokenizer folder" if tokenizer is None
+                    else f"set a chat template ({template_key}=default or a template)")
         if system_prompt is not None and not self.chat:
-            raise ConfigError("system_prompt_file needs a chat template (it places the system turn); "
-                              + ("pass the tokenizer folder" if tokenizer is None else "set a chat template")
-                              + " or remove system_prompt_file")
+            raise ConfigError(f"system_prompt_file needs a chat template (it places the system turn); {self.fix} "
+                              "or remove system_prompt_file")
 
     def _apply_chat_template(self, conversations: list[list[dict]]) -> list[str]:
         from jinja2 import TemplateError
@@ -125,10 +127,8 @@ class PromptBuilder:
         users = list(problems) if self.template is None else [self.template.format(p) for p in problems]
         own = [] if systems is None else [i for i, text in enumerate(systems) if text is not None]
         if own and not self.chat:
-            raise ConfigError(f"{len(own)} row(s) carry a system turn (first: row {own[0] + 1} of the file), which "
-                              "needs a chat template to be placed; "
-                              + ("pass the tokenizer folder" if self.tokenizer is None else "set a chat template")
-                              + " or remove the system turns")
+            raise ConfigError(f"{len(own)} row(s) carry a system turn (the first is row {own[0]}), which "
+                              f"needs a chat template to be placed; {self.fix} or remove the system turns")
         if not self.chat:
             return [self.prefix + u for u in users] if self.prefix else users
         shared = [] if self.system_prompt is None else [{"role": "system", "content": self.system_prompt}]
@@ -179,6 +179,6 @@ def build_prompt_builder(spec: DatasetSpec, tokenizer, *, template_kwargs: dict 
                                                                      f"{spec.key}.system_prompt_file")
     try:
         return PromptBuilder(template=template, system_prompt=system, tokenizer=tokenizer,
-                             template_kwargs=template_kwargs)
+                             template_kwargs=template_kwargs, template_key=template_key)
     except ConfigError as exc:
         raise ConfigError(f"{spec.key}: {exc}") from None

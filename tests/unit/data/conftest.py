@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from rl_prep_helpers import CHAT_TEMPLATE, MARKERS
+from rl_prep_helpers import CHAT_TEMPLATE, MARKERS, QWEN_TEMPLATE
 
 
 @pytest.fixture(scope="session")
@@ -27,19 +27,10 @@ def char_tokenizer_dir(tmp_path_factory) -> Path:
     return folder
 
 
-# A Qwen2.5-shaped chat template (system default, <|im_start|>/<|im_end|> turns) with Qwen3's enable_thinking switch.
-QWEN_TEMPLATE = (
-    "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
-    "{%- else %}{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{%- endif %}"
-    "{%- for message in messages %}{%- if message.role != 'system' or not loop.first %}"
-    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}{%- endif %}{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
-    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
-    "{%- endif %}"
-)
 _CORPUS = [
     "What is 12 + 30? The answer is 42.", "Solve for x: 2x + 3 = 7. x = 2", "def add(a, b):\n    return a + b\n",
-    "Write a function that returns the sum of a list.", "User: hello\nAssistant: hi", "print(sum(map(int, input().split())))",
+    "Write a function that returns the sum of a list.", "User: hello\nAssistant: hi",
+    "print(sum(map(int, input().split())))",
     "Compute the derivative of x^2. \\boxed{2x}", "Question: how many apples? Answer: 5",
 ] * 20
 

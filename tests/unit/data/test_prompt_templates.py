@@ -4,9 +4,8 @@ user text go through the tokenizer's chat template with a generation prompt, and
 from __future__ import annotations
 
 import pytest
-from rl_prep_helpers import expected_tokens
+from rl_prep_helpers import QWEN_TEMPLATE, expected_tokens
 
-from conftest import QWEN_TEMPLATE
 
 from rlvr.data.chat_template import PLAIN_CHAT_TEMPLATE, check_template_kwargs
 from rlvr.data.prompts import PromptBuilder, load_tokenizer, read_prompt_file
@@ -128,9 +127,11 @@ def test_a_base_tokenizer_without_template_uses_prompt_file_alone(base_bos_token
     builder = PromptBuilder(template="Question: {}\nAnswer:", tokenizer=tokenizer)
     assert builder.render(["2+2?"]) == ["<s>Question: 2+2?\nAnswer:"]
     assert builder.count_tokens(builder.render(["2+2?"]))[0] == len(tokenizer("Question: 2+2?\nAnswer:")["input_ids"])
-    with pytest.raises(ConfigError, match="1 row\\(s\\) carry a system turn.*set a chat template"):
+    with pytest.raises(ConfigError, match=r"1 row\(s\) carry a system turn \(the first is row 0\).*"
+                                          r"set a chat template \(chat_template=default"):
         builder.render(["2+2?"], ["Be exact."])
-    with pytest.raises(ConfigError, match=r"system_prompt_file needs a chat template \(it places the system turn\); set a chat template"):
+    with pytest.raises(ConfigError, match=r"system_prompt_file needs a chat template \(it places the system "
+                                          r"turn\); set a chat template"):
         PromptBuilder(system_prompt="s", tokenizer=tokenizer)
 
 

@@ -9,8 +9,7 @@ import logging
 import shutil
 
 import pytest
-from conftest import QWEN_TEMPLATE
-from rl_prep_helpers import read_jsonl, write_jsonl
+from rl_prep_helpers import QWEN_TEMPLATE, read_jsonl, write_jsonl
 
 from rlvr.data.chat_template import PLAIN_CHAT_TEMPLATE
 from rlvr.data.prep import prepare_rl_data
@@ -101,7 +100,8 @@ def test_messages_rows_with_a_system_turn(tmp_path, qwen_tokenizer_dir):
     assert train[0]["prompt"].startswith("<|im_start|>system\nAnswer with a number only.<|im_end|>\n")
     assert train[1]["prompt"].startswith("<|im_start|>system\nBe brief.<|im_end|>\n")
     assert "system_prompt" not in train[0] and list(iter_rows(tmp_path / "out" / "train.jsonl"))[0] == train[0]
-    with pytest.raises(ConfigError, match=r"data.train \(.*m.jsonl\): 1 row\(s\) carry a system turn"):
+    with pytest.raises(ConfigError, match=r"m.jsonl:1: messages\[0\]: a system turn \(1 row\(s\) of data.train "
+                                          r"have one\) needs a chat template to be placed; pass the tokenizer folder"):
         run(tmp_path, {"train": {"data_path": str(path)}}, out="plain")
 
 

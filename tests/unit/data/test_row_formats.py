@@ -236,7 +236,8 @@ def test_fast_path_agrees_with_jsonschema(fmt, seeds):
 @pytest.mark.parametrize(
     ("answer", "text"),
     [(5, "5"), (-12, "-12"), (5.0, "5"), (2.50, "2.5"), (1e3, "1000"), (1e-7, "0.0000001"), (-0.0, "0"),
-     (0.1, "0.1"), (123456789012345678901234567890, "123456789012345678901234567890"), (1.5e20, "150000000000000000000")],
+     (0.1, "0.1"), (123456789012345678901234567890, "123456789012345678901234567890"),
+     (1.5e20, "150000000000000000000")],
 )
 def test_numeric_answers_are_kept_as_their_plain_decimal_string(answer, text):
     """NeMo-RL data often stores numbers as answers: they become the string a person writes, never 1e+03."""
