@@ -11,6 +11,9 @@ the canonical row documented in :mod:`rlvr.data.rows`, and writes ``train.jsonl`
 * :mod:`rlvr.data.gym`         -- NeMo-Gym rows: check and normalise (synthesise ``responses_create_params``);
 * :mod:`rlvr.data.reader`      -- stream a JSONL file through a format, collecting bad lines;
 * :mod:`rlvr.data.prompts`     -- prompt files, system prompts, the tokenizer's chat template, token counts;
+* :mod:`rlvr.data.chat_template` -- ``policy.tokenizer.chat_template`` (default / .jinja / literal) and kwargs;
+* :mod:`rlvr.data.overlap`     -- train / validation overlap: same file refused, shared prompts counted;
+* :mod:`rlvr.data.score_rows`  -- rows for ``nemotron rewards score``, read through the same formats;
 * :mod:`rlvr.data.card`        -- prompt-length statistics and the data card;
 * :mod:`rlvr.data.rows`        -- the canonical row (the contract with the trainer and the verifiers);
 * :mod:`rlvr.data.prep`        -- the step itself.

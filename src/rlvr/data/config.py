@@ -58,6 +58,8 @@ class DataPlan:
     train: tuple[DatasetSpec, ...]
     validation: tuple[DatasetSpec, ...]
     default_agent_ref: dict | None
+    #: ``data.allow_overlap``: a validation file may be a training file (otherwise refused).
+    allow_overlap: bool = False
 
 
 def _suggest(name: str, known: frozenset[str] | tuple) -> str:
@@ -191,4 +193,7 @@ def resolve_data_config(data_cfg: dict, *, seed: int) -> DataPlan:
     agent_ref = data_cfg.get("default_agent_ref")
     if agent_ref is not None and not (isinstance(agent_ref, dict) and isinstance(agent_ref.get("name"), str)):
         raise ConfigError(f"data.default_agent_ref must be a mapping with a 'name' (and 'type'), got {agent_ref!r}")
-    return DataPlan(train=train, validation=validation, default_agent_ref=agent_ref)
+    allow_overlap = data_cfg.get("allow_overlap", False)
+    if not isinstance(allow_overlap, bool):
+        raise ConfigError(f"data.allow_overlap must be true or false, got {allow_overlap!r}")
+    return DataPlan(train=train, validation=validation, default_agent_ref=agent_ref, allow_overlap=allow_overlap)

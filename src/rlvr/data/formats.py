@@ -13,12 +13,33 @@ per dataset by :func:`choose_format`, never per row.
 
 from __future__ import annotations
 
+import math
+from decimal import Decimal
+
 from rlvr.data.row_schemas import MISSING_VERIFIER_FIELDS, RowProblem, describe_schema_error
 
 
 def _blank(value: object) -> bool:
     """A verifier value that carries nothing: absent, null or empty (an empty answer cannot be checked)."""
     return value is None or value == "" or value == []
+
+
+def numeric_answer_text(value: int | float) -> str | None:
+    """The canonical string of a numeric answer (NeMo-RL data often stores ``"expected_answer": 5``).
+
+    Integers are written as they are (``5`` -> ``"5"``). Floats are written in plain decimal notation with the
+    shortest digits that read back as the same float, and without a trailing ``.0``: ``5.0`` -> ``"5"``, ``2.50``
+    -> ``"2.5"``, ``1e3`` -> ``"1000"``, ``1e-7`` -> ``"0.0000001"``, ``-0.0`` -> ``"0"``; so the verifier sees
+    the number a person would write, never ``1e+03``. NaN and infinities are not answers: None.
+    """
+    if type(value) is int:
+        return str(value)
+    if not math.isfinite(value):
+        return None
+    text = format(Decimal(repr(value)), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
 
 
 class RowFormat:
@@ -80,47 +101,79 @@ class MathColumns(RowFormat):
     def convert(self, row: object) -> dict | None:
         if type(row) is dict:
             problem, answer = row.get(self.problem_key), row.get(self.answer_key)
-            if type(problem) is str and type(answer) is str and problem and answer:
-                return {"problem": problem, "ground_truth": answer}
+            if type(problem) is str and problem:
+                if type(answer) is str:
+                    if answer:
+                        return {"problem": problem, "ground_truth": answer}
+                elif type(answer) is int or type(answer) is float:
+                    text = numeric_answer_text(answer)
+                    if text is not None:
+                        return {"problem": problem, "ground_truth": text}
         return None
 
     def missing_verifier_fields(self, row: object) -> list[str]:
         return [self.answer_key] if isinstance(row, dict) and _blank(row.get(self.answer_key)) else []
 
+    def cross_field_problem(self, row: object) -> RowProblem | None:
+        answer = row.get(self.answer_key) if isinstance(row, dict) else None
+        if type(answer) is float and not math.isfinite(answer):
+            return RowProblem(self.answer_key, f"{answer} is not a checkable answer; write a finite number or a string")
+        return None
+
     def verifier_hint(self) -> str:
-        return f"no reference answer; every math row needs a non-empty string {self.answer_key!r}"
+        return f"no reference answer; every math row needs a non-empty string or a number {self.answer_key!r}"
 
 
 class MathMessages(RowFormat):
-    """Math rows as ``messages = [user(problem), assistant(ground truth)]`` (schema ``math_messages``)."""
+    """Math rows as ``messages = [system?, user(problem), assistant(ground truth)]`` (schema ``math_messages``).
+
+    A leading system turn is the row's own system prompt: it is kept as ``system_prompt`` (used when the prompt is
+    templated, in place of ``system_prompt_file``, then dropped from the canonical row).
+    """
 
     schema_name = "math_messages"
-    description = "messages([user, assistant])"
+    description = "messages([system?, user, assistant])"
 
     def convert(self, row: object) -> dict | None:
         if type(row) is dict:
             messages = row.get("messages")
-            if type(messages) is list and len(messages) == 2:
-                user, assistant = messages
+            if type(messages) is list and 2 <= len(messages) <= 3:
+                system = None
+                if len(messages) == 3:
+                    head = messages[0]
+                    if type(head) is not dict or head.get("role") != "system":
+                        return None
+                    system = head.get("content")
+                    if type(system) is not str or not system:
+                        return None
+                user, assistant = messages[-2:]
                 if (
                     type(user) is dict and type(assistant) is dict
                     and user.get("role") == "user" and assistant.get("role") == "assistant"
                 ):
                     problem, answer = user.get("content"), assistant.get("content")
                     if type(problem) is str and type(answer) is str and problem and answer:
-                        return {"problem": problem, "ground_truth": answer}
+                        item = {"problem": problem, "ground_truth": answer}
+                        if system is not None:
+                            item["system_prompt"] = system
+                        return item
         return None
 
     def missing_verifier_fields(self, row: object) -> list[str]:
         messages = row.get("messages") if isinstance(row, dict) else None
         if not isinstance(messages, list) or not messages:
             return []
-        if len(messages) == 1 or (isinstance(messages[1], dict) and _blank(messages[1].get("content"))):
-            return ["messages[1].content"]
+        head = messages[0]
+        answer_at = 2 if isinstance(head, dict) and head.get("role") == "system" else 1
+        if len(messages) == answer_at or (
+            len(messages) > answer_at and isinstance(messages[answer_at], dict)
+            and _blank(messages[answer_at].get("content"))
+        ):
+            return [f"messages[{answer_at}].content"]
         return []
 
     def verifier_hint(self) -> str:
-        return "no ground truth; add an assistant turn with the reference answer as messages[1]"
+        return "no ground truth; add an assistant turn with the reference answer after the user turn"
 
 
 _STDIO_KEYS = frozenset({"kind", "inputs", "outputs", "fn_name"})

@@ -13,7 +13,8 @@ across runs) and so that a failure leaves nothing behind:
 4. count prompt tokens; with ``max_input_seq_length`` set, rows whose prompt has at least that many tokens are
    rejected (NeMo-RL would keep them with a 4-token stub prompt and ``loss_multiplier = 0``: rollouts that train
    nothing), counted under ``rejects.prompt_too_long``;
-5. write the three files into a temporary folder renamed over ``out_dir`` only when all succeeded.
+5. write the three files (and ``tokenizer/`` when the chat template used is not the tokenizer's own, see
+   :mod:`rlvr.data.chat_template`) into a temporary folder renamed over ``out_dir`` only when all succeeded.
 
 Duplicate keys: the prompt text for math / code rows; the canonical JSON of ``responses_create_params`` for Gym
 rows (their prompt text without a tokenizer is only the last user turn).
@@ -29,9 +30,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rlvr.data.card import build_card, encode_card, split_summary
+from rlvr.data.chat_template import check_template_kwargs, write_tokenizer_with_template
 from rlvr.data.config import DataPlan, DatasetSpec, resolve_data_config
 from rlvr.data.formats import RowFormat, choose_format
 from rlvr.data.gym import chat_turns
+from rlvr.data.overlap import check_same_files, overlap_record
 from rlvr.data.prompts import PromptBuilder, build_prompt_builder, load_tokenizer
 from rlvr.data.reader import Dataset, ProblemLog, first_object, read_dataset, sha256_of
 from rlvr.data.rows import encode_row
@@ -39,6 +42,8 @@ from rlvr.errors import ConfigError, DataError
 from rlvr.utils.atomic import atomic_dir
 
 OUTPUT_FILES = ("train.jsonl", "val.jsonl", "data_card.json")
+#: Written only when the chat template used is not the tokenizer's own (see :mod:`rlvr.data.chat_template`).
+TOKENIZER_OUTPUT = "tokenizer"
 
 
 def prepare_rl_data(
@@ -48,15 +53,21 @@ def prepare_rl_data(
     tokenizer_dir: Path | None,
     seed: int,
     max_input_seq_length: int | None = None,
+    chat_template: object = None,
+    chat_template_kwargs: object = None,
+    template_key: str = "chat_template",
 ) -> dict:
     """Validate, normalise and template the configured datasets; write ``out_dir/{train,val}.jsonl`` and the card.
 
     ``data_cfg`` is the ``data:`` section (NeMo-RL keys); ``max_input_seq_length`` overrides
-    ``data.max_input_seq_length``. Returns the data card. Raises :class:`ConfigError` / :class:`DataError`.
+    ``data.max_input_seq_length``. ``chat_template`` / ``chat_template_kwargs`` are ``policy.tokenizer``'s (see
+    :mod:`rlvr.data.chat_template`); ``template_key`` is how messages name the template's config key. Returns the
+    data card. Raises :class:`ConfigError` / :class:`DataError`.
     """
     with _gc_paused():
         return _prepare(data_cfg, out_dir=Path(out_dir), tokenizer_dir=tokenizer_dir, seed=seed,
-                        max_input_seq_length=max_input_seq_length)
+                        max_input_seq_length=max_input_seq_length,
+                        template=(chat_template, chat_template_kwargs, template_key))
 
 
 @contextlib.contextmanager
@@ -76,12 +87,22 @@ def _gc_paused() -> Iterator[None]:
 
 
 def _prepare(data_cfg: dict, *, out_dir: Path, tokenizer_dir: Path | None, seed: int,
-             max_input_seq_length: int | None) -> dict:
+             max_input_seq_length: int | None, template: tuple) -> dict:
     """The body of :func:`prepare_rl_data` (see the module docstring for the order of work)."""
     plan = resolve_data_config(data_cfg, seed=seed)
+    same_files = check_same_files(plan)
     limit = _length_limit(max_input_seq_length, data_cfg)
-    tokenizer = None if tokenizer_dir is None else load_tokenizer(tokenizer_dir)
-    builders = {spec.key: build_prompt_builder(spec, tokenizer) for spec in plan.train + plan.validation}
+    chat_template, kwargs, template_key = template
+    kwargs = check_template_kwargs(kwargs, f"{template_key}_kwargs")
+    tokenizer, new_template = None, False
+    if tokenizer_dir is not None:
+        tokenizer, new_template = load_tokenizer(tokenizer_dir, chat_template, template_key)
+    elif chat_template is not None:
+        raise ConfigError(f"{template_key}={chat_template!r} needs a tokenizer to apply it to; pass the tokenizer "
+                          f"folder or set {template_key} to null")
+    builders = {spec.key: build_prompt_builder(spec, tokenizer, template_kwargs=kwargs, template_key=template_key,
+                                               tokenizer_dir=tokenizer_dir)
+                for spec in plan.train + plan.validation}
     loaded = _read_all(plan)
     train_rows, val_rows, sources = _assemble(plan, loaded, builders)
 
@@ -99,6 +120,8 @@ def _prepare(data_cfg: dict, *, out_dir: Path, tokenizer_dir: Path | None, seed:
     val_card.update(source=val_source, prompts_in_train=in_train)
     card = build_card(sources=sources, train=train_card, validation=val_card, seed=seed,
                       tokenizer=None if tokenizer_dir is None else str(tokenizer_dir), max_input_seq_length=limit)
+    card["overlap"] = overlap_record(in_train, len(val_rows), same_files, plan.allow_overlap)
+    card["chat_template"] = _template_summary(tokenizer, new_template, chat_template, kwargs)
     card["length_check"] = ("off (no max_input_seq_length)" if limit is None
                             else "skipped (no tokenizer)" if tokenizer is None
                             else "prompts with >= max_input_seq_length tokens rejected")
@@ -106,7 +129,22 @@ def _prepare(data_cfg: dict, *, out_dir: Path, tokenizer_dir: Path | None, seed:
         _write_jsonl(tmp / "train.jsonl", train_rows)
         _write_jsonl(tmp / "val.jsonl", val_rows)
         (tmp / "data_card.json").write_text(encode_card(card), encoding="utf-8")
+        if new_template and tokenizer.chat_template:
+            write_tokenizer_with_template(Path(tokenizer_dir), tmp / TOKENIZER_OUTPUT, tokenizer.chat_template)
     return card
+
+
+def _template_summary(tokenizer, new_template: bool, configured: object, kwargs: dict) -> dict | None:
+    """How prompts were formatted, for the data card (None without a tokenizer)."""
+    if tokenizer is None:
+        return None
+    if not tokenizer.chat_template:
+        source = "none (prompt_file text only)"
+    else:
+        source = "tokenizer's own" if not new_template else (
+            "built-in plain template (default)" if configured == "default" else "configured")
+    return {"source": source, "configured": configured, "kwargs": kwargs,
+            "written_to": f"{TOKENIZER_OUTPUT}/" if new_template and tokenizer.chat_template else None}
 
 
 def _read_all(plan: DataPlan) -> dict[str, tuple[RowFormat, Dataset]]:
@@ -159,7 +197,13 @@ def _templated(spec: DatasetSpec, rows: list[dict], builder: PromptBuilder) -> l
         turns = [] if builder.tokenizer is None else [chat_turns(r["gym"]["responses_create_params"]) for r in rows]
         prompts = builder.render_turns(turns, [row["problem"] for row in rows])
     else:
-        prompts = builder.render([row["problem"] for row in rows])
+        # A messages row's own system turn is used for its prompt only; it is not part of the canonical row.
+        systems = [row.pop("system_prompt", None) for row in rows]
+        own = [row["source"] for row, text in zip(rows, systems, strict=True) if text is not None]
+        if own and not builder.chat:
+            raise ConfigError(f"{own[0]}: messages[0]: a system turn ({len(own)} row(s) of {spec.key} have one) "
+                              f"needs a chat template to be placed; {builder.fix} or remove the system turns")
+        prompts = builder.render([row["problem"] for row in rows], systems if own else None)
     task = spec.env_name
     for row, prompt in zip(rows, prompts, strict=True):
         row["prompt"] = prompt

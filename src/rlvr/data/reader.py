@@ -28,11 +28,16 @@ class ProblemLog:
     reported: int = 0
     formats: dict = field(default_factory=dict)  # file -> how it was read, for files with bad lines
     codes: set = field(default_factory=set)
+    # How the message names the input, the way to retry and how formats were chosen (rl_prep / rewards score).
+    subject: str = "the training data"
+    retry: str = "run the step again"
+    chosen_by: str = "the dataset's env_name and keys"
 
     def add(self, source: str, lineno: int, problems: list[RowProblem], fmt: RowFormat) -> None:
         """Record the problems of one bad line of ``source``, read with ``fmt``."""
         self.bad_lines += 1
-        self.formats.setdefault(source, f"{fmt.description} (schemas/rows/{fmt.schema_name}.schema.json)")
+        self.formats.setdefault(source, f"{fmt.description} (schemas/rows/{fmt.schema_name}.schema.json)"
+                                if fmt.schema_name else fmt.description)
         self.codes.update(problem.code for problem in problems if problem.code)
         if self.reported < MAX_REPORTED:
             self.reported += 1
@@ -48,8 +53,8 @@ class ProblemLog:
         code = MISSING_VERIFIER_FIELDS if MISSING_VERIFIER_FIELDS in self.codes else None
         formats = "\n".join(f"  {source} is read as {how}" for source, how in self.formats.items())
         raise DataError(
-            f"{self.bad_lines} bad line(s) in the training data (first {shown} below{more}). Fix or remove these "
-            f"lines and run the step again:\n{body}\nFormats (chosen by the dataset's env_name and keys):\n{formats}",
+            f"{self.bad_lines} bad line(s) in {self.subject} (first {shown} below{more}). Fix or remove these "
+            f"lines and {self.retry}:\n{body}\nFormats (chosen by {self.chosen_by}):\n{formats}",
             code=code,
         )
 

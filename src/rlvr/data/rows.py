@@ -10,8 +10,11 @@ Keys of every row:
   verifier / environment, as NeMo-RL's ``task_name`` does.
 * ``prompt`` (str): the text the policy is conditioned on. With a tokenizer it is the chat template applied (with
   ``add_generation_prompt=True``) to ``[system?, user]``, where ``user = prompt_file.format(problem)`` (or the
-  problem itself without a prompt file); without a tokenizer it is the user text alone. For ``nemo_gym`` rows
-  the template is applied to the chat turns of ``responses_create_params.input`` (tools are not rendered).
+  problem itself without a prompt file) and the system turn is the row's own (``messages`` rows) or
+  ``system_prompt_file``'s; without a tokenizer it is the user text alone; with a tokenizer that has no chat
+  template (a base model) it is ``prompt_file``'s text, after the BOS text the tokenizer would add. For
+  ``nemo_gym`` rows the template is applied to the chat turns of ``responses_create_params.input`` (tools are not
+  rendered).
 * ``problem`` (str): the raw question (math, code) or the last user text (nemo_gym), before templating.
 * ``source`` (str): ``"<data_path as configured>:<line number>"`` of the input line, for tracing a row back.
 * ``prompt_tokens`` (int or null): number of tokens of ``prompt`` (``add_special_tokens=False``); null when the step

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from rlvr.config.secrets import config_yaml
+from rlvr.data.chat_template import with_prepared_tokenizer
 from rlvr.errors import UserError
 from rlvr.generation.base import GenerationConfig
 from rlvr.grpo.advantages import build_advantage_estimator, group_baseline_and_std
@@ -59,7 +60,8 @@ class GRPOController:
         self.train_rows = load_rows(Path(data_dir) / "train.jsonl")
         self.val_rows = load_rows(Path(data_dir) / "val.jsonl")
         torch.manual_seed(self.grpo["seed"])
-        self.workers = PolicyWorkers.build(cfg, Path(policy_path))
+        # rl_prep's tokenizer/ (when it wrote one) carries the chat template the prompts were made with.
+        self.workers = PolicyWorkers.build(with_prepared_tokenizer(cfg, data_dir), Path(policy_path))
         from rlvr.convert.artifact import read_run_config
         from rlvr.convert.hf_megatron import export_dtype
 

@@ -1,7 +1,9 @@
 """``nemotron rewards score``: score a file of responses against a file of rows, outside of training.
 
-``--data ROWS.jsonl`` holds canonical rl_prep rows (``task_name`` + ``ground_truth`` or ``tests``) or raw math rows
-(``{"problem", "expected_answer"}``, read as ``task_name="math"``); ``--responses RESPONSES.jsonl`` holds one
+``--data ROWS.jsonl`` holds canonical rl_prep rows (``task_name`` + ``ground_truth`` or ``tests``) or raw rows of any
+format rl_prep reads (``{"problem", "expected_answer"}``, ``messages``, ``{"problem", "tests"}``, other columns named
+by ``--input-key`` / ``--output-key``), read by rl_prep's own code (:mod:`rlvr.data.score_rows`): the same
+normalisation and the same ``file:line: field: problem`` errors. ``--responses RESPONSES.jsonl`` holds one
 ``{"response": str}`` per line, in row order. One JSON object per row is printed (or written to ``--output``):
 ``{"index", "task_name", "reward"}`` plus ``"error"`` and ``"detail"`` when the check failed. Blank lines are ignored
 in both inputs.
@@ -15,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rlvr.data.score_rows import read_rows_for_scoring
 from rlvr.errors import DataError, UserError
 from rlvr.rewards.scorer import RewardScorer, default_scorer
 from rlvr.utils.atomic import atomic_file
@@ -39,23 +42,13 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
     return records
 
 
-def canonical_row(record: dict[str, Any], where: str) -> dict[str, Any]:
-    """A canonical row from either a canonical row or a raw math row ``{problem, expected_answer}``."""
-    if "task_name" in record:
-        return record
-    if "expected_answer" in record:
-        return {"task_name": "math", "ground_truth": record["expected_answer"], "problem": record.get("problem")}
-    raise DataError(
-        f"{where}: cannot tell how to score this row (keys: {sorted(record)}); expected a canonical rl_prep row "
-        "with 'task_name' and 'ground_truth' (math) or 'tests' (code), or a raw math row with 'problem' and "
-        "'expected_answer'"
-    )
-
-
-def load_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of ``path`` as canonical rows."""
+def load_rows(path: str | os.PathLike, *, env_name: str | None = None, input_key: str | None = None,
+              output_key: str | None = None) -> list[dict[str, Any]]:
+    """Rows of ``path`` as the verifiers take them (see the module docstring)."""
     path = Path(path)
-    return [canonical_row(record, f"{path}:{line_no}") for line_no, record in _read_jsonl(path)]
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    return read_rows_for_scoring(str(path), env_name=env_name, input_key=input_key, output_key=output_key)
 
 
 def load_responses(path: str | os.PathLike) -> list[str]:
@@ -79,9 +72,15 @@ def score_files(
     output_path: str | os.PathLike | None = None,
     *,
     scorer: RewardScorer | None = None,
+    env_name: str | None = None,
+    input_key: str | None = None,
+    output_key: str | None = None,
 ) -> int:
-    """Score ``responses_path`` against ``data_path``; write JSONL to ``output_path`` (or stdout); return 0."""
-    rows = load_rows(data_path)
+    """Score ``responses_path`` against ``data_path``; write JSONL to ``output_path`` (or stdout); return 0.
+
+    ``env_name`` / ``input_key`` / ``output_key`` say how raw rows are read, as ``data.*`` does for rl_prep.
+    """
+    rows = load_rows(data_path, env_name=env_name, input_key=input_key, output_key=output_key)
     responses = load_responses(responses_path)
     if len(rows) != len(responses):
         raise UserError(

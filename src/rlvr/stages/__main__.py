@@ -51,9 +51,12 @@ def _rl_prep(args) -> None:
     data = cfg["data"]
     tokenizer = _tokenizer_dir(cfg["tokenizer"]) if cfg.get("tokenizer") else None
     seed = cfg.get("seed", (cfg.get("grpo") or {}).get("seed", 42))
+    # policy.tokenizer.chat_template (rlvr) or chat_template (rl_prep), and the key that names it in messages.
+    template = cfg.get("template") or {}
     card = _engine("rlvr.data.prep", "prepare_rl_data")(
         data, out_dir=Path(args.out), tokenizer_dir=tokenizer, seed=seed,
-        max_input_seq_length=data.get("max_input_seq_length"))
+        max_input_seq_length=data.get("max_input_seq_length"), chat_template=template.get("chat_template"),
+        chat_template_kwargs=template.get("chat_template_kwargs"), template_key=template.get("key", "chat_template"))
     print(json.dumps(card, indent=2, sort_keys=True))
 
 

@@ -27,3 +27,21 @@ def test_count_mismatch_is_a_clear_error(tmp_path, capsys):
     assert main(["rewards", "score", "--data", str(rows), "--responses", str(responses)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error:") and "Traceback" not in err
+
+
+def test_reasoning_gym_rows_with_input_and_output_keys(tmp_path, capsys):
+    """{"question", "answer": <number>} rows (reasoning-gym) read through --input-key / --output-key."""
+    rows = tmp_path / "rg.jsonl"
+    rows.write_text("".join(json.dumps({"question": f"What is {a} * 3?", "answer": 3 * a, "metadata": {}}) + "\n"
+                            for a in (4, 5)))
+    responses = tmp_path / "responses.jsonl"
+    responses.write_text("".join(json.dumps({"response": r}) + "\n" for r in ("\\boxed{12}", "\\boxed{14}")))
+    args = ["rewards", "score", "--data", str(rows), "--responses", str(responses)]
+    assert main([*args, "--input-key", "question", "--output-key", "answer"]) == 0
+    assert [json.loads(line)["reward"] for line in capsys.readouterr().out.splitlines()] == [1.0, 0.0]
+    # Without the keys the rows are read as problem / expected_answer: rl_prep's error, exit 1, no traceback.
+    out = tmp_path / "scores.jsonl"
+    assert main([*args, "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{rows}:1: expected_answer: missing_verifier_fields" in err and "Traceback" not in err
+    assert "--env-name / --input-key / --output-key" in err and not out.exists()

@@ -13,6 +13,17 @@ CHAT_TEMPLATE = (
 )
 MARKERS = ("<|system|>", "<|user|>", "<|assistant|>")
 
+# A Qwen2.5-shaped chat template (system default, <|im_start|>/<|im_end|> turns) with Qwen3's enable_thinking switch.
+QWEN_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{%- endif %}"
+    "{%- for message in messages %}{%- if message.role != 'system' or not loop.first %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
+    "{%- endif %}"
+)
+
 
 def expected_tokens(text: str) -> int:
     """Token count of ``text`` under the char tokenizer of ``conftest.char_tokenizer_dir``."""

@@ -52,7 +52,7 @@ def test_messages_code_and_gym_rows_end_to_end(tmp_path):
                                                                                     ("code", "echo", None)]
     assert train[1]["tests"] == {"kind": "stdio", "inputs": ["a"], "outputs": ["a"], "fn_name": None}
     assert card["train"]["per_task"] == {"code": 1, "math": 1}
-    assert [s["format"] for s in card["sources"]] == ["messages([user, assistant])",
+    assert [s["format"] for s in card["sources"]] == ["messages([system?, user, assistant])",
                                                       "code(problem=problem, tests=tests)"]
 
     gym = write_jsonl(tmp_path / "g.jsonl", [{"question": "1+2?", "expected_answer": "3"}])

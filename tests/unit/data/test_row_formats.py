@@ -21,6 +21,7 @@ from rlvr.errors import ConfigError
 
 MATH_ROW = {"problem": "What is 2+3?", "expected_answer": "5", "id": 7}
 MESSAGES_ROW = {"messages": [{"role": "user", "content": "What is 2+3?"}, {"role": "assistant", "content": "5"}]}
+SYSTEM_MESSAGES_ROW = {"messages": [{"role": "system", "content": "Answer with a number."}, *MESSAGES_ROW["messages"]]}
 STDIO_ROW = {"problem": "Print a+b.", "tests": {"kind": "stdio", "inputs": ["1 2\n", "3 4\n"],
                                                 "outputs": ["3\n", "7\n"], "fn_name": None}}
 CALL_ROW = {"problem": "Write add(a, b).", "tests": {"kind": "stdio", "inputs": ["[1, 2]"], "outputs": ["3"],
@@ -83,7 +84,12 @@ def test_renamed_columns_follow_input_and_output_keys():
     [
         (MathColumns(), {"problem": "p"}, "expected_answer", MISSING_VERIFIER_FIELDS),
         (MathColumns(), {"problem": "p", "expected_answer": ""}, "expected_answer", MISSING_VERIFIER_FIELDS),
-        (MathColumns(), {"problem": "p", "expected_answer": 5}, "expected_answer", None),
+        (MathColumns(), {"problem": "p", "expected_answer": True}, "expected_answer", None),
+        (MathColumns(), {"problem": "p", "expected_answer": float("nan")}, "expected_answer", None),
+        (MathMessages(), {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "p"}]},
+         "messages[2].content", MISSING_VERIFIER_FIELDS),
+        (MathMessages(), {"messages": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "5"},
+                                       {"role": "user", "content": "again"}]}, "messages", None),
         (MathColumns(), {"expected_answer": "5"}, "problem", None),
         (MathColumns(), ["p", "5"], "(row)", None),
         (MathMessages(), {"messages": [{"role": "user", "content": "p"}]}, "messages[1].content",
@@ -192,9 +198,9 @@ def _agreement_cases(fmt, seeds):
 @pytest.mark.parametrize(
     ("fmt", "seeds"),
     [
-        (MathColumns(), [MATH_ROW]),
+        (MathColumns(), [MATH_ROW, {"problem": "What is 10/4?", "expected_answer": 2.5}]),
         (MathColumns("question", "answer"), [{"question": "q", "answer": "a"}]),
-        (MathMessages(), [MESSAGES_ROW]),
+        (MathMessages(), [MESSAGES_ROW, SYSTEM_MESSAGES_ROW]),
         (CodeTests(), [STDIO_ROW, CALL_ROW, PYTHON_ROW]),
         (GymRows(GYM_DEFAULT_REF), [
             GYM_ROW,
@@ -225,3 +231,36 @@ def test_fast_path_agrees_with_jsonschema(fmt, seeds):
         if not fast_ok:
             assert fmt.diagnose(row)  # never the internal-inconsistency AssertionError
     assert 0 < accepted < len(rows)
+
+
+@pytest.mark.parametrize(
+    ("answer", "text"),
+    [(5, "5"), (-12, "-12"), (5.0, "5"), (2.50, "2.5"), (1e3, "1000"), (1e-7, "0.0000001"), (-0.0, "0"),
+     (0.1, "0.1"), (123456789012345678901234567890, "123456789012345678901234567890"),
+     (1.5e20, "150000000000000000000")],
+)
+def test_numeric_answers_are_kept_as_their_plain_decimal_string(answer, text):
+    """NeMo-RL data often stores numbers as answers: they become the string a person writes, never 1e+03."""
+    assert MathColumns().convert({"problem": "p", "expected_answer": answer}) == {"problem": "p", "ground_truth": text}
+    assert MathColumns("question", "answer").convert({"question": "p", "answer": answer})["ground_truth"] == text
+
+
+def test_non_finite_numeric_answers_are_refused_with_the_field():
+    """Python's json reads NaN / Infinity; they cannot be checked, so the row is diagnosed, not kept."""
+    for value in (float("nan"), float("inf"), float("-inf")):
+        problems = MathColumns().diagnose({"problem": "p", "expected_answer": value})
+        assert [p.field for p in problems] == ["expected_answer"]
+        assert "finite number" in problems[0].message
+
+
+def test_a_leading_system_turn_becomes_the_rows_system_prompt():
+    """[system, user, assistant] is accepted; the system text is carried for templating, the rest as usual."""
+    assert MathMessages().convert(SYSTEM_MESSAGES_ROW) == {
+        "problem": "What is 2+3?", "ground_truth": "5", "system_prompt": "Answer with a number."}
+    assert MathMessages().convert(MESSAGES_ROW) == {"problem": "What is 2+3?", "ground_truth": "5"}
+    assert schema_errors("math_messages", SYSTEM_MESSAGES_ROW) == []
+    # A system turn that is not first is still an error, named at its position.
+    swapped = {"messages": [MESSAGES_ROW["messages"][0], {"role": "system", "content": "x"},
+                            MESSAGES_ROW["messages"][1]]}
+    assert MathMessages().convert(swapped) is None
+    assert MathMessages().diagnose(swapped)[0].field == "messages"

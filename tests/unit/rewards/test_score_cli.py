@@ -60,7 +60,7 @@ def test_bad_lines_name_file_and_line(tmp_path, scorer) -> None:
     with pytest.raises(DataError, match="no_text.jsonl:1: expected"):
         score_files(rows, no_text, scorer=scorer)
     odd_rows = _write(tmp_path / "odd.jsonl", [{"question": "?"}])
-    with pytest.raises(DataError, match="odd.jsonl:1: cannot tell how to score"):
+    with pytest.raises(DataError, match="odd.jsonl:1: expected_answer: missing_verifier_fields"):
         score_files(odd_rows, no_text, scorer=scorer)
 
 
@@ -75,3 +75,71 @@ def test_code_rows_are_scored_in_the_sandbox(tmp_path, scorer, capsys) -> None:
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [x["reward"] for x in lines] == [1.0, 0.0] and lines[1]["error"] == "crash"
     assert "ZeroDivisionError" in lines[1]["detail"]
+
+
+HUMANEVAL_ROW = {
+    "task_id": "HumanEval/53", "problem": "def add(x: int, y: int):\n    \"\"\"Add two numbers x and y\"\"\"\n",
+    "tests": {"kind": "python", "entry_point": "add",
+              "code": "def check(candidate):\n    assert candidate(0, 1) == 1\n    assert candidate(5, 7) == 12\n"},
+}
+
+
+def test_raw_code_rows_stdio_and_humaneval_are_scored(tmp_path, scorer, capsys) -> None:
+    """Raw {problem, tests} rows, the kind rl_prep reads with env_name code, score without rl_prep."""
+    stdio = {"problem": "Print the square of n.", "tests": {"kind": "stdio", "inputs": ["5\n"], "outputs": ["25\n"]}}
+    data = _write(tmp_path / "rows.jsonl", [stdio, HUMANEVAL_ROW, HUMANEVAL_ROW])
+    responses = _write(tmp_path / "responses.jsonl", [
+        {"response": "```python\nn = int(input())\nprint(n * n)\n```"},
+        {"response": "```python\ndef add(x, y):\n    return x + y\n```"},
+        {"response": "```python\ndef add(x, y):\n    return x - y\n```"},
+    ])
+    score_files(data, responses, scorer=scorer)
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(x["task_name"], x["reward"]) for x in lines] == [("code", 1.0), ("code", 1.0), ("code", 0.0)]
+
+
+def test_messages_rows_with_system_turn_and_numeric_answers(tmp_path, scorer, capsys) -> None:
+    """[system, user, assistant] rows and numeric expected_answer values are read as rl_prep reads them."""
+    messages = _write(tmp_path / "messages.jsonl", [
+        {"messages": [{"role": "system", "content": "Answer with a number."}, {"role": "user", "content": "2*3?"},
+                      {"role": "assistant", "content": "6"}]},
+        {"messages": [{"role": "user", "content": "2*4?"}, {"role": "assistant", "content": "8"}]},
+    ])
+    responses = _write(tmp_path / "r1.jsonl", [{"response": "\\boxed{6}"}, {"response": "\\boxed{9}"}])
+    score_files(messages, responses, scorer=scorer)
+    assert [json.loads(x)["reward"] for x in capsys.readouterr().out.splitlines()] == [1.0, 0.0]
+    numeric = _write(tmp_path / "numeric.jsonl", [{"problem": "g in a kg?", "expected_answer": 1e3},
+                                                   {"problem": "1/8?", "expected_answer": 0.125},
+                                                   {"task_name": "math", "ground_truth": 5}])
+    responses = _write(tmp_path / "r2.jsonl", [{"response": "\\boxed{1000}"}, {"response": "\\boxed{0.125}"},
+                                               {"response": "\\boxed{5}"}])
+    score_files(numeric, responses, scorer=scorer)
+    assert [json.loads(x)["reward"] for x in capsys.readouterr().out.splitlines()] == [1.0, 1.0, 1.0]
+
+
+def test_bad_raw_rows_get_rl_preps_errors(tmp_path, scorer) -> None:
+    """One shared code path: the same file gives the same file:line: field: problem lines as rl_prep."""
+    from rlvr.data.prep import prepare_rl_data
+
+    rows = _write(tmp_path / "rows.jsonl", [{"problem": "ok", "expected_answer": "1"}, {"problem": 5},
+                                            {"problem": "p", "expected_answer": float("nan")}])
+    responses = _write(tmp_path / "responses.jsonl", [{"response": "1"}] * 3)
+    with pytest.raises(DataError) as scored:
+        score_files(rows, responses, scorer=scorer)
+    with pytest.raises(DataError) as prepared:
+        prepare_rl_data({"train": {"data_path": rows}}, out_dir=tmp_path / "out", tokenizer_dir=None, seed=0)
+
+    def problem_lines(message: str) -> list[str]:
+        return [line.strip() for line in message.splitlines() if line.strip().startswith(rows)]
+
+    assert problem_lines(str(scored.value)) == problem_lines(str(prepared.value))
+    assert f"{rows}:2: expected_answer: missing_verifier_fields" in str(scored.value)
+    assert f"{rows}:3: expected_answer: nan is not a checkable answer" in str(scored.value)
+    assert "2 bad line(s) in the rows to score" in str(scored.value)
+
+
+def test_gym_rows_are_refused_with_the_reason(tmp_path, scorer) -> None:
+    rows = _write(tmp_path / "gym.jsonl", [{"responses_create_params": {"input": "2+2?"}, "expected_answer": "4"}])
+    responses = _write(tmp_path / "responses.jsonl", [{"response": "4"}])
+    with pytest.raises(DataError, match="gym.jsonl:1: responses_create_params: NeMo-Gym rows are scored by"):
+        score_files(rows, responses, scorer=scorer)
