@@ -9,7 +9,6 @@ own SIGTERM handler is the only guard.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import signal
 import subprocess
 import sys
@@ -18,14 +17,13 @@ from collections.abc import Mapping, Sequence
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+def die_with_parent() -> None:  # runs in the child between fork and exec: nothing slow, no subprocess
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def popen_tied(cmd: Sequence[str], env: Mapping[str, str], **kwargs) -> subprocess.Popen:
     """``subprocess.Popen`` whose child gets SIGTERM when this process dies."""
-    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    preexec = die_with_parent if sys.platform.startswith("linux") else None
     return subprocess.Popen(list(cmd), env=dict(env), preexec_fn=preexec, **kwargs)  # noqa: PLW1509
 
 

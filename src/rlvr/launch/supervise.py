@@ -6,17 +6,22 @@ of the CLI (SIGINT, SIGTERM, SIGHUP) is forwarded to that whole group as SIGINT,
 does to a foreground job: Snakemake cancels its jobs, removes their incomplete outputs and releases its lock, and
 each stage stops (the GRPO stage between two writes: its step checkpoints are renamed into place whole). Whatever
 is still alive after a grace period gets SIGTERM, then SIGKILL, and a lock Snakemake could not release is
-released with ``snakemake --unlock``. No process of the run survives the CLI.
+released with ``snakemake --unlock``. If the CLI itself is killed (``kill -9``), a small guard process outside the
+group, tied to the CLI by a parent-death signal, does the same. No process of the run survives the CLI.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+
+from rlvr.launch.lifeline import die_with_parent
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 INTERRUPTED = 130  # the shell's code for "ended by SIGINT"
@@ -34,28 +39,42 @@ def _group_alive(pgid: int) -> bool:
     return _signal_group(pgid, 0)
 
 
-def _wait_group(proc: subprocess.Popen, pgid: int, timeout_s: float) -> bool:
-    """Wait until the leader has exited and no process of its group is left; True if so in time."""
+def _wait_group(pgid: int, timeout_s: float, reap: Callable[[], object]) -> bool:
+    """Wait until no process of the group is left (``reap`` collects the leader if it is our child)."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None and not _group_alive(pgid):
+    while True:
+        reap()
+        if not _group_alive(pgid):
             return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.1)
-    return proc.poll() is not None and not _group_alive(pgid)
 
 
-def stop_group(proc: subprocess.Popen, grace_s: float = 60.0) -> bool:
+def stop_group(pgid: int, grace_s: float = 60.0, reap: Callable[[], object] = lambda: None) -> bool:
     """SIGINT the group, then SIGTERM, then SIGKILL, each after its grace period; returns once all are gone.
 
     True when the group ended on SIGINT alone (Snakemake cleaned up after itself).
     """
-    pgid = proc.pid
     for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
-        if not _signal_group(pgid, sig) or _wait_group(proc, pgid, wait_s):
-            proc.wait()
+        if not _signal_group(pgid, sig) or _wait_group(pgid, wait_s, reap):
             return sig == signal.SIGINT
-    proc.wait()
     return False
+
+
+def _start_guard(pgid: int, grace_s: float, unlock_argv: list[str] | None, env: dict[str, str]) -> subprocess.Popen:
+    """A watchdog outside the group that stops it if this process dies without doing so (``kill -9``)."""
+    argv = [sys.executable, "-m", "rlvr.launch.supervise", str(os.getpid()), str(pgid), str(grace_s),
+            json.dumps(unlock_argv)]
+    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=_guard_preexec)  # noqa: PLW1509
+
+
+def _guard_preexec() -> None:
+    # SIGTERM is ignored until the guard's handler is in place: the death signal of a CLI killed while the guard
+    # starts must not kill the guard (it then sees its parent gone instead).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    die_with_parent()
 
 
 def run_attached(argv: list[str], env: dict[str, str], *, unlock_argv: list[str] | None = None,
@@ -66,6 +85,7 @@ def run_attached(argv: list[str], env: dict[str, str], *, unlock_argv: list[str]
     ``on_interrupt`` prints what survived and how to resume.
     """
     proc = subprocess.Popen(argv, env=env, start_new_session=True)
+    guard = _start_guard(proc.pid, grace_s, unlock_argv, env)
     received: list[int] = []
 
     def forward(signum, _frame):
@@ -82,10 +102,13 @@ def run_attached(argv: list[str], env: dict[str, str], *, unlock_argv: list[str]
             return proc.returncode
         print(f"\ninterrupted ({signal.Signals(received[0]).name}): stopping Snakemake and its jobs ...",
               file=sys.stderr, flush=True)
-        clean = stop_group(proc, grace_s)
+        clean = stop_group(proc.pid, grace_s, reap=proc.poll)
+        proc.wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        guard.kill()  # the group is gone (or ended by itself): nothing left to guard
+        guard.wait()
     if not clean and unlock_argv is not None:
         # Only a Snakemake that had to be killed leaves its lock; --unlock would also drop the locks of another
         # Snakemake working in the same folder, so it is not run after a clean stop.
@@ -93,3 +116,20 @@ def run_attached(argv: list[str], env: dict[str, str], *, unlock_argv: list[str]
     if on_interrupt is not None:
         on_interrupt()
     return INTERRUPTED
+
+
+def _guard_main(parent: int, pgid: int, grace_s: float, unlock_argv: list[str] | None) -> None:
+    """``python -m rlvr.launch.supervise CLI_PID PGID GRACE UNLOCK_JSON``: wait for the CLI to die, then stop."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # The parent-death signal covers a CLI dying from now on; the pid check, one that died while this started.
+    while os.getppid() == parent and not stop.wait(1.0):
+        pass
+    if not _group_alive(pgid):
+        return
+    if not stop_group(pgid, grace_s) and unlock_argv:
+        subprocess.run(unlock_argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+if __name__ == "__main__":
+    _guard_main(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), json.loads(sys.argv[4]))

@@ -66,3 +66,15 @@ def test_a_killed_launcher_takes_its_child_down(tmp_path):
     launcher.kill()  # SIGKILL: no handler of the launcher runs
     launcher.wait()
     wait_for(lambda: not alive(child))
+
+
+def test_a_cli_killed_with_sigkill_still_takes_the_group_down(tmp_path):
+    """kill -9 of the CLI runs no handler of its: the guard, tied to it by a parent-death signal, stops the group."""
+    pidfile = tmp_path / "grandchild.pid"
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(pidfile)], stdout=subprocess.PIPE, text=True,
+                              env=nemotron_env())
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip())
+    grandchild = int(pidfile.read_text())
+    driver.kill()
+    driver.wait()
+    wait_for(lambda: not alive(grandchild), timeout_s=60)
