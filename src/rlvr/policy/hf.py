@@ -167,9 +167,14 @@ class HFPolicy:
     def _hidden_and_head(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor
                          ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
         """Final hidden states ``[b, S, H]`` (after the last norm) and the output layer ``[.., H] -> [.., V]``."""
-        out = self.model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                                       use_cache=False)
-        return out.last_hidden_state, self.model.get_output_embeddings()
+        get_decoder = getattr(self.model, "get_decoder", None)
+        decoder = get_decoder() if get_decoder is not None else None
+        head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
+        if decoder is None or head is None:
+            raise ConfigError(f"policy.logprob_chunk_size: {type(self.model).__name__} does not expose its decoder "
+                              "and output layer (get_decoder, get_output_embeddings); set policy.logprob_chunk_size: null")
+        out = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False)
+        return out.last_hidden_state, head
 
     @staticmethod
     def _predicted(attention_mask: torch.Tensor) -> torch.Tensor:
