@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from convert_fixtures import make_hf_model
 from safetensors import safe_open
 
 from rlvr.convert.artifact import load_checkpoint_megatron, read_run_config
@@ -124,8 +125,6 @@ def test_declared_dtype_falls_back_to_the_stored_weights(tmp_path):
 def test_untied_model_keeps_its_output_layer(tmp_path):
     """An untied model's artifact keeps output_layer.weight as its own tensor (the tie handling must not drop a
     real output layer); without a source dtype given, the model's own dtype is recorded."""
-    from convert_fixtures import make_hf_model
-
     model = make_hf_model("qwen2", tied=False, kv_heads=2)
     save_hf_model_as_megatron(model, None, tmp_path / "ckpt", 0)
     state, run_config, _ = load_checkpoint_megatron(tmp_path / "ckpt")
