@@ -71,6 +71,9 @@ def test_hf_state_maps_to_fused_mcore_tensors(family: str) -> None:
         mcore["decoder.layers.1.mlp.linear_fc1.layer_norm_weight"], hf_state[p + "post_attention_layernorm.weight"]
     )
     assert ("decoder.layers.1.self_attention.linear_qkv.bias" in mcore) == (family == "qwen2")
+    if family == "qwen3":
+        assert torch.equal(mcore["decoder.layers.1.self_attention.q_layernorm.weight"], hf_state[p + "self_attn.q_norm.weight"])
+        assert torch.equal(mcore["decoder.layers.1.self_attention.k_layernorm.weight"], hf_state[p + "self_attn.k_norm.weight"])
 
 
 @pytest.mark.parametrize(
@@ -80,6 +83,10 @@ def test_hf_state_maps_to_fused_mcore_tensors(family: str) -> None:
         ("llama", True, 1, {}),
         ("llama", False, 2, {"attention_bias": True, "mlp_bias": True}),
         ("qwen2", True, 2, {}),
+        ("qwen3", False, 2, {}),
+        ("qwen3", True, 1, {"attention_bias": True}),
+        ("mistral", False, 2, {}),
+        ("mistral", True, 4, {}),
     ],
 )
 def test_state_round_trip_is_bit_exact(family: str, tied: bool, kv_heads: int, overrides: dict) -> None:
