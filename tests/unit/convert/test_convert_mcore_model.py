@@ -25,6 +25,7 @@ from rlvr.errors import CheckpointError  # noqa: E402
 
 # Layer 0 full, layer 1 sliding (transformers: layers at or above max_window_layers slide); window << 120 tokens.
 QWEN_SLIDING = {"use_sliding_window": True, "sliding_window": 16, "max_window_layers": 1}
+PHI3_PARTIAL_ROPE = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}
 LLAMA3_ROPE = {
     "rope_type": "llama3",
     "rope_theta": 500000.0,
@@ -60,11 +61,14 @@ def _gpt_from_checkpoint(root: Path, device: str = "cpu"):
         ("qwen3", True, 2, QWEN_SLIDING),
         ("mistral", False, 2, {"sliding_window": 16}),
         ("mistral", True, 4, {"sliding_window": None}),
+        ("phi3", False, 2, {}),
+        ("phi3", True, 1, {"sliding_window": 16}),
+        ("phi3", False, 4, {"rope_parameters": PHI3_PARTIAL_ROPE}),
     ],
     ids=[
         "llama-untied-gqa2", "llama-tied-gqa1", "llama3-rope", "qwen2-untied-gqa4", "qwen2-tied-gqa2",
         "qwen2-sliding", "qwen3-untied", "qwen3-tied-gqa4", "qwen3-tied-sliding", "mistral-sliding16",
-        "mistral-tied-full",
+        "mistral-tied-full", "phi3-untied", "phi3-tied-sliding16", "phi3-partial-rope",
     ],
 )
 def test_logits_match_transformers(tmp_path: Path, hf_folder, family, tied, kv_heads, overrides) -> None:
@@ -109,6 +113,14 @@ def test_rope_frequencies_match_transformers(rope: dict | None) -> None:
     if rope:
         default = 1.0 / rope["rope_theta"] ** (torch.arange(0, 16, 2, dtype=torch.float32) / 16)
         assert not torch.allclose(hf_freq, default)
+
+
+def test_partial_rope_rotates_the_same_channels_as_transformers() -> None:
+    """Phi-3 with partial_rotary_factor 0.5: megatron rotates the first 8 of 16 head channels, as transformers."""
+    hf_model = make_hf_model("phi3", tied=False, kv_heads=2, rope_parameters=PHI3_PARTIAL_ROPE)
+    gpt = build_gpt_model(hf_config_dict(hf_model.config), device="cpu")
+    assert hf_model.model.rotary_emb.inv_freq.shape == (4,)
+    assert_close(gpt.rotary_pos_emb.inv_freq, hf_model.model.rotary_emb.inv_freq, atol=0.0, rtol=1e-6)
 
 
 def _mcore_state(hf_model) -> dict[str, torch.Tensor]:
