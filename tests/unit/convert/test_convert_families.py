@@ -145,3 +145,21 @@ def test_known_names_cover_every_family() -> None:
     names = known_names()
     for arch in ("Qwen3ForCausalLM", "MistralForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM"):
         assert arch in names
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3"])
+def test_bf16_gemma_trains_every_parameter(family: str) -> None:
+    """In bf16 (the training dtype) every parameter, post-norms and QK-norms included, gets a gradient, and the
+    logits stay within bf16 rounding of the fp32 transformers logits."""
+    overrides = GEMMA2 if family == "gemma2" else GEMMA3
+    hf_model = make_hf_model(family, tied=False, kv_heads=2, **overrides)
+    config = hf_config_dict(hf_model.config)
+    gpt = build_gpt_model(config, dtype=torch.bfloat16, device="cpu")
+    load_state_into_gpt(gpt, hf_to_mcore_state(hf_model.state_dict(), config))
+    tokens = _tokens()
+    logits = gpt_logits(gpt, tokens)
+    assert logits.dtype == torch.bfloat16
+    logits.float().logsumexp(-1).mean().backward()
+    assert [n for n, p in gpt.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0] == []
+    with torch.no_grad():
+        assert_close(logits.float(), hf_model(tokens).logits, atol=0.1, rtol=0.05)
