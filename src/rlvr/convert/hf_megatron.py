@@ -139,8 +139,9 @@ def read_hf_folder(folder: Path, dtype: torch.dtype) -> tuple[dict[str, Any], di
 
 
 def hf_to_megatron(hf_model_id: str, megatron_path: str, torch_dtype: str = "float32") -> Path:
-    """Convert an HF Llama/Qwen2 folder into a fresh ``checkpoint_megatron`` root (``iter_0000000``, trackers
-    ``0``, tokenizer assets). An existing ``megatron_path`` is replaced only once the new one is complete."""
+    """Convert an HF folder of a supported family (:mod:`.families`) into a fresh ``checkpoint_megatron`` root
+    (``iter_0000000``, trackers ``0``, tokenizer assets). An existing ``megatron_path`` is replaced only once
+    the new one is complete."""
     dtype = parse_torch_dtype(torch_dtype)
     folder = _locate_hf_folder(hf_model_id)
     hf_config, hf_state = read_hf_folder(folder, dtype)

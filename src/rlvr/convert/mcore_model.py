@@ -41,7 +41,10 @@ _MCORE_LLAMA3 = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_
 
 def _rope_settings(params: Mapping[str, Any], rotary_percent: float, source: str) -> dict[str, Any]:
     """GPTModel RoPE keyword arguments from a family's RoPE parameter dict (see ``families.compute``)."""
-    settings: dict[str, Any] = {"rotary_base": float(params.get("rope_theta", 10000.0)), "rotary_percent": rotary_percent}
+    settings: dict[str, Any] = {
+        "rotary_base": float(params.get("rope_theta", 10000.0)),
+        "rotary_percent": rotary_percent,
+    }
     rope_type = params.get("rope_type") or params.get("type") or "default"
     if rope_type == "default":
         return settings
@@ -66,8 +69,9 @@ def _check_buildable(dims: Any, compute: Compute, source: str) -> None:
             f"{source}: attention output bias={dims.proj_bias} but MLP bias={dims.mlp_bias}; megatron-core has "
             "one switch (add_bias_linear) for both"
         )
-    if dims.post_norms and (dims.proj_bias or dims.mlp_bias):
-        raise CheckpointError(f"{source}: post-norms with output biases are not supported")
+    if dims.post_norms and (dims.proj_bias or dims.mlp_bias or not compute.norm_offset):
+        # The post-norm linear adds Gemma's (1 + w) norm after a bias-free projection; nothing else uses it.
+        raise CheckpointError(f"{source}: post-norms are supported only as in Gemma (no output biases, (1 + w) norms)")
     if compute.local_rope is not None:
         local_type = compute.local_rope.get("rope_type") or "default"
         if local_type != "default":
@@ -123,14 +127,13 @@ def _block_spec(dims: Any, compute: Compute) -> Any:
     from megatron.core.transformer.transformer_block import TransformerBlockSubmodules
 
     base = get_gpt_layer_local_spec(normalization="RMSNorm", qk_layernorm=dims.qk_norm)
-    final_norm = base.submodules.input_layernorm
+    final_norm = OffsetRMSNorm if compute.norm_offset else base.submodules.input_layernorm
     layers = []
     for window in compute.windows:
         spec = copy.deepcopy(base)
         attention = spec.submodules.self_attention
         attention.submodules.core_attention = core_attention_for(window, compute.attn_softcap)
         if compute.norm_offset:
-            final_norm = OffsetRMSNorm
             spec.submodules.input_layernorm = spec.submodules.pre_mlp_layernorm = OffsetRMSNorm
             if dims.qk_norm:
                 attention.submodules.q_layernorm = attention.submodules.k_layernorm = OffsetRMSNorm

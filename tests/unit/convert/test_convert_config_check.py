@@ -63,7 +63,8 @@ def test_dry_run_exits_non_zero_without_traceback(tmp_path: Path, isolated_cwd: 
     """The user's command: ``steps run convert/hf_to_megatron -d`` on a GPT-2 folder."""
     folder = _folder(tmp_path, {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"})
     proc = subprocess.run(
-        [sys.executable, "-m", "rlvr.cli.main", "steps", "run", "convert/hf_to_megatron", "-d", f"hf_model_id={folder}"],
+        [sys.executable, "-m", "rlvr.cli.main", "steps", "run", "convert/hf_to_megatron", "-d",
+         f"hf_model_id={folder}"],
         cwd=isolated_cwd, env=nemotron_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode != 0

@@ -164,7 +164,10 @@ def test_unsupported_architectures_are_refused(overrides: dict, message: str) ->
 
 @pytest.mark.parametrize(
     ("family", "overrides", "ignored"),
-    [("mistral", {"sliding_window": 16}, {"sliding_window": None}), ("qwen2", QWEN_SLIDING, {"use_sliding_window": False})],
+    [
+        ("mistral", {"sliding_window": 16}, {"sliding_window": None}),
+        ("qwen2", QWEN_SLIDING, {"use_sliding_window": False}),
+    ],
 )
 def test_parity_check_detects_an_ignored_window(family: str, overrides: dict, ignored: dict) -> None:
     """Control: building the same weights with full attention moves logits by > 1e-3, so the sliding-window

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlvr.convert.families import FAMILIES, get_family
+from rlvr.convert.families import get_family
 from rlvr.convert.fusion import fuse_gate_up, fuse_qkv
 from rlvr.convert.hf_megatron import hf_config_dict
 from rlvr.convert.state_mapping import hf_to_mcore_state, mcore_to_hf_state, resolve_family
@@ -72,8 +72,9 @@ def test_hf_state_maps_to_fused_mcore_tensors(family: str) -> None:
     )
     assert ("decoder.layers.1.self_attention.linear_qkv.bias" in mcore) == (family == "qwen2")
     if family == "qwen3":
-        assert torch.equal(mcore["decoder.layers.1.self_attention.q_layernorm.weight"], hf_state[p + "self_attn.q_norm.weight"])
-        assert torch.equal(mcore["decoder.layers.1.self_attention.k_layernorm.weight"], hf_state[p + "self_attn.k_norm.weight"])
+        for qk in ("q", "k"):
+            got = mcore[f"decoder.layers.1.self_attention.{qk}_layernorm.weight"]
+            assert torch.equal(got, hf_state[f"{p}self_attn.{qk}_norm.weight"])
 
 
 @pytest.mark.parametrize(
@@ -89,6 +90,8 @@ def test_hf_state_maps_to_fused_mcore_tensors(family: str) -> None:
         ("mistral", True, 4, {}),
         ("phi3", False, 2, {}),
         ("phi3", True, 4, {}),
+        ("gemma2", False, 2, {"head_dim": 16}),
+        ("gemma3", False, 1, {"head_dim": 16}),
     ],
 )
 def test_state_round_trip_is_bit_exact(family: str, tied: bool, kv_heads: int, overrides: dict) -> None:
@@ -113,7 +116,8 @@ def test_phi3_packed_projections_map_to_megatron_layouts() -> None:
     expected = fuse_qkv(q, k, v, num_query_groups=2)
     assert torch.equal(mcore["decoder.layers.1.self_attention.linear_qkv.weight"], expected)
     assert not torch.equal(expected, hf_state["model.layers.1.self_attn.qkv_proj.weight"])
-    assert torch.equal(mcore["decoder.layers.1.mlp.linear_fc1.weight"], hf_state["model.layers.1.mlp.gate_up_proj.weight"])
+    gate_up = hf_state["model.layers.1.mlp.gate_up_proj.weight"]
+    assert torch.equal(mcore["decoder.layers.1.mlp.linear_fc1.weight"], gate_up)
 
 
 def test_bad_states_name_every_offending_tensor() -> None:

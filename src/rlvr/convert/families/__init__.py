@@ -15,7 +15,8 @@ from . import gemma, llama, mistral, phi3, qwen2, qwen3
 from .table import ExpandedRule, Family, ModelDims, Rule
 
 FAMILIES: dict[str, Family] = {
-    f.name: f for f in (llama.FAMILY, qwen2.FAMILY, qwen3.FAMILY, mistral.FAMILY, phi3.FAMILY, gemma.GEMMA2, gemma.GEMMA3)
+    f.name: f
+    for f in (llama.FAMILY, qwen2.FAMILY, qwen3.FAMILY, mistral.FAMILY, phi3.FAMILY, gemma.GEMMA2, gemma.GEMMA3)
 }
 
 __all__ = ["FAMILIES", "ExpandedRule", "Family", "ModelDims", "Rule", "get_family", "known_names"]

@@ -39,11 +39,6 @@ class Compute:
     attn_softcap: float | None = None  # scores -> c * tanh(scores / c) before the mask and softmax
     final_softcap: float | None = None  # logits -> c * tanh(logits / c)
 
-    @property
-    def custom_norm(self) -> bool:
-        """True when the model needs this package's RMSNorm instead of torch's."""
-        return self.norm_offset
-
 
 def activation(cfg: Mapping[str, Any], key: str, source: str) -> str:
     """The gated-MLP activation named by ``cfg[key]``; an unknown one is refused with the supported list."""
