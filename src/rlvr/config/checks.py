@@ -9,7 +9,6 @@ they are refused up front.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -139,27 +138,25 @@ def check_inputs(cfg: dict) -> None:
                               f"rlvr does not download; export it to JSONL and set data.{split}.data_path")
 
 
-def check_hf_architecture(path: str | None, key: str) -> None:
-    """An HF folder's ``config.json`` must name an architecture the converter has a family for, so an
-    unsupported model fails at ``-d`` with the supported list instead of in the conversion job. A hub id, a
-    ``checkpoint_megatron`` or a missing folder has no ``config.json`` here and is checked where it is read."""
-    config_file = Path(path) / "config.json" if path else None
-    if config_file is None or not config_file.is_file():
+def check_hf_architecture(path: str | None, key: str, *, trainable: bool = False) -> None:
+    """An HF folder's ``config.json`` must name an architecture the converter has a family for (and, with
+    ``trainable``, one the megatron-core builder can compute), so an unsupported model fails at ``-d`` with the
+    supported list instead of in a job. A hub id, a ``checkpoint_megatron`` or a missing folder has no
+    ``config.json`` here and is checked where it is read."""
+    if not path or not (Path(path) / "config.json").is_file():
         return
-    from rlvr.convert.families import get_family  # imported only here: rlvr.convert pulls in torch
+    from rlvr.convert.hf_megatron import check_hf_folder  # imported only here: rlvr.convert pulls in torch
     from rlvr.errors import CheckpointError
 
     try:
-        get_family(json.loads(config_file.read_text()), source=str(config_file))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{key}={path}: {config_file} is not valid JSON ({exc})") from exc
+        check_hf_folder(Path(path), trainable=trainable)
     except CheckpointError as exc:
         raise ConfigError(f"{key}={path}: {exc}") from exc
 
 
 def check_policy_architecture(cfg: dict) -> None:
     if not (cfg.get("tiny") or {}).get("enabled", False) or cfg["policy"].get("model_name"):
-        check_hf_architecture(cfg["policy"].get("model_name"), "policy.model_name")
+        check_hf_architecture(cfg["policy"].get("model_name"), "policy.model_name", trainable=True)
 
 
 def check_backends(cfg: dict) -> None:

@@ -109,6 +109,28 @@ def _weight_files(folder: Path) -> list[Path]:
     )
 
 
+def check_hf_folder(folder: Path, *, trainable: bool) -> None:
+    """Config-time check of a local HF folder, reading no weights: its ``config.json`` names a supported family
+    and, with ``trainable``, the megatron-core model builder can compute it (RoPE type, soft-capping, ...)."""
+    config_file = folder / "config.json"
+    try:
+        raw = json.loads(config_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{config_file}: not valid JSON: {exc}") from exc
+    get_family(raw, source=str(config_file))
+    if trainable:
+        from transformers import AutoConfig
+
+        from .mcore_model import check_buildable
+
+        try:
+            # Through transformers, so its defaults (layer_types, nested RoPE parameters) are filled in.
+            hf_config = hf_config_dict(AutoConfig.from_pretrained(folder))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{config_file}: transformers cannot read it: {exc}") from exc
+        check_buildable(hf_config, source=str(config_file))
+
+
 def read_hf_folder(folder: Path, dtype: torch.dtype) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """``(hf_config dict, state)`` of a local HF causal-LM folder, floating tensors cast to ``dtype``."""
     from safetensors.torch import load_file

@@ -78,14 +78,21 @@ def _check_buildable(dims: Any, compute: Compute, source: str) -> None:
             raise CheckpointError(f"{source}: sliding layers' RoPE type {local_type!r} is not supported (default only)")
 
 
+def check_buildable(hf_config: Mapping[str, Any], *, source: str = "HF config") -> tuple[Any, Compute]:
+    """The sizes and numerics of ``hf_config`` if :func:`build_gpt_model` can reproduce them, else a
+    :class:`CheckpointError` naming the config key. Imports neither megatron-core nor transformers."""
+    family, dims = resolve_family(hf_config, source=source)
+    compute = family.read_compute(hf_config, source)
+    _check_buildable(dims, compute, source)
+    _rope_settings(compute.rope or {}, compute.rotary_percent, source)
+    return dims, compute
+
+
 def transformer_config_from_hf(hf_config: Mapping[str, Any], *, dtype: torch.dtype = torch.float32) -> Any:
     """The ``TransformerConfig`` of an HF config (dropouts as in HF, fusions off: they need CUDA)."""
     from megatron.core.transformer import TransformerConfig
 
-    source = "HF config"
-    family, dims = resolve_family(hf_config, source=source)
-    compute = family.read_compute(hf_config, source)
-    _check_buildable(dims, compute, source)
+    dims, compute = check_buildable(hf_config)
     wanted = dict(
         num_layers=dims.num_layers,
         hidden_size=dims.hidden_size,
@@ -158,8 +165,7 @@ def build_gpt_model(
 
     ensure_megatron_runtime()
     config = transformer_config_from_hf(hf_config, dtype=dtype)
-    family, dims = resolve_family(hf_config, source="HF config")
-    compute = family.read_compute(hf_config, "HF config")
+    dims, compute = check_buildable(hf_config)
     model = GPTModel(
         config=config,
         transformer_layer_spec=_block_spec(dims, compute),

@@ -16,6 +16,7 @@ from tests.conftest import nemotron_env
 
 from convert_fixtures import make_hf_model
 
+RLVR = resolve_step("rl/nemo_rl/rlvr")
 DATA = ["data.train.data_path=/data/train.jsonl", "data.validation.data_path=/data/val.jsonl"]
 
 
@@ -51,11 +52,24 @@ def test_supported_folders_and_non_folders_pass(tmp_path: Path) -> None:
         load_step_config(step, None, [f"hf_model_id={source}"])
 
 
+def test_rlvr_refuses_a_policy_the_megatron_builder_cannot_compute(tmp_path: Path) -> None:
+    """A Gemma 3 with attn_logit_softcapping set converts (hf_to_megatron passes) but cannot be trained as
+    transformers computes it, so the rlvr step refuses it at -d, naming the key."""
+    config = make_hf_model("gemma3", tied=True, kv_heads=2, head_dim=16, attn_logit_softcapping=50.0).config
+    config.save_pretrained(tmp_path / "gemma3")
+    load_step_config(resolve_step("convert/hf_to_megatron"), None, [f"hf_model_id={tmp_path / 'gemma3'}"])
+    with pytest.raises(ConfigError, match=r"policy.model_name=.*attn_logit_softcapping=50.0 is ignored by"):
+        load_step_config(RLVR, "default", [f"policy.model_name={tmp_path / 'gemma3'}", *DATA])
+    config.attn_logit_softcapping = None
+    config.save_pretrained(tmp_path / "gemma3")
+    load_step_config(RLVR, "default", [f"policy.model_name={tmp_path / 'gemma3'}", *DATA])
+
+
 def test_broken_config_json_is_a_config_error(tmp_path: Path) -> None:
     folder = tmp_path / "broken"
     folder.mkdir()
     (folder / "config.json").write_text("{not json")
-    with pytest.raises(ConfigError, match=r"config.json is not valid JSON"):
+    with pytest.raises(ConfigError, match=r"config.json: not valid JSON"):
         load_step_config(resolve_step("convert/hf_to_megatron"), None, [f"hf_model_id={folder}"])
 
 
