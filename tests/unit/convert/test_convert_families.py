@@ -65,6 +65,7 @@ def test_gemma_logits_match_transformers(tmp_path: Path, family, tied, kv_heads,
     folder = tmp_path / "hf"
     hf_model.save_pretrained(folder)
     state, run_config, _ = load_checkpoint_megatron(hf_to_megatron(str(folder), str(tmp_path / "megatron")))
+    assert (run_config["model"]["family"], run_config["model"]["qk_layernorm"]) == (family, family == "gemma3")
     gpt = build_gpt_model(run_config["model"]["hf_config"], device="cpu").eval()
     load_state_into_gpt(gpt, state)
     tokens = _tokens()

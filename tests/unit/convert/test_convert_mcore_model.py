@@ -195,10 +195,21 @@ def test_bad_sliding_window_configs_are_refused() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_logits_match_transformers_on_gpu(tmp_path: Path, hf_folder) -> None:
+@pytest.mark.parametrize(
+    ("family", "overrides"),
+    [
+        ("qwen2", {}),
+        ("qwen3", QWEN_SLIDING),
+        ("phi3", {"sliding_window": 16}),
+        ("gemma2", {"head_dim": 16, "sliding_window": 16, "attn_logit_softcapping": 2.0,
+                    "final_logit_softcapping": 3.0}),
+        ("gemma3", {"head_dim": 16, "sliding_window": 16, "sliding_window_pattern": 2}),
+    ],
+)
+def test_logits_match_transformers_on_gpu(tmp_path: Path, hf_folder, family: str, overrides: dict) -> None:
     """On a GPU the same checkpoint gives the transformers logits (fp32; TF32 off for a tight comparison)."""
     torch.backends.cuda.matmul.allow_tf32 = False
-    folder, hf_model = hf_folder("qwen2", kv_heads=2, tokenizer=False)
+    folder, hf_model = hf_folder(family, kv_heads=2, tokenizer=False, **overrides)
     gpt, _ = _gpt_from_checkpoint(hf_to_megatron(str(folder), str(tmp_path / "megatron")), device="cuda")
     tokens = _tokens().cuda()
     with torch.no_grad():
