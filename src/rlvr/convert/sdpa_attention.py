@@ -13,8 +13,9 @@ query heads, the grouping that ``linear_qkv`` uses (see :mod:`rlvr.convert.fusio
 Two things megatron-core 0.16.1's local attention cannot express are implemented here, per layer:
 
 - ``window``: sliding-window attention as transformers defines it (query ``q`` sees keys ``k`` with
-  ``q - window < k <= q``). megatron-core's ``window_size`` is honoured only by Transformer Engine / flash
-  attention kernels, not by the local ``DotProductAttention``.
+  ``q - window < k <= q``). megatron-core's own ``window_size`` / ``window_attn_skip_freq`` reach its
+  ``DotProductAttention`` and Transformer Engine only, neither of which this module's users run (the first needs
+  CUDA, the second is not installed), so each layer's window is applied here.
 - ``softcap``: Gemma 2's attention-logit soft-capping, ``scores -> c * tanh(scores / c)`` applied to the scaled
   scores before the mask and the softmax. SDPA has no hook for it, so those layers take an explicit
   ``softmax(q k^T)`` path with the softmax in fp32, as transformers' eager attention does.
