@@ -10,6 +10,7 @@ they are refused up front.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rlvr.errors import ConfigError
@@ -137,6 +138,27 @@ def check_inputs(cfg: dict) -> None:
                               f"rlvr does not download; export it to JSONL and set data.{split}.data_path")
 
 
+def check_hf_architecture(path: str | None, key: str, *, trainable: bool = False) -> None:
+    """An HF folder's ``config.json`` must name an architecture the converter has a family for (and, with
+    ``trainable``, one the megatron-core builder can compute), so an unsupported model fails at ``-d`` with the
+    supported list instead of in a job. A hub id, a ``checkpoint_megatron`` or a missing folder has no
+    ``config.json`` here and is checked where it is read."""
+    if not path or not (Path(path) / "config.json").is_file():
+        return
+    from rlvr.convert.hf_megatron import check_hf_folder  # imported only here: rlvr.convert pulls in torch
+    from rlvr.errors import CheckpointError
+
+    try:
+        check_hf_folder(Path(path), trainable=trainable)
+    except CheckpointError as exc:
+        raise ConfigError(f"{key}={path}: {exc}") from exc
+
+
+def check_policy_architecture(cfg: dict) -> None:
+    if not (cfg.get("tiny") or {}).get("enabled", False) or cfg["policy"].get("model_name"):
+        check_hf_architecture(cfg["policy"].get("model_name"), "policy.model_name", trainable=True)
+
+
 def check_backends(cfg: dict) -> None:
     policy = cfg["policy"]
     dtensor = (policy.get("dtensor_cfg") or {}).get("enabled", False)
@@ -181,7 +203,7 @@ def check_tiny(cfg: dict) -> None:
 
 RLVR_CHECKS: list[Check] = [check_tiny, check_inputs, check_batch_arithmetic, check_validation_sizes,
                             check_nemo_gym_consistency, check_advantage_flags, check_backends,
-                            check_loss_combinations]
+                            check_loss_combinations, check_policy_architecture]
 
 
 def check_rl_prep(cfg: dict) -> None:
@@ -195,6 +217,7 @@ def check_rl_prep(cfg: dict) -> None:
 def check_hf_to_megatron(cfg: dict) -> None:
     if not cfg.get("hf_model_id"):
         raise ConfigError("hf_model_id is required: hf_model_id=/path/to/hf_model_folder")
+    check_hf_architecture(cfg["hf_model_id"], "hf_model_id")
 
 
 def check_megatron_to_hf(cfg: dict) -> None:

@@ -1,6 +1,7 @@
 """Checkpoint conversion between HF models and the ``checkpoint_megatron`` artifact.
 
-- :mod:`.families`: one mapping table per model family (Llama, Qwen2), found from the HF config.
+- :mod:`.families`: one mapping table per model family (Llama, Qwen2, Qwen3, Mistral, Phi-3,
+  Gemma 2, Gemma 3 text), found from the HF config, with the numerics the model builder reproduces.
 - :mod:`.fusion`: the QKV grouping and gate/up stacking, written once.
 - :mod:`.state_mapping`: whole-state conversion in both directions, with name and shape checks.
 - :mod:`.artifact`: the ``checkpoint_megatron`` folder layout (save, load, resolve, run config).

@@ -159,6 +159,7 @@ def make_run_config(
             "share_embeddings_and_output_weights": dims.tied,
             "add_qkv_bias": dims.qkv_bias,
             "add_bias_linear": dims.proj_bias,
+            "qk_layernorm": dims.qk_norm,
             "normalization": "RMSNorm",
             "gated_linear_unit": True,
             "position_embedding_type": "rope",

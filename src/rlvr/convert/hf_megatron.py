@@ -137,6 +137,28 @@ def export_dtype(run_config: Mapping[str, Any]) -> torch.dtype:
     return torch.float32
 
 
+def check_hf_folder(folder: Path, *, trainable: bool) -> None:
+    """Config-time check of a local HF folder, reading no weights: its ``config.json`` names a supported family
+    and, with ``trainable``, the megatron-core model builder can compute it (RoPE type, soft-capping, ...)."""
+    config_file = folder / "config.json"
+    try:
+        raw = json.loads(config_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{config_file}: not valid JSON: {exc}") from exc
+    get_family(raw, source=str(config_file))
+    if trainable:
+        from transformers import AutoConfig
+
+        from .mcore_model import check_buildable
+
+        try:
+            # Through transformers, so its defaults (layer_types, nested RoPE parameters) are filled in.
+            hf_config = hf_config_dict(AutoConfig.from_pretrained(folder))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{config_file}: transformers cannot read it: {exc}") from exc
+        check_buildable(hf_config, source=str(config_file))
+
+
 def read_hf_folder(folder: Path, dtype: torch.dtype) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.dtype]:
     """``(hf_config dict, state, declared dtype)`` of a local HF causal-LM folder, floating tensors cast to
     ``dtype``; the declared dtype (see :func:`declared_dtype`) is what an export goes back to."""
@@ -169,8 +191,9 @@ def read_hf_folder(folder: Path, dtype: torch.dtype) -> tuple[dict[str, Any], di
 
 
 def hf_to_megatron(hf_model_id: str, megatron_path: str, torch_dtype: str = "float32") -> Path:
-    """Convert an HF Llama/Qwen2 folder into a fresh ``checkpoint_megatron`` root (``iter_0000000``, trackers
-    ``0``, tokenizer assets). An existing ``megatron_path`` is replaced only once the new one is complete."""
+    """Convert an HF folder of a supported family (:mod:`.families`) into a fresh ``checkpoint_megatron`` root
+    (``iter_0000000``, trackers ``0``, tokenizer assets). An existing ``megatron_path`` is replaced only once
+    the new one is complete."""
     dtype = parse_torch_dtype(torch_dtype)
     folder = _locate_hf_folder(hf_model_id)
     hf_config, hf_state, source_dtype = read_hf_folder(folder, dtype)

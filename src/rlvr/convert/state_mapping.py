@@ -49,6 +49,9 @@ def expected_mcore_shape(name: str, dims: ModelDims) -> tuple[int, ...]:
         "embedding.word_embeddings.weight": (dims.vocab_size, h),
         "output_layer.weight": (dims.vocab_size, h),
         "layer_norm_weight": (h,),
+        "post_layernorm.weight": (h,),
+        "q_layernorm.weight": (d,),
+        "k_layernorm.weight": (d,),
         "final_layernorm.weight": (h,),
         "linear_qkv.weight": (qkv_rows, h),
         "linear_qkv.bias": (qkv_rows,),
@@ -75,7 +78,13 @@ def _hf_part_shapes(row: ExpandedRule, dims: ModelDims) -> list[tuple[int, ...]]
         return [(dims.num_heads * d, *rest), kv, kv]
     if row.kind == "gate_up":
         return [(dims.ffn_hidden_size, *rest)] * 2
-    return [fused]
+    return [fused]  # copy, and qkv_packed: the same rows as linear_qkv in [q; k; v] order
+
+
+def _unpack_qkv(packed: torch.Tensor, dims: ModelDims) -> tuple[torch.Tensor, ...]:
+    """HF ``[q; k; v]`` row blocks (``[nq*d | ng*d | ng*d, *t]``) -> ``(q, k, v)``."""
+    q_rows, kv_rows = dims.num_heads * dims.head_dim, dims.num_query_groups * dims.head_dim
+    return tuple(packed.split([q_rows, kv_rows, kv_rows], dim=0))
 
 
 def _raise_problems(source: str, missing: list[str], unexpected: list[str], wrong: list[str]) -> None:
@@ -144,7 +153,9 @@ def hf_to_mcore_state(
     out: dict[str, torch.Tensor] = {}
     for row in family.expand(dims):
         parts = [hf_state[name].detach() for name in row.hf]
-        if row.kind == "qkv":
+        if row.kind == "qkv_packed":
+            parts = list(_unpack_qkv(parts[0], dims))
+        if row.kind in ("qkv", "qkv_packed"):
             out[row.mcore] = fuse_qkv(*parts, num_query_groups=dims.num_query_groups)
         elif row.kind == "gate_up":
             out[row.mcore] = fuse_gate_up(*parts)
@@ -163,8 +174,10 @@ def mcore_to_hf_state(
     out: dict[str, torch.Tensor] = {}
     for row in family.expand(dims):
         tensor = mcore_state[row.mcore].detach()
-        if row.kind == "qkv":
+        if row.kind in ("qkv", "qkv_packed"):
             parts = split_qkv(tensor, num_heads=dims.num_heads, num_query_groups=dims.num_query_groups)
+            if row.kind == "qkv_packed":
+                parts = (torch.cat(parts, dim=0),)
         elif row.kind == "gate_up":
             parts = split_gate_up(tensor)
         else:

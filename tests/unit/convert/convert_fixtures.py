@@ -1,4 +1,4 @@
-"""Tiny random HF models (Llama, Qwen2) and a word-level tokenizer for the conversion tests."""
+"""Tiny random HF models (every supported family) and a word-level tokenizer for the conversion tests."""
 
 from __future__ import annotations
 
@@ -10,15 +10,27 @@ VOCAB = 48
 TOKENS = ["<pad>", "<s>", "</s>", "<unk>"] + [f"t{i}" for i in range(VOCAB - 4)]
 
 
+# family -> (config class, model class) names in transformers; Gemma 3 is its text-only causal LM.
+CLASSES = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM"),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM"),
+    "mistral": ("MistralConfig", "MistralForCausalLM"),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM"),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM"),
+    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM"),
+}
+
+
 def make_hf_model(family: str, *, tied: bool, kv_heads: int, seed: int = 0, **overrides):
-    """A random-initialised ``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` (hidden 64, 2 layers, 4 heads).
+    """A random-initialised causal LM of ``family`` (hidden 64, 2 layers, 4 heads; see :data:`CLASSES`).
 
     Every tensor, norms and biases included, is redrawn from N(0, 0.1) so that a tensor landing in the wrong
     place (or a norm weight left at its default of 1) changes values the tests compare.
     """
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    import transformers
 
-    config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[family]
+    config_cls, model_cls = (getattr(transformers, name) for name in CLASSES[family])
     kwargs = dict(
         hidden_size=64,
         intermediate_size=96,
@@ -33,8 +45,11 @@ def make_hf_model(family: str, *, tied: bool, kv_heads: int, seed: int = 0, **ov
         pad_token_id=0,
     )
     kwargs.update(overrides)
+    attn_implementation = kwargs.pop("attn_implementation", None)
     config = config_cls(**kwargs)
     config.architectures = [model_cls.__name__]
+    if attn_implementation:
+        config._attn_implementation = attn_implementation
     torch.manual_seed(seed)
     model = model_cls(config)
     with torch.no_grad():

@@ -11,10 +11,13 @@ from typing import Any
 
 from rlvr.errors import CheckpointError
 
-from . import llama, qwen2
+from . import gemma, llama, mistral, phi3, qwen2, qwen3
 from .table import ExpandedRule, Family, ModelDims, Rule
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (llama.FAMILY, qwen2.FAMILY)}
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (llama.FAMILY, qwen2.FAMILY, qwen3.FAMILY, mistral.FAMILY, phi3.FAMILY, gemma.GEMMA2, gemma.GEMMA3)
+}
 
 __all__ = ["FAMILIES", "ExpandedRule", "Family", "ModelDims", "Rule", "get_family", "known_names"]
 

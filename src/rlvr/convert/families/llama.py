@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .compute import Compute, llama_like
 from .table import Family, ModelDims, Rule
 
 _L = "model.layers.{i}"
@@ -68,6 +69,11 @@ def read_dims(cfg: Mapping[str, Any]) -> ModelDims:
     )
 
 
+def read_compute(cfg: Mapping[str, Any], source: str) -> Compute:
+    """Llama: full causal attention in every layer."""
+    return llama_like({k: v for k, v in cfg.items() if k != "layer_types"}, source)
+
+
 FAMILY = Family(
     name="llama",
     architectures=("LlamaForCausalLM",),
@@ -75,4 +81,5 @@ FAMILY = Family(
     rules=RULES,
     read_dims=read_dims,
     tied_alias=("lm_head.weight", "model.embed_tokens.weight"),
+    read_compute=read_compute,
 )

@@ -8,6 +8,8 @@ is made of. ``{i}`` in a name stands for the layer index. The row's ``kind`` say
 - ``copy``: one HF tensor, same shape, same values.
 - ``qkv``: HF ``(q, k, v)`` projections fused into megatron's grouped ``linear_qkv`` (see :mod:`..fusion`).
 - ``gate_up``: HF ``(gate, up)`` projections stacked into megatron's ``linear_fc1`` (see :mod:`..fusion`).
+- ``qkv_packed``: one HF tensor holding ``[q; k; v]`` row blocks (Phi-3's ``qkv_proj``), regrouped into
+  megatron's ``linear_qkv``.
 
 ``when`` names a boolean attribute of :class:`ModelDims`; the row only exists when it is true (biases,
 untied output layer). The row list is the single source of truth for both directions of the conversion.
@@ -19,9 +21,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-RuleKind = Literal["copy", "qkv", "gate_up"]
+from .compute import Compute
 
-_PARTS_PER_KIND: dict[str, int] = {"copy": 1, "qkv": 3, "gate_up": 2}
+RuleKind = Literal["copy", "qkv", "gate_up", "qkv_packed"]
+
+_PARTS_PER_KIND: dict[str, int] = {"copy": 1, "qkv": 3, "gate_up": 2, "qkv_packed": 1}
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,8 @@ class ModelDims:
     qkv_bias: bool
     proj_bias: bool
     mlp_bias: bool
+    qk_norm: bool = False  # per-head RMSNorm of queries and keys (Qwen3, Gemma 3)
+    post_norms: bool = False  # RMSNorm after attention and after the MLP, before each residual add (Gemma 2/3)
 
     @property
     def untied(self) -> bool:
@@ -87,6 +93,7 @@ class Family:
     ``tied_alias`` is ``(hf_output_name, hf_embedding_name)``: with tied embeddings HF state dicts still carry
     the output weight as an alias of the embedding; it maps to nothing in megatron-core (``GPTModel`` reuses
     ``embedding.word_embeddings.weight``), and is written back as the same tensor on export.
+    ``read_compute(cfg, source)`` gives the numerics the model builder reproduces (and refuses what it cannot).
     """
 
     name: str
@@ -95,6 +102,7 @@ class Family:
     rules: tuple[Rule, ...]
     read_dims: Callable[[Mapping[str, Any]], ModelDims]
     tied_alias: tuple[str, str]
+    read_compute: Callable[[Mapping[str, Any], str], Compute]
 
     def expand(self, dims: ModelDims) -> list[ExpandedRule]:
         """The concrete rows for a model of these sizes: per-layer rows repeated, absent optional rows dropped."""
