@@ -58,6 +58,9 @@ def _rl_prep(args) -> None:
         max_input_seq_length=data.get("max_input_seq_length"), chat_template=template.get("chat_template"),
         chat_template_kwargs=template.get("chat_template_kwargs"), template_key=template.get("key", "chat_template"))
     print(json.dumps(card, indent=2, sort_keys=True))
+    overlap = card["overlap"]
+    print(f"train/validation overlap: {overlap['validation_prompts_in_train']} of {overlap['validation_rows']} "
+          "validation prompts are also training prompts")
 
 
 def _tokenizer_dir(path: str) -> Path:

@@ -23,7 +23,9 @@ def test_policy_tokenizer_chat_template_default_runs_a_base_model_through(tmp_pa
     row = json.loads((tmp_path / "rl_prep" / "train.jsonl").read_text())
     assert (row["prompt"], row["ground_truth"]) == ("User: What is 2+2?\nAssistant:", "4")
     assert (tmp_path / "rl_prep" / "tokenizer" / "chat_template.jinja").is_file()
-    assert json.loads(capsys.readouterr().out)["chat_template"]["source"] == "built-in plain template (default)"
+    card_text, overlap_line = capsys.readouterr().out.rsplit("\n", 2)[:2]
+    assert json.loads(card_text)["chat_template"]["source"] == "built-in plain template (default)"
+    assert overlap_line == "train/validation overlap: 0 of 0 validation prompts are also training prompts"
 
 
 def test_no_template_is_one_error_naming_the_keys(tmp_path, base_tokenizer_dir, capsys):
