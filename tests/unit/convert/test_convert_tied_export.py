@@ -99,12 +99,16 @@ def test_torch_dtype_overrides_the_source_dtype(trained, tmp_path):
 
 
 def test_stage_command_with_an_empty_dtype_uses_the_source_dtype(trained, tmp_path):
-    """``python -m rlvr.stages megatron_to_hf --torch-dtype=`` (what the rlvr rule runs when
-    checkpointing.export_dtype is null) writes bf16; ``--torch-dtype=float16`` writes float16."""
-    for flag, expected in (("", "bfloat16"), ("float16", "float16")):
+    """``python -m rlvr.stages megatron_to_hf`` with ``torch_dtype: null`` in its stage config (what the rlvr rule
+    writes when checkpointing.export_dtype is null) writes bf16; ``torch_dtype: float16`` writes float16."""
+    from rlvr.stages.stage_config import write_stage_configs
+
+    for dtype, expected in ((None, "bfloat16"), ("float16", "float16")):
         out = tmp_path / f"hf_{expected}"
+        (cfg,) = write_stage_configs(tmp_path / expected, {"megatron_to_hf": {"torch_dtype": dtype,
+                                                                               "hf_model_id": None}})
         code = stages_main(["megatron_to_hf", "--megatron-path", str(trained["root"]), "--hf-path", str(out),
-                            f"--torch-dtype={flag}", "--hf-model-id="])
+                            "--config", str(cfg)])
         assert code == 0
         assert json.loads((out / "config.json").read_text())["dtype"] == expected
 
