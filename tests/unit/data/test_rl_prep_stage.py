@@ -8,13 +8,15 @@ import json
 from rl_prep_helpers import write_jsonl
 
 from rlvr.stages.__main__ import main
+from rlvr.stages.stage_config import write_stage_configs
 
 
 def stage(tmp_path, tokenizer, template: dict, out="rl_prep") -> int:
     train = write_jsonl(tmp_path / "train.jsonl", [{"question": "What is 2+2?", "answer": 4}])
-    cfg = {"data": {"train": {"data_path": str(train), "input_key": "question", "output_key": "answer"}}, "seed": 3}
-    return main(["rl_prep", "--config-json", json.dumps(cfg), "--tokenizer", str(tokenizer),
-                 "--template-json", json.dumps(template), "--out", str(tmp_path / out)])
+    cfg = {"data": {"train": {"data_path": str(train), "input_key": "question", "output_key": "answer"}}, "seed": 3,
+           "tokenizer": str(tokenizer), "template": template}
+    (config,) = write_stage_configs(tmp_path / "run", {"rl_prep": cfg})  # what the workflow writes at its start
+    return main(["rl_prep", "--config", str(config), "--out", str(tmp_path / out)])
 
 
 def test_policy_tokenizer_chat_template_default_runs_a_base_model_through(tmp_path, base_tokenizer_dir, capsys):
