@@ -8,6 +8,7 @@ Layout under ``checkpointing.checkpoint_dir`` (default ``<run dir>/rlvr/ckpts``)
       policy/model.pt            # ... or a torch.save'd state dict (model_save_format: torch_save)
       policy/optimizer.pt  # optimizer + scheduler state (checkpointing.save_optimizer)
       metrics.json         # step N's metrics.jsonl line (restored on resume if the kill came before the log)
+      manifest.json        # written last: size and SHA-256 of every other file
 
 Tied weights (``lm_head.weight`` *is* ``embed_tokens.weight`` in Llama-3.2-1B or the small Qwen2 models) are
 stored once: safetensors refuses two names on one memory, so the second name is recorded as an alias of the
@@ -15,7 +16,10 @@ first in the file's metadata, and loading gives both names the *same* tensor aga
 by itself. Resume reads either format, whatever ``model_save_format`` says now.
 
 A step folder is written as ``tmp_step_N`` and renamed when complete, so a kill -9 leaves either the whole step
-or a ``tmp_`` folder that the next start deletes. Unlike NeMo-RL (always resumes from whatever ``step_N`` it
+or a ``tmp_`` folder that the next start deletes. A step that is complete by name can still be damaged later (a
+full disk, a copy cut short, a file truncated by hand): resume checks each step against its manifest, newest
+first, skips a damaged one with one line saying which file and why, and resumes from the newest intact step (or
+starts fresh, saying so, when none is intact). Unlike NeMo-RL (always resumes from whatever ``step_N`` it
 finds; its issue #345), resume requires the same *fingerprint*: a hash of everything that defines the training
 (config minus step count and logging, plus the digests of the data and the initial policy). A different
 fingerprint starts fresh and moves the old checkpoints aside, saying so.
@@ -29,7 +33,6 @@ import math
 import os
 import re
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,8 +109,9 @@ class StepCheckpoints:
             return []
         return sorted(int(m.group(1)) for p in self.root.iterdir() if (m := _STEP.match(p.name)) and p.is_dir())
 
-    def find_resume_point(self, log=print) -> ResumePoint | None:
-        """The newest complete step of *this* run; stale temp folders go, a foreign run is moved aside."""
+    def find_resume_point(self, log=print, companions: tuple[Path, ...] = ()) -> ResumePoint | None:
+        """The newest intact step of *this* run; stale temp folders go; a foreign run's checkpoints are moved
+        aside, together with ``companions`` (its metrics log), into one folder named by its fingerprint."""
         if not self.root.is_dir():
             return None
         for tmp in self.root.glob("tmp_step_*"):
@@ -115,22 +119,39 @@ class StepCheckpoints:
         steps = self.steps()
         if not steps:
             return None
-        newest = self.root / f"step_{steps[-1]}"
-        info = json.loads((newest / "training_info.json").read_text())
+        intact = self._newest_intact(steps, log)
+        if intact is None:
+            log(f"[resume] no intact checkpoint in {self.root}; starting fresh")
+            return None
+        newest, info = intact
         if info.get("fingerprint") != self.fingerprint:
-            aside = self._aside_name()
+            aside = self._aside_name(str(info.get("fingerprint")))
             os.replace(self.root, aside)
+            for companion in companions:
+                if companion.exists():
+                    os.replace(companion, aside / companion.name)
             log(f"[resume] {self.root} holds checkpoints of a different run (fingerprint {info.get('fingerprint')} "
                 f"!= {self.fingerprint}: the config, data or initial policy changed); starting fresh. The old "
-                f"checkpoints were moved to {aside}")
+                f"checkpoints{' and metrics' if companions else ''} were moved to {aside}")
             return None
-        log(f"[resume] resuming from {newest} (step {steps[-1]}, same run fingerprint {self.fingerprint})")
-        return ResumePoint(steps[-1], newest, info)
+        log(f"[resume] resuming from {newest} (step {info['step']}, same run fingerprint {self.fingerprint})")
+        return ResumePoint(int(info["step"]), newest, info)
 
-    def _aside_name(self) -> Path:
-        """A free ``<root>.superseded-<time>[-n]`` path: a second mismatch in the same second must not hit the
-        first one's folder (``os.replace`` onto a non-empty folder fails)."""
-        base = f"{self.root.name}.superseded-{time.strftime('%Y%m%d-%H%M%S')}"
+    def _newest_intact(self, steps: list[int], log) -> tuple[Path, dict[str, Any]] | None:
+        """The newest step folder whose files match its manifest, with its training info; damaged ones are
+        reported (one line each) and left in place, to be overwritten when training reaches their step again."""
+        for step in reversed(steps):
+            folder = self.root / f"step_{step}"
+            problem = verify_step(folder)
+            if problem is None:
+                return folder, json.loads((folder / "training_info.json").read_text())
+            log(f"[resume] skipping damaged checkpoint {folder}: {problem}")
+        return None
+
+    def _aside_name(self, fingerprint: str) -> Path:
+        """A free ``<root>.superseded-<fingerprint>[-n]`` path (the same old run superseded twice, after a resume
+        of it, must not hit the first folder: ``os.replace`` onto a non-empty folder fails)."""
+        base = f"{self.root.name}.superseded-{fingerprint}"
         aside, n = self.root.with_name(base), 1
         while aside.exists():
             aside, n = self.root.with_name(f"{base}-{n}"), n + 1
@@ -142,14 +163,19 @@ class StepCheckpoints:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp, final = self.root / f"tmp_step_{step}", self.root / f"step_{step}"
         shutil.rmtree(tmp, ignore_errors=True)
-        (tmp / "policy").mkdir(parents=True)
-        save_weights(model_state, tmp / "policy" / WEIGHT_FILES[self.model_save_format])
-        if self.save_optimizer and optimizer_state is not None:
-            torch.save(optimizer_state, tmp / "policy" / "optimizer.pt")
-        for name, payload in (extra_files or {}).items():
-            (tmp / name).write_text(json.dumps(payload, indent=2, sort_keys=True))
-        (tmp / "training_info.json").write_text(
-            json.dumps({**info, "step": step, "fingerprint": self.fingerprint}, indent=2, sort_keys=True))
+        try:
+            (tmp / "policy").mkdir(parents=True)
+            save_weights(model_state, tmp / "policy" / WEIGHT_FILES[self.model_save_format])
+            if self.save_optimizer and optimizer_state is not None:
+                torch.save(optimizer_state, tmp / "policy" / "optimizer.pt")
+            for name, payload in (extra_files or {}).items():
+                (tmp / name).write_text(json.dumps(payload, indent=2, sort_keys=True))
+            (tmp / "training_info.json").write_text(
+                json.dumps({**info, "step": step, "fingerprint": self.fingerprint}, indent=2, sort_keys=True))
+            write_manifest(tmp)
+        except Exception as exc:  # noqa: BLE001 - a full disk reaches us as OSError, RuntimeError or SafetensorError
+            shutil.rmtree(tmp, ignore_errors=True)  # no half-written step is left behind
+            raise _write_error(exc, tmp) from exc
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -164,7 +190,10 @@ class StepCheckpoints:
         return load_weights(point.path / "policy"), optimizer
 
     def _score(self, step: int) -> float:
-        info = json.loads((self.root / f"step_{step}" / "training_info.json").read_text())
+        try:
+            info = json.loads((self.root / f"step_{step}" / "training_info.json").read_text())
+        except (OSError, ValueError):
+            return -math.inf  # a damaged step ranks last
         value = info.get(self.metric_name) if self.metric_name else None
         if value is None:
             return -math.inf
@@ -182,6 +211,65 @@ class StepCheckpoints:
         for s in removed:
             shutil.rmtree(self.root / f"step_{s}", ignore_errors=True)
         return removed
+
+
+MANIFEST = "manifest.json"
+
+
+def _write_error(exc: Exception, folder: Path) -> Exception:
+    """An OSError naming the step folder for a write that failed for want of space (torch.save reports a full
+    disk as ``RuntimeError: basic_ios::clear``, safetensors as its own error); other errors are passed on."""
+    import errno
+
+    if isinstance(exc, OSError) and (exc.filename or exc.errno is None):
+        return exc
+    try:
+        free = shutil.disk_usage(folder.parent).free
+    except OSError:
+        free = None
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or (free is not None and free < (64 << 20)):
+        return OSError(errno.ENOSPC, f"No space left on device while writing a step checkpoint "
+                                     f"({free if free is not None else '?'} bytes free)", str(folder))
+    if isinstance(exc, OSError):
+        return OSError(exc.errno, exc.strerror, str(folder))
+    return exc
+
+
+def write_manifest(folder: Path) -> None:
+    """Record the size and SHA-256 of every file under ``folder``; written last, so its presence means complete."""
+    files = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": file_digest(p)}
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    (folder / MANIFEST).write_text(json.dumps({"files": files}, indent=2, sort_keys=True))
+
+
+def verify_step(folder: Path) -> str | None:
+    """Why ``folder`` cannot be resumed from (``None`` when it can): its manifest's files, sizes and checksums.
+
+    A step written before manifests existed is accepted when its training info reads and its weights file is
+    there (its files cannot be checked further)."""
+    manifest_path = folder / MANIFEST
+    if not manifest_path.exists():
+        try:
+            json.loads((folder / "training_info.json").read_text())
+        except (OSError, ValueError) as exc:
+            return f"training_info.json is unreadable ({exc.__class__.__name__}) and there is no manifest"
+        if not any((folder / "policy" / f).is_file() for f in WEIGHT_FILES.values()):
+            return "no weights file and no manifest"
+        return None
+    try:
+        files = json.loads(manifest_path.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"{MANIFEST} is unreadable ({exc.__class__.__name__})"
+    for name, want in sorted(files.items()):
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        size = path.stat().st_size
+        if size != want["size"]:
+            return f"{name} has {size} bytes, the manifest says {want['size']} (truncated or overwritten)"
+        if file_digest(path) != want["sha256"]:
+            return f"{name} does not match its SHA-256 in the manifest (corrupted)"
+    return None
 
 
 def split_tied(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -44,7 +44,8 @@ def test_save_writes_complete_step_folder(tmp_path):
 
 
 def test_failed_save_never_appears_as_a_step(tmp_path, monkeypatch):
-    """A save that dies half-way leaves only tmp_step_N; resume ignores and deletes it and uses the last step."""
+    """A save that dies half-way removes its tmp_step_N (a kill -9 can still leave one: resume ignores and deletes
+    it) and never appears as a step; resume uses the last complete step."""
     ckpts = make(tmp_path / "ckpts")
     save(ckpts, 2)
 
@@ -55,9 +56,9 @@ def test_failed_save_never_appears_as_a_step(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         save(ckpts, 4)
     names = sorted(p.name for p in (tmp_path / "ckpts").iterdir())
-    assert names == ["step_2", "tmp_step_4"]
-    assert (tmp_path / "ckpts" / "tmp_step_4" / "policy" / "model.safetensors").exists()
+    assert names == ["step_2"]
     assert ckpts.steps() == [2]
+    (tmp_path / "ckpts" / "tmp_step_4" / "policy").mkdir(parents=True)  # what a kill -9 mid-save leaves
     messages: list[str] = []
     point = make(tmp_path / "ckpts").find_resume_point(log=messages.append)
     assert point.step == 2 and point.info["consumed_prompts"] == 16
@@ -97,21 +98,31 @@ def test_fingerprint_mismatch_starts_fresh_and_moves_old_run_aside(tmp_path):
     assert point is None
     assert not (tmp_path / "ckpts").exists()
     [aside] = [p for p in tmp_path.iterdir() if p.name.startswith("ckpts.superseded-")]
+    assert aside.name == "ckpts.superseded-fp-old"  # named by the old run's fingerprint
     assert sorted(p.name for p in aside.iterdir()) == ["step_2", "step_4"]
     assert (aside / "step_4" / "policy" / "model.safetensors").exists()
     assert "fp-old" in messages[0] and "fp-new" in messages[0] and "starting fresh" in messages[0]
     assert str(aside) in messages[0]
 
 
-def test_two_mismatches_in_one_second_keep_both_old_runs(tmp_path):
+def test_the_old_runs_metrics_move_aside_with_its_checkpoints(tmp_path):
+    """Nothing of a superseded run is lost: its metrics log goes into the same folder as its checkpoints."""
+    save(make(tmp_path / "ckpts", fingerprint="fp-old"), 2)
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"step": 0}\n{"step": 1}\n{"step": 2}\n')
+    assert make(tmp_path / "ckpts", fingerprint="fp-new").find_resume_point(
+        log=lambda _: None, companions=(metrics,)) is None
+    aside = tmp_path / "ckpts.superseded-fp-old"
+    assert (aside / "metrics.jsonl").read_text().count("step") == 3 and not metrics.exists()
+
+
+def test_the_same_old_run_superseded_twice_keeps_both_folders(tmp_path):
     """Moving aside never overwrites an earlier superseded folder (names are made unique)."""
-    for fingerprint in ("fp-1", "fp-2"):
+    for fingerprint in ("fp-1", "fp-1"):
         save(make(tmp_path / "ckpts", fingerprint=fingerprint), 2)
         assert make(tmp_path / "ckpts", fingerprint="fp-3").find_resume_point(log=lambda _: None) is None
     asides = sorted(p for p in tmp_path.iterdir() if p.name.startswith("ckpts.superseded-"))
-    fingerprints = sorted(json.loads((p / "step_2" / "training_info.json").read_text())["fingerprint"]
-                          for p in asides)
-    assert fingerprints == ["fp-1", "fp-2"]
+    assert [p.name for p in asides] == ["ckpts.superseded-fp-1", "ckpts.superseded-fp-1-1"]
 
 
 def test_keep_top_k_keeps_best_by_metric_and_the_latest(tmp_path):
@@ -230,3 +241,73 @@ def test_digests_see_names_and_contents(tmp_path):
     second = tree_digest(tmp_path / "a")
     (tmp_path / "a" / "x.bin").rename(tmp_path / "a" / "y.bin")
     assert len({first, second, tree_digest(tmp_path / "a")}) == 3
+
+
+def damage(path: Path, how: str) -> None:
+    if how == "truncate":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "empty":
+        path.write_text("")
+    elif how == "flip":
+        data = bytearray(path.read_bytes())
+        data[-1] ^= 0xFF
+        path.write_bytes(bytes(data))
+    else:
+        path.unlink()
+
+
+@pytest.mark.parametrize("target, how, why", [
+    ("policy/model.safetensors", "truncate", "truncated or overwritten"),
+    ("training_info.json", "empty", "truncated or overwritten"),
+    ("policy/model.safetensors", "flip", "SHA-256"),
+    ("policy/optimizer.pt", "delete", "is missing"),
+    ("manifest.json", "empty", "manifest.json is unreadable"),
+])
+def test_a_damaged_newest_checkpoint_is_skipped_for_the_newest_intact_one(tmp_path, target, how, why):
+    ckpts = make(tmp_path / "ckpts")
+    for step in (2, 4, 6):
+        save(ckpts, step)
+    damage(tmp_path / "ckpts" / "step_6" / target, how)
+    messages: list[str] = []
+    point = make(tmp_path / "ckpts").find_resume_point(log=messages.append)
+    assert point is not None and point.step == 4
+    assert len([m for m in messages if "skipping damaged checkpoint" in m]) == 1
+    assert "step_6" in messages[0] and why in messages[0]
+    assert "resuming from" in messages[1] and "step_4" in messages[1]
+    StepCheckpoints.load(point)  # the intact one loads
+
+
+def test_no_intact_checkpoint_starts_fresh_saying_so(tmp_path):
+    ckpts = make(tmp_path / "ckpts")
+    save(ckpts, 2)
+    damage(tmp_path / "ckpts" / "step_2" / "policy" / "model.safetensors", "truncate")
+    messages: list[str] = []
+    assert make(tmp_path / "ckpts").find_resume_point(log=messages.append) is None
+    assert "skipping damaged" in messages[0] and "no intact checkpoint" in messages[1] and "fresh" in messages[1]
+
+
+def test_every_saved_file_is_in_the_manifest(tmp_path):
+    folder = save(make(tmp_path / "ckpts"), 2)
+    files = json.loads((folder / "manifest.json").read_text())["files"]
+    on_disk = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != "manifest.json")
+    assert sorted(files) == on_disk and "policy/model.safetensors" in files
+
+
+def test_a_full_disk_during_a_save_is_an_os_error_naming_the_folder(tmp_path, monkeypatch):
+    """torch.save reports a full disk as ``RuntimeError: basic_ios::clear``: it becomes ENOSPC on the step folder
+    (one line from the stage) and no half-written step is left."""
+    import errno
+    import shutil as shutil_module
+
+    ckpts = make(tmp_path / "ckpts")
+
+    def full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0 basic_ios::clear")
+
+    monkeypatch.setattr(step_ckpts.torch, "save", full)
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda _p: shutil_module._ntuple_diskusage(10, 10, 0))
+    with pytest.raises(OSError) as err:
+        save(ckpts, 2)
+    assert err.value.errno == errno.ENOSPC and err.value.filename.endswith("tmp_step_2")
+    assert not any((tmp_path / "ckpts").iterdir())
