@@ -52,7 +52,8 @@ STEP_METRICS = "metrics.json"  # a step checkpoint's copy of its metrics.jsonl l
 class GRPOController:
     """Runs the GRPO loop of one run folder; resumable (see step_ckpts.py)."""
 
-    def __init__(self, cfg: dict[str, Any], *, data_dir: Path, policy_path: Path, run_dir: Path):
+    def __init__(self, cfg: dict[str, Any], *, data_dir: Path, policy_path: Path, run_dir: Path,
+                 config_record: dict[str, Any] | None = None):
         self.cfg = cfg
         self.grpo, self.policy_cfg, self.loss_cfg = cfg["grpo"], cfg["policy"], cfg["loss_fn"]
         self.out = Path(run_dir) / "rlvr"
@@ -78,9 +79,11 @@ class GRPOController:
         self.gen_cfg = GenerationConfig.from_config(self.policy_cfg["generation"])
         self.val_gen_cfg = GenerationConfig.from_config(self.policy_cfg["generation"], validation=True)
         ckpt_cfg = cfg.get("checkpointing", {})
-        fingerprint = run_fingerprint(cfg, {"train": file_digest(Path(data_dir) / "train.jsonl"),
-                                            "val": file_digest(Path(data_dir) / "val.jsonl"),
-                                            "policy": tree_digest(Path(policy_path))})
+        # Fingerprinted with secrets as references: a rotated token still resumes, and no hash of a secret is kept.
+        fingerprint = run_fingerprint(config_record or cfg,
+                                      {"train": file_digest(Path(data_dir) / "train.jsonl"),
+                                       "val": file_digest(Path(data_dir) / "val.jsonl"),
+                                       "policy": tree_digest(Path(policy_path))})
         self.ckpts = StepCheckpoints(
             Path(ckpt_cfg.get("checkpoint_dir") or self.out / "ckpts"), fingerprint=fingerprint,
             metric_name=ckpt_cfg.get("metric_name"), higher_is_better=ckpt_cfg.get("higher_is_better", True),
@@ -351,7 +354,8 @@ def run_grpo(cfg: dict[str, Any], *, data_dir: Path, policy_path: Path, run_dir:
     with atomic_file(out / "config.yaml") as fh:
         fh.write("# resolved rlvr config; secrets as ${oc.env:...} references\n"
                  + config_yaml(cfg if config_record is None else config_record))
-    controller = GRPOController(cfg, data_dir=data_dir, policy_path=policy_path, run_dir=run_dir)
+    controller = GRPOController(cfg, data_dir=data_dir, policy_path=policy_path, run_dir=run_dir,
+                                config_record=config_record)
     try:
         summary = controller.fit()
     finally:
