@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -104,6 +105,10 @@ _VALUE_FLAGS = {"-c": "config", "--config": "config", "-r": "run_profile", "--ru
 _BOOL_FLAGS = {"-d": "dry_run", "--dry-run": "dry_run", "--force-squash": "force_squash", "--stage": None}
 
 
+# ``~key.path`` removes a key (it then takes its schema default); without this it would reach Snakemake as a target.
+_REMOVAL = re.compile(r"^~[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z0-9_\-]+)*$")
+
+
 def split_run_args(tokens: list[str]) -> RunArgs:
     """The upstream token splitter: our options anywhere, ``k=v`` → override, the rest → Snakemake."""
     args = RunArgs()
@@ -121,7 +126,7 @@ def split_run_args(tokens: list[str]) -> RunArgs:
         elif tok in _BOOL_FLAGS:
             if _BOOL_FLAGS[tok]:
                 setattr(args, _BOOL_FLAGS[tok], True)
-        elif "=" in tok and not tok.startswith("-"):
+        elif ("=" in tok and not tok.startswith("-")) or _REMOVAL.match(tok):
             args.dotlist.append(tok)
         elif args.step_id is None and not tok.startswith("-"):
             args.step_id = tok

@@ -149,25 +149,32 @@ def check_backends(cfg: dict) -> None:
                           "policy.generation.backend=hf on a CPU machine")
 
 
-def check_loss_combinations(cfg: dict) -> None:
-    loss = cfg.get("loss_fn", {})
-    if loss.get("sequence_level_importance_ratios") and loss.get("token_level_loss", True):
-        raise ConfigError("loss_fn.sequence_level_importance_ratios=true (GSPO) needs loss_fn.token_level_loss=false")
-    tis = loss.get("truncated_importance_sampling_type")
-    if tis is not None:
-        if not loss.get("use_importance_sampling_correction"):
-            raise ConfigError(f"loss_fn.truncated_importance_sampling_type={tis} needs "
-                              f"loss_fn.use_importance_sampling_correction=true")
-        if not loss.get("truncated_importance_sampling_ratio"):
-            raise ConfigError(f"loss_fn.truncated_importance_sampling_type={tis} needs "
-                              f"loss_fn.truncated_importance_sampling_ratio > 0")
-        if tis in ("icepop", "seq-mask-tis") and loss.get("truncated_importance_sampling_ratio_min") is None:
-            raise ConfigError(f"loss_fn.truncated_importance_sampling_type={tis} needs "
-                              f"loss_fn.truncated_importance_sampling_ratio_min")
-    if loss.get("use_cispo") and (loss.get("sequence_level_importance_ratios") or loss.get("disable_ppo_ratio")
-                                  or not loss.get("token_level_loss", True)):
-        raise ConfigError("loss_fn.use_cispo=true is token-level only and excludes sequence_level_importance_ratios "
-                          "and disable_ppo_ratio")
+def check_loss(cfg: dict) -> None:
+    """The loss's own validation (``ClippedPGLossConfig``), so that every combination the loss refuses when
+    training starts (CISPO with a replaced ratio, force_on_policy_ratio with disable_ppo_ratio, ...) is refused
+    here, at ``-d``."""
+    from rlvr.grpo.loss import ClippedPGLossConfig
+
+    ClippedPGLossConfig.from_dict(cfg["loss_fn"])
+
+
+def check_advantage_estimator(cfg: dict) -> None:
+    """The advantage estimator's own validation (its name and switches), as the trainer will build it."""
+    from rlvr.grpo.advantages import build_advantage_estimator
+
+    build_advantage_estimator(cfg["grpo"]["adv_estimator"], cfg["loss_fn"])
+
+
+def check_reference_policy(cfg: dict) -> None:
+    loss = cfg["loss_fn"]
+    beta = loss["reference_policy_kl_penalty"]
+    if cfg["grpo"]["skip_reference_policy_logprobs_calculation"] and beta > 0:
+        term = "reward (loss_fn.use_kl_in_reward)" if loss["use_kl_in_reward"] else "loss"
+        raise ConfigError(
+            f"grpo.skip_reference_policy_logprobs_calculation=true with loss_fn.reference_policy_kl_penalty = {beta} "
+            f"would put a KL term against zeros, not the reference policy, into the {term}; set "
+            f"loss_fn.reference_policy_kl_penalty=0 (no KL and no reference model) or "
+            f"grpo.skip_reference_policy_logprobs_calculation=false")
 
 
 def check_tiny(cfg: dict) -> None:
@@ -181,7 +188,7 @@ def check_tiny(cfg: dict) -> None:
 
 RLVR_CHECKS: list[Check] = [check_tiny, check_inputs, check_batch_arithmetic, check_validation_sizes,
                             check_nemo_gym_consistency, check_advantage_flags, check_backends,
-                            check_loss_combinations]
+                            check_reference_policy, check_loss, check_advantage_estimator]
 
 
 def check_rl_prep(cfg: dict) -> None:
@@ -210,6 +217,19 @@ CHECKS: dict[str, list[Check]] = {
 }
 
 
-def run_checks(step_id: str, cfg: dict) -> None:
+def run_checks(step_id: str, cfg: dict, inputs_valid: bool = True) -> list[ConfigError]:
+    """Every cross-field problem of ``cfg``, one error per failing check (all checks run).
+
+    With ``inputs_valid`` false (the schema already refused some value) a check that trips over a wrong type is
+    skipped: its input is reported by the schema message.
+    """
+    messages = []
     for check in CHECKS.get(step_id, []):
-        check(cfg)
+        try:
+            check(cfg)
+        except ConfigError as exc:
+            messages.append(exc)
+        except (KeyError, TypeError, AttributeError, ValueError, ZeroDivisionError):
+            if inputs_valid:
+                raise
+    return messages

@@ -75,8 +75,9 @@ def test_backend_choice():
 
 
 def test_loss_combinations():
-    fails("tiny", ["loss_fn.sequence_level_importance_ratios=true"], r"needs loss_fn.token_level_loss=false")
-    fails("tiny", ["loss_fn.truncated_importance_sampling_type=tis"], r"needs loss_fn.use_importance_sampling")
+    """The loss's own rules run at config time (the messages are the loss's)."""
+    fails("tiny", ["loss_fn.sequence_level_importance_ratios=true"], r"\(GSPO\) requires token_level_loss: false")
+    fails("tiny", ["loss_fn.truncated_importance_sampling_type=tis"], r"requires use_importance_sampling_correction")
 
 
 def test_literal_secret_is_refused_and_env_reference_is_kept(monkeypatch):

@@ -139,9 +139,9 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
 
 
 def test_removal_override():
-    """`~key` removes a key (the Hydra meaning), so the schema default behaviour applies."""
-    cfg = load_step_config(RLVR, "tiny", ["~grpo.val_start_at"]).resolved
-    assert "val_start_at" not in cfg["grpo"]
+    """`~key` removes a key (the Hydra meaning), which then takes its schema default (tiny's 50 -> 0)."""
+    cfg = load_step_config(RLVR, "tiny", ["~grpo.val_period"]).resolved
+    assert cfg["grpo"]["val_period"] == 0
 
 
 def test_scientific_notation_is_a_float_in_files_and_overrides(tmp_path):

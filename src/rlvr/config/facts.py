@@ -1,0 +1,19 @@
+"""Facts derived from a validated step config, decided once here and read by everyone (loader, trainer, workers).
+
+The config is complete when these run: the loader has filled every schema default, so no second default is
+taken here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def needs_reference_model(cfg: dict[str, Any]) -> bool:
+    """A frozen reference policy is built when the KL weight is > 0, in the loss or in the reward.
+
+    With a zero weight the reference pass is skipped whatever
+    ``grpo.skip_reference_policy_logprobs_calculation`` says; a positive weight with the skip switch on is
+    refused by the config checks (it would train against zeros).
+    """
+    return cfg["loss_fn"]["reference_policy_kl_penalty"] > 0
