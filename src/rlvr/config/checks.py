@@ -117,13 +117,19 @@ def check_inputs(cfg: dict) -> None:
     tiny = (cfg.get("tiny") or {}).get("enabled", False)
     if tiny:
         return
+    train, validation = _data_entry(cfg, "train"), _data_entry(cfg, "validation")
+    for split, entry in (("train", train), ("validation", validation)):
+        # A hub dataset name with a data_path (Nemotron's default.yaml: DAPOMath17K + /path/to/train.jsonl) names
+        # where the rows came from; rl_prep reads data_path by env_name. Without a data_path it would need a hub.
+        named = entry and entry.get("dataset_name") not in (None, "ResponseDataset", "NemoGymDataset")
+        if named and not entry.get("data_path"):
+            raise ConfigError(f"data.{split}.dataset_name '{entry['dataset_name']}' names a hub dataset, which "
+                              f"rlvr does not download; export it to JSONL and set data.{split}.data_path")
     if not cfg["policy"].get("model_name"):
         raise ConfigError("policy.model_name is required: an HF model folder or a checkpoint_megatron folder "
                           "(e.g. policy.model_name=/models/my-sft)")
-    train = _data_entry(cfg, "train")
     if not train.get("data_path"):
         raise ConfigError("data.train.data_path is required: data.train.data_path=/path/to/train.jsonl")
-    validation = _data_entry(cfg, "validation")
     if validation is None:
         if not train.get("split_validation_size"):
             raise ConfigError("data.validation is null, so data.train.split_validation_size must say how much of "
@@ -131,10 +137,6 @@ def check_inputs(cfg: dict) -> None:
     elif not validation.get("data_path"):
         raise ConfigError("data.validation.data_path is required (or set data.validation=null and "
                           "data.train.split_validation_size=0.05)")
-    for split, entry in (("train", train), ("validation", validation)):
-        if entry and entry.get("dataset_name") not in (None, "ResponseDataset", "NemoGymDataset"):
-            raise ConfigError(f"data.{split}.dataset_name '{entry['dataset_name']}' names a hub dataset, which "
-                              f"rlvr does not download; export it to JSONL and set data.{split}.data_path")
 
 
 def check_backends(cfg: dict) -> None:

@@ -25,7 +25,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from rlvr.config import checks, schema, secrets
+from rlvr.config import aliases, checks, schema, secrets
 from rlvr.config.files import compose, find_config_file, load_yaml, locate_key, run_record_name
 from rlvr.errors import ConfigError
 from rlvr.steps.index import StepInfo
@@ -114,20 +114,32 @@ def _where(files: list[Path], overrides: list[str]):
     return where
 
 
-def _resolve(cfg, schema_name: str) -> tuple[dict, dict]:
-    """(unresolved, resolved) containers, with the schema's defaults filled before interpolation so that a
-    default may refer to another key (``${policy.max_total_sequence_length}``)."""
+def _literal_secrets(unresolved: dict) -> list[str]:
+    try:
+        secrets.check_no_literal_secrets(unresolved)
+    except ConfigError as exc:
+        return [str(exc)]
+    return []
+
+
+def _resolve(cfg, schema_name: str) -> tuple[dict, dict, list[str]]:
+    """(unresolved, resolved) containers and the problems found on the way (literal secrets, upstream spellings).
+
+    The schema's defaults are filled before interpolation, so that a default may refer to another key
+    (``${policy.max_total_sequence_length}``); literal secrets are looked for in what the user wrote, before them.
+    """
     register_resolvers()
     try:
         unresolved = OmegaConf.to_container(cfg, resolve=False)
         unresolved.pop("defaults", None)
+        problems = _literal_secrets(unresolved) + aliases.apply(unresolved)
         schema.fill_defaults(unresolved, schema.load_schema(schema_name))
         resolved = OmegaConf.to_container(OmegaConf.create(unresolved), resolve=True)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
         msg = str(getattr(exc, "msg", exc)).splitlines()[0]
         raise ConfigError(f"cannot resolve '{key}': {msg}") from None
-    return unresolved, resolved
+    return unresolved, resolved, problems
 
 
 def load_step_config(step: StepInfo, config: str | None = None, overrides: list[str] | None = None) -> StepConfig:
@@ -137,10 +149,9 @@ def load_step_config(step: StepInfo, config: str | None = None, overrides: list[
     path = find_config_file(config, step.config_dir)
     composed = compose(path)
     cfg = _apply_overrides(composed.cfg, overrides)
-    unresolved, resolved = _resolve(cfg, step.config_schema)
-    secrets.check_no_literal_secrets(unresolved)
+    unresolved, resolved, messages = _resolve(cfg, step.config_schema)
     where = _where(composed.files, overrides)
-    messages = schema.violations(resolved, step.config_schema, where)
+    messages += schema.violations(resolved, step.config_schema, where)
     failed = checks.run_checks(step.id, resolved, inputs_valid=not messages)
     messages += [str(exc) for exc in failed]
     if messages:
