@@ -168,6 +168,7 @@ def summarize_plan(output: str) -> list[str]:
 
 def run_step(tokens: list[str]) -> int:
     from rlvr.config import load_step_config
+    from rlvr.config.facts import runtime_requirements
     from rlvr.config.files import is_path_like
     from rlvr.launch.profile import load_profile
     from rlvr.workflow import DEFAULT_STEP, WorkflowRequest, find_profile, run_dir, snakemake_argv
@@ -203,6 +204,8 @@ def run_step(tokens: list[str]) -> int:
         plan = summarize_plan(proc.stdout)
         print("── plan " + "─" * 56)
         print("\n".join(plan) if plan else "  nothing to do: every output is up to date")
+        for note in runtime_requirements(cfg.resolved):
+            print(f"  note: {note}")
         return 0
     _write_config_record(rdir, cfg)
     argv = snakemake_argv(request, profile=profile.path, extra=extra)

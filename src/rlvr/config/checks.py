@@ -164,7 +164,11 @@ def check_advantage_estimator(cfg: dict) -> None:
     """The advantage estimator's own validation (its name and switches), as the trainer will build it."""
     from rlvr.grpo.advantages import build_advantage_estimator
 
-    build_advantage_estimator(cfg["grpo"]["adv_estimator"], cfg["loss_fn"])
+    grpo = cfg["grpo"]
+    adv = {k: v for k, v in grpo["adv_estimator"].items() if v is not None}
+    for key in ("normalize_rewards", "use_leave_one_out_baseline"):  # null follows the top-level key, as upstream
+        adv.setdefault(key, grpo[key])
+    build_advantage_estimator(adv, cfg["loss_fn"])
 
 
 def check_reference_policy(cfg: dict) -> None:
@@ -179,6 +183,18 @@ def check_reference_policy(cfg: dict) -> None:
             f"grpo.skip_reference_policy_logprobs_calculation=false")
 
 
+def check_megatron_weight_decay(cfg: dict) -> None:
+    """The megatron backend keeps weight decay constant: a schedule must start and end at optimizer.weight_decay."""
+    mcfg = cfg["policy"]["megatron_cfg"]
+    sched, opt = mcfg.get("scheduler") or {}, mcfg.get("optimizer") or {}
+    for key in ("start_weight_decay", "end_weight_decay"):
+        value = sched.get(key)
+        if value is not None and value != opt.get("weight_decay"):
+            raise ConfigError(f"policy.megatron_cfg.scheduler.{key} = {value} differs from "
+                              f"policy.megatron_cfg.optimizer.weight_decay = {opt.get('weight_decay')}: rlvr keeps weight "
+                              f"decay constant; set it equal (or null)")
+
+
 def check_tiny(cfg: dict) -> None:
     """The tiny section's own cross-field rules (e.g. SFT warm-up shorter than the run), before any compute."""
     tiny = dict(cfg.get("tiny") or {})
@@ -190,7 +206,8 @@ def check_tiny(cfg: dict) -> None:
 
 RLVR_CHECKS: list[Check] = [check_tiny, check_inputs, check_batch_arithmetic, check_validation_sizes,
                             check_nemo_gym_consistency, check_advantage_flags, check_backends,
-                            check_reference_policy, check_loss, check_advantage_estimator]
+                            check_reference_policy, check_loss, check_advantage_estimator,
+                            check_megatron_weight_decay]
 
 
 def check_rl_prep(cfg: dict) -> None:

@@ -6,6 +6,7 @@ taken here.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -17,3 +18,13 @@ def needs_reference_model(cfg: dict[str, Any]) -> bool:
     refused by the config checks (it would train against zeros).
     """
     return cfg["loss_fn"]["reference_policy_kl_penalty"] > 0
+
+
+def runtime_requirements(cfg: dict[str, Any]) -> list[str]:
+    """What a dry run cannot check but the real run needs, one sentence each (printed with the plan)."""
+    notes = []
+    model = (cfg.get("policy") or {}).get("model_name")
+    if model and not Path(str(model)).expanduser().exists():
+        notes.append(f"policy.model_name '{model}' is not a local folder: it must be a Hugging Face hub id that "
+                     f"can be downloaded (or is in the HF cache) when the run starts")
+    return notes
