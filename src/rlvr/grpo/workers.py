@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,10 @@ class PolicyWorkers:
         from rlvr.policy.hf import HFPolicy
 
         policy_cfg = cfg["policy"]
+        if policy_cfg["dtensor_cfg"]["enabled"]:
+            # NeMo-RL's policy-worker environment (e.g. PYTORCH_CUDA_ALLOC_CONF): set before any model or Ray
+            # worker exists, so the in-process policy and the workers of a local Ray inherit it.
+            os.environ.update({k: str(v) for k, v in policy_cfg["dtensor_cfg"]["env_vars"].items()})
         tok_dir = Path(policy_cfg["tokenizer"]["name"] or checkpoint_tokenizer_dir(policy_path))
         tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
         wants_reference = needs_reference_model(cfg)
