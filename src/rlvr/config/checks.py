@@ -191,8 +191,8 @@ def check_megatron_weight_decay(cfg: dict) -> None:
         value = sched.get(key)
         if value is not None and value != opt.get("weight_decay"):
             raise ConfigError(f"policy.megatron_cfg.scheduler.{key} = {value} differs from "
-                              f"policy.megatron_cfg.optimizer.weight_decay = {opt.get('weight_decay')}: rlvr keeps weight "
-                              f"decay constant; set it equal (or null)")
+                              f"policy.megatron_cfg.optimizer.weight_decay = {opt.get('weight_decay')}: rlvr keeps "
+                              f"weight decay constant; set it equal (or null)")
 
 
 def check_tiny(cfg: dict) -> None:
