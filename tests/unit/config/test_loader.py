@@ -121,7 +121,12 @@ def test_type_errors_name_the_key():
 
 
 @pytest.mark.parametrize("override", ["grpo.async_grpo.enabled=true", "policy.sequence_packing.enabled=true",
-                                      "logger.wandb_enabled=true", "policy.dtensor_cfg.tensor_parallel_size=2"])
+                                      "logger.wandb_enabled=true", "policy.dtensor_cfg.tensor_parallel_size=2",
+                                      "grpo.use_best_at_k=true", "policy.generation.colocated.enabled=false",
+                                      "policy.generation.vllm_cfg.kv_cache_dtype=fp8",
+                                      "policy.generation.vllm_kwargs.swap_space=4",
+                                      "policy.megatron_cfg.cuda_graph_impl=local",
+                                      "reward_penalties.penalize_empty_final_answer=true", "data_plane.enabled=true"])
 def test_unimplemented_upstream_keys_are_refused_unless_off(override):
     """Keys accepted for compatibility are accepted at their off value and refused as 'not supported' otherwise."""
     with pytest.raises(ConfigError, match="is not supported by rlvr yet"):
