@@ -31,11 +31,11 @@ def data_parallel_workers(cluster: dict) -> int:
     """Policy workers: one per GPU on a GPU run, ``cluster.num_workers`` processes on a CPU run."""
     if cluster["gpus_per_node"] > 0:
         return cluster["gpus_per_node"] * cluster["num_nodes"]
-    return cluster.get("num_workers", 1) * cluster["num_nodes"]
+    return cluster["num_workers"] * cluster["num_nodes"]
 
 
 def check_batch_arithmetic(cfg: dict) -> None:
-    grpo, policy, loss = cfg["grpo"], cfg["policy"], cfg.get("loss_fn", {})
+    grpo, policy, loss = cfg["grpo"], cfg["policy"], cfg["loss_fn"]
     prompts, gens = grpo["num_prompts_per_step"], grpo["num_generations_per_prompt"]
     rollout, gbs, mbs = prompts * gens, policy["train_global_batch_size"], policy["train_micro_batch_size"]
     code = "rollout_batch_not_divisible"
@@ -55,13 +55,13 @@ def check_batch_arithmetic(cfg: dict) -> None:
     if gbs % workers:
         raise ConfigError(f"policy.train_global_batch_size = {gbs} must split evenly over the {workers} data-parallel "
                           f"policy workers of cluster.*", code=code)
-    if not grpo.get("use_dynamic_sampling", False) and grpo.get("batch_multiplier", 1.0) != 1.0:
+    if not grpo["use_dynamic_sampling"] and grpo["batch_multiplier"] != 1.0:
         raise ConfigError("grpo.batch_multiplier only applies with grpo.use_dynamic_sampling=true; set it to 1.0")
 
 
 def check_validation_sizes(cfg: dict) -> None:
     grpo = cfg["grpo"]
-    validates = grpo.get("val_period", 0) > 0 or grpo.get("val_at_start") or grpo.get("val_at_end")
+    validates = grpo["val_period"] > 0 or grpo["val_at_start"] or grpo["val_at_end"]
     if not validates:
         return
     max_val, batch = grpo.get("max_val_samples"), grpo.get("val_batch_size")
@@ -141,12 +141,12 @@ def check_inputs(cfg: dict) -> None:
 
 def check_backends(cfg: dict) -> None:
     policy = cfg["policy"]
-    dtensor = (policy.get("dtensor_cfg") or {}).get("enabled", False)
-    megatron = (policy.get("megatron_cfg") or {}).get("enabled", False)
+    dtensor = policy["dtensor_cfg"]["enabled"]
+    megatron = policy["megatron_cfg"]["enabled"]
     if dtensor == megatron:
         raise ConfigError("enable exactly one policy backend: policy.dtensor_cfg.enabled (PyTorch/HF) or "
                           "policy.megatron_cfg.enabled (megatron-core)")
-    if policy["generation"].get("backend", "hf") == "vllm" and cfg["cluster"]["gpus_per_node"] == 0:
+    if policy["generation"]["backend"] == "vllm" and cfg["cluster"]["gpus_per_node"] == 0:
         raise ConfigError("policy.generation.backend=vllm needs GPUs (cluster.gpus_per_node > 0); use "
                           "policy.generation.backend=hf on a CPU machine")
 
