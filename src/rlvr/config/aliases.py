@@ -6,7 +6,8 @@
 * Nemotron's ``nemo_gym.yaml`` describes its servers as NeMo-Gym config blocks under ``env.nemo_gym``
   (``math_with_judge: {resources_servers: {math_with_judge: {...}}}``). When ``env.nemo_gym.resource_servers`` is
   empty, each block whose server type rlvr can start locally becomes ``resource_servers.<name> = {url: null,
-  kind}``; a type rlvr cannot start, or a judge rlvr's math server does not have, is an error naming the block.
+  kind}``; a type rlvr cannot start, a judge rlvr's math server does not have, or a block beside a non-empty
+  ``resource_servers`` (it would not be read) is an error naming the block.
 """
 
 from __future__ import annotations
@@ -48,12 +49,14 @@ def apply(cfg: dict[str, Any]) -> list[str]:
 
 def _gym_server_blocks(cfg: dict[str, Any]) -> list[str]:
     gym = (cfg.get("env") or {}).get("nemo_gym")
-    if not isinstance(gym, dict) or gym.get("resource_servers"):
+    if not isinstance(gym, dict):
         return []
+    blocks = {name: block for name, block in gym.items() if name not in _GYM_SETTINGS and isinstance(block, dict)}
+    if gym.get("resource_servers"):
+        return [f"env.nemo_gym.{name} (a NeMo-Gym server block) is not read when env.nemo_gym.resource_servers is "
+                f"set; describe the server under resource_servers.{name} instead" for name in blocks]
     problems, servers = [], {}
-    for name, block in gym.items():
-        if name in _GYM_SETTINGS or not isinstance(block, dict):
-            continue
+    for name, block in blocks.items():
         for server_type, settings in (block.get("resources_servers") or {}).items():
             key = f"env.nemo_gym.{name}.resources_servers.{server_type}"
             if server_type not in GYM_SERVER_KINDS:

@@ -145,3 +145,9 @@ def test_gym_server_blocks_rlvr_cannot_start_are_named(tmp_path):
            "env.nemo_gym.judged.resources_servers.math_with_judge.should_use_judge=true"]
     err = fails("nemo_gym", DATA + gym, r"rlvr cannot start a 'swe_bench' server locally")
     assert "should_use_judge=true: rlvr's local math server has no LLM judge" in str(err)
+
+
+def test_a_gym_server_block_beside_resource_servers_is_refused():
+    """It would not be read: one place describes the servers."""
+    fails("nemo_gym", DATA + ["env.nemo_gym.code_gen.resources_servers.code_gen.debug=false"],
+          r"env.nemo_gym.code_gen \(a NeMo-Gym server block\) is not read when env.nemo_gym.resource_servers is set")
