@@ -114,3 +114,41 @@ def test_other_steps_dry_run(step, args, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert f"{step.rsplit('/', 1)[-1]}:" in proc.stdout
     assert not (tmp_path / "results").exists()
+
+
+def _upstream(relative: str) -> Path:
+    # ../shared beside the clone (CI); a worktree (wt/<name>/) sits one level deeper.
+    for root in (REPO_ROOT.parent, REPO_ROOT.parent.parent):
+        path = root / "shared" / "reference" / "upstream_configs" / relative
+        if path.is_file():
+            return path
+    pytest.skip("../shared/reference/upstream_configs is not beside this clone")
+
+
+def test_nemotrons_own_default_yaml_plans_with_a_hub_model(tmp_path):
+    """Nemotron's default.yaml with -c PATH (no cluster section, Nemotron-only keys, a hub model): it plans once
+    the one batch problem NeMo-RL asserts on is fixed, and says the model must be downloadable at run time."""
+    config = str(_upstream("nemotron/default.yaml"))
+    proc = nemotron("steps", "run", "rlvr", "-c", config, "-d", *data_files(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "invalid config (1 problem)" in proc.stderr and "policy.train_global_batch_size=96" in proc.stderr
+    proc = nemotron("steps", "run", "rlvr", "-c", config, "-d", *data_files(tmp_path),
+                    "policy.train_global_batch_size=96", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "rlvr: Missing output files" in proc.stdout
+    assert "note: policy.model_name 'meta-llama/Llama-3.2-1B-Instruct' is not a local folder" in proc.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def test_nemo_rl_example_config_is_refused_in_one_message(tmp_path):
+    proc = nemotron("steps", "run", "rlvr", "-c", str(_upstream("nemo_rl/grpo_math_1B.yaml")), "-d", cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("invalid config") == 1
+    assert "Unsupported interpolation" not in proc.stderr and "policy.sequence_packing.enabled" in proc.stderr
+
+
+def test_removal_override_reaches_the_config_not_snakemake(tmp_path):
+    """`~key` as the README writes it: the key takes its default (tiny's val_period 50 -> 0)."""
+    proc = nemotron("steps", "run", "rlvr", "-c", "tiny", "-d", "~grpo.val_period", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "val_period: 0" in proc.stdout

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -106,6 +107,10 @@ _VALUE_FLAGS = {"-c": "config", "--config": "config", "-r": "run_profile", "--ru
 _BOOL_FLAGS = {"-d": "dry_run", "--dry-run": "dry_run", "--force-squash": "force_squash", "--stage": None}
 
 
+# ``~key.path`` removes a key (it then takes its schema default); without this it would reach Snakemake as a target.
+_REMOVAL = re.compile(r"^~[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z0-9_\-]+)*$")
+
+
 def split_run_args(tokens: list[str]) -> RunArgs:
     """The upstream token splitter: our options anywhere, ``k=v`` → override, the rest → Snakemake."""
     args = RunArgs()
@@ -123,7 +128,7 @@ def split_run_args(tokens: list[str]) -> RunArgs:
         elif tok in _BOOL_FLAGS:
             if _BOOL_FLAGS[tok]:
                 setattr(args, _BOOL_FLAGS[tok], True)
-        elif "=" in tok and not tok.startswith("-"):
+        elif ("=" in tok and not tok.startswith("-")) or _REMOVAL.match(tok):
             args.dotlist.append(tok)
         elif args.step_id is None and not tok.startswith("-"):
             args.step_id = tok
@@ -165,6 +170,7 @@ def summarize_plan(output: str) -> list[str]:
 
 def run_step(tokens: list[str]) -> int:
     from rlvr.config import load_step_config
+    from rlvr.config.facts import runtime_requirements
     from rlvr.config.files import is_path_like
     from rlvr.config.secrets import secret_env_vars
     from rlvr.launch.secret_env import mark_config_secrets
@@ -205,6 +211,8 @@ def run_step(tokens: list[str]) -> int:
         plan = summarize_plan(proc.stdout)
         print("── plan " + "─" * 56)
         print("\n".join(plan) if plan else "  nothing to do: every output is up to date")
+        for note in runtime_requirements(cfg.resolved):
+            print(f"  note: {note}")
         return 0
     lock = _lock_run_folder(rdir, step, cfg)
     try:

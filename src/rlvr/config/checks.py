@@ -32,11 +32,11 @@ def data_parallel_workers(cluster: dict) -> int:
     """Policy workers: one per GPU on a GPU run, ``cluster.num_workers`` processes on a CPU run."""
     if cluster["gpus_per_node"] > 0:
         return cluster["gpus_per_node"] * cluster["num_nodes"]
-    return cluster.get("num_workers", 1) * cluster["num_nodes"]
+    return cluster["num_workers"] * cluster["num_nodes"]
 
 
 def check_batch_arithmetic(cfg: dict) -> None:
-    grpo, policy, loss = cfg["grpo"], cfg["policy"], cfg.get("loss_fn", {})
+    grpo, policy, loss = cfg["grpo"], cfg["policy"], cfg["loss_fn"]
     prompts, gens = grpo["num_prompts_per_step"], grpo["num_generations_per_prompt"]
     rollout, gbs, mbs = prompts * gens, policy["train_global_batch_size"], policy["train_micro_batch_size"]
     code = "rollout_batch_not_divisible"
@@ -56,13 +56,13 @@ def check_batch_arithmetic(cfg: dict) -> None:
     if gbs % workers:
         raise ConfigError(f"policy.train_global_batch_size = {gbs} must split evenly over the {workers} data-parallel "
                           f"policy workers of cluster.*", code=code)
-    if not grpo.get("use_dynamic_sampling", False) and grpo.get("batch_multiplier", 1.0) != 1.0:
+    if not grpo["use_dynamic_sampling"] and grpo["batch_multiplier"] != 1.0:
         raise ConfigError("grpo.batch_multiplier only applies with grpo.use_dynamic_sampling=true; set it to 1.0")
 
 
 def check_validation_sizes(cfg: dict) -> None:
     grpo = cfg["grpo"]
-    validates = grpo.get("val_period", 0) > 0 or grpo.get("val_at_start") or grpo.get("val_at_end")
+    validates = grpo["val_period"] > 0 or grpo["val_at_start"] or grpo["val_at_end"]
     if not validates:
         return
     max_val, batch = grpo.get("max_val_samples"), grpo.get("val_batch_size")
@@ -118,13 +118,19 @@ def check_inputs(cfg: dict) -> None:
     tiny = (cfg.get("tiny") or {}).get("enabled", False)
     if tiny:
         return
+    train, validation = _data_entry(cfg, "train"), _data_entry(cfg, "validation")
+    for split, entry in (("train", train), ("validation", validation)):
+        # A hub dataset name with a data_path (Nemotron's default.yaml: DAPOMath17K + /path/to/train.jsonl) names
+        # where the rows came from; rl_prep reads data_path by env_name. Without a data_path it would need a hub.
+        named = entry and entry.get("dataset_name") not in (None, "ResponseDataset", "NemoGymDataset")
+        if named and not entry.get("data_path"):
+            raise ConfigError(f"data.{split}.dataset_name '{entry['dataset_name']}' names a hub dataset, which "
+                              f"rlvr does not download; export it to JSONL and set data.{split}.data_path")
     if not cfg["policy"].get("model_name"):
         raise ConfigError("policy.model_name is required: an HF model folder or a checkpoint_megatron folder "
                           "(e.g. policy.model_name=/models/my-sft)")
-    train = _data_entry(cfg, "train")
     if not train.get("data_path"):
         raise ConfigError("data.train.data_path is required: data.train.data_path=/path/to/train.jsonl")
-    validation = _data_entry(cfg, "validation")
     if validation is None:
         if not train.get("split_validation_size"):
             raise ConfigError("data.validation is null, so data.train.split_validation_size must say how much of "
@@ -132,10 +138,6 @@ def check_inputs(cfg: dict) -> None:
     elif not validation.get("data_path"):
         raise ConfigError("data.validation.data_path is required (or set data.validation=null and "
                           "data.train.split_validation_size=0.05)")
-    for split, entry in (("train", train), ("validation", validation)):
-        if entry and entry.get("dataset_name") not in (None, "ResponseDataset", "NemoGymDataset"):
-            raise ConfigError(f"data.{split}.dataset_name '{entry['dataset_name']}' names a hub dataset, which "
-                              f"rlvr does not download; export it to JSONL and set data.{split}.data_path")
 
 
 def check_hf_architecture(path: str | None, key: str, *, trainable: bool = False) -> None:
@@ -161,35 +163,58 @@ def check_policy_architecture(cfg: dict) -> None:
 
 def check_backends(cfg: dict) -> None:
     policy = cfg["policy"]
-    dtensor = (policy.get("dtensor_cfg") or {}).get("enabled", False)
-    megatron = (policy.get("megatron_cfg") or {}).get("enabled", False)
+    dtensor = policy["dtensor_cfg"]["enabled"]
+    megatron = policy["megatron_cfg"]["enabled"]
     if dtensor == megatron:
         raise ConfigError("enable exactly one policy backend: policy.dtensor_cfg.enabled (PyTorch/HF) or "
                           "policy.megatron_cfg.enabled (megatron-core)")
-    if policy["generation"].get("backend", "hf") == "vllm" and cfg["cluster"]["gpus_per_node"] == 0:
+    if policy["generation"]["backend"] == "vllm" and cfg["cluster"]["gpus_per_node"] == 0:
         raise ConfigError("policy.generation.backend=vllm needs GPUs (cluster.gpus_per_node > 0); use "
                           "policy.generation.backend=hf on a CPU machine")
 
 
-def check_loss_combinations(cfg: dict) -> None:
-    loss = cfg.get("loss_fn", {})
-    if loss.get("sequence_level_importance_ratios") and loss.get("token_level_loss", True):
-        raise ConfigError("loss_fn.sequence_level_importance_ratios=true (GSPO) needs loss_fn.token_level_loss=false")
-    tis = loss.get("truncated_importance_sampling_type")
-    if tis is not None:
-        if not loss.get("use_importance_sampling_correction"):
-            raise ConfigError(f"loss_fn.truncated_importance_sampling_type={tis} needs "
-                              f"loss_fn.use_importance_sampling_correction=true")
-        if not loss.get("truncated_importance_sampling_ratio"):
-            raise ConfigError(f"loss_fn.truncated_importance_sampling_type={tis} needs "
-                              f"loss_fn.truncated_importance_sampling_ratio > 0")
-        if tis in ("icepop", "seq-mask-tis") and loss.get("truncated_importance_sampling_ratio_min") is None:
-            raise ConfigError(f"loss_fn.truncated_importance_sampling_type={tis} needs "
-                              f"loss_fn.truncated_importance_sampling_ratio_min")
-    if loss.get("use_cispo") and (loss.get("sequence_level_importance_ratios") or loss.get("disable_ppo_ratio")
-                                  or not loss.get("token_level_loss", True)):
-        raise ConfigError("loss_fn.use_cispo=true is token-level only and excludes sequence_level_importance_ratios "
-                          "and disable_ppo_ratio")
+def check_loss(cfg: dict) -> None:
+    """The loss's own validation (``ClippedPGLossConfig``), so that every combination the loss refuses when
+    training starts (CISPO with a replaced ratio, force_on_policy_ratio with disable_ppo_ratio, ...) is refused
+    here, at ``-d``."""
+    from rlvr.grpo.loss import ClippedPGLossConfig
+
+    ClippedPGLossConfig.from_dict(cfg["loss_fn"])
+
+
+def check_advantage_estimator(cfg: dict) -> None:
+    """The advantage estimator's own validation (its name and switches), as the trainer will build it."""
+    from rlvr.grpo.advantages import build_advantage_estimator
+
+    grpo = cfg["grpo"]
+    adv = {k: v for k, v in grpo["adv_estimator"].items() if v is not None}
+    for key in ("normalize_rewards", "use_leave_one_out_baseline"):  # null follows the top-level key, as upstream
+        adv.setdefault(key, grpo[key])
+    build_advantage_estimator(adv, cfg["loss_fn"])
+
+
+def check_reference_policy(cfg: dict) -> None:
+    loss = cfg["loss_fn"]
+    beta = loss["reference_policy_kl_penalty"]
+    if cfg["grpo"]["skip_reference_policy_logprobs_calculation"] and beta > 0:
+        term = "reward (loss_fn.use_kl_in_reward)" if loss["use_kl_in_reward"] else "loss"
+        raise ConfigError(
+            f"grpo.skip_reference_policy_logprobs_calculation=true with loss_fn.reference_policy_kl_penalty = {beta} "
+            f"would put a KL term against zeros, not the reference policy, into the {term}; set "
+            f"loss_fn.reference_policy_kl_penalty=0 (no KL and no reference model) or "
+            f"grpo.skip_reference_policy_logprobs_calculation=false")
+
+
+def check_megatron_weight_decay(cfg: dict) -> None:
+    """The megatron backend keeps weight decay constant: a schedule must start and end at optimizer.weight_decay."""
+    mcfg = cfg["policy"]["megatron_cfg"]
+    sched, opt = mcfg.get("scheduler") or {}, mcfg.get("optimizer") or {}
+    for key in ("start_weight_decay", "end_weight_decay"):
+        value = sched.get(key)
+        if value is not None and value != opt.get("weight_decay"):
+            raise ConfigError(f"policy.megatron_cfg.scheduler.{key} = {value} differs from "
+                              f"policy.megatron_cfg.optimizer.weight_decay = {opt.get('weight_decay')}: rlvr keeps "
+                              f"weight decay constant; set it equal (or null)")
 
 
 def check_tiny(cfg: dict) -> None:
@@ -203,7 +228,8 @@ def check_tiny(cfg: dict) -> None:
 
 RLVR_CHECKS: list[Check] = [check_tiny, check_inputs, check_batch_arithmetic, check_validation_sizes,
                             check_nemo_gym_consistency, check_advantage_flags, check_backends,
-                            check_loss_combinations, check_policy_architecture]
+                            check_reference_policy, check_loss, check_advantage_estimator,
+                            check_megatron_weight_decay, check_policy_architecture]
 
 
 def check_rl_prep(cfg: dict) -> None:
@@ -233,6 +259,19 @@ CHECKS: dict[str, list[Check]] = {
 }
 
 
-def run_checks(step_id: str, cfg: dict) -> None:
+def run_checks(step_id: str, cfg: dict, inputs_valid: bool = True) -> list[ConfigError]:
+    """Every cross-field problem of ``cfg``, one error per failing check (all checks run).
+
+    With ``inputs_valid`` false (the schema already refused some value) a check that trips over a wrong type is
+    skipped: its input is reported by the schema message.
+    """
+    messages = []
     for check in CHECKS.get(step_id, []):
-        check(cfg)
+        try:
+            check(cfg)
+        except ConfigError as exc:
+            messages.append(exc)
+        except (KeyError, TypeError, AttributeError, ValueError, ZeroDivisionError):
+            if inputs_valid:
+                raise
+    return messages

@@ -131,20 +131,41 @@ def compose(path: Path, _chain: tuple[Path, ...] = ()) -> ComposedConfig:
     return ComposedConfig(cfg=merged, files=files)
 
 
+# First line of a run's written config (``nemotron steps run`` writes ``<run>/config.yaml``):
+# ``# <step id> -c <config name> <overrides...>``.
+_RUN_RECORD = re.compile(r"^# (?P<step>\S+) -c (?P<name>[^\s/]+)")
+
+
+def run_record_name(path: Path, step_id: str) -> str | None:
+    """The config name recorded in a run's written ``config.yaml`` (for ``step_id``), else ``None``."""
+    try:
+        with path.open() as fh:
+            first = fh.readline()
+    except OSError:
+        return None
+    match = _RUN_RECORD.match(first)
+    return match["name"] if match and match["step"] == step_id else None
+
+
 def locate_key(files: list[Path], key_path: tuple[str, ...]) -> str | None:
-    """``file:line`` of the last file (highest precedence) that writes ``key_path``, for error messages."""
+    """``file:line`` of the last file (highest precedence) that writes ``key_path``, for error messages.
+
+    ``None`` when no file writes it (a top-level error has an empty path; a key may come from a default).
+    """
+    if not key_path:
+        return None
     for path in reversed(files):
         try:
             node = yaml.compose(path.read_text())
         except (OSError, yaml.YAMLError):
             continue
+        key_node = None
         for part in key_path:
             if not isinstance(node, yaml.MappingNode):
                 node = None
                 break
-            match = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
-            key_node = next((k for k, v in node.value if getattr(k, "value", None) == part), None)
-            node = match
+            key_node, node = next(((k, v) for k, v in node.value if getattr(k, "value", None) == part),
+                                  (None, None))
             if node is None:
                 break
         if node is not None and key_node is not None:

@@ -1,13 +1,21 @@
 """The one config loader, used by the ``nemotron`` CLI and by the Snakefile alike.
 
 Order, as upstream: read the ``-c`` file with its ``defaults:`` bases → apply ``key=value`` overrides (YAML-typed,
-last) → resolve interpolation (``${a.b}``, ``${oc.env:VAR,default}``, ``${oc.decode:...}``) → refuse literal
-secrets → validate against the step's JSON Schema → run the step's cross-field checks. Nothing is computed
-before all of this passes, so a bad config fails in a dry run, in seconds.
+last; ``~key`` removes a key, which then takes its default) → fill every missing key with the schema's
+``default`` (once; the engine keeps no second default) → resolve interpolation (``${a.b}``,
+``${oc.env:VAR,default}``, ``${oc.decode:...}`` and NeMo-RL's ``${mul:a,b}``, ``add``, ``sub``, ``div``, ``max``)
+→ refuse literal secrets → validate against the step's JSON Schema → run the step's cross-field checks, each
+owning section's own validation included (the loss, the advantage estimator). Schema errors and cross-field
+errors are reported together in one message. Nothing is computed before all of this passes, so a bad config
+fails in a dry run, in seconds.
+
+The run's name is the config's name: the ``-c`` name, the file's stem for a path, or, for a run's own written
+``<run>/config.yaml``, the name recorded in its first line (so re-planning it addresses the same run folder).
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +25,8 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from rlvr.config import checks, schema, secrets
-from rlvr.config.files import compose, find_config_file, load_yaml, locate_key
+from rlvr.config import aliases, checks, schema, secrets
+from rlvr.config.files import compose, find_config_file, load_yaml, locate_key, run_record_name
 from rlvr.errors import ConfigError
 from rlvr.steps.index import StepInfo
 
@@ -51,6 +59,19 @@ class StepConfig:
         Re-loadable: other strings have ``${`` escaped, so ``-c`` on a written file gives the same config.
         """
         return secrets.with_secret_references(self.resolved, self.unresolved)
+
+
+def register_resolvers() -> None:
+    """The arithmetic resolvers NeMo-RL's example configs use (``nemo_rl/utils/config.py``), e.g.
+    ``train_mb_tokens: ${mul:${policy.max_total_sequence_length}, ${policy.train_micro_batch_size}}``."""
+    arithmetic = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
+                  "div": lambda a, b: a / b, "max": lambda a, b: max(a, b)}
+    # OmegaConf 2.4 renamed register_new_resolver to register_resolver (whose 2.1-2.3 form is the legacy API).
+    modern = "replace" in inspect.signature(OmegaConf.register_resolver).parameters
+    register = OmegaConf.register_resolver if modern else OmegaConf.register_new_resolver
+    for name, fn in arithmetic.items():
+        if not OmegaConf.has_resolver(name):
+            register(name, fn)
 
 
 def parse_override(token: str) -> tuple[str, str, str | None]:
@@ -96,6 +117,34 @@ def _where(files: list[Path], overrides: list[str]):
     return where
 
 
+def _literal_secrets(unresolved: dict) -> list[str]:
+    try:
+        secrets.check_no_literal_secrets(unresolved)
+    except ConfigError as exc:
+        return [str(exc)]
+    return []
+
+
+def _resolve(cfg, schema_name: str) -> tuple[dict, dict, list[str]]:
+    """(unresolved, resolved) containers and the problems found on the way (literal secrets, upstream spellings).
+
+    The schema's defaults are filled before interpolation, so that a default may refer to another key
+    (``${policy.max_total_sequence_length}``); literal secrets are looked for in what the user wrote, before them.
+    """
+    register_resolvers()
+    try:
+        unresolved = OmegaConf.to_container(cfg, resolve=False)
+        unresolved.pop("defaults", None)
+        problems = _literal_secrets(unresolved) + aliases.apply(unresolved)
+        schema.fill_defaults(unresolved, schema.load_schema(schema_name))
+        resolved = OmegaConf.to_container(OmegaConf.create(unresolved), resolve=True)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        msg = str(getattr(exc, "msg", exc)).splitlines()[0]
+        raise ConfigError(f"cannot resolve '{key}': {msg}") from None
+    return unresolved, resolved, problems
+
+
 def load_step_config(step: StepInfo, config: str | None = None, overrides: list[str] | None = None) -> StepConfig:
     """Resolve and validate ``step``'s config ``config`` (name or path; default: the manifest's default)."""
     overrides = list(overrides or [])
@@ -103,17 +152,16 @@ def load_step_config(step: StepInfo, config: str | None = None, overrides: list[
     path = find_config_file(config, step.config_dir)
     composed = compose(path)
     cfg = _apply_overrides(composed.cfg, overrides)
-    try:
-        unresolved = OmegaConf.to_container(cfg, resolve=False)
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-    except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None) or "?"
-        raise ConfigError(f"cannot resolve '{key}': {getattr(exc, 'msg', exc)}") from None
-    resolved.pop("defaults", None)
-    unresolved.pop("defaults", None)
-    secrets.check_no_literal_secrets(unresolved)
+    unresolved, resolved, messages = _resolve(cfg, step.config_schema)
     where = _where(composed.files, overrides)
-    schema.validate(resolved, step.config_schema, where)
-    checks.run_checks(step.id, resolved)
-    name = path.stem
+    messages += schema.violations(resolved, step.config_schema, where)
+    failed = checks.run_checks(step.id, resolved, inputs_valid=not messages)
+    messages += [str(exc) for exc in failed]
+    if messages:
+        error = ConfigError(f"invalid config ({len(messages)} problem{'s' * (len(messages) > 1)}):\n  "
+                            + "\n  ".join(messages))
+        # The manifest's error name of the first cross-field failure that has one (tests and tools match on it).
+        error.code = next((exc.code for exc in failed if exc.code), None)
+        raise error
+    name = run_record_name(path, step.id) or path.stem
     return StepConfig(step.id, name, path, composed.files, overrides, resolved, unresolved)

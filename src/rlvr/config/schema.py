@@ -4,10 +4,16 @@ Schemas live in ``<repo>/schemas/*.schema.yaml`` and refer to each other by file
 key path, where it was written (file:line or the command-line override) and, for an unknown key, the closest
 valid key. A key marked ``x-unsupported`` is accepted only at its off value; any other value is reported as
 "not supported" rather than as a bare ``const`` mismatch.
+
+Every leaf carries its ``default``: :func:`fill_defaults` writes the schema's defaults into a config once, in the
+loader, so the engine reads each key without a second default of its own (:func:`section_defaults` gives the
+engine's pure functions the same values). An ``integer`` key refuses ``64.0``: JSON Schema would accept it, but
+torch and range() crash on it mid-run.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import functools
 import json
@@ -43,10 +49,53 @@ def load_schema(name: str) -> dict:
     return yaml.safe_load(path.read_text())
 
 
+def _is_strict_integer(checker, instance) -> bool:
+    # JSON Schema counts 64.0 as an integer; a batch size of 64.0 crashes torch at step 1, so refuse it here.
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
 def _validator(name: str) -> jsonschema.protocols.Validator:
     schema = load_schema(name)
-    cls = jsonschema.validators.validator_for(schema)
+    base = jsonschema.validators.validator_for(schema)
+    cls = jsonschema.validators.extend(base, type_checker=base.TYPE_CHECKER.redefine("integer", _is_strict_integer))
     return cls(schema, registry=_registry())
+
+
+def _is_section(node: dict) -> bool:
+    """An object of the schema's own (not a ``$ref`` to a data entry or the tiny schema) with named keys."""
+    types = node.get("type")
+    is_object = types == "object" or (isinstance(types, list) and "object" in types)
+    return is_object and "properties" in node and "$ref" not in node
+
+
+def fill_defaults(config: dict, node: dict) -> None:
+    """Write the schema's ``default`` of every key missing from ``config`` (in place, recursively).
+
+    A missing section is created when it has keys with defaults. ``$ref`` nodes (data entries, which NeMo-RL fills
+    from ``data.default``; the tiny section, which its own package fills) and ``null`` sections are left as they
+    are. Values may be interpolations (``${policy.max_total_sequence_length}``): fill before resolving.
+    """
+    for key, sub in node.get("properties", {}).items():
+        if key not in config:
+            if "default" in sub:
+                config[key] = copy.deepcopy(sub["default"])
+            elif _is_section(sub):
+                config[key] = {}
+                fill_defaults(config[key], sub)
+                if not config[key]:
+                    del config[key]
+        elif isinstance(config[key], dict) and _is_section(sub):
+            fill_defaults(config[key], sub)
+
+
+def section_defaults(name: str, *path: str) -> dict:
+    """The defaults of the section at ``path`` of schema ``name`` (e.g. ``loss_fn``), for the engine's builders."""
+    node = load_schema(name)
+    for part in path:
+        node = node["properties"][part]
+    out: dict = {}
+    fill_defaults(out, node)
+    return out
 
 
 def _dotted(path) -> str:
@@ -76,15 +125,20 @@ def _message(error, where: Callable[[tuple], str]) -> list[str]:
     return [f"'{_dotted(path)}'{where(path)}: {error.message}"]
 
 
-def validate(config: dict, schema_name: str, where: Callable[[tuple], str] = lambda p: "") -> None:
-    """Raise one :class:`ConfigError` listing every schema violation of ``config``."""
+def violations(config: dict, schema_name: str, where: Callable[[tuple], str] = lambda p: "") -> list[str]:
+    """Every schema violation of ``config``, one message each (key path, where it was written, the fix)."""
     validator = _validator(schema_name)
     messages: list[str] = []
     for error in sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]):
         messages.extend(_message(error, where))
+    return list(dict.fromkeys(messages))
+
+
+def validate(config: dict, schema_name: str, where: Callable[[tuple], str] = lambda p: "") -> None:
+    """Raise one :class:`ConfigError` listing every schema violation of ``config``."""
+    messages = violations(config, schema_name, where)
     if messages:
-        unique = list(dict.fromkeys(messages))
-        raise ConfigError("invalid config:\n  " + "\n  ".join(unique))
+        raise ConfigError("invalid config:\n  " + "\n  ".join(messages))
 
 
 def schema_paths() -> list[Path]:

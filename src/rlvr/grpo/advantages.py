@@ -269,30 +269,39 @@ _ADV_KEYS = {"name", "normalize_rewards", "use_leave_one_out_baseline", "minus_b
 def build_advantage_estimator(
     adv_config: Mapping[str, Any] | None, loss_config: Mapping[str, Any] | None = None
 ) -> AdvantageEstimator:
-    """Build the estimator named by a ``grpo.adv_estimator`` block (absent ⇒ ``grpo`` with True/True).
+    """Build the estimator named by a ``grpo.adv_estimator`` block; missing keys take the schema's defaults.
 
     ``loss_config`` (``loss_fn``) supplies the KL settings that ``reinforce_plus_plus`` folds into the reward.
     """
+    from rlvr.config.schema import section_defaults  # the config package imports this module lazily
+
     cfg = dict(adv_config or {})
     unknown = sorted(set(cfg) - _ADV_KEYS)
     if unknown:
         raise ConfigError(f"grpo.adv_estimator: unknown key(s) {unknown}; known: {sorted(_ADV_KEYS)}")
-    if cfg.get("reward_weights") is not None:
+    grpo_defaults = section_defaults("rlvr_config.schema.yaml", "grpo")
+    # The trainer fills a null normalize/LOO switch from the top-level grpo keys; called without them, a null
+    # switch takes the schema's default of that top-level key.
+    for key in ("normalize_rewards", "use_leave_one_out_baseline"):
+        if cfg.get(key) is None:
+            cfg[key] = grpo_defaults[key]
+    cfg = {**grpo_defaults["adv_estimator"], **{k: v for k, v in cfg.items() if v is not None}}
+    if cfg["reward_weights"] is not None:
         raise ConfigError(
             "grpo.adv_estimator.reward_weights is only read by gdpo, which is not implemented; set it to null"
         )
-    cls = get_advantage_estimator(cfg.get("name", "grpo"))
+    cls = get_advantage_estimator(cfg["name"])
     if cls is GRPOAdvantageEstimator:
         return cls(
-            normalize_rewards=bool(cfg.get("normalize_rewards", True)),
-            use_leave_one_out_baseline=bool(cfg.get("use_leave_one_out_baseline", True)),
+            normalize_rewards=bool(cfg["normalize_rewards"]),
+            use_leave_one_out_baseline=bool(cfg["use_leave_one_out_baseline"]),
         )
-    loss = dict(loss_config or {})
+    loss = {**section_defaults("rlvr_config.schema.yaml", "loss_fn"), **(loss_config or {})}
     return cls(
-        minus_baseline=bool(cfg.get("minus_baseline", True)),
-        use_kl_in_reward=bool(loss.get("use_kl_in_reward", False)),
-        kl_penalty=float(loss.get("reference_policy_kl_penalty", 0.01)),
-        kl_type=loss.get("reference_policy_kl_type", "k3"),
-        kl_input_clamp_value=loss.get("kl_input_clamp_value"),
-        kl_output_clamp_value=loss.get("kl_output_clamp_value"),
+        minus_baseline=bool(cfg["minus_baseline"]),
+        use_kl_in_reward=bool(loss["use_kl_in_reward"]),
+        kl_penalty=float(loss["reference_policy_kl_penalty"]),
+        kl_type=loss["reference_policy_kl_type"],
+        kl_input_clamp_value=loss["kl_input_clamp_value"],
+        kl_output_clamp_value=loss["kl_output_clamp_value"],
     )

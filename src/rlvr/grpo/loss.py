@@ -153,31 +153,32 @@ TRUNCATIONS: dict[str, Truncation] = {
 
 @dataclasses.dataclass(frozen=True)
 class ClippedPGLossConfig:
-    """``loss_fn`` keys with their upstream names and HEAD code defaults (spec §4.2)."""
+    """``loss_fn`` keys with their upstream names. Their defaults are the schema's (``schemas/``), the one
+    place every reader takes them from; ``from_dict`` fills a missing key from there."""
 
-    reference_policy_kl_penalty: float = 0.01
-    reference_policy_kl_type: str = "k3"
-    kl_input_clamp_value: float | None = 20.0
-    kl_output_clamp_value: float | None = 10.0
-    ratio_clip_min: float = 0.2
-    ratio_clip_max: float = 0.2
-    ratio_clip_c: float | None = None
-    use_on_policy_kl_approximation: bool = False
-    use_importance_sampling_correction: bool = False
-    truncated_importance_sampling_type: str | None = None
-    truncated_importance_sampling_ratio: float | None = None
-    truncated_importance_sampling_ratio_min: float | None = None
-    sequence_level_importance_ratios: bool = False
-    token_level_loss: bool = True
-    force_on_policy_ratio: bool = False
-    use_kl_in_reward: bool = False
-    use_cispo: bool = False
-    disable_ppo_ratio: bool = False
-    positive_example_nll_weight: float = 0.0
+    reference_policy_kl_penalty: float
+    reference_policy_kl_type: str
+    kl_input_clamp_value: float | None
+    kl_output_clamp_value: float | None
+    ratio_clip_min: float
+    ratio_clip_max: float
+    ratio_clip_c: float | None
+    use_on_policy_kl_approximation: bool
+    use_importance_sampling_correction: bool
+    truncated_importance_sampling_type: str | None
+    truncated_importance_sampling_ratio: float | None
+    truncated_importance_sampling_ratio_min: float | None
+    sequence_level_importance_ratios: bool
+    token_level_loss: bool
+    force_on_policy_ratio: bool
+    use_kl_in_reward: bool
+    use_cispo: bool
+    disable_ppo_ratio: bool
+    positive_example_nll_weight: float
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any] | None) -> ClippedPGLossConfig:
-        """Fill defaults, check key names and types, then the cross-field rules; errors name the key."""
+        """Fill the schema's defaults, check key names and types, then the cross-field rules; errors name the key."""
         cfg = dict(cfg or {})
         fields = {f.name: f for f in dataclasses.fields(cls)}
         for key, value in cfg.items():
@@ -186,7 +187,7 @@ class ClippedPGLossConfig:
                 hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(fields)}"
                 raise ConfigError(f"loss_fn.{key}: unknown key{hint}")
             _check_type(key, value, fields[key].type)
-        out = cls(**cfg)
+        out = cls(**{**loss_defaults(), **cfg})
         out.validate()
         return out
 
@@ -244,6 +245,13 @@ class ClippedPGLossConfig:
             _fail("truncated_importance_sampling_ratio_min", f"is required when the type is {kind!r}")
         if kind == "seq-mask-tis" and self.sequence_level_importance_ratios:
             _fail("truncated_importance_sampling_type", "seq-mask-tis needs token-level IS weights (no GSPO)")
+
+
+def loss_defaults() -> dict[str, Any]:
+    """The schema's ``loss_fn`` defaults."""
+    from rlvr.config.schema import section_defaults  # the config package imports this module lazily
+
+    return section_defaults("rlvr_config.schema.yaml", "loss_fn")
 
 
 def _fail(key: str, why: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from rlvr.config.checks import data_parallel_workers
+from rlvr.config.facts import needs_reference_model
 from rlvr.errors import DataError, UserError
 from rlvr.generation.base import GenerationConfig, GenerationOutput, make_generation_backend
 from rlvr.utils.atomic import atomic_dir
@@ -64,16 +66,18 @@ class PolicyWorkers:
         from rlvr.policy.hf import HFPolicy
 
         policy_cfg = cfg["policy"]
-        tok_dir = Path((policy_cfg.get("tokenizer") or {}).get("name") or checkpoint_tokenizer_dir(policy_path))
+        if policy_cfg["dtensor_cfg"]["enabled"]:
+            # NeMo-RL's policy-worker environment (e.g. PYTORCH_CUDA_ALLOC_CONF): set before any model or Ray
+            # worker exists, so the in-process policy and the workers of a local Ray inherit it.
+            os.environ.update({k: str(v) for k, v in policy_cfg["dtensor_cfg"]["env_vars"].items()})
+        tok_dir = Path(policy_cfg["tokenizer"]["name"] or checkpoint_tokenizer_dir(policy_path))
         tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
-        loss = cfg["loss_fn"]
-        wants_reference = loss.get("reference_policy_kl_penalty", 0) > 0 and not cfg["grpo"].get(
-            "skip_reference_policy_logprobs_calculation")
-        backend = policy_cfg["generation"].get("backend", "hf")
-        gen_kwargs = {"batch_size": policy_cfg.get("generation_batch_size"),
+        wants_reference = needs_reference_model(cfg)
+        backend = policy_cfg["generation"]["backend"]
+        gen_kwargs = {"batch_size": policy_cfg["generation_batch_size"],
                       "max_total_length": policy_cfg["max_total_sequence_length"]}
         num_workers = data_parallel_workers(cfg["cluster"])
-        if num_workers > 1 and backend == "hf" and not (policy_cfg.get("megatron_cfg") or {}).get("enabled"):
+        if num_workers > 1 and backend == "hf" and not policy_cfg["megatron_cfg"]["enabled"]:
             # Data-parallel replicas on Ray; generation is refitted from rank 0 before each rollout. The
             # generation actor takes no CPU reservation so that the policy ranks can use every core.
             from rlvr.distributed.policy_group import RayPolicyGroup
@@ -85,10 +89,10 @@ class PolicyWorkers:
             reference = (RayPolicyGroup(policy_cfg, str(policy_path), num_workers=num_workers, trainable=False)
                          if wants_reference else None)
             return cls(policy, generator, tokenizer, tok_dir, reference,
-                       logprob_batch_size=policy_cfg.get("logprob_batch_size", 8), shares_model=False)
+                       logprob_batch_size=policy_cfg["logprob_batch_size"], shares_model=False)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model = load_hf_model_from_megatron(policy_path, policy_cfg.get("precision", "float32")).to(device)
-        if (policy_cfg.get("megatron_cfg") or {}).get("enabled"):
+        if policy_cfg["megatron_cfg"]["enabled"]:
             from rlvr.policy.megatron import MegatronPolicy
 
             policy = MegatronPolicy.from_config(policy_cfg, policy_path=policy_path,
@@ -98,13 +102,13 @@ class PolicyWorkers:
             policy = HFPolicy.from_config(policy_cfg, model=model)
             generation_model, shares = policy.model, True
         if backend == "vllm":
-            gen_kwargs.update(vllm_cfg=policy_cfg["generation"].get("vllm_cfg"), seed=cfg["grpo"].get("seed", 0))
+            gen_kwargs.update(vllm_cfg=policy_cfg["generation"]["vllm_cfg"], seed=cfg["grpo"]["seed"])
         generator = make_generation_backend(backend, generation_model, tokenizer, **gen_kwargs)
         reference = None
         if wants_reference:
             reference = HFPolicy.from_config(policy_cfg, model=copy.deepcopy(model).eval().requires_grad_(False))
         return cls(policy, generator, tokenizer, tok_dir, reference,
-                   logprob_batch_size=policy_cfg.get("logprob_batch_size", 8), shares_model=shares and backend == "hf")
+                   logprob_batch_size=policy_cfg["logprob_batch_size"], shares_model=shares and backend == "hf")
 
     @property
     def has_reference(self) -> bool:
@@ -174,15 +178,15 @@ class RewardWorker:
     """
 
     def __init__(self, cfg: dict[str, Any]):
-        env = cfg.get("env", {})
+        env = cfg["env"]
         self.env = env
         self.last_time = 0.0
         self.gym = None
         self.scorer = None
-        if env.get("should_use_nemo_gym"):
+        if env["should_use_nemo_gym"]:
             from rlvr.gym import GymRewardClient, local_options_from_env
 
-            self.gym = GymRewardClient(env.get("nemo_gym") or {}, local_options=local_options_from_env(env),
+            self.gym = GymRewardClient(env["nemo_gym"], local_options=local_options_from_env(env),
                                        model_name=str(cfg["policy"].get("model_name") or "policy")).start()
         else:
             from rlvr.rewards.scorer import scorer_from_env
@@ -197,8 +201,8 @@ class RewardWorker:
             result = self.scorer.score_batch([r["task_name"] for r in rows], responses, rows)
             rewards, metrics = [], result.metrics()
             for row, reward in zip(rows, result.rewards):
-                task_cfg = self.env.get(row["task_name"]) or {}
-                lo, hi = task_cfg.get("reward_wrong", 0.0), task_cfg.get("reward_correct", 1.0)
+                task_cfg = self.env[row["task_name"]]
+                lo, hi = task_cfg["reward_wrong"], task_cfg["reward_correct"]
                 rewards.append(lo + (hi - lo) * reward)
         self.last_time = time.perf_counter() - timer
         return torch.tensor(rewards, dtype=torch.float32), metrics

@@ -38,3 +38,10 @@ def test_missing_values_and_step():
 def test_plan_summary_reads_rule_reasons():
     out = "rule a:\n    output: x\n    reason: Missing output files: x\nlocalrule all:\n    reason: Input files updated\n"
     assert summarize_plan(out) == ["  a: Missing output files: x"]
+
+
+def test_removal_overrides_are_overrides_not_snakemake_targets():
+    """`~key` (and `~key=`) remove a config key; a `~/path` stays a Snakemake argument."""
+    a = split_run_args(["rlvr", "~grpo.val_period", "~policy.generation.top_k=", "~/somewhere", "-d"])
+    assert a.dotlist == ["~grpo.val_period", "~policy.generation.top_k="]
+    assert a.passthrough == ["~/somewhere"]

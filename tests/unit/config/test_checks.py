@@ -66,7 +66,9 @@ def test_required_inputs_outside_tiny():
     fails("default", ["data.train.data_path=/d.jsonl"], r"data.validation.data_path is required")
     load_step_config(RLVR, "default", ["data.train.data_path=/d.jsonl", "data.validation=null",
                                        "data.train.split_validation_size=0.1"])
-    fails("default", DATA + ["data.default.dataset_name=DAPOMath17K"], r"names a hub dataset")
+    fails("default", ["data.default.dataset_name=DAPOMath17K"], r"names a hub dataset")
+    # With a data_path the hub name only says where the rows came from (Nemotron's default.yaml writes both).
+    load_step_config(RLVR, "default", DATA + ["data.default.dataset_name=DAPOMath17K"])
 
 
 def test_backend_choice():
@@ -75,8 +77,9 @@ def test_backend_choice():
 
 
 def test_loss_combinations():
-    fails("tiny", ["loss_fn.sequence_level_importance_ratios=true"], r"needs loss_fn.token_level_loss=false")
-    fails("tiny", ["loss_fn.truncated_importance_sampling_type=tis"], r"needs loss_fn.use_importance_sampling")
+    """The loss's own rules run at config time (the messages are the loss's)."""
+    fails("tiny", ["loss_fn.sequence_level_importance_ratios=true"], r"\(GSPO\) requires token_level_loss: false")
+    fails("tiny", ["loss_fn.truncated_importance_sampling_type=tis"], r"requires use_importance_sampling_correction")
 
 
 def test_literal_secret_is_refused_and_env_reference_is_kept(monkeypatch):
@@ -88,3 +91,57 @@ def test_literal_secret_is_refused_and_env_reference_is_kept(monkeypatch):
     assert cfg.redacted()["run"]["env"]["env_vars"]["HF_TOKEN"] == REDACTED
     assert "hf_real_value" not in cfg.redacted_yaml()
     assert cfg.engine_view()["run"]["env"]["env_vars"]["HF_TOKEN"] == "${oc.env:MY_HF_TOKEN}"
+
+
+def test_skipping_the_reference_pass_with_a_kl_penalty_is_refused():
+    """The KL term would be trained against zeros (silent wrong training): refused, in the loss or the reward."""
+    fails("tiny", ["grpo.skip_reference_policy_logprobs_calculation=true", "loss_fn.reference_policy_kl_penalty=0.05"],
+          r"against zeros, not the reference policy, into the loss")
+    fails("tiny", ["grpo.skip_reference_policy_logprobs_calculation=true", "loss_fn.reference_policy_kl_penalty=0.05",
+                   "loss_fn.use_kl_in_reward=true", "grpo.adv_estimator.name=reinforce_plus_plus"],
+          r"into the reward \(loss_fn.use_kl_in_reward\)")
+    load_step_config(RLVR, "tiny", ["grpo.skip_reference_policy_logprobs_calculation=true",
+                                    "loss_fn.reference_policy_kl_penalty=0"])
+
+
+@pytest.mark.parametrize("overrides,pattern", [
+    (["loss_fn.use_cispo=true"], r"use_cispo is incompatible with force_on_policy_ratio"),
+    (["loss_fn.disable_ppo_ratio=true"], r"force_on_policy_ratio and disable_ppo_ratio both replace the ratio"),
+    (["loss_fn.force_on_policy_ratio=false", "loss_fn.use_cispo=true", "loss_fn.ratio_clip_c=3.0"],
+     r"use_cispo is incompatible with dual clipping"),
+])
+def test_every_combination_the_loss_refuses_is_refused_at_config_time(overrides, pattern):
+    """tiny trains with force_on_policy_ratio; these used to pass -d and fail when training started."""
+    fails("tiny", overrides, pattern)
+
+
+def test_all_problems_of_one_command_are_reported_together():
+    """A schema error, an unknown key and two cross-field errors: one message, every problem, the first code."""
+    err = fails("tiny", ["policy.train_micro_batch_size=64.0", "grpo.sed=1", "grpo.num_prompts_per_step=7",
+                         "loss_fn.use_cispo=true"], r"invalid config \(4 problems\)")
+    text = str(err)
+    for part in ("is not of type 'integer'", "unknown key 'grpo.sed'", "7 x 16 = 112 rows", "use_cispo"):
+        assert part in text
+    assert err.code == "rollout_batch_not_divisible"
+
+
+def test_megatron_weight_decay_schedule_must_be_constant():
+    base = ["policy.dtensor_cfg.enabled=false", "policy.megatron_cfg.enabled=true",
+            "policy.megatron_cfg.optimizer={lr: 1.0e-5, weight_decay: 0.01}"]
+    fails("tiny", [*base, "policy.megatron_cfg.scheduler={start_weight_decay: 0.0, end_weight_decay: 0.1}"],
+          r"start_weight_decay = 0.0 differs from policy.megatron_cfg.optimizer.weight_decay = 0.01")
+    load_step_config(RLVR, "tiny", [*base, "policy.megatron_cfg.scheduler={start_weight_decay: 0.01}"])
+
+
+def test_gym_server_blocks_rlvr_cannot_start_are_named(tmp_path):
+    """A Nemotron-style Gym block becomes a local server; an unknown server type or a judge is refused."""
+    gym = ["env.nemo_gym.resource_servers={}", "env.nemo_gym.tool_use.resources_servers.swe_bench.x=1",
+           "env.nemo_gym.judged.resources_servers.math_with_judge.should_use_judge=true"]
+    err = fails("nemo_gym", DATA + gym, r"rlvr cannot start a 'swe_bench' server locally")
+    assert "should_use_judge=true: rlvr's local math server has no LLM judge" in str(err)
+
+
+def test_a_gym_server_block_beside_resource_servers_is_refused():
+    """It would not be read: one place describes the servers."""
+    fails("nemo_gym", DATA + ["env.nemo_gym.code_gen.resources_servers.code_gen.debug=false"],
+          r"env.nemo_gym.code_gen \(a NeMo-Gym server block\) is not read when env.nemo_gym.resource_servers is set")

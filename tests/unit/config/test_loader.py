@@ -11,6 +11,7 @@ from rlvr.config import load_step_config
 from rlvr.config.files import compose, find_config_file
 from rlvr.errors import ConfigError
 from rlvr.steps.index import resolve_step
+from tests.conftest import REPO_ROOT as REPO
 
 RLVR = resolve_step("rl/nemo_rl/rlvr")
 DATA = ["data.train.data_path=/data/train.jsonl", "data.validation.data_path=/data/val.jsonl"]
@@ -120,7 +121,12 @@ def test_type_errors_name_the_key():
 
 
 @pytest.mark.parametrize("override", ["grpo.async_grpo.enabled=true", "policy.sequence_packing.enabled=true",
-                                      "logger.wandb_enabled=true", "policy.dtensor_cfg.tensor_parallel_size=2"])
+                                      "logger.wandb_enabled=true", "policy.dtensor_cfg.tensor_parallel_size=2",
+                                      "grpo.use_best_at_k=true", "policy.generation.colocated.enabled=false",
+                                      "policy.generation.vllm_cfg.kv_cache_dtype=fp8",
+                                      "policy.generation.vllm_kwargs.swap_space=4",
+                                      "policy.megatron_cfg.cuda_graph_impl=local",
+                                      "reward_penalties.penalize_empty_final_answer=true", "data_plane.enabled=true"])
 def test_unimplemented_upstream_keys_are_refused_unless_off(override):
     """Keys accepted for compatibility are accepted at their off value and refused as 'not supported' otherwise."""
     with pytest.raises(ConfigError, match="is not supported by rlvr yet"):
@@ -139,9 +145,9 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
 
 
 def test_removal_override():
-    """`~key` removes a key (the Hydra meaning), so the schema default behaviour applies."""
-    cfg = load_step_config(RLVR, "tiny", ["~grpo.val_start_at"]).resolved
-    assert "val_start_at" not in cfg["grpo"]
+    """`~key` removes a key (the Hydra meaning), which then takes its schema default (tiny's 50 -> 0)."""
+    cfg = load_step_config(RLVR, "tiny", ["~grpo.val_period"]).resolved
+    assert cfg["grpo"]["val_period"] == 0
 
 
 def test_scientific_notation_is_a_float_in_files_and_overrides(tmp_path):
@@ -150,3 +156,28 @@ def test_scientific_notation_is_a_float_in_files_and_overrides(tmp_path):
     cfg = load_step_config(RLVR, str(path), ["policy.optimizer.kwargs.lr=1e-4"]).resolved
     assert cfg["policy"]["optimizer"]["kwargs"]["lr"] == 1e-4
     assert cfg["loss_fn"]["ratio_clip_min"] == 0.2
+
+
+def test_a_runs_written_config_keeps_the_runs_name(tmp_path):
+    """`-c <run>/config.yaml` plans the same run: the name recorded in the file's first line, not 'config'."""
+    record = tmp_path / "results" / "myrun" / "config.yaml"
+    record.parent.mkdir(parents=True)
+    body = (REPO / "steps/rl/nemo_rl/rlvr/config/default.yaml").read_text()
+    record.write_text("# rl/nemo_rl/rlvr -c myrun data.train.data_path=/x\n# resolved; secrets redacted\n" + body)
+    assert load_step_config(RLVR, str(record), DATA).name == "myrun"
+    plain = tmp_path / "config.yaml"
+    plain.write_text(body)
+    assert load_step_config(RLVR, str(plain), DATA).name == "config"  # no record line: the file's stem
+
+
+@pytest.mark.xfail(strict=True, reason="config/secrets.py (another area) redacts keys that merely contain 'token' "
+                                       "(max_new_tokens, token_level_loss, tokenizer), so the written config no "
+                                       "longer holds their values")
+def test_a_runs_written_config_resolves_to_the_same_config(tmp_path):
+    """What `nemotron steps run` writes to <run>/config.yaml loads back to the same resolved config and name."""
+    from rlvr.cli.steps import _write_config_record
+
+    first = load_step_config(RLVR, "tiny", ["grpo.max_num_steps=3"])
+    _write_config_record(tmp_path, first)
+    again = load_step_config(RLVR, str(tmp_path / "config.yaml"))
+    assert again.name == "tiny" and again.resolved == first.resolved
