@@ -133,7 +133,7 @@ def compose(path: Path, _chain: tuple[Path, ...] = ()) -> ComposedConfig:
 
 # First line of a run's written config (``nemotron steps run`` writes ``<run>/config.yaml``):
 # ``# <step id> -c <config name> <overrides...>``.
-_RUN_RECORD = re.compile(r"^# (?P<step>\S+) -c (?P<name>[^\s/]+)")
+_RUN_RECORD = re.compile(r"^# (?P<step>\S+) -c (?P<name>[^\s/;]+)")
 
 
 def run_record_name(path: Path, step_id: str) -> str | None:
