@@ -17,6 +17,9 @@ Algorithm switches and what each changes:
 * ``grpo.seq_logprob_error_threshold``: mask sequences whose sampler/trainer log-probs disagree.
 * ``loss_fn.*``: the objective (see loss.py); ``reference_policy_kl_penalty > 0`` builds a frozen reference.
 * ``grpo.val_*``: when and how validation runs; ``checkpointing.*``: saving, retention, resume.
+* ``grpo.zero_signal_patience`` / ``stop_on_zero_signal``: ``train/frac_groups_zero_std`` at 1.0 (no group has
+  any reward spread, so nothing is learned) for that many steps in a row prints a loud warning, or stops the run
+  with ``no_learning_signal`` (signal_guard.py); the report repeats it.
 
 Upstream bugs not reproduced here (each with a comment where it matters): roundoff in LOO "all equal" groups
 (advantages.py), the validation-size crash (config checks), and forced auto-resume of unrelated runs
@@ -37,10 +40,12 @@ from rlvr.errors import UserError
 from rlvr.generation.base import GenerationConfig
 from rlvr.grpo.advantages import build_advantage_estimator, group_baseline_and_std
 from rlvr.grpo.loss import ClippedPGLoss
-from rlvr.grpo.metrics_log import MetricsLog, metrics_line
+from rlvr.grpo.metrics_log import MetricsLog, metrics_line, read_metrics
 from rlvr.grpo.rollout import Rollout, repeat_prompts, rollout_metrics, to_train_tensors
 from rlvr.grpo.shaping import (DynamicSampler, compute_validation_scores, mask_by_seq_logprob_error,
                                scale_rewards, shape_rewards)
+from rlvr.grpo.signal_guard import METRIC as ZERO_STD_METRIC
+from rlvr.grpo.signal_guard import ZeroSignalGuard, frac_groups_zero_std
 from rlvr.grpo.step_ckpts import StepCheckpoints, file_digest, run_fingerprint, tree_digest
 from rlvr.grpo.workers import PolicyWorkers, RewardWorker, load_rows
 from rlvr.utils.atomic import atomic_file
@@ -86,6 +91,7 @@ class GRPOController:
         self.metrics = MetricsLog(self.out / "metrics.jsonl", total_steps=self.grpo["max_num_steps"],
                                   tensorboard_dir=Path(tb) if logger.get("tensorboard_enabled") else None,
                                   progress_bar=logger.get("progress_bar"))
+        self.signal_guard = ZeroSignalGuard.from_config(self.grpo)
         self.consumed_prompts = 0
         self.sampler = DynamicSampler(self.grpo["num_prompts_per_step"] * self.grpo["num_generations_per_prompt"],
                                       self.grpo.get("dynamic_sampling_max_gen_batches", 10))
@@ -221,6 +227,7 @@ class GRPOController:
         metrics.update({f"train/{k}": v for k, v in rollout.reward_errors.items()})
         metrics["train/reward"] = float(rollout.rewards.mean())
         metrics["train/raw_reward"] = float(rollout.raw_rewards.mean())
+        metrics[ZERO_STD_METRIC] = frac_groups_zero_std(rollout.rewards, rollout.group_ids)
         tokens = float(batch["attention_mask"].sum())
         metrics["timing/train/total_step_time"] = time.perf_counter() - start
         metrics["performance/tokens_per_sec"] = tokens / metrics["timing/train/total_step_time"]
@@ -269,6 +276,7 @@ class GRPOController:
             step, self.consumed_prompts = point.step, point.info["consumed_prompts"]
         saved_line = _read_json(point.path / STEP_METRICS) if point is not None else None
         self.metrics.restart_from(step if point is not None else None, saved_line)
+        self.signal_guard.replay(read_metrics(self.metrics.path))
         if point is None and self.grpo.get("val_at_start"):
             self.metrics.log(0, self.validate())
         max_steps = self.grpo["max_num_steps"]
@@ -285,6 +293,11 @@ class GRPOController:
             if saved is not None:
                 metrics["timing/train/checkpointing"] = saved
             self.metrics.log(step, metrics)
+            try:
+                self.signal_guard.update(step, metrics[ZERO_STD_METRIC])
+            except UserError:
+                self.metrics.close()  # the step's line is written; stop with the guard's message
+                raise
             threshold = self.grpo.get("stop_at_validation_metric_threshold")
             if stop_metric and val and threshold is not None and val.get(stop_metric, -float("inf")) >= threshold:
                 print(f"[early stop] {stop_metric} = {val[stop_metric]} >= {threshold}", flush=True)
@@ -316,7 +329,7 @@ class GRPOController:
                                    extra={"rlvr": {"steps": step, "fingerprint": self.ckpts.fingerprint}})
         history = [m for m in _read_jsonl(self.out / "metrics.jsonl") if "validation/accuracy" in m]
         summary = {"final_step": step, "seconds": round(seconds, 2), "artifact": str(artifact),
-                   "fingerprint": self.ckpts.fingerprint,
+                   "fingerprint": self.ckpts.fingerprint, "zero_signal": self.signal_guard.summary(),
                    "validation": [{"step": m["step"], "accuracy": m["validation/accuracy"]} for m in history]}
         with atomic_file(self.out / "summary.json") as fh:
             json.dump(summary, fh, indent=2)
