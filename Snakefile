@@ -15,7 +15,7 @@ from rlvr.workflow import STEP_TARGET_RULES, WorkflowRequest, run_dir
 REQUEST = WorkflowRequest.from_snakemake_config(config)
 STEP = resolve_step(REQUEST.step)
 CFG = load_step_config(STEP, REQUEST.config, REQUEST.overrides)
-RUN = str(run_dir(STEP.id, CFG.name))
+RUN = str(run_dir(STEP.id, CFG.name, (CFG.resolved.get("run") or {}).get("name")))
 
 
 include: "rules/common.smk"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from rlvr.cli.steps import split_run_args, summarize_plan
@@ -38,3 +40,16 @@ def test_missing_values_and_step():
 def test_plan_summary_reads_rule_reasons():
     out = "rule a:\n    output: x\n    reason: Missing output files: x\nlocalrule all:\n    reason: Input files updated\n"
     assert summarize_plan(out) == ["  a: Missing output files: x"]
+
+
+def test_name_option_and_the_run_folder_it_picks(monkeypatch):
+    """--name (or run.name) replaces the config name in the run folder; without it nothing changes."""
+    from rlvr.workflow import run_dir
+
+    args = split_run_args(["rlvr", "--name", "lr-3e-5", "-c", "tiny"])
+    assert args.name == "lr-3e-5" and args.config == "tiny" and args.dotlist == []
+    assert split_run_args(["rlvr", "--name=b"]).name == "b"
+    monkeypatch.delenv("RL_OUTPUT_DIR", raising=False)
+    assert run_dir("rl/nemo_rl/rlvr", "tiny", "lr-3e-5") == Path("results/lr-3e-5")
+    assert run_dir("rl/nemo_rl/rlvr", "tiny") == Path("results/tiny")
+    assert run_dir("data_prep/rl_prep", "tiny", "exp") == Path("results/rl_prep-exp")
