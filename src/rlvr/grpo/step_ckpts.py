@@ -126,8 +126,7 @@ class StepCheckpoints:
         tmp, final = self.root / f"tmp_step_{step}", self.root / f"step_{step}"
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "policy").mkdir(parents=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()},
-                  str(tmp / "policy" / "model.safetensors"))
+        save_file(_unshared(model_state), str(tmp / "policy" / "model.safetensors"))
         if self.save_optimizer and optimizer_state is not None:
             torch.save(optimizer_state, tmp / "policy" / "optimizer.pt")
         for name, payload in (extra_files or {}).items():
@@ -165,3 +164,17 @@ class StepCheckpoints:
         for s in removed:
             shutil.rmtree(self.root / f"step_{s}", ignore_errors=True)
         return removed
+
+
+def _unshared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU tensors for safetensors, which refuses tensors sharing memory: tied embeddings (``lm_head.weight`` is
+    ``embed_tokens.weight``) get a copy of their own. Loading both names back into a tied model sets one tensor
+    twice to the same value."""
+    seen: set[int] = set()
+    out = {}
+    for key, value in state.items():
+        tensor = value.detach().contiguous().cpu()
+        ptr = tensor.untyped_storage().data_ptr()
+        out[key] = tensor.clone() if ptr in seen else tensor
+        seen.add(ptr)
+    return out

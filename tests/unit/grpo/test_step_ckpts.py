@@ -230,3 +230,24 @@ def test_digests_see_names_and_contents(tmp_path):
     second = tree_digest(tmp_path / "a")
     (tmp_path / "a" / "x.bin").rename(tmp_path / "a" / "y.bin")
     assert len({first, second, tree_digest(tmp_path / "a")}) == 3
+
+
+def test_tied_embeddings_save_and_load_back_into_the_tied_model(tmp_path):
+    """A tied model's state has lm_head.weight and embed_tokens.weight on one storage; safetensors refuses that,
+    so the save copies the duplicate. Loading restores the weights and the model stays tied."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config)
+    state = model.state_dict()
+    assert state["lm_head.weight"].data_ptr() == state["model.embed_tokens.weight"].data_ptr()
+    ckpts = make(tmp_path / "ckpts")
+    ckpts.save(1, model_state=state, optimizer_state=None, info={"consumed_prompts": 4, "total_steps": 1})
+    loaded, _ = StepCheckpoints.load(ckpts.find_resume_point(log=lambda _: None))
+    torch.manual_seed(1)
+    fresh = Qwen2ForCausalLM(config)
+    fresh.load_state_dict(loaded)
+    torch.testing.assert_close(fresh.model.embed_tokens.weight, model.model.embed_tokens.weight)
+    assert fresh.lm_head.weight.data_ptr() == fresh.model.embed_tokens.weight.data_ptr()
