@@ -14,6 +14,8 @@ Algorithm switches and what each changes:
 * ``grpo.reward_scaling.*``, ``grpo.reward_shaping.*``: rewards before advantages.
 * ``grpo.use_dynamic_sampling``: drop zero-spread rows, regenerate up to ``dynamic_sampling_max_gen_batches``.
 * ``grpo.overlong_filtering``: truncated samples get no loss (they still shape the baseline).
+* ``env.should_mask_flagged_samples``: NeMo-Gym samples flagged ``mask_sample`` get no loss (counted as
+  ``train/flagged_samples`` either way; they still shape the baseline).
 * ``grpo.seq_logprob_error_threshold``: mask sequences whose sampler/trainer log-probs disagree.
 * ``loss_fn.*``: the objective (see loss.py); ``reference_policy_kl_penalty > 0`` builds a frozen reference.
 * ``grpo.val_*``: when and how validation runs; ``checkpointing.*``: saving, retention, resume.
@@ -41,7 +43,7 @@ from rlvr.generation.base import GenerationConfig
 from rlvr.grpo.advantages import build_advantage_estimator, group_baseline_and_std
 from rlvr.grpo.loss import ClippedPGLoss
 from rlvr.grpo.metrics_log import MetricsLog, metrics_line, read_metrics
-from rlvr.grpo.rollout import Rollout, repeat_prompts, rollout_metrics, to_train_tensors
+from rlvr.grpo.rollout import Rollout, loss_sample_mask, repeat_prompts, rollout_metrics, to_train_tensors
 from rlvr.grpo.shaping import (DynamicSampler, compute_validation_scores, mask_by_seq_logprob_error,
                                scale_rewards, shape_rewards)
 from rlvr.grpo.signal_guard import METRIC as ZERO_STD_METRIC
@@ -123,7 +125,8 @@ class GRPOController:
         rep_rows, rep_ids, groups = repeat_prompts(sel_rows, sel_ids, 0, times)
         outputs = self.workers.generate(rep_ids, cfg, seed=seed)
         rollout = Rollout(rep_rows, groups, rep_ids, outputs)
-        rollout.raw_rewards, rollout.reward_errors = self.rewards.score(rep_rows, [o.text for o in outputs])
+        rollout.raw_rewards, rollout.reward_errors, rollout.flagged = self.rewards.score(
+            rep_rows, [o.text for o in outputs])
         return rollout
 
     def _shape(self, rollout: Rollout) -> None:
@@ -171,14 +174,10 @@ class GRPOController:
     def _train_batch(self, rollout: Rollout) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         batch = to_train_tensors(rollout.prompt_ids, rollout.outputs, pad_id=self.workers.pad_id,
                                  multiple_of=self.policy_cfg.get("make_sequence_length_divisible_by", 1))
-        sample_mask = torch.ones(len(rollout.rows))
-        if self.grpo.get("overlong_filtering"):
-            sample_mask = sample_mask * (~rollout.truncated).float()
-        limit = self.cfg["data"].get("max_input_seq_length")
-        if limit:  # upstream keeps such prompts in the rollout (and the baseline) but out of the loss
-            sample_mask = sample_mask * torch.tensor([len(p) < limit for p in rollout.prompt_ids]).float()
-        batch["sample_mask"] = sample_mask
-        metrics: dict[str, float] = {}
+        batch["sample_mask"], metrics = loss_sample_mask(
+            rollout, overlong_filtering=bool(self.grpo.get("overlong_filtering")),
+            max_input_seq_length=self.cfg["data"].get("max_input_seq_length"),
+            mask_flagged=bool(self.cfg.get("env", {}).get("should_mask_flagged_samples")))
         timer = time.perf_counter()
         needs_prev = not self.loss_cfg.get("force_on_policy_ratio") or self.grpo.get("seq_logprob_error_threshold")
         batch["prev_logprobs"] = (self.workers.logprobs(batch) if needs_prev
