@@ -19,6 +19,8 @@ Algorithm switches and what each changes:
 * ``grpo.seq_logprob_error_threshold``: mask sequences whose sampler/trainer log-probs disagree.
 * ``loss_fn.*``: the objective (see loss.py); ``reference_policy_kl_penalty > 0`` builds a frozen reference.
 * ``grpo.val_*``: when and how validation runs; ``checkpointing.*``: saving, retention, resume.
+* ``logger.tensorboard_enabled``, ``logger.mlflow_enabled`` (+ ``logger.mlflow.*``): where metrics go besides
+  metrics.jsonl; ``logger.monitor_gpus``: per-step CUDA memory/utilisation metrics (nothing on CPU); see tracking.py.
 * ``grpo.zero_signal_patience`` / ``stop_on_zero_signal``: ``train/frac_groups_zero_std`` at 1.0 (no group has
   any reward spread, so nothing is learned) for that many steps in a row prints a loud warning, or stops the run
   with ``no_learning_signal`` (signal_guard.py); the report repeats it.
@@ -50,6 +52,7 @@ from rlvr.grpo.signal_guard import METRIC as ZERO_STD_METRIC
 from rlvr.grpo.signal_guard import ZeroSignalGuard, frac_groups_zero_std
 from rlvr.grpo.step_ckpts import StepCheckpoints, file_digest, run_fingerprint, tree_digest
 from rlvr.grpo.workers import PolicyWorkers, RewardWorker, load_rows
+from rlvr.tracking import MlflowTracker, gpu_metrics
 from rlvr.utils.atomic import atomic_file
 
 STEP_METRICS = "metrics.json"  # a step checkpoint's copy of its metrics.jsonl line
@@ -90,9 +93,12 @@ class GRPOController:
         self.ckpt_enabled = ckpt_cfg.get("enabled", True)
         logger = cfg.get("logger", {})
         tb = (logger.get("tensorboard") or {}).get("log_dir") or self.out / "tensorboard"
+        self.tracker = (MlflowTracker(logger.get("mlflow"), out_dir=self.out, default_run_name=Path(run_dir).name)
+                        if logger.get("mlflow_enabled") else None)
+        self.monitor_gpus = bool(logger.get("monitor_gpus"))
         self.metrics = MetricsLog(self.out / "metrics.jsonl", total_steps=self.grpo["max_num_steps"],
                                   tensorboard_dir=Path(tb) if logger.get("tensorboard_enabled") else None,
-                                  progress_bar=logger.get("progress_bar"))
+                                  progress_bar=logger.get("progress_bar"), sinks=[self.tracker] if self.tracker else None)
         self.signal_guard = ZeroSignalGuard.from_config(self.grpo)
         self.consumed_prompts = 0
         self.sampler = DynamicSampler(self.grpo["num_prompts_per_step"] * self.grpo["num_generations_per_prompt"],
@@ -227,6 +233,8 @@ class GRPOController:
         metrics["train/reward"] = float(rollout.rewards.mean())
         metrics["train/raw_reward"] = float(rollout.raw_rewards.mean())
         metrics[ZERO_STD_METRIC] = frac_groups_zero_std(rollout.rewards, rollout.group_ids)
+        if self.monitor_gpus:
+            metrics.update(gpu_metrics())  # {} without CUDA
         tokens = float(batch["attention_mask"].sum())
         metrics["timing/train/total_step_time"] = time.perf_counter() - start
         metrics["performance/tokens_per_sec"] = tokens / metrics["timing/train/total_step_time"]
@@ -274,6 +282,8 @@ class GRPOController:
             self.workers.load_state(model_state, optimizer_state)
             step, self.consumed_prompts = point.step, point.info["consumed_prompts"]
         saved_line = _read_json(point.path / STEP_METRICS) if point is not None else None
+        if self.tracker is not None:
+            self.tracker.start(self.cfg, self.ckpts.fingerprint)
         self.metrics.restart_from(step if point is not None else None, saved_line)
         self.signal_guard.replay(read_metrics(self.metrics.path))
         if point is None and self.grpo.get("val_at_start"):
@@ -352,9 +362,14 @@ def run_grpo(cfg: dict[str, Any], *, data_dir: Path, policy_path: Path, run_dir:
 
         fh.write("# resolved rlvr config; secrets redacted\n" + yaml.safe_dump(redact(cfg), sort_keys=False))
     controller = GRPOController(cfg, data_dir=data_dir, policy_path=policy_path, run_dir=run_dir)
+    summary = None
     try:
         summary = controller.fit()
     finally:
+        if controller.tracker is not None:
+            done = summary is not None
+            controller.tracker.finish(artifact=Path(summary["artifact"]) if done else None,
+                                      summary_file=out / "summary.json" if done else None, failed=not done)
         controller.rewards.close()
         controller.workers.close()
     print(json.dumps(summary, indent=2), flush=True)
