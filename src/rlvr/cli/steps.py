@@ -206,7 +206,7 @@ def run_step(tokens: list[str]) -> int:
     _write_config_record(rdir, cfg)
     argv = snakemake_argv(request, profile=profile.path, extra=extra)
     if args.batch_profile and slurm is not None:
-        return _submit_controller(argv, rdir, profile, cfg.name, slurm)
+        return _submit_controller(argv, rdir, profile, rdir.name, slurm)
     if args.batch_profile:
         return _start_detached(argv, rdir, env)
     try:
