@@ -195,3 +195,20 @@ def test_positive_example_nll_gets_the_rewards(prepared, tmp_path):
     trained = [line for line in lines if line["step"] > 0]
     assert [line["step"] for line in trained] == [1, 2]
     assert all("train/positive_nll_loss" in line and line["train/num_optimizer_steps"] == 1 for line in trained)
+
+
+def test_a_run_without_learning_signal_stops_when_told(prepared, tmp_path):
+    """Without the overlong penalty the 10-step SFT policy gets reward 0 on every sample: no group has any spread.
+    With grpo.stop_on_zero_signal the stage stops after zero_signal_patience such steps: exit 2, one message naming
+    the switch (no traceback), both steps logged, no final artifact."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(rlvr_command(prepared, run_dir, "grpo.reward_shaping.enabled=false",
+                                       "grpo.zero_signal_patience=2", "grpo.stop_on_zero_signal=true",
+                                       "checkpointing.enabled=false"),
+                          env=nemotron_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "[no_learning_signal]" in proc.stderr and "grpo.stop_on_zero_signal" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [json.loads(line) for line in (run_dir / "rlvr" / "metrics.jsonl").read_text().splitlines()]
+    assert [(m["step"], m["train/frac_groups_zero_std"]) for m in lines if m["step"] > 0] == [(1, 1.0), (2, 1.0)]
+    assert not (run_dir / "rlvr" / "checkpoint_megatron").exists()

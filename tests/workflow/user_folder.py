@@ -14,11 +14,12 @@ SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
 def math_rows(count: int, seed: int) -> list[dict]:
+    """Products with 6- to 7-digit answers: a random policy's few tokens never hit one by chance."""
     rng = random.Random(seed)
     rows = []
     for _ in range(count):
-        a, b = rng.randint(0, 9), rng.randint(0, 9)
-        rows.append({"problem": f"What is {a} + {b}? Put the answer in \\boxed{{}}.", "expected_answer": str(a + b)})
+        a, b = rng.randint(1000, 9999), rng.randint(100, 999)
+        rows.append({"problem": f"What is {a} * {b}? Put the answer in \\boxed{{}}.", "expected_answer": str(a * b)})
     return rows
 
 
