@@ -3,8 +3,8 @@
 MLflow, with NeMo-RL's keys (``logger.mlflow.experiment_name``, ``run_name``, ``tracking_uri``,
 ``artifact_location``), through the MLflow client library (``pip install 'rlvr[tracking]'``):
 
-* store: ``tracking_uri`` when given (a server ``http://...``, ``databricks``, ``sqlite:///...``); by default a local
-  store under the run folder, ``<run>/rlvr/mlflow/mlflow.db`` with artifacts in ``<run>/rlvr/mlflow/artifacts``.
+* store: ``tracking_uri`` when given (a server ``http://...``, ``databricks``, ``sqlite:///...``: new experiments
+  keep artifacts in ``artifacts/`` next to the database file); by default a local store under the run folder, ``<run>/rlvr/mlflow/mlflow.db`` with artifacts in ``<run>/rlvr/mlflow/artifacts``.
   It is SQLite rather than MLflow's ``./mlruns`` folder because MLflow 3 refuses to open a file store by default;
   view it with ``mlflow ui --backend-store-uri sqlite:///<run>/rlvr/mlflow/mlflow.db``;
 * the run is named ``run_name`` (default: the run folder's name, i.e. ``run.name`` or the config name); its params
@@ -54,6 +54,16 @@ def flatten_params(cfg: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def _default_artifacts(tracking_uri: str | None, local: Path) -> str | None:
+    """Artifact root of a new experiment: next to a SQLite store (MLflow's own default is ``./mlruns`` in whatever
+    folder the run starts from); a server's own default otherwise."""
+    if not tracking_uri:
+        return (local / "artifacts").resolve().as_uri()
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri[len("sqlite:///"):]).parent / "artifacts").resolve().as_uri()
+    return None
+
+
 class MlflowTracker:
     """One MLflow run per run folder; a sink of :class:`~rlvr.grpo.metrics_log.MetricsLog`."""
 
@@ -69,8 +79,7 @@ class MlflowTracker:
         self.tracking_uri = settings.get("tracking_uri") or f"sqlite:///{(local / 'mlflow.db').resolve()}"
         if not settings.get("tracking_uri"):
             local.mkdir(parents=True, exist_ok=True)
-        artifacts = settings.get("artifact_location") or (
-            None if settings.get("tracking_uri") else (local / "artifacts").resolve().as_uri())
+        artifacts = settings.get("artifact_location") or _default_artifacts(settings.get("tracking_uri"), local)
         self.experiment_name = settings.get("experiment_name") or "rlvr"
         self.run_name = settings.get("run_name") or default_run_name
         self.run_id: str | None = None

@@ -52,9 +52,11 @@ def test_the_local_store_under_the_run_folder_holds_params_metrics_and_the_artif
     assert [f.path for f in client.list_artifacts(tracker.run_id)] == ["summary.json"]
 
 
-def test_a_given_tracking_uri_and_a_resume_continue_the_same_run(tmp_path):
-    """tracking_uri is used as given; the same run folder and fingerprint resume the MLflow run, another
-    fingerprint (a fresh start) opens a new one."""
+def test_a_given_tracking_uri_and_a_resume_continue_the_same_run(tmp_path, monkeypatch):
+    """tracking_uri is used as given (artifacts next to a SQLite store, never ./mlruns in the current folder); the
+    same run folder and fingerprint resume the MLflow run, another fingerprint (a fresh start) opens a new one."""
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
     uri = f"sqlite:///{tmp_path / 'central.db'}"
     out = tmp_path / "run" / "rlvr"
     out.mkdir(parents=True)
@@ -66,6 +68,7 @@ def test_a_given_tracking_uri_and_a_resume_continue_the_same_run(tmp_path):
     assert other.start(CFG, "fp-2") != first.run_id
     client = MlflowClient(tracking_uri=uri)
     assert client.get_run(first.run_id).info.run_name == "named"
+    assert (tmp_path / "artifacts").is_dir() and not any((tmp_path / "cwd").iterdir())
 
 
 def test_an_unusable_tracking_uri_is_a_config_error(tmp_path):
