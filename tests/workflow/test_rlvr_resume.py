@@ -198,9 +198,10 @@ def test_positive_example_nll_gets_the_rewards(prepared, tmp_path):
 
 
 def test_a_run_without_learning_signal_stops_when_told(prepared, tmp_path):
-    """Without the overlong penalty the 10-step SFT policy gets reward 0 on every sample: no group has any spread.
-    With grpo.stop_on_zero_signal the stage stops after zero_signal_patience such steps: exit 2, one message naming
-    the switch (no traceback), both steps logged, no final artifact."""
+    """Without the overlong penalty the 10-step SFT policy almost never answers right: most steps have no group
+    with any reward spread (a lucky step may have one). With grpo.stop_on_zero_signal the stage stops at the first
+    step that completes zero_signal_patience (2) such steps in a row: exit 2, one message naming the switch (no
+    traceback), every step logged, no final artifact."""
     run_dir = tmp_path / "run"
     proc = subprocess.run(rlvr_command(prepared, run_dir, "grpo.reward_shaping.enabled=false",
                                        "grpo.zero_signal_patience=2", "grpo.stop_on_zero_signal=true",
@@ -210,5 +211,7 @@ def test_a_run_without_learning_signal_stops_when_told(prepared, tmp_path):
     assert "[no_learning_signal]" in proc.stderr and "grpo.stop_on_zero_signal" in proc.stderr
     assert "Traceback" not in proc.stderr
     lines = [json.loads(line) for line in (run_dir / "rlvr" / "metrics.jsonl").read_text().splitlines()]
-    assert [(m["step"], m["train/frac_groups_zero_std"]) for m in lines if m["step"] > 0] == [(1, 1.0), (2, 1.0)]
+    fracs = [m["train/frac_groups_zero_std"] for m in lines if m["step"] > 0]
+    assert fracs[-2:] == [1.0, 1.0]
+    assert not any(a == b == 1.0 for a, b in zip(fracs[:-2], fracs[1:-1]))  # ... at the first streak of 2
     assert not (run_dir / "rlvr" / "checkpoint_megatron").exists()
