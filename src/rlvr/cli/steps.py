@@ -176,7 +176,8 @@ def run_step(tokens: list[str]) -> int:
     cfg = load_step_config(step, args.config, args.dotlist)
     profile_name = args.run_profile or args.batch_profile or "local"
     profile = load_profile(find_profile(profile_name))
-    rdir = run_dir(step.id, cfg.name, (cfg.resolved.get("run") or {}).get("name"))
+    run_name = (cfg.resolved.get("run") or {}).get("name")
+    rdir = run_dir(step.id, cfg.name, run_name)
     # The Snakefile re-loads the config: hand it an absolute path (cwd-independent) or the name.
     config_ref = str(cfg.path) if is_path_like(args.config or "") else (args.config or step.default_config)
     request = WorkflowRequest(step=step.id, config=config_ref, overrides=args.dotlist)
@@ -206,7 +207,7 @@ def run_step(tokens: list[str]) -> int:
     _write_config_record(rdir, cfg)
     argv = snakemake_argv(request, profile=profile.path, extra=extra)
     if args.batch_profile and slurm is not None:
-        return _submit_controller(argv, rdir, profile, rdir.name, slurm)
+        return _submit_controller(argv, rdir, profile, run_name or cfg.name, slurm)
     if args.batch_profile:
         return _start_detached(argv, rdir, env)
     try:
