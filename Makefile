@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # CPU build on CPU machines (a wheel of it is on disk here); GPU machines set TORCH_SPEC to their build.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= megatron,distributed,slurm,lepton,test
+EXTRAS ?= megatron,distributed,slurm,lepton,test,tracking
 
 .PHONY: setup run test test-learning dry-run clean
 

@@ -18,7 +18,7 @@ restore_from_secrets_file()  # a rule job on Slurm: its secrets, for the config,
 REQUEST = WorkflowRequest.from_snakemake_config(config)
 STEP = resolve_step(REQUEST.step)
 CFG = load_step_config(STEP, REQUEST.config, REQUEST.overrides)
-RUN = str(run_dir(STEP.id, CFG.name))
+RUN = str(run_dir(STEP.id, CFG.name, (CFG.resolved.get("run") or {}).get("name")))
 
 
 include: "rules/common.smk"

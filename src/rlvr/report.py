@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rlvr.grpo.signal_guard import DEFAULT_PATIENCE
+from rlvr.grpo.signal_guard import METRIC as ZERO_STD
 from rlvr.utils.atomic import atomic_dir
 
 
@@ -33,6 +35,28 @@ def _plot(metrics: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _signal_lines(metrics: list[dict[str, Any]], summary: dict[str, Any]) -> list[str]:
+    """How many steps had no learning signal (every group's rewards equal), and a warning when it lasted."""
+    fracs = [(m["step"], m[ZERO_STD]) for m in metrics if m.get(ZERO_STD) is not None]
+    if not fracs:
+        return []
+    patience = (summary.get("zero_signal") or {}).get("patience", DEFAULT_PATIENCE)
+    streak = longest = dead = 0
+    for _, frac in fracs:
+        streak = streak + 1 if frac >= 1.0 else 0
+        dead += frac >= 1.0
+        longest = max(longest, streak)
+    mean = sum(f for _, f in fracs) / len(fracs)
+    lines = [f"- groups with no reward spread ({ZERO_STD}): mean {mean:.3f}; {dead} of {len(fracs)} steps had "
+             f"none with any spread (longest streak {longest})"]
+    if dead == len(fracs) or (patience and longest >= patience):
+        what = "at any step" if dead == len(fracs) else f"for {longest} consecutive steps"
+        lines.insert(0, f"- **WARNING (no_learning_signal): no learning signal {what}**: every group of samples got "
+                        f"the same reward, so every advantage was 0 and those steps trained nothing. A change of "
+                        f"+0.000 here is not a result; check the policy, the reward function and max_new_tokens.")
+    return lines
+
+
 def write_report(run_dir: Path, out: Path) -> Path:
     """Write ``out/report.md`` and ``out/curves.png`` from ``run_dir``'s metrics, summary and data card."""
     run_dir = Path(run_dir)
@@ -53,6 +77,7 @@ def write_report(run_dir: Path, out: Path) -> Path:
         mean_step = sum(m["timing/train/total_step_time"] for m in steps) / len(steps)
         lines += [f"- GRPO steps: {len(steps)} (mean {mean_step:.2f} s/step); training wall time "
                   f"{summary.get('seconds', 0):.0f} s"]
+    lines += _signal_lines(metrics, summary)
     if summary.get("artifact"):
         lines += [f"- final checkpoint_megatron: `{summary['artifact']}`"]
     if sft:

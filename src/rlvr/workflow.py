@@ -57,11 +57,15 @@ def output_root() -> Path:
     return Path(os.environ.get("RL_OUTPUT_DIR") or "results")
 
 
-def run_dir(step_id: str, config_name: str) -> Path:
-    """``<root>/<config name>`` for rlvr; ``<root>/<step leaf>-<config name>`` for a step run on its own."""
+def run_dir(step_id: str, config_name: str, run_name: str | None = None) -> Path:
+    """``<root>/<name>`` for rlvr; ``<root>/<step leaf>-<name>`` for a step run on its own.
+
+    ``<name>`` is ``run.name`` when set (two experiments of one config then get two folders), else the config name.
+    """
+    name = run_name or config_name
     if step_id == DEFAULT_STEP:
-        return output_root() / config_name
-    return output_root() / f"{step_id.rsplit('/', 1)[-1]}-{config_name}"
+        return output_root() / name
+    return output_root() / f"{step_id.rsplit('/', 1)[-1]}-{name}"
 
 
 def find_profile(name_or_path: str) -> Path:

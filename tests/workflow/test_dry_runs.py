@@ -28,10 +28,10 @@ def data_files(tmp_path: Path) -> list[str]:
     return [f"data.train.data_path={tmp_path / 'train.jsonl'}", f"data.validation.data_path={tmp_path / 'val.jsonl'}"]
 
 
-@pytest.mark.parametrize("config", ["tiny", "default", "nemo_gym"])
+@pytest.mark.parametrize("config", ["tiny", "default", "cpu", "nemo_gym"])
 def test_dry_run_prints_config_and_plan_and_writes_nothing(config, tmp_path):
     extra = [] if config == "tiny" else data_files(tmp_path)
-    if config == "default":
+    if config in ("default", "cpu"):
         model = tmp_path / "model"
         model.mkdir()
         extra.append(f"policy.model_name={model}")

@@ -199,3 +199,23 @@ def test_positive_example_nll_gets_the_rewards(prepared, tmp_path):
     trained = [line for line in lines if line["step"] > 0]
     assert [line["step"] for line in trained] == [1, 2]
     assert all("train/positive_nll_loss" in line and line["train/num_optimizer_steps"] == 1 for line in trained)
+
+
+def test_a_run_without_learning_signal_stops_when_told(prepared, tmp_path):
+    """Without the overlong penalty the 10-step SFT policy almost never answers right: most steps have no group
+    with any reward spread (a lucky step may have one). With grpo.stop_on_zero_signal the stage stops at the first
+    step that completes zero_signal_patience (2) such steps in a row: exit 2, one message naming the switch (no
+    traceback), every step logged, no final artifact."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(rlvr_command(prepared, run_dir, "grpo.reward_shaping.enabled=false",
+                                       "grpo.zero_signal_patience=2", "grpo.stop_on_zero_signal=true",
+                                       "checkpointing.enabled=false"),
+                          env=nemotron_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "[no_learning_signal]" in proc.stderr and "grpo.stop_on_zero_signal" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [json.loads(line) for line in (run_dir / "rlvr" / "metrics.jsonl").read_text().splitlines()]
+    fracs = [m["train/frac_groups_zero_std"] for m in lines if m["step"] > 0]
+    assert fracs[-2:] == [1.0, 1.0]
+    assert not any(a == b == 1.0 for a, b in zip(fracs[:-2], fracs[1:-1]))  # ... at the first streak of 2
+    assert not (run_dir / "rlvr" / "checkpoint_megatron").exists()

@@ -96,6 +96,7 @@ class RunArgs:
     config: str | None = None
     run_profile: str | None = None
     batch_profile: str | None = None
+    name: str | None = None
     dry_run: bool = False
     force_squash: bool = False
     dotlist: list[str] = field(default_factory=list)
@@ -103,7 +104,7 @@ class RunArgs:
 
 
 _VALUE_FLAGS = {"-c": "config", "--config": "config", "-r": "run_profile", "--run": "run_profile",
-                "-b": "batch_profile", "--batch": "batch_profile"}
+                "-b": "batch_profile", "--batch": "batch_profile", "--name": "name"}
 _BOOL_FLAGS = {"-d": "dry_run", "--dry-run": "dry_run", "--force-squash": "force_squash", "--stage": None}
 
 
@@ -136,7 +137,7 @@ def split_run_args(tokens: list[str]) -> RunArgs:
             args.passthrough.append(tok)
         i += 1
     if args.step_id is None:
-        raise UserError("usage: nemotron steps run STEP_ID [-c CONFIG] [-r PROFILE | -b PROFILE] [-d] "
+        raise UserError("usage: nemotron steps run STEP_ID [-c CONFIG] [--name RUN] [-r PROFILE | -b PROFILE] [-d] "
                         "[--force-squash] [key=value ...] [passthrough ...]")
     if args.run_profile and args.batch_profile:
         raise UserError("-r/--run (attached) and -b/--batch (detached) exclude each other; pass one of them")
@@ -179,10 +180,14 @@ def run_step(tokens: list[str]) -> int:
 
     args = split_run_args(tokens)
     step = resolve_step(args.step_id)
+    if args.name is not None:
+        # --name is the run.name override, applied last; JSON quoting keeps "007" a string for the YAML parser.
+        args.dotlist.append(f"run.name={json.dumps(args.name)}")
     cfg = load_step_config(step, args.config, args.dotlist)
     profile_name = args.run_profile or args.batch_profile or "local"
     profile = load_profile(find_profile(profile_name))
-    rdir = run_dir(step.id, cfg.name)
+    run_name = (cfg.resolved.get("run") or {}).get("name")
+    rdir = run_dir(step.id, cfg.name, run_name)
     # The Snakefile re-loads the config: hand it an absolute path (cwd-independent) or the name.
     config_ref = str(cfg.path) if is_path_like(args.config or "") else (args.config or step.default_config)
     request = WorkflowRequest(step=step.id, config=config_ref, overrides=args.dotlist)
@@ -219,7 +224,7 @@ def run_step(tokens: list[str]) -> int:
         _write_config_record(rdir, cfg)
         argv = snakemake_argv(request, profile=profile.path, extra=extra)
         if args.batch_profile and slurm is not None:
-            return _submit_controller(argv, rdir, profile, cfg.name, slurm)
+            return _submit_controller(argv, rdir, profile, run_name or cfg.name, slurm)
         if args.batch_profile:
             return _start_detached(argv, rdir, env, lock)
         return run_attached(argv, env, unlock_argv=snakemake_argv(request, profile=profile.path, extra=["--unlock"]),

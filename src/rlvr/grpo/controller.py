@@ -14,9 +14,16 @@ Algorithm switches and what each changes:
 * ``grpo.reward_scaling.*``, ``grpo.reward_shaping.*``: rewards before advantages.
 * ``grpo.use_dynamic_sampling``: drop zero-spread rows, regenerate up to ``dynamic_sampling_max_gen_batches``.
 * ``grpo.overlong_filtering``: truncated samples get no loss (they still shape the baseline).
+* ``env.should_mask_flagged_samples``: NeMo-Gym samples flagged ``mask_sample`` get no loss (counted as
+  ``train/flagged_samples`` either way; they still shape the baseline).
 * ``grpo.seq_logprob_error_threshold``: mask sequences whose sampler/trainer log-probs disagree.
 * ``loss_fn.*``: the objective (see loss.py); ``reference_policy_kl_penalty > 0`` builds a frozen reference.
 * ``grpo.val_*``: when and how validation runs; ``checkpointing.*``: saving, retention, resume.
+* ``logger.tensorboard_enabled``, ``logger.mlflow_enabled`` (+ ``logger.mlflow.*``): where metrics go besides
+  metrics.jsonl; ``logger.monitor_gpus``: per-step CUDA memory/utilisation metrics (nothing on CPU); see tracking.py.
+* ``grpo.zero_signal_patience`` / ``stop_on_zero_signal``: ``train/frac_groups_zero_std`` at 1.0 (no group has
+  any reward spread, so nothing is learned) for that many steps in a row prints a loud warning, or stops the run
+  with ``no_learning_signal`` (signal_guard.py); the report repeats it.
 
 Upstream bugs not reproduced here (each with a comment where it matters): roundoff in LOO "all equal" groups
 (advantages.py), the validation-size crash (config checks), and forced auto-resume of unrelated runs
@@ -38,12 +45,15 @@ from rlvr.errors import UserError
 from rlvr.generation.base import GenerationConfig
 from rlvr.grpo.advantages import build_advantage_estimator, group_baseline_and_std
 from rlvr.grpo.loss import ClippedPGLoss
-from rlvr.grpo.metrics_log import MetricsLog, metrics_line
-from rlvr.grpo.rollout import Rollout, repeat_prompts, rollout_metrics, to_train_tensors
+from rlvr.grpo.metrics_log import MetricsLog, metrics_line, read_metrics
+from rlvr.grpo.rollout import Rollout, loss_sample_mask, repeat_prompts, rollout_metrics, to_train_tensors
 from rlvr.grpo.shaping import (DynamicSampler, compute_validation_scores, mask_by_seq_logprob_error,
                                scale_rewards, shape_rewards)
+from rlvr.grpo.signal_guard import METRIC as ZERO_STD_METRIC
+from rlvr.grpo.signal_guard import ZeroSignalGuard, frac_groups_zero_std
 from rlvr.grpo.step_ckpts import StepCheckpoints, file_digest, run_fingerprint, tree_digest
 from rlvr.grpo.workers import PolicyWorkers, RewardWorker, load_rows
+from rlvr.tracking import MlflowTracker, gpu_metrics
 from rlvr.utils.atomic import atomic_file
 
 STEP_METRICS = "metrics.json"  # a step checkpoint's copy of its metrics.jsonl line
@@ -55,6 +65,7 @@ class GRPOController:
     def __init__(self, cfg: dict[str, Any], *, data_dir: Path, policy_path: Path, run_dir: Path,
                  config_record: dict[str, Any] | None = None):
         self.cfg = cfg
+        self.config_record = config_record or cfg  # secrets as ${oc.env:...} references when given
         self.grpo, self.policy_cfg, self.loss_cfg = cfg["grpo"], cfg["policy"], cfg["loss_fn"]
         self.out = Path(run_dir) / "rlvr"
         self.out.mkdir(parents=True, exist_ok=True)
@@ -80,7 +91,7 @@ class GRPOController:
         self.val_gen_cfg = GenerationConfig.from_config(self.policy_cfg["generation"], validation=True)
         ckpt_cfg = cfg.get("checkpointing", {})
         # Fingerprinted with secrets as references: a rotated token still resumes, and no hash of a secret is kept.
-        fingerprint = run_fingerprint(config_record or cfg,
+        fingerprint = run_fingerprint(self.config_record,
                                       {"train": file_digest(Path(data_dir) / "train.jsonl"),
                                        "val": file_digest(Path(data_dir) / "val.jsonl"),
                                        "policy": tree_digest(Path(policy_path))})
@@ -93,9 +104,13 @@ class GRPOController:
         self.ckpt_enabled = ckpt_cfg.get("enabled", True)
         logger = cfg.get("logger", {})
         tb = (logger.get("tensorboard") or {}).get("log_dir") or self.out / "tensorboard"
+        self.tracker = (MlflowTracker(logger.get("mlflow"), out_dir=self.out, default_run_name=Path(run_dir).name)
+                        if logger.get("mlflow_enabled") else None)
+        self.monitor_gpus = bool(logger.get("monitor_gpus"))
         self.metrics = MetricsLog(self.out / "metrics.jsonl", total_steps=self.grpo["max_num_steps"],
                                   tensorboard_dir=Path(tb) if logger.get("tensorboard_enabled") else None,
-                                  progress_bar=logger.get("progress_bar"))
+                                  progress_bar=logger.get("progress_bar"), sinks=[self.tracker] if self.tracker else None)
+        self.signal_guard = ZeroSignalGuard.from_config(self.grpo)
         self.consumed_prompts = 0
         self.sampler = DynamicSampler(self.grpo["num_prompts_per_step"] * self.grpo["num_generations_per_prompt"],
                                       self.grpo.get("dynamic_sampling_max_gen_batches", 10))
@@ -127,7 +142,8 @@ class GRPOController:
         rep_rows, rep_ids, groups = repeat_prompts(sel_rows, sel_ids, 0, times)
         outputs = self.workers.generate(rep_ids, cfg, seed=seed)
         rollout = Rollout(rep_rows, groups, rep_ids, outputs)
-        rollout.raw_rewards, rollout.reward_errors = self.rewards.score(rep_rows, [o.text for o in outputs])
+        rollout.raw_rewards, rollout.reward_errors, rollout.flagged = self.rewards.score(
+            rep_rows, [o.text for o in outputs])
         return rollout
 
     def _shape(self, rollout: Rollout) -> None:
@@ -175,14 +191,10 @@ class GRPOController:
     def _train_batch(self, rollout: Rollout) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         batch = to_train_tensors(rollout.prompt_ids, rollout.outputs, pad_id=self.workers.pad_id,
                                  multiple_of=self.policy_cfg.get("make_sequence_length_divisible_by", 1))
-        sample_mask = torch.ones(len(rollout.rows))
-        if self.grpo.get("overlong_filtering"):
-            sample_mask = sample_mask * (~rollout.truncated).float()
-        limit = self.cfg["data"].get("max_input_seq_length")
-        if limit:  # upstream keeps such prompts in the rollout (and the baseline) but out of the loss
-            sample_mask = sample_mask * torch.tensor([len(p) < limit for p in rollout.prompt_ids]).float()
-        batch["sample_mask"] = sample_mask
-        metrics: dict[str, float] = {}
+        batch["sample_mask"], metrics = loss_sample_mask(
+            rollout, overlong_filtering=bool(self.grpo.get("overlong_filtering")),
+            max_input_seq_length=self.cfg["data"].get("max_input_seq_length"),
+            mask_flagged=bool(self.cfg.get("env", {}).get("should_mask_flagged_samples")))
         timer = time.perf_counter()
         needs_prev = not self.loss_cfg.get("force_on_policy_ratio") or self.grpo.get("seq_logprob_error_threshold")
         batch["prev_logprobs"] = (self.workers.logprobs(batch) if needs_prev
@@ -231,6 +243,9 @@ class GRPOController:
         metrics.update({f"train/{k}": v for k, v in rollout.reward_errors.items()})
         metrics["train/reward"] = float(rollout.rewards.mean())
         metrics["train/raw_reward"] = float(rollout.raw_rewards.mean())
+        metrics[ZERO_STD_METRIC] = frac_groups_zero_std(rollout.rewards, rollout.group_ids)
+        if self.monitor_gpus:
+            metrics.update(gpu_metrics())  # {} without CUDA
         tokens = float(batch["attention_mask"].sum())
         metrics["timing/train/total_step_time"] = time.perf_counter() - start
         metrics["performance/tokens_per_sec"] = tokens / metrics["timing/train/total_step_time"]
@@ -271,14 +286,23 @@ class GRPOController:
     # ------------------------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
         wall = time.perf_counter()
-        point = self.ckpts.find_resume_point() if self.ckpt_enabled else None
+        # A superseded run's metrics move aside with its checkpoints: nothing of it is lost.
+        point = self.ckpts.find_resume_point(companions=(self.metrics.path,)) if self.ckpt_enabled else None
         step = 0
+        if point is not None and point.step > self.grpo["max_num_steps"]:
+            raise UserError(f"{point.path} is step {point.step}, past grpo.max_num_steps={self.grpo['max_num_steps']}: "
+                            f"this run already trained further, and exporting it would not be what was asked. Set "
+                            f"grpo.max_num_steps={point.step} (or more) to continue it, or point "
+                            f"checkpointing.checkpoint_dir elsewhere to train a shorter run afresh")
         if point is not None:
             model_state, optimizer_state = StepCheckpoints.load(point)
             self.workers.load_state(model_state, optimizer_state)
             step, self.consumed_prompts = point.step, point.info["consumed_prompts"]
         saved_line = _read_json(point.path / STEP_METRICS) if point is not None else None
+        if self.tracker is not None:
+            self.tracker.start(self.config_record, self.ckpts.fingerprint)
         self.metrics.restart_from(step if point is not None else None, saved_line)
+        self.signal_guard.replay(read_metrics(self.metrics.path))
         if point is None and self.grpo.get("val_at_start"):
             self.metrics.log(0, self.validate())
         max_steps = self.grpo["max_num_steps"]
@@ -295,6 +319,11 @@ class GRPOController:
             if saved is not None:
                 metrics["timing/train/checkpointing"] = saved
             self.metrics.log(step, metrics)
+            try:
+                self.signal_guard.update(step, metrics[ZERO_STD_METRIC])
+            except UserError:
+                self.metrics.close()  # the step's line is written; stop with the guard's message
+                raise
             threshold = self.grpo.get("stop_at_validation_metric_threshold")
             if stop_metric and val and threshold is not None and val.get(stop_metric, -float("inf")) >= threshold:
                 print(f"[early stop] {stop_metric} = {val[stop_metric]} >= {threshold}", flush=True)
@@ -326,7 +355,7 @@ class GRPOController:
                                    extra={"rlvr": {"steps": step, "fingerprint": self.ckpts.fingerprint}})
         history = [m for m in _read_jsonl(self.out / "metrics.jsonl") if "validation/accuracy" in m]
         summary = {"final_step": step, "seconds": round(seconds, 2), "artifact": str(artifact),
-                   "fingerprint": self.ckpts.fingerprint,
+                   "fingerprint": self.ckpts.fingerprint, "zero_signal": self.signal_guard.summary(),
                    "validation": [{"step": m["step"], "accuracy": m["validation/accuracy"]} for m in history]}
         with atomic_file(self.out / "summary.json") as fh:
             json.dump(summary, fh, indent=2)
@@ -356,9 +385,14 @@ def run_grpo(cfg: dict[str, Any], *, data_dir: Path, policy_path: Path, run_dir:
                  + config_yaml(cfg if config_record is None else config_record))
     controller = GRPOController(cfg, data_dir=data_dir, policy_path=policy_path, run_dir=run_dir,
                                 config_record=config_record)
+    summary = None
     try:
         summary = controller.fit()
     finally:
+        if controller.tracker is not None:
+            done = summary is not None
+            controller.tracker.finish(artifact=Path(summary["artifact"]) if done else None,
+                                      summary_file=out / "summary.json" if done else None, failed=not done)
         controller.rewards.close()
         controller.workers.close()
     print(json.dumps(summary, indent=2), flush=True)

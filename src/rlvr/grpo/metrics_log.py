@@ -1,4 +1,5 @@
-"""Per-step metrics: ``metrics.jsonl`` (one object per step), TensorBoard events, and a live progress line.
+"""Per-step metrics: ``metrics.jsonl`` (one object per step), TensorBoard events, other sinks (MLflow, see
+rlvr/tracking.py) and a live progress line.
 
 Every line has ``step`` plus NeMo-RL metric names (``train/reward``, ``train/loss``, ``validation/accuracy``,
 ``timing/train/*``, ...). Step 0 holds the validation before training. On resume the file is cut back to the
@@ -19,8 +20,9 @@ from rlvr.errors import CheckpointError
 
 class MetricsLog:
     def __init__(self, path: Path, *, total_steps: int, tensorboard_dir: Path | None = None,
-                 progress_bar: bool | None = None):
+                 progress_bar: bool | None = None, sinks: list | None = None):
         self.path = Path(path)
+        self._sinks = list(sinks or [])  # e.g. rlvr.tracking.MlflowTracker: each gets every line's log_metrics
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.total_steps = total_steps
         self._tb_dir = tensorboard_dir
@@ -67,6 +69,9 @@ class MetricsLog:
             self._tb = SummaryWriter(str(self._tb_dir), purge_step=(step or 0) + 1 if step else None)
             if restored:
                 self._tb_write(saved_line)
+        if restored:
+            for sink in self._sinks:
+                sink.log_metrics({"step": step, **saved_line})
         if self._use_bar:
             from tqdm import tqdm
 
@@ -80,6 +85,8 @@ class MetricsLog:
             os.fsync(fh.fileno())
         if self._tb is not None:
             self._tb_write(clean)
+        for sink in self._sinks:
+            sink.log_metrics(clean)
         self._progress(step, clean)
 
     def _tb_write(self, line: dict[str, Any]) -> None:

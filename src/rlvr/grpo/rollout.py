@@ -7,7 +7,8 @@ Layout of a rollout batch (right-padded, one row per sample):
 * ``token_mask [B, S]``: 1 on generated tokens (the ones trained), 0 on the prompt and padding;
 * ``generation_logprobs [B, S]``: the sampler's log-prob of each generated token at its position, 0 elsewhere —
   aligned like every log-prob tensor here: position ``t`` holds ``log p(x_t | x_<t)``;
-* ``sample_mask [B]``: 1 unless the row is excluded from the loss (overlong filtering, prompt too long);
+* ``sample_mask [B]``: 1 unless the row is excluded from the loss (overlong filtering, prompt too long, a NeMo-Gym
+  ``mask_sample`` flag with ``env.should_mask_flagged_samples``; see :func:`loss_sample_mask`);
 * ``group_ids [B]``: rows sampled from the same prompt share an id (GRPO groups).
 """
 
@@ -33,6 +34,7 @@ class Rollout:
     rewards: torch.Tensor | None = None   # [B] float (after scaling/shaping)
     raw_rewards: torch.Tensor | None = None  # [B] verifier rewards before scaling/shaping
     reward_errors: dict[str, float] = field(default_factory=dict)
+    flagged: torch.Tensor | None = None   # [B] bool: the reward server asked to mask the sample (Gym mask_sample)
 
     @property
     def truncated(self) -> torch.Tensor:
@@ -48,14 +50,16 @@ class Rollout:
         return Rollout([self.rows[i] for i in idx], self.group_ids[index], [self.prompt_ids[i] for i in idx],
                        [self.outputs[i] for i in idx],
                        None if self.rewards is None else self.rewards[index],
-                       None if self.raw_rewards is None else self.raw_rewards[index], dict(self.reward_errors))
+                       None if self.raw_rewards is None else self.raw_rewards[index], dict(self.reward_errors),
+                       None if self.flagged is None else self.flagged[index])
 
     @staticmethod
     def concat(parts: Sequence[Rollout]) -> Rollout:
         return Rollout([r for p in parts for r in p.rows], torch.cat([p.group_ids for p in parts]),
                        [x for p in parts for x in p.prompt_ids], [o for p in parts for o in p.outputs],
                        torch.cat([p.rewards for p in parts]), torch.cat([p.raw_rewards for p in parts]),
-                       _sum_counts([p.reward_errors for p in parts]))
+                       _sum_counts([p.reward_errors for p in parts]),
+                       None if any(p.flagged is None for p in parts) else torch.cat([p.flagged for p in parts]))
 
 
 def repeat_prompts(rows: Sequence[dict], prompt_ids: Sequence[list[int]], group_offset: int, times: int
@@ -88,6 +92,28 @@ def to_train_tensors(prompt_ids: Sequence[list[int]], outputs: Sequence[Generati
         attention[i, :n_p + n_g] = 1
     return {"input_ids": input_ids, "attention_mask": attention, "token_mask": token_mask,
             "generation_logprobs": gen_lp}
+
+
+def loss_sample_mask(rollout: Rollout, *, overlong_filtering: bool = False, max_input_seq_length: int | None = None,
+                     mask_flagged: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+    """``sample_mask [B]`` (float, 1 = the sample is in the loss) and how many samples each rule removed.
+
+    Masked samples stay in the rollout, so they still shape their group's baseline (as upstream does for
+    truncated samples and over-long prompts); they only get no loss. ``mask_flagged``: a reward server that sets
+    ``mask_sample`` says its reward is not a valid measurement, so the sample must not push the policy either way.
+    """
+    mask = torch.ones(len(rollout.rows))
+    if overlong_filtering:
+        mask = mask * (~rollout.truncated).float()
+    if max_input_seq_length:  # upstream keeps such prompts in the rollout (and the baseline) but out of the loss
+        mask = mask * torch.tensor([len(p) < max_input_seq_length for p in rollout.prompt_ids]).float()
+    metrics: dict[str, float] = {}
+    if rollout.flagged is not None:
+        metrics["train/flagged_samples"] = float(rollout.flagged.sum())
+        if mask_flagged:
+            mask = mask * (~rollout.flagged).float()
+            metrics["train/masked_flagged_samples"] = metrics["train/flagged_samples"]
+    return mask, metrics
 
 
 def rollout_metrics(rollout: Rollout, prefix: str = "train/") -> dict[str, Any]:

@@ -193,10 +193,15 @@ class RewardWorker:
 
             self.scorer = scorer_from_env(env)
 
-    def score(self, rows: list[dict], responses: list[str]) -> tuple[torch.Tensor, dict[str, float]]:
+    def score(self, rows: list[dict], responses: list[str]
+              ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor | None]:
+        """``rewards [B]``, batch metrics, and ``flagged [B]`` (Gym ``mask_sample``; None for native verifiers)."""
         timer = time.perf_counter()
+        flagged = None
         if self.gym is not None:
-            rewards, metrics = self.gym.score(rows, responses)
+            scored = self.gym.score_detailed(rows, responses)
+            rewards, metrics = scored.rewards, scored.metrics
+            flagged = torch.tensor(scored.mask_sample, dtype=torch.bool)
         else:
             result = self.scorer.score_batch([r["task_name"] for r in rows], responses, rows)
             rewards, metrics = [], result.metrics()
@@ -205,7 +210,7 @@ class RewardWorker:
                 lo, hi = task_cfg["reward_wrong"], task_cfg["reward_correct"]
                 rewards.append(lo + (hi - lo) * reward)
         self.last_time = time.perf_counter() - timer
-        return torch.tensor(rewards, dtype=torch.float32), metrics
+        return torch.tensor(rewards, dtype=torch.float32), metrics, flagged
 
     def close(self) -> None:
         for worker in (self.gym, self.scorer):

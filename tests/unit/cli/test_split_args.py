@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from rlvr.cli.steps import split_run_args, summarize_plan
@@ -45,3 +47,16 @@ def test_removal_overrides_are_overrides_not_snakemake_targets():
     a = split_run_args(["rlvr", "~grpo.val_period", "~policy.generation.top_k=", "~/somewhere", "-d"])
     assert a.dotlist == ["~grpo.val_period", "~policy.generation.top_k="]
     assert a.passthrough == ["~/somewhere"]
+
+
+def test_name_option_and_the_run_folder_it_picks(monkeypatch):
+    """--name (or run.name) replaces the config name in the run folder; without it nothing changes."""
+    from rlvr.workflow import run_dir
+
+    args = split_run_args(["rlvr", "--name", "lr-3e-5", "-c", "tiny"])
+    assert args.name == "lr-3e-5" and args.config == "tiny" and args.dotlist == []
+    assert split_run_args(["rlvr", "--name=b"]).name == "b"
+    monkeypatch.delenv("RL_OUTPUT_DIR", raising=False)
+    assert run_dir("rl/nemo_rl/rlvr", "tiny", "lr-3e-5") == Path("results/lr-3e-5")
+    assert run_dir("rl/nemo_rl/rlvr", "tiny") == Path("results/tiny")
+    assert run_dir("data_prep/rl_prep", "tiny", "exp") == Path("results/rl_prep-exp")

@@ -311,3 +311,24 @@ def test_a_full_disk_during_a_save_is_an_os_error_naming_the_folder(tmp_path, mo
         save(ckpts, 2)
     assert err.value.errno == errno.ENOSPC and err.value.filename.endswith("tmp_step_2")
     assert not any((tmp_path / "ckpts").iterdir())
+
+
+def test_tied_embeddings_save_and_load_back_into_the_tied_model(tmp_path):
+    """A tied model's state has lm_head.weight and embed_tokens.weight on one storage; safetensors refuses that,
+    so the save copies the duplicate. Loading restores the weights and the model stays tied."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config)
+    state = model.state_dict()
+    assert state["lm_head.weight"].data_ptr() == state["model.embed_tokens.weight"].data_ptr()
+    ckpts = make(tmp_path / "ckpts")
+    ckpts.save(1, model_state=state, optimizer_state=None, info={"consumed_prompts": 4, "total_steps": 1})
+    loaded, _ = StepCheckpoints.load(ckpts.find_resume_point(log=lambda _: None))
+    torch.manual_seed(1)
+    fresh = Qwen2ForCausalLM(config)
+    fresh.load_state_dict(loaded)
+    torch.testing.assert_close(fresh.model.embed_tokens.weight, model.model.embed_tokens.weight)
+    assert fresh.lm_head.weight.data_ptr() == fresh.model.embed_tokens.weight.data_ptr()
