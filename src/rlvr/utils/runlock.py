@@ -114,4 +114,4 @@ def _busy_message(run_dir: Path, holder: dict) -> str:
            f"{holder.get('started')})") if holder else "another process"
     stop = f"`kill {holder['pid']}` on {holder.get('host')}" if holder.get("pid") else "stop it"
     return (f"the run folder {run_dir} is in use by {who}. Wait for it to finish, stop it ({stop}; the same "
-            f"command then resumes), or write this run elsewhere (another config name or RL_OUTPUT_DIR)")
+            f"command then resumes), or write this run elsewhere (--name NAME, or RL_OUTPUT_DIR)")
