@@ -43,7 +43,8 @@ def test_the_local_store_under_the_run_folder_holds_params_metrics_and_the_artif
     assert client.get_experiment(run.info.experiment_id).name == "exp"
     params = run.data.params
     assert params["grpo.seed"] == "42" and params["policy.scheduler"] == '[{"milestones": [10]}]'
-    assert params["env.nemo_gym.api_key"] == "******"  # secrets never reach the tracking store
+    # The recorded config holds a secret as its reference: the value never reaches the tracking store.
+    assert params["env.nemo_gym.api_key"] == "${oc.env:GYM_KEY}"
     history = client.get_metric_history(tracker.run_id, "validation/accuracy")
     assert [(m.step, m.value) for m in history] == [(0, 0.25), (1, 0.5)]
     assert [m.value for m in client.get_metric_history(tracker.run_id, "validation/pass_4")] == [0.5]
