@@ -99,8 +99,6 @@ def test_a_config_inheriting_grpo_math_1b_with_megatron_is_refused_in_one_messag
     assert "enable exactly one policy backend" not in message and "unknown key" not in message
 
 
-@pytest.mark.xfail(strict=True, reason="config/secrets.py (another area) reads 'token' in train_mb_tokens and "
-                                       "moe_token_dispatcher_type as a secret name and refuses their values")
 def test_a_config_inheriting_grpo_math_1b_with_megatron_loads_once_the_features_are_off(upstream, tmp_path):
     """With sequence packing off and local data, the inherited ${mul:...} resolve against the child's values."""
     fixes = ["policy.sequence_packing.enabled=false", "data.train.dataset_name=null",
