@@ -123,7 +123,8 @@ def test_the_written_config_re_plans_and_a_rerun_has_nothing_to_do(rl_prep_run):
                             "results/rl_prep-default/config.yaml", "-d"], cwd=work, env=env, capture_output=True,
                            text=True, timeout=120)
     assert reuse.returncode == 0, reuse.stdout + reuse.stderr
-    assert "rl_prep: Missing output files" in reuse.stdout and SECRET not in reuse.stdout + reuse.stderr
+    # The same run folder (its name is in the record's first line) and the same digest: nothing to re-run.
+    assert "nothing to do" in reuse.stdout and SECRET not in reuse.stdout + reuse.stderr
     assert "OTHER: '******'" in reuse.stdout
 
 

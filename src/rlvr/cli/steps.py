@@ -267,8 +267,8 @@ def _write_config_record(rdir: Path, cfg) -> None:
     # Secrets stay ${oc.env:...} references (never values, never ******) so that `-c <run>/config.yaml` re-runs it.
     # The overrides are already in the resolved config: the header names them without repeating their values.
     with atomic_file(rdir / "config.yaml") as fh:
-        fh.write(f"# {cfg.step_id} -c {cfg.name}; resolved, secrets as ${{oc.env:...}} references; "
-                 f"re-use with: -c {rdir / 'config.yaml'}\n")
+        fh.write(f"# {cfg.step_id} -c {cfg.name} (resolved, secrets as ${{oc.env:...}} references; "
+                 f"re-use with: -c {rdir / 'config.yaml'})\n")
         fh.write(config_yaml(cfg.engine_view()))
 
 

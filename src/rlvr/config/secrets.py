@@ -39,6 +39,7 @@ REDACTED = "******"
 NON_SECRET_KEYS = (
     "data.*.data_path", "data.*.prompt_file", "data.*.system_prompt_file",  # training data
     "tokenizer", "policy.tokenizer.name", "policy.model_name", "hf_model_id",  # models and tokenizers
+    "chat_template", "policy.tokenizer.chat_template",  # a template text or its .jinja file (an rl_prep input)
     "megatron_path", "hf_path", "checkpointing.checkpoint_dir",  # checkpoints
     "logger.log_dir", "logger.*.log_dir",  # output folders
 )

@@ -57,12 +57,12 @@ def test_interpolated_and_copied_secrets_are_secrets_too(secret_env):
     cfg = load_step_config(RLVR, "tiny", ["logger.wandb.entity=team-${oc.env:TEAM_TOKEN}/x",
                                           "logger.wandb.name=${oc.env:MY_API_KEY}",
                                           "logger.wandb.project=${logger.wandb.name}"])
+    keys = ("entity", "name", "project")
     wandb = cfg.redacted()["logger"]["wandb"]
-    assert {k: wandb[k] for k in ("entity", "name", "project")} == {"entity": REDACTED, "name": REDACTED,
-                                                                    "project": REDACTED}
+    assert {k: wandb[k] for k in keys} == {"entity": REDACTED, "name": REDACTED, "project": REDACTED}
     written = cfg.engine_view()["logger"]["wandb"]
-    assert {k: written[k] for k in ("entity", "name", "project")} == {
-        "entity": "team-${oc.env:TEAM_TOKEN}/x", "name": "${oc.env:MY_API_KEY}", "project": "${oc.env:MY_API_KEY}"}
+    assert {k: written[k] for k in keys} == {"entity": "team-${oc.env:TEAM_TOKEN}/x", "name": "${oc.env:MY_API_KEY}",
+                                             "project": "${oc.env:MY_API_KEY}"}
     assert resolve_references(cfg.engine_view(), "test") == cfg.resolved
 
 
