@@ -28,8 +28,13 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     records = []
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{line_no}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+                                f"{exc.start + 1}); re-encode the file as UTF-8") from None
             if not line.strip():
                 continue
             try:
@@ -40,6 +45,20 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
                 raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
             records.append((line_no, record))
     return records
+
+
+def check_writable(path: Path) -> None:
+    """``path`` can be written: its folder exists (or can be made) and takes a new file; else one clear error."""
+    import tempfile
+
+    if path.is_dir():
+        raise UserError(f"--output {path} is a folder; give a file path (e.g. {path / 'scores.jsonl'})")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.probe-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"--output {path} cannot be written ({exc.strerror}); choose a writable folder") from None
 
 
 def load_rows(path: str | os.PathLike, *, env_name: str | None = None, input_key: str | None = None,
@@ -80,6 +99,8 @@ def score_files(
 
     ``env_name`` / ``input_key`` / ``output_key`` say how raw rows are read, as ``data.*`` does for rl_prep.
     """
+    if output_path is not None:
+        check_writable(Path(output_path))  # before scoring: a bad --output must not cost the whole scoring run
     rows = load_rows(data_path, env_name=env_name, input_key=input_key, output_key=output_key)
     responses = load_responses(responses_path)
     if len(rows) != len(responses):

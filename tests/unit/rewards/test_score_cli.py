@@ -143,3 +143,30 @@ def test_gym_rows_are_refused_with_the_reason(tmp_path, scorer) -> None:
     responses = _write(tmp_path / "responses.jsonl", [{"response": "4"}])
     with pytest.raises(DataError, match="gym.jsonl:1: responses_create_params: NeMo-Gym rows are scored by"):
         score_files(rows, responses, scorer=scorer)
+
+
+def test_non_utf8_responses_are_one_error_naming_the_line(tmp_path):
+    from rlvr.errors import DataError
+    from rlvr.rewards.score_cli import load_responses
+
+    path = tmp_path / "responses.jsonl"
+    path.write_bytes(b'{"response": "4"}\n{"response": "caf\xe9"}\n')
+    with pytest.raises(DataError, match=r"responses.jsonl:2: not UTF-8 text \(byte 0xe9"):
+        load_responses(path)
+
+
+def test_an_unwritable_output_is_refused_before_any_scoring(tmp_path, monkeypatch):
+    from rlvr.errors import UserError
+    from rlvr.rewards import score_cli
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"problem": "1+1", "expected_answer": "2"}\n')
+    responses = tmp_path / "responses.jsonl"
+    responses.write_text('{"response": "2"}\n')
+    blocker = tmp_path / "file"
+    blocker.write_text("in the way")  # a file where the output's folder should be: fails for root too
+    monkeypatch.setattr(score_cli, "load_rows", lambda *a, **k: pytest.fail("scored before checking --output"))
+    with pytest.raises(UserError, match=r"--output .*cannot be written"):
+        score_cli.score_files(data, responses, blocker / "scores.jsonl")
+    with pytest.raises(UserError, match=r"is a folder"):
+        score_cli.score_files(data, responses, tmp_path)
