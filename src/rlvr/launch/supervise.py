@@ -84,14 +84,15 @@ def run_attached(argv: list[str], env: dict[str, str], *, unlock_argv: list[str]
     ``unlock_argv`` releases Snakemake's lock when Snakemake had to be killed;
     ``on_interrupt`` prints what survived and how to resume.
     """
-    proc = subprocess.Popen(argv, env=env, start_new_session=True)
-    guard = _start_guard(proc.pid, grace_s, unlock_argv, env)
     received: list[int] = []
 
     def forward(signum, _frame):
         received.append(signum)
 
+    # Handlers first: an interrupt that comes while Snakemake starts is then a stop, not a traceback.
     previous = {sig: signal.signal(sig, forward) for sig in _FORWARDED}
+    proc = subprocess.Popen(argv, env=env, start_new_session=True)
+    guard = _start_guard(proc.pid, grace_s, unlock_argv, env)
     try:
         while proc.poll() is None and not received:
             try:
