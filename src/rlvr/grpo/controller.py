@@ -46,6 +46,7 @@ from rlvr.grpo.workers import PolicyWorkers, RewardWorker, load_rows
 from rlvr.utils.atomic import atomic_file
 
 STEP_METRICS = "metrics.json"  # a step checkpoint's copy of its metrics.jsonl line
+LORA_ADAPTER = "lora_adapter"  # rlvr/lora_adapter/: the PEFT adapter of a LoRA run (policy.dtensor_cfg.lora_cfg)
 
 
 class GRPOController:
@@ -60,6 +61,9 @@ class GRPOController:
         self.val_rows = load_rows(Path(data_dir) / "val.jsonl")
         torch.manual_seed(self.grpo["seed"])
         self.workers = PolicyWorkers.build(cfg, Path(policy_path))
+        # What a LoRA adapter applies to: the user's policy, the tiny SFT's HF folder, else the checkpoint read.
+        tiny_sft = Path(run_dir) / "tiny_sft" / "policy" if (cfg.get("tiny") or {}).get("enabled") else None
+        self.base_model = self.policy_cfg.get("model_name") or str(tiny_sft or policy_path)
         self.rewards = RewardWorker(cfg)
         self.train_prompt_ids = self.workers.encode([r["prompt"] for r in self.train_rows])
         self.val_prompt_ids = self.workers.encode([r["prompt"] for r in self.val_rows])
@@ -313,7 +317,8 @@ class GRPOController:
     def _finish(self, step: int, seconds: float) -> dict[str, Any]:
         artifact = self.out / "checkpoint_megatron"
         self.workers.save_artifact(artifact, iteration=step,
-                                   extra={"rlvr": {"steps": step, "fingerprint": self.ckpts.fingerprint}})
+                                   extra={"rlvr": {"steps": step, "fingerprint": self.ckpts.fingerprint}},
+                                   adapter_dir=self.out / LORA_ADAPTER, base_model=self.base_model)
         history = [m for m in _read_jsonl(self.out / "metrics.jsonl") if "validation/accuracy" in m]
         summary = {"final_step": step, "seconds": round(seconds, 2), "artifact": str(artifact),
                    "fingerprint": self.ckpts.fingerprint,
