@@ -4,7 +4,7 @@ Layout under ``checkpointing.checkpoint_dir`` (default ``<run dir>/rlvr/ckpts``)
 
     step_N/
       training_info.json   # step, consumed prompts, the ranking metric, the run fingerprint
-      policy/model.safetensors
+      policy/model.safetensors  # the weights; with policy.dtensor_cfg.lora_cfg the adapter tensors only
       policy/optimizer.pt  # optimizer + scheduler state (checkpointing.save_optimizer)
       metrics.json         # step N's metrics.jsonl line (restored on resume if the kill came before the log)
 
