@@ -27,6 +27,11 @@ def tiny_enabled():
     return STEP.id == "rl/nemo_rl/rlvr" and bool((E.get("tiny") or {}).get("enabled"))
 
 
+def lora_enabled():
+    """policy.dtensor_cfg.lora_cfg.enabled: the rlvr rule then also outputs rlvr/lora_adapter."""
+    return bool(((E.get("policy") or {}).get("dtensor_cfg") or {}).get("lora_cfg", {}).get("enabled"))
+
+
 def is_checkpoint_megatron(path):
     """A checkpoint_megatron root or iter_* folder (by its marker files), as Megatron-Bridge recognises it."""
     p = Path(path)

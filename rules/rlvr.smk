@@ -29,6 +29,8 @@ if STEP.id == "rl/nemo_rl/rlvr":
         output:
             ckpt=directory(f"{RUN}/rlvr/checkpoint_megatron"),
             summary=f"{RUN}/rlvr/summary.json",
+            # A LoRA run (policy.dtensor_cfg.lora_cfg.enabled) also writes its PEFT adapter folder.
+            **({"lora_adapter": directory(f"{RUN}/rlvr/lora_adapter")} if lora_enabled() else {}),
         params:
             cfg=RLVR_CFG.path,
             cfg_digest=RLVR_CFG.digest,

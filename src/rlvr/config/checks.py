@@ -217,6 +217,13 @@ def check_megatron_weight_decay(cfg: dict) -> None:
                               f"weight decay constant; set it equal (or null)")
 
 
+def check_lora(cfg: dict) -> None:
+    """policy.dtensor_cfg.lora_cfg: its values, and the backends LoRA runs on (see rlvr/policy/lora.py)."""
+    from rlvr.policy.lora import check_lora_config
+
+    check_lora_config(cfg)
+
+
 def check_tiny(cfg: dict) -> None:
     """The tiny section's own cross-field rules (e.g. SFT warm-up shorter than the run), before any compute."""
     tiny = dict(cfg.get("tiny") or {})
@@ -229,7 +236,7 @@ def check_tiny(cfg: dict) -> None:
 RLVR_CHECKS: list[Check] = [check_tiny, check_inputs, check_batch_arithmetic, check_validation_sizes,
                             check_nemo_gym_consistency, check_advantage_flags, check_backends,
                             check_reference_policy, check_loss, check_advantage_estimator,
-                            check_megatron_weight_decay, check_policy_architecture]
+                            check_megatron_weight_decay, check_policy_architecture, check_lora]
 
 
 def check_rl_prep(cfg: dict) -> None:

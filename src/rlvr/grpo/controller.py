@@ -57,6 +57,7 @@ from rlvr.tracking import MlflowTracker, gpu_metrics
 from rlvr.utils.atomic import atomic_file
 
 STEP_METRICS = "metrics.json"  # a step checkpoint's copy of its metrics.jsonl line
+LORA_ADAPTER = "lora_adapter"  # rlvr/lora_adapter/: the PEFT adapter of a LoRA run (policy.dtensor_cfg.lora_cfg)
 
 
 class GRPOController:
@@ -78,6 +79,9 @@ class GRPOController:
         from rlvr.convert.hf_megatron import export_dtype
 
         self.source_dtype = export_dtype(read_run_config(policy_path))  # the export's dtype, not the training's
+        # What a LoRA adapter applies to: the user's policy, the tiny SFT's HF folder, else the checkpoint read.
+        tiny_sft = Path(run_dir) / "tiny_sft" / "policy" if (cfg.get("tiny") or {}).get("enabled") else None
+        self.base_model = self.policy_cfg.get("model_name") or str(tiny_sft or policy_path)
         self.rewards = RewardWorker(cfg)
         self.train_prompt_ids = self.workers.encode([r["prompt"] for r in self.train_rows])
         self.val_prompt_ids = self.workers.encode([r["prompt"] for r in self.val_rows])
@@ -352,7 +356,8 @@ class GRPOController:
     def _finish(self, step: int, seconds: float) -> dict[str, Any]:
         artifact = self.out / "checkpoint_megatron"
         self.workers.save_artifact(artifact, iteration=step, source_dtype=self.source_dtype,
-                                   extra={"rlvr": {"steps": step, "fingerprint": self.ckpts.fingerprint}})
+                                   extra={"rlvr": {"steps": step, "fingerprint": self.ckpts.fingerprint}},
+                                   adapter_dir=self.out / LORA_ADAPTER, base_model=self.base_model)
         history = [m for m in _read_jsonl(self.out / "metrics.jsonl") if "validation/accuracy" in m]
         summary = {"final_step": step, "seconds": round(seconds, 2), "artifact": str(artifact),
                    "fingerprint": self.ckpts.fingerprint, "zero_signal": self.signal_guard.summary(),

@@ -4,7 +4,8 @@ Layout under ``checkpointing.checkpoint_dir`` (default ``<run dir>/rlvr/ckpts``)
 
     step_N/
       training_info.json   # step, consumed prompts, the ranking metric, the run fingerprint
-      policy/model.safetensors   # the weights (checkpointing.model_save_format: safetensors, the default)
+      policy/model.safetensors   # the weights (checkpointing.model_save_format: safetensors, the default);
+                                 # with policy.dtensor_cfg.lora_cfg the adapter tensors only
       policy/model.pt            # ... or a torch.save'd state dict (model_save_format: torch_save)
       policy/optimizer.pt  # optimizer + scheduler state (checkpointing.save_optimizer)
       metrics.json         # step N's metrics.jsonl line (restored on resume if the kill came before the log)

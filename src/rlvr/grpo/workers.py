@@ -22,6 +22,7 @@ from rlvr.config.checks import data_parallel_workers
 from rlvr.config.facts import needs_reference_model
 from rlvr.errors import DataError, UserError
 from rlvr.generation.base import GenerationConfig, GenerationOutput, make_generation_backend
+from rlvr.policy.lora import lora_settings
 from rlvr.utils.atomic import atomic_dir
 
 
@@ -92,6 +93,10 @@ class PolicyWorkers:
                        logprob_batch_size=policy_cfg["logprob_batch_size"], shares_model=False)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model = load_hf_model_from_megatron(policy_path, policy_cfg.get("precision", "float32")).to(device)
+        # LoRA wraps ``model`` in place: the reference and the generation model are plain copies taken first.
+        # Generation then runs on merged weights W + s·BA, refitted after each step (no adapter matmuls per token).
+        reference_model = copy.deepcopy(model).eval().requires_grad_(False) if wants_reference else None
+        lora_generation_model = copy.deepcopy(model) if lora_settings(policy_cfg) is not None else None
         if policy_cfg["megatron_cfg"]["enabled"]:
             from rlvr.policy.megatron import MegatronPolicy
 
@@ -101,12 +106,14 @@ class PolicyWorkers:
         else:
             policy = HFPolicy.from_config(policy_cfg, model=model)
             generation_model, shares = policy.model, True
+            if lora_generation_model is not None:
+                generation_model, shares = lora_generation_model, False
         if backend == "vllm":
             gen_kwargs.update(vllm_cfg=policy_cfg["generation"]["vllm_cfg"], seed=cfg["grpo"]["seed"])
         generator = make_generation_backend(backend, generation_model, tokenizer, **gen_kwargs)
         reference = None
         if wants_reference:
-            reference = HFPolicy.from_config(policy_cfg, model=copy.deepcopy(model).eval().requires_grad_(False))
+            reference = HFPolicy.from_config(policy_cfg, model=reference_model)
         return cls(policy, generator, tokenizer, tok_dir, reference,
                    logprob_batch_size=policy_cfg["logprob_batch_size"], shares_model=shares and backend == "hf")
 
@@ -159,14 +166,19 @@ class PolicyWorkers:
             if worker is not None and hasattr(worker, "close"):
                 worker.close()
 
-    def save_artifact(self, root: Path, *, iteration: int, extra: dict[str, Any], source_dtype=None) -> Path:
-        """The trained policy as a ``checkpoint_megatron`` (written atomically); ``source_dtype``: the input
-        model's dtype, which the HF export goes back to (the training precision may differ)."""
+    def save_artifact(self, root: Path, *, iteration: int, extra: dict[str, Any], source_dtype=None,
+                      adapter_dir: Path | None = None, base_model: str | None = None) -> Path:
+        """The trained policy as a ``checkpoint_megatron`` (written atomically; LoRA: merged weights);
+        ``source_dtype``: the input model's dtype, which the HF export goes back to (the training precision may
+        differ). For a LoRA policy the PEFT adapter folder ``adapter_dir`` is written too (``base_model``: what the
+        adapter applies to)."""
         from rlvr.convert.hf_megatron import save_hf_model_as_megatron
 
         model = self.policy.hf_model() if hasattr(self.policy, "hf_model") else self.policy.model
         with atomic_dir(root) as tmp:
             save_hf_model_as_megatron(model, self.tokenizer_dir, tmp, iteration, extra, source_dtype=source_dtype)
+        if adapter_dir is not None and getattr(self.policy, "is_lora", False):
+            self.policy.save_adapter(adapter_dir, base_model=base_model)
         return root
 
 

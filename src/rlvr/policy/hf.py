@@ -35,11 +35,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from rlvr.errors import CheckpointError, ConfigError
+from rlvr.policy import lora
 from rlvr.policy.activations import enable_activation_checkpointing
 from rlvr.policy.logprobs import chunked_token_logprobs, mask_filtered_tokens, token_logprobs
 from rlvr.policy.optim import build_optimizer, build_scheduler
@@ -116,11 +118,18 @@ class HFPolicy:
     @classmethod
     def from_config(cls, policy_cfg: Mapping[str, Any], *, model: torch.nn.Module | None = None,
                     device: str | torch.device | None = None, all_reduce: AllReduce | None = None) -> HFPolicy:
-        """Build from the ``policy`` section; loads ``policy.model_name`` unless ``model`` is given."""
+        """Build from the ``policy`` section; loads ``policy.model_name`` unless ``model`` is given.
+
+        With ``dtensor_cfg.lora_cfg.enabled`` a trainable ``model`` is wrapped (in place) with LoRA adapters and
+        only those train; a frozen one (the reference policy) stays as it is.
+        """
         parse_precision(policy_cfg.get("precision", "float32"))  # refuse float16 even for a model loaded elsewhere
         if model is None:
             model = load_causal_lm(policy_cfg["model_name"], precision=policy_cfg.get("precision", "float32"),
                                    overrides=policy_cfg.get("hf_config_overrides"), device=device)
+        lora_settings = lora.lora_settings(policy_cfg)
+        if lora_settings is not None and any(p.requires_grad for p in model.parameters()):
+            model = lora.apply_lora(model, lora_settings)
         generation = policy_cfg.get("generation") or {}
         return cls(model, optimizer=policy_cfg.get("optimizer"), scheduler=policy_cfg.get("scheduler"),
                    max_grad_norm=policy_cfg.get("max_grad_norm", 1.0),
@@ -262,9 +271,15 @@ class HFPolicy:
                       global_valid_toks=float(global_valid_toks))
         return summed
 
+    @property
+    def is_lora(self) -> bool:
+        return lora.is_lora_model(self.model)
+
     def state_dict(self) -> dict[str, Any]:
-        """Model (compute dtype), fp32 master weights (empty for an fp32 model), optimizer and scheduler state."""
-        return {"model": self.model.state_dict(), "master_weights": self.master.state_dict(),
+        """Model (compute dtype; LoRA: the adapter tensors only), fp32 master weights (empty for fp32 trainable
+        parameters), optimizer and scheduler state, for a checkpoint."""
+        return {"model": lora.adapter_state(self.model) if self.is_lora else self.model.state_dict(),
+                "master_weights": self.master.state_dict(),
                 "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict()}
 
@@ -284,13 +299,26 @@ class HFPolicy:
             self.scheduler.load_state_dict(state["scheduler"])
 
     def load_model_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Weights only (``state_dict()["model"]``); the fp32 masters restart from them."""
-        self.model.load_state_dict(dict(state))
+        """Weights only (``state_dict()["model"]``; LoRA: the adapter tensors); the fp32 masters restart from them."""
+        if self.is_lora:
+            lora.load_adapter_state(self.model, state)
+        else:
+            self.model.load_state_dict(dict(state))
         self.master.copy_from_model()
 
     def model_state(self) -> dict[str, torch.Tensor]:
-        """Detached weights by parameter name, for refitting a generation backend."""
+        """Detached weights by parameter name, for refitting a generation backend (LoRA: merged, HF names)."""
+        if self.is_lora:
+            return lora.merged_state_dict(self.model)
         return {name: tensor.detach() for name, tensor in self.model.state_dict().items()}
+
+    def hf_model(self) -> torch.nn.Module:
+        """The transformers model to export (LoRA: a merged copy without adapter layers)."""
+        return lora.merged_model(self.model) if self.is_lora else self.model
+
+    def save_adapter(self, folder: Path, *, base_model: str | None) -> Path | None:
+        """The PEFT adapter folder of a LoRA policy (None otherwise)."""
+        return lora.save_adapter(self.model, folder, base_model=base_model) if self.is_lora else None
 
 
 def sum_gradients(params: list[torch.nn.Parameter], all_reduce: AllReduce, bucket_numel: int = 1 << 24) -> None:
