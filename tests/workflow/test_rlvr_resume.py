@@ -147,7 +147,9 @@ def test_changed_config_does_not_resume(prepared, reference, tmp_path):
     assert "[resume] resuming from" not in log
     assert metric_steps(run_dir) == [0, 1]
     [aside] = [p for p in (run_dir / "rlvr").iterdir() if p.name.startswith("ckpts.superseded-")]
-    assert sorted(p.name for p in aside.iterdir()) == ["step_2", "step_4", "step_6"]
+    # The old run's checkpoints and its metrics, together, under its fingerprint: nothing of it is lost.
+    assert sorted(p.name for p in aside.iterdir()) == ["metrics.jsonl", "step_2", "step_4", "step_6"]
+    assert [json.loads(line)["step"] for line in (aside / "metrics.jsonl").read_text().splitlines()] == list(range(7))
     assert sorted(p.name for p in (run_dir / "rlvr" / "ckpts").iterdir()) == ["step_1"]
     assert json.loads((run_dir / "rlvr" / "summary.json").read_text())["final_step"] == 1
 

@@ -231,7 +231,8 @@ def run_step(tokens: list[str]) -> int:
                             on_interrupt=lambda: _print_resume_hint(rdir, tokens))
     finally:
         lock.release()
-        if slurm is not None:
+        # A detached controller job still needs the run's secrets file (it removes it itself when done).
+        if slurm is not None and not args.batch_profile:
             slurm.cleanup()
 
 
