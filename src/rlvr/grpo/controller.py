@@ -87,13 +87,13 @@ class GRPOController:
         self.val_prompt_ids = self.workers.encode([r["prompt"] for r in self.val_rows])
         self.loss_fn = ClippedPGLoss(self.loss_cfg)
         adv_cfg = {k: v for k, v in (self.grpo.get("adv_estimator") or {}).items() if v is not None}
-        adv_cfg.setdefault("normalize_rewards", self.grpo.get("normalize_rewards", True))
-        adv_cfg.setdefault("use_leave_one_out_baseline", self.grpo.get("use_leave_one_out_baseline", True))
+        adv_cfg.setdefault("normalize_rewards", self.grpo["normalize_rewards"])
+        adv_cfg.setdefault("use_leave_one_out_baseline", self.grpo["use_leave_one_out_baseline"])
         self.estimator = build_advantage_estimator(adv_cfg, self.loss_cfg)
         self.loo = adv_cfg["use_leave_one_out_baseline"]
         self.gen_cfg = GenerationConfig.from_config(self.policy_cfg["generation"])
         self.val_gen_cfg = GenerationConfig.from_config(self.policy_cfg["generation"], validation=True)
-        ckpt_cfg = cfg.get("checkpointing", {})
+        ckpt_cfg = cfg["checkpointing"]
         # Fingerprinted with secrets as references: a rotated token still resumes, and no hash of a secret is kept.
         fingerprint = run_fingerprint(self.config_record,
                                       {"train": file_digest(Path(data_dir) / "train.jsonl"),
@@ -101,12 +101,12 @@ class GRPOController:
                                        "policy": tree_digest(Path(policy_path))})
         self.ckpts = StepCheckpoints(
             Path(ckpt_cfg.get("checkpoint_dir") or self.out / "ckpts"), fingerprint=fingerprint,
-            metric_name=ckpt_cfg.get("metric_name"), higher_is_better=ckpt_cfg.get("higher_is_better", True),
-            keep_top_k=ckpt_cfg.get("keep_top_k"), save_period=ckpt_cfg.get("save_period", 1),
-            save_optimizer=ckpt_cfg.get("save_optimizer", True),
-            model_save_format=ckpt_cfg.get("model_save_format", "safetensors"))
-        self.ckpt_enabled = ckpt_cfg.get("enabled", True)
-        logger = cfg.get("logger", {})
+            metric_name=ckpt_cfg.get("metric_name"), higher_is_better=ckpt_cfg["higher_is_better"],
+            keep_top_k=ckpt_cfg.get("keep_top_k"), save_period=ckpt_cfg["save_period"],
+            save_optimizer=ckpt_cfg["save_optimizer"],
+            model_save_format=ckpt_cfg["model_save_format"])
+        self.ckpt_enabled = ckpt_cfg["enabled"]
+        logger = cfg["logger"]
         tb = (logger.get("tensorboard") or {}).get("log_dir") or self.out / "tensorboard"
         self.tracker = (MlflowTracker(logger.get("mlflow"), out_dir=self.out, default_run_name=Path(run_dir).name)
                         if logger.get("mlflow_enabled") else None)
@@ -117,12 +117,12 @@ class GRPOController:
         self.signal_guard = ZeroSignalGuard.from_config(self.grpo)
         self.consumed_prompts = 0
         self.sampler = DynamicSampler(self.grpo["num_prompts_per_step"] * self.grpo["num_generations_per_prompt"],
-                                      self.grpo.get("dynamic_sampling_max_gen_batches", 10))
+                                      self.grpo["dynamic_sampling_max_gen_batches"])
 
     # ----------------------------------------------------------------------------------------- data
     def _epoch_order(self, epoch: int) -> torch.Tensor:
         n = len(self.train_rows)
-        if not self.cfg["data"].get("shuffle", True):
+        if not self.cfg["data"]["shuffle"]:
             return torch.arange(n)
         return torch.randperm(n, generator=torch.Generator().manual_seed(self.grpo["seed"] * 7919 + epoch))
 
@@ -133,7 +133,7 @@ class GRPOController:
             raise UserError(f"the training set has {len(self.train_rows)} prompts, fewer than "
                             f"grpo.num_prompts_per_step × batch_multiplier = {count}")
         epoch, within = divmod(self.consumed_prompts, per_epoch)
-        if epoch >= self.grpo.get("max_num_epochs", 1):
+        if epoch >= self.grpo["max_num_epochs"]:
             return None
         self.consumed_prompts += count
         return self._epoch_order(epoch)[within:within + count].tolist()
@@ -166,8 +166,8 @@ class GRPOController:
     def _collect(self, step: int) -> tuple[Rollout, dict[str, float]] | None:
         """One step's rollout, regenerating while dynamic sampling is short of rows."""
         g = self.grpo["num_generations_per_prompt"]
-        dynamic = self.grpo.get("use_dynamic_sampling", False)
-        count = int(self.grpo["num_prompts_per_step"] * (self.grpo.get("batch_multiplier", 1.0) if dynamic else 1))
+        dynamic = self.grpo["use_dynamic_sampling"]
+        count = int(self.grpo["num_prompts_per_step"] * (self.grpo["batch_multiplier"] if dynamic else 1))
         parts, offset, batches = [], 0, 0
         while True:
             index = self._next_prompts(count)
@@ -194,11 +194,11 @@ class GRPOController:
     # ------------------------------------------------------------------------------------ training
     def _train_batch(self, rollout: Rollout) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         batch = to_train_tensors(rollout.prompt_ids, rollout.outputs, pad_id=self.workers.pad_id,
-                                 multiple_of=self.policy_cfg.get("make_sequence_length_divisible_by", 1))
+                                 multiple_of=self.policy_cfg["make_sequence_length_divisible_by"])
         batch["sample_mask"], metrics = loss_sample_mask(
             rollout, overlong_filtering=bool(self.grpo.get("overlong_filtering")),
             max_input_seq_length=self.cfg["data"].get("max_input_seq_length"),
-            mask_flagged=bool(self.cfg.get("env", {}).get("should_mask_flagged_samples")))
+            mask_flagged=bool(self.cfg["env"]["should_mask_flagged_samples"]))
         timer = time.perf_counter()
         needs_prev = not self.loss_cfg.get("force_on_policy_ratio") or self.grpo.get("seq_logprob_error_threshold")
         batch["prev_logprobs"] = (self.workers.logprobs(batch) if needs_prev
@@ -260,7 +260,7 @@ class GRPOController:
     # ---------------------------------------------------------------------------------- validation
     def validate(self) -> dict[str, float]:
         start = time.perf_counter()
-        k = self.grpo.get("val_num_generations_per_prompt", 1)
+        k = self.grpo["val_num_generations_per_prompt"]
         n = len(self.val_rows) if self.grpo.get("max_val_samples") is None else min(
             self.grpo["max_val_samples"], len(self.val_rows))
         size = self.grpo.get("val_batch_size") or n
@@ -279,12 +279,12 @@ class GRPOController:
                "timing/validation/total_validation_time": time.perf_counter() - start}
         if k > 1:
             out[f"validation/pass@{k}"] = scores["pass_k"]
-        for row, output, reward in samples[: self.cfg.get("logger", {}).get("num_val_samples_to_print", 0)]:
+        for row, output, reward in samples[: self.cfg["logger"]["num_val_samples_to_print"]]:
             print(f"[val] {row['problem']!r} -> {output.text!r} (reward {reward})", flush=True)
         return out
 
     def _should_validate(self, step: int, last: bool) -> bool:
-        period, start_at = self.grpo.get("val_period", 0), self.grpo.get("val_start_at", -1)
+        period, start_at = self.grpo["val_period"], self.grpo["val_start_at"]
         return (period > 0 and step >= start_at and step % period == 0) or (last and self.grpo.get("val_at_end"))
 
     # ------------------------------------------------------------------------------------ the loop
