@@ -155,6 +155,9 @@ class Executor(RemoteExecutor):
         except (ConfigError, OSError, ValueError) as e:
             raise WorkflowError(f"Lepton executor: {e}") from e
         self.shared_io = shared_io
+        # Every submitted job until it ends: Snakemake's status loop takes its jobs out of ``active_jobs`` while
+        # it polls them, so a Ctrl-C during a poll handed cancel_jobs an empty list and left the job running.
+        self.live_jobs: dict[str, SubmittedJobInfo] = {}
         self.run_tag = uuid.uuid4().hex[:6]
         self.log_dir = Path(".snakemake", "lepton_logs")
         self.next_seconds_between_status_checks = s.poll_seconds
@@ -220,8 +223,9 @@ class Executor(RemoteExecutor):
             self.report_job_error(SubmittedJobInfo(job), msg=f"Submitting Lepton job {job_id} failed: {e}")
             return
         self.logger.info(f"Submitted {job.name} (Snakemake job {job.jobid}) as Lepton job {job_id}")
-        self.report_job_submission(SubmittedJobInfo(job, external_jobid=job_id,
-                                                    aux={"state": "", "errors": 0}))
+        info = SubmittedJobInfo(job, external_jobid=job_id, aux={"state": "", "errors": 0})
+        self.live_jobs[job_id] = info
+        self.report_job_submission(info)
 
     async def check_active_jobs(
         self, active_jobs: List[SubmittedJobInfo]
@@ -255,9 +259,11 @@ class Executor(RemoteExecutor):
                     changed = True
                 yield info
             elif outcome is Outcome.SUCCEEDED:
+                self.live_jobs.pop(info.external_jobid, None)
                 self.report_job_success(info)
                 changed = True
             else:
+                self.live_jobs.pop(info.external_jobid, None)
                 self.report_failure(info, status.state if status.exists else "gone (HTTP 404)")
                 changed = True
         self.next_seconds_between_status_checks = self.backoff.next(changed)
@@ -282,8 +288,11 @@ class Executor(RemoteExecutor):
         self.report_job_error(info, msg=msg, aux_logs=aux_logs)
 
     def cancel_jobs(self, active_jobs: List[SubmittedJobInfo]):
-        """Delete every still-active Lepton job (Ctrl-C, --keep-going off after a failure, ...)."""
-        for info in active_jobs:
+        """Delete every still-active Lepton job (Ctrl-C, --keep-going off after a failure, ...), including one the
+        status loop held while Snakemake was interrupted (see ``live_jobs``)."""
+        pending = {info.external_jobid: info for info in active_jobs}
+        pending.update(getattr(self, "live_jobs", {}))
+        for info in pending.values():
             try:
                 gone = not self.gateway.delete(info.external_jobid)
             except LeptonAPIError as e:
