@@ -137,8 +137,11 @@ def test_failed_job_is_reported_with_its_logs(fake, tmp_path):
 def test_interrupt_cancels_the_lepton_job(fake, tmp_path):
     """SIGINT to Snakemake while a job runs sends DELETE /jobs/{id}; the job's process is killed, no output."""
     work = workflow(tmp_path, SLEEPING)
+    # SIGINT back to its default in the child: a suite started from a background shell inherits it ignored, and
+    # Snakemake would then never see the Ctrl-C this test sends.
     proc = subprocess.Popen(snakemake_cmd(work.parent), cwd=work, env=run_env(fake), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         fake.wait_for(lambda: any(j.procs and j.state == "Running" for j in fake.jobs.values()), timeout=60,
                       what="a running job")

@@ -70,6 +70,12 @@ def _start_guard(pgid: int, grace_s: float, unlock_argv: list[str] | None, env: 
                             preexec_fn=_guard_preexec)  # noqa: PLW1509
 
 
+def _default_sigint() -> None:
+    # A CLI started in the background by a non-interactive shell inherits SIGINT *ignored*, and so would Snakemake
+    # (Python then installs no KeyboardInterrupt handler): the forwarded Ctrl-C must reach it all the same.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _guard_preexec() -> None:
     # SIGTERM is ignored until the guard's handler is in place: the death signal of a CLI killed while the guard
     # starts must not kill the guard (it then sees its parent gone instead).
@@ -91,7 +97,7 @@ def run_attached(argv: list[str], env: dict[str, str], *, unlock_argv: list[str]
 
     # Handlers first: an interrupt that comes while Snakemake starts is then a stop, not a traceback.
     previous = {sig: signal.signal(sig, forward) for sig in _FORWARDED}
-    proc = subprocess.Popen(argv, env=env, start_new_session=True)
+    proc = subprocess.Popen(argv, env=env, start_new_session=True, preexec_fn=_default_sigint)  # noqa: PLW1509
     guard = _start_guard(proc.pid, grace_s, unlock_argv, env)
     try:
         while proc.poll() is None and not received:
