@@ -1,6 +1,6 @@
 """Ctrl-C and concurrent runs through the user's command: `nemotron steps run rl/nemo_rl/rlvr -c tiny ...`.
 
-A small tiny run (a 10-step SFT policy, 6 GRPO steps, checkpoints every 2) is started by the real CLI. While it
+A small tiny run (a 10-step SFT policy, 20 GRPO steps, checkpoints every 2) is started by the real CLI. While it
 trains, a second run from another working folder into the same run folder is refused at once; then the first run
 gets SIGINT as from a terminal's Ctrl-C. It must stop every process, release Snakemake's lock and say how to
 resume; the same command then finishes, with every step once in metrics.jsonl. A few minutes on two busy cores;
@@ -20,13 +20,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import nemotron_env
+from tests.workflow.test_rlvr_resume import SFT  # the same small tiny policy and data
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 STEP = "rl/nemo_rl/rlvr"
-SFT = ["tiny.sft.steps=10", "tiny.sft.warmup_steps=2", "tiny.model.hidden_size=64", "tiny.model.intermediate_size=192",
-       "tiny.model.num_hidden_layers=2", "tiny.data.sft.train_size=1000", "tiny.data.sft.val_size=32",
-       "tiny.data.rl.train_size=256", "tiny.data.rl.val_size=64"]
 RUN = ["grpo.max_num_steps=20", "checkpointing.save_period=2", "grpo.val_period=0", "grpo.val_at_start=true",
        "grpo.val_at_end=false", "grpo.max_val_samples=32", "grpo.val_batch_size=32", "logger.tensorboard_enabled=false"]
 COMMAND = [sys.executable, "-m", "rlvr.cli.main", "steps", "run", STEP, "-c", "tiny", *SFT, *RUN]
