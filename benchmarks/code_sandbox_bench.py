@@ -23,8 +23,14 @@ def make_jobs(n: int, cases: int) -> tuple[list[str], list[dict]]:
     for k in range(n):
         op = "-" if k % 4 == 3 else "+"
         responses.append(f"```python\na, b = map(int, input().split())\nprint(a {op} b)\n```")
-        tests.append({"kind": "stdio", "inputs": [f"{k} {i + 1}\n" for i in range(cases)],
-                      "outputs": [str(k + i + 1) for i in range(cases)], "fn_name": None})
+        tests.append(
+            {
+                "kind": "stdio",
+                "inputs": [f"{k} {i + 1}\n" for i in range(cases)],
+                "outputs": [str(k + i + 1) for i in range(cases)],
+                "fn_name": None,
+            }
+        )
     return responses, tests
 
 
@@ -48,11 +54,18 @@ def main() -> None:
     rewards = [v.reward for v in verdicts]
     expected = [0.0 if k % 4 == 3 else 1.0 for k in range(args.n)]
     assert rewards == expected, [v for v in verdicts if v.error][:3]
-    print(json.dumps({
-        "programs": args.n, "cases_per_program": args.cases, "concurrency": args.concurrency,
-        "programs_per_s": round(args.n / elapsed, 1), "mean_ms_per_program": round(1000 * elapsed / args.n, 1),
-        "containment": containment,
-    }))
+    print(
+        json.dumps(
+            {
+                "programs": args.n,
+                "cases_per_program": args.cases,
+                "concurrency": args.concurrency,
+                "programs_per_s": round(args.n / elapsed, 1),
+                "mean_ms_per_program": round(1000 * elapsed / args.n, 1),
+                "containment": containment,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

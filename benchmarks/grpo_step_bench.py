@@ -5,8 +5,8 @@ The numbers are the controller's own per-step metrics (``timing/train/*``, ``per
 it), averaged over the steps after ``--warmup``. Validation and checkpointing are off, so a step is exactly:
 generate → score → (prev log-probs) → advantages → optimizer step. Two variants run by default:
 
-* ``tiny``: the tiny config at the benchmark shapes (``BENCH_SHAPES``); ``loss_fn.force_on_policy_ratio=true`` skips the previous-policy log-prob
-  pass (one optimizer step per GRPO step makes it equal to the current policy's);
+* ``tiny``: the tiny config at the benchmark shapes (``BENCH_SHAPES``); ``loss_fn.force_on_policy_ratio=true``
+  skips the previous-policy log-prob pass (one optimizer step per GRPO step makes it equal to the current policy's);
 * ``tiny+logprobs``: the same with ``force_on_policy_ratio=false``, so the log-prob pass is timed too.
 
     PYTHONPATH=src python benchmarks/grpo_step_bench.py [--tiny-run results/tiny] [--steps 20] [--warmup 2]
@@ -52,10 +52,22 @@ RATES = {
 # The measured shapes: 8 prompts x 8 generations, one optimizer step over 2 micro-batches of 32 (the tiny config
 # of when these benchmarks were written; the shipped tiny now trains 16 x 16), pinned so that the figures in
 # benchmarks/README.md and the TRL comparison stay reproducible.
-BENCH_SHAPES = ["grpo.num_prompts_per_step=8", "grpo.num_generations_per_prompt=8", "policy.train_global_batch_size=64",
-                "policy.train_micro_batch_size=32", "policy.generation_batch_size=64", "policy.optimizer.kwargs.lr=3e-5"]
-BENCH_OVERRIDES = ["grpo.val_period=0", "grpo.val_at_start=false", "grpo.val_at_end=false",
-                   "checkpointing.enabled=false", "logger.tensorboard_enabled=false", *BENCH_SHAPES]
+BENCH_SHAPES = [
+    "grpo.num_prompts_per_step=8",
+    "grpo.num_generations_per_prompt=8",
+    "policy.train_global_batch_size=64",
+    "policy.train_micro_batch_size=32",
+    "policy.generation_batch_size=64",
+    "policy.optimizer.kwargs.lr=3e-5",
+]
+BENCH_OVERRIDES = [
+    "grpo.val_period=0",
+    "grpo.val_at_start=false",
+    "grpo.val_at_end=false",
+    "checkpointing.enabled=false",
+    "logger.tensorboard_enabled=false",
+    *BENCH_SHAPES,
+]
 VARIANTS = {"tiny": [], "tiny+logprobs": ["loss_fn.force_on_policy_ratio=false"]}
 
 
@@ -85,9 +97,20 @@ def run_rlvr(tiny_run: Path, run_dir: Path, overrides: list[str]) -> tuple[list[
 
     cfg = load_step_config(resolve_step(STEP), "tiny", overrides).engine_view()
     write_stage_configs(run_dir, {"rlvr": cfg})
-    cmd = [sys.executable, "-m", "rlvr.stages", "rlvr", "--config", str(stage_config_path(run_dir, "rlvr")),
-           "--data", str(tiny_run / "rl_prep"), "--policy", str(tiny_run / "hf_to_megatron" / "checkpoint_megatron"),
-           "--run-dir", str(run_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rlvr.stages",
+        "rlvr",
+        "--config",
+        str(stage_config_path(run_dir, "rlvr")),
+        "--data",
+        str(tiny_run / "rl_prep"),
+        "--policy",
+        str(tiny_run / "hf_to_megatron" / "checkpoint_megatron"),
+        "--run-dir",
+        str(run_dir),
+    ]
     started = time.perf_counter()
     proc = subprocess.run(cmd, env=env(), capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -109,8 +132,11 @@ def summarize(metrics: list[dict], warmup: int) -> dict[str, dict[str, float]]:
     out = {}
     for name, key in {**PHASES, **RATES, "samples per step": "train/global_valid_seqs"}.items():
         values = [float(m.get(key) or 0.0) for m in steps]
-        out[name] = {"mean": statistics.fmean(values), "std": statistics.stdev(values),
-                     "median": statistics.median(values)}
+        out[name] = {
+            "mean": statistics.fmean(values),
+            "std": statistics.stdev(values),
+            "median": statistics.median(values),
+        }
     return out
 
 
@@ -135,8 +161,13 @@ def main() -> None:
     parser.add_argument("--tiny-run", type=Path, help="existing results/tiny folder (rl_prep + checkpoint)")
     parser.add_argument("--steps", type=int, default=20, help="GRPO steps per variant")
     parser.add_argument("--warmup", type=int, default=2, help="first steps left out of the averages")
-    parser.add_argument("--tiny-set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a tiny.* override when building the tiny run (repeatable)")
+    parser.add_argument(
+        "--tiny-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a tiny.* override when building the tiny run (repeatable)",
+    )
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (OMP_NUM_THREADS) of the runs")
@@ -157,8 +188,10 @@ def main() -> None:
             metrics, wall = run_rlvr(tiny_run.resolve(), Path(tmp) / name, overrides)
             results[name] = summarize(metrics, args.warmup)
             print(f"{name}: {args.steps} steps, process wall time {wall:.1f} s (incl. start-up)", flush=True)
-    print(f"\nmedian [share of the median step] (mean ± std) over steps {args.warmup + 1}..{args.steps} "
-          f"(torch threads: {args.threads}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)\n")
+    print(
+        f"\nmedian [share of the median step] (mean ± std) over steps {args.warmup + 1}..{args.steps} "
+        f"(torch threads: {args.threads}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)\n"
+    )
     print(format_table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -41,14 +41,22 @@ def build_policy(args: argparse.Namespace, chunk: int | None):
 
     from rlvr.policy.hf import HFPolicy
 
-    config = Qwen2Config(vocab_size=VOCAB, hidden_size=256, intermediate_size=704, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                         tie_word_embeddings=True)
+    config = Qwen2Config(
+        vocab_size=VOCAB,
+        hidden_size=256,
+        intermediate_size=704,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.precision]
     model = Qwen2ForCausalLM(config).to(dtype=dtype, device=args.device).eval()
-    return HFPolicy(model, optimizer={"name": "torch.optim.SGD", "kwargs": {"lr": 0.0}}, temperature=1.0,
-                    logprob_chunk_size=chunk)
+    return HFPolicy(
+        model, optimizer={"name": "torch.optim.SGD", "kwargs": {"lr": 0.0}}, temperature=1.0, logprob_chunk_size=chunk
+    )
 
 
 def make_batch(args: argparse.Namespace):
@@ -57,10 +65,14 @@ def make_batch(args: argparse.Namespace):
     g = torch.Generator().manual_seed(0)
     rows, seq = args.rows, args.seq
     token_mask = torch.zeros(rows, seq)
-    token_mask[:, seq // 4:] = 1  # the response: the last three quarters
-    return {"input_ids": torch.randint(0, VOCAB, (rows, seq), generator=g),
-            "attention_mask": torch.ones(rows, seq, dtype=torch.long), "token_mask": token_mask,
-            "sample_mask": torch.ones(rows), "advantages": torch.randn(rows, 1, generator=g).expand(rows, seq)}
+    token_mask[:, seq // 4 :] = 1  # the response: the last three quarters
+    return {
+        "input_ids": torch.randint(0, VOCAB, (rows, seq), generator=g),
+        "attention_mask": torch.ones(rows, seq, dtype=torch.long),
+        "token_mask": token_mask,
+        "sample_mask": torch.ones(rows),
+        "advantages": torch.randn(rows, 1, generator=g).expand(rows, seq),
+    }
 
 
 def pg_loss(lp, data, global_valid_seqs, global_valid_toks):
@@ -75,9 +87,12 @@ def measure(args: argparse.Namespace, chunk: int | None) -> dict:
     torch.set_num_threads(args.threads)
     policy = build_policy(args, chunk)
     batch = make_batch(args)
-    passes = {"train": lambda: policy.train(batch, pg_loss, global_batch_size=args.rows, micro_batch_size=args.rows),
-              "logprobs": lambda: policy.get_logprobs(batch["input_ids"], batch["attention_mask"],
-                                                      micro_batch_size=args.rows)}
+    passes = {
+        "train": lambda: policy.train(batch, pg_loss, global_batch_size=args.rows, micro_batch_size=args.rows),
+        "logprobs": lambda: policy.get_logprobs(
+            batch["input_ids"], batch["attention_mask"], micro_batch_size=args.rows
+        ),
+    }
     out = {"chunk": chunk}
     for name, run in passes.items():
         for p in policy.model.parameters():
@@ -115,8 +130,10 @@ def main() -> None:
         print(json.dumps(measure(args, None if args.child == "none" else int(args.child))))
         return
     logits_mib = args.rows * args.seq * VOCAB * 4 / 2**20
-    print(f"B={args.rows} S={args.seq} V={VOCAB} {args.precision} on {args.device}: one fp32 [B, S, V] logits "
-          f"tensor = {logits_mib:,.0f} MiB")
+    print(
+        f"B={args.rows} S={args.seq} V={VOCAB} {args.precision} on {args.device}: one fp32 [B, S, V] logits "
+        f"tensor = {logits_mib:,.0f} MiB"
+    )
     print("| logprob_chunk_size | train pass peak (MiB) | train s | log-prob pass peak (MiB) | log-prob s |")
     print("|---|---:|---:|---:|---:|")
     results = []
@@ -127,11 +144,15 @@ def main() -> None:
             sys.exit(f"chunk {chunk} failed:\n{done.stderr[-3000:]}")
         row = json.loads(done.stdout.strip().splitlines()[-1])
         results.append(row)
-        print(f"| {chunk} | {row['train']['peak_mib']:,.0f} | {row['train']['seconds']:.1f} | "
-              f"{row['logprobs']['peak_mib']:,.0f} | {row['logprobs']['seconds']:.1f} |", flush=True)
+        print(
+            f"| {chunk} | {row['train']['peak_mib']:,.0f} | {row['train']['seconds']:.1f} | "
+            f"{row['logprobs']['peak_mib']:,.0f} | {row['logprobs']['seconds']:.1f} |",
+            flush=True,
+        )
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results},
-                                        indent=2))
+        args.json.write_text(
+            json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -49,12 +49,18 @@ def main() -> None:
         result = scorer.score_batch(["math"] * args.n, responses, rows)
         pool_rate = args.n / (time.perf_counter() - start)
     assert result.rewards == single, "pool and single-process rewards differ"
-    print(json.dumps({
-        "checks": args.n, "mean_reward": sum(single) / args.n,
-        "single_process_checks_per_s": round(single_rate),
-        f"pool_{args.workers}_workers_checks_per_s": round(pool_rate),
-        "pool_first_200_checks_incl_startup_s": round(startup_s, 3), "errors": sum(result.errors.values()),
-    }))
+    print(
+        json.dumps(
+            {
+                "checks": args.n,
+                "mean_reward": sum(single) / args.n,
+                "single_process_checks_per_s": round(single_rate),
+                f"pool_{args.workers}_workers_checks_per_s": round(pool_rate),
+                "pool_first_200_checks_incl_startup_s": round(startup_s, 3),
+                "errors": sum(result.errors.values()),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

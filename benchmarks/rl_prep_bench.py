@@ -22,8 +22,32 @@ from pathlib import Path
 
 from rlvr.data.prep import prepare_rl_data
 
-_WORDS = ("the", "sum", "of", "a", "number", "and", "its", "square", "is", "find", "value", "integer", "positive",
-          "triangle", "area", "side", "length", "probability", "that", "two", "dice", "show", "prime", "total")
+_WORDS = (
+    "the",
+    "sum",
+    "of",
+    "a",
+    "number",
+    "and",
+    "its",
+    "square",
+    "is",
+    "find",
+    "value",
+    "integer",
+    "positive",
+    "triangle",
+    "area",
+    "side",
+    "length",
+    "probability",
+    "that",
+    "two",
+    "dice",
+    "show",
+    "prime",
+    "total",
+)
 
 
 def generate(path: Path, rows: int, seed: int) -> None:
@@ -56,10 +80,14 @@ def main() -> None:
         src = Path(tmp) / "train.jsonl"
         started = time.perf_counter()
         generate(src, args.rows, args.seed)
-        print(f"generated {args.rows} rows ({src.stat().st_size / 1e6:.1f} MB) in "
-              f"{time.perf_counter() - started:.1f} s")
-        data_cfg = {"train": {"data_path": str(src), "split_validation_size": args.split or None},
-                    "validation": None, "default": {"env_name": "math"}}
+        print(
+            f"generated {args.rows} rows ({src.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - started:.1f} s"
+        )
+        data_cfg = {
+            "train": {"data_path": str(src), "split_validation_size": args.split or None},
+            "validation": None,
+            "default": {"env_name": "math"},
+        }
         floor_times, prep_times = [], []
         for _ in range(args.repeat):
             started = time.perf_counter()
@@ -72,8 +100,10 @@ def main() -> None:
         print(f"floor (json.loads + json.dumps): {floor:.2f} s  ({args.rows / floor:,.0f} rows/s)")
         print(f"prepare_rl_data:                 {prep:.2f} s  ({args.rows / prep:,.0f} rows/s)")
         print(f"ratio prep / floor: {prep / floor:.2f}  (goal <= 3)")
-        print(f"rows in {card['rows_in']}, train {card['train']['rows_out']}, "
-              f"validation {card['validation']['rows_out']}, duplicates {card['duplicates']}")
+        print(
+            f"rows in {card['rows_in']}, train {card['train']['rows_out']}, "
+            f"validation {card['validation']['rows_out']}, duplicates {card['duplicates']}"
+        )
 
 
 if __name__ == "__main__":

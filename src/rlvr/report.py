@@ -47,13 +47,18 @@ def _signal_lines(metrics: list[dict[str, Any]], summary: dict[str, Any]) -> lis
         dead += frac >= 1.0
         longest = max(longest, streak)
     mean = sum(f for _, f in fracs) / len(fracs)
-    lines = [f"- groups with no reward spread ({ZERO_STD}): mean {mean:.3f}; {dead} of {len(fracs)} steps had "
-             f"none with any spread (longest streak {longest})"]
+    lines = [
+        f"- groups with no reward spread ({ZERO_STD}): mean {mean:.3f}; {dead} of {len(fracs)} steps had "
+        f"none with any spread (longest streak {longest})"
+    ]
     if dead == len(fracs) or (patience and longest >= patience):
         what = "at any step" if dead == len(fracs) else f"for {longest} consecutive steps"
-        lines.insert(0, f"- **WARNING (no_learning_signal): no learning signal {what}**: every group of samples got "
-                        f"the same reward, so every advantage was 0 and those steps trained nothing. A change of "
-                        f"+0.000 here is not a result; check the policy, the reward function and max_new_tokens.")
+        lines.insert(
+            0,
+            f"- **WARNING (no_learning_signal): no learning signal {what}**: every group of samples got "
+            f"the same reward, so every advantage was 0 and those steps trained nothing. A change of "
+            f"+0.000 here is not a result; check the policy, the reward function and max_new_tokens.",
+        )
     return lines
 
 
@@ -70,13 +75,17 @@ def write_report(run_dir: Path, out: Path) -> Path:
     lines = [f"# rlvr run report: {run_dir.name}", ""]
     if val:
         first, last = val[0], val[-1]
-        lines += [f"- validation/accuracy: {first['validation/accuracy']:.3f} at step {first['step']} -> "
-                  f"{last['validation/accuracy']:.3f} at step {last['step']} "
-                  f"(change {last['validation/accuracy'] - first['validation/accuracy']:+.3f})"]
+        lines += [
+            f"- validation/accuracy: {first['validation/accuracy']:.3f} at step {first['step']} -> "
+            f"{last['validation/accuracy']:.3f} at step {last['step']} "
+            f"(change {last['validation/accuracy'] - first['validation/accuracy']:+.3f})"
+        ]
     if steps:
         mean_step = sum(m["timing/train/total_step_time"] for m in steps) / len(steps)
-        lines += [f"- GRPO steps: {len(steps)} (mean {mean_step:.2f} s/step); training wall time "
-                  f"{summary.get('seconds', 0):.0f} s"]
+        lines += [
+            f"- GRPO steps: {len(steps)} (mean {mean_step:.2f} s/step); training wall time "
+            f"{summary.get('seconds', 0):.0f} s"
+        ]
     lines += _signal_lines(metrics, summary)
     if summary.get("artifact"):
         lines += [f"- final checkpoint_megatron: `{summary['artifact']}`"]
@@ -84,8 +93,17 @@ def write_report(run_dir: Path, out: Path) -> Path:
         lines += [f"- tiny SFT policy: {json.dumps({k: v for k, v in sft.items() if 'accuracy' in k})}"]
     if card:
         lines += ["", "## Data card", "", "```json", json.dumps(card, indent=2, sort_keys=True), "```"]
-    lines += ["", "## Curves", "", "![curves](curves.png)", "", "## Validation history", "",
-              "| step | validation/accuracy |", "|---:|---:|"]
+    lines += [
+        "",
+        "## Curves",
+        "",
+        "![curves](curves.png)",
+        "",
+        "## Validation history",
+        "",
+        "| step | validation/accuracy |",
+        "|---:|---:|",
+    ]
     lines += [f"| {m['step']} | {m['validation/accuracy']:.4f} |" for m in val]
     with atomic_dir(out) as tmp:
         _plot(metrics, tmp / "curves.png")

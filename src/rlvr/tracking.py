@@ -1,10 +1,12 @@
-"""Experiment tracking outside metrics.jsonl: MLflow (``logger.mlflow_enabled``) and GPU metrics (``logger.monitor_gpus``).
+"""Experiment tracking outside metrics.jsonl: MLflow (``logger.mlflow_enabled``) and GPU metrics
+(``logger.monitor_gpus``).
 
 MLflow, with NeMo-RL's keys (``logger.mlflow.experiment_name``, ``run_name``, ``tracking_uri``,
 ``artifact_location``), through the MLflow client library (``pip install 'rlvr[tracking]'``):
 
 * store: ``tracking_uri`` when given (a server ``http://...``, ``databricks``, ``sqlite:///...``: new experiments
-  keep artifacts in ``artifacts/`` next to the database file); by default a local store under the run folder, ``<run>/rlvr/mlflow/mlflow.db`` with artifacts in ``<run>/rlvr/mlflow/artifacts``.
+  keep artifacts in ``artifacts/`` next to the database file); by default a local store under the run folder,
+  ``<run>/rlvr/mlflow/mlflow.db`` with artifacts in ``<run>/rlvr/mlflow/artifacts``.
   It is SQLite rather than MLflow's ``./mlruns`` folder because MLflow 3 refuses to open a file store by default;
   view it with ``mlflow ui --backend-store-uri sqlite:///<run>/rlvr/mlflow/mlflow.db``;
 * the run is named ``run_name`` (default: the run folder's name, i.e. ``run.name`` or the config name); its params
@@ -37,7 +39,7 @@ _RUN_FILE = "mlflow_run.json"
 
 
 def mlflow_key(key: str) -> str:
-    """``key`` with every character MLflow rejects replaced by ``_`` (``validation/pass@4`` -> ``validation/pass_4``)."""
+    """``key`` with every character MLflow rejects as ``_`` (``validation/pass@4`` -> ``validation/pass_4``)."""
     return _BAD_KEY_CHARS.sub("_", key)
 
 
@@ -60,7 +62,7 @@ def _default_artifacts(tracking_uri: str | None, local: Path) -> str | None:
     if not tracking_uri:
         return (local / "artifacts").resolve().as_uri()
     if tracking_uri.startswith("sqlite:///"):
-        return (Path(tracking_uri[len("sqlite:///"):]).parent / "artifacts").resolve().as_uri()
+        return (Path(tracking_uri[len("sqlite:///") :]).parent / "artifacts").resolve().as_uri()
     return None
 
 
@@ -71,8 +73,10 @@ class MlflowTracker:
         try:
             from mlflow.tracking import MlflowClient
         except ImportError:
-            raise UserError("logger.mlflow_enabled is true but MLflow is not installed: pip install 'rlvr[tracking]' "
-                            "(or set logger.mlflow_enabled=false)") from None
+            raise UserError(
+                "logger.mlflow_enabled is true but MLflow is not installed: pip install 'rlvr[tracking]' "
+                "(or set logger.mlflow_enabled=false)"
+            ) from None
         settings = dict(settings or {})
         self.out_dir = Path(out_dir)
         local = self.out_dir / "mlflow"
@@ -87,9 +91,11 @@ class MlflowTracker:
             self.client = MlflowClient(tracking_uri=self.tracking_uri)
             self.experiment_id = self._experiment(artifacts)
         except Exception as exc:  # the store is the user's to fix: unreachable server, bad URI, no permission
-            raise ConfigError(f"logger.mlflow.tracking_uri={self.tracking_uri!r}: cannot open the MLflow "
-                              f"experiment {self.experiment_name!r}: {type(exc).__name__}: {exc}. Fix the URI or "
-                              f"the server, or set logger.mlflow_enabled=false") from None
+            raise ConfigError(
+                f"logger.mlflow.tracking_uri={self.tracking_uri!r}: cannot open the MLflow "
+                f"experiment {self.experiment_name!r}: {type(exc).__name__}: {exc}. Fix the URI or "
+                f"the server, or set logger.mlflow_enabled=false"
+            ) from None
 
     def _experiment(self, artifact_location: str | None) -> str:
         found = self.client.get_experiment_by_name(self.experiment_name)
@@ -105,16 +111,16 @@ class MlflowTracker:
             self.run_id = previous["run_id"]
             self.client.update_run(self.run_id, status="RUNNING")
             return self.run_id
-        run = self.client.create_run(self.experiment_id, run_name=self.run_name,
-                                     tags={"rlvr.fingerprint": fingerprint})
+        run = self.client.create_run(self.experiment_id, run_name=self.run_name, tags={"rlvr.fingerprint": fingerprint})
         self.run_id = run.info.run_id
         from mlflow.entities import Param
 
         params = [Param(k, v) for k, v in sorted(flatten_params(cfg).items())]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
-            self.client.log_batch(self.run_id, params=params[i:i + 100])
-        record.write_text(json.dumps({"run_id": self.run_id, "fingerprint": fingerprint,
-                                      "tracking_uri": self.tracking_uri}, indent=2))
+            self.client.log_batch(self.run_id, params=params[i : i + 100])
+        record.write_text(
+            json.dumps({"run_id": self.run_id, "fingerprint": fingerprint, "tracking_uri": self.tracking_uri}, indent=2)
+        )
         return self.run_id
 
     def log_metrics(self, line: dict[str, Any]) -> None:
@@ -122,8 +128,11 @@ class MlflowTracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(mlflow_key(k), float(v), now, int(line["step"])) for k, v in line.items()
-                   if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+        metrics = [
+            Metric(mlflow_key(k), float(v), now, int(line["step"]))
+            for k, v in line.items()
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ]
         if metrics:
             self.client.log_batch(self.run_id, metrics=metrics)
 

@@ -48,8 +48,9 @@ class WorkflowRequest:
             return cls()
         if isinstance(raw, str):
             raw = json.loads(raw)
-        return cls(step=raw.get("step", DEFAULT_STEP), config=raw.get("config"),
-                   overrides=list(raw.get("overrides") or []))
+        return cls(
+            step=raw.get("step", DEFAULT_STEP), config=raw.get("config"), overrides=list(raw.get("overrides") or [])
+        )
 
 
 def output_root() -> Path:
@@ -76,16 +77,32 @@ def find_profile(name_or_path: str) -> Path:
     repo_profile = PROFILES_DIR / name_or_path
     if (repo_profile / "config.yaml").is_file():
         return repo_profile
-    known = sorted(p.name for p in PROFILES_DIR.iterdir() if (p / "config.yaml").is_file()) if PROFILES_DIR.is_dir() else []
-    raise UserError(f"Profile '{name_or_path}' not found: it is neither a folder with a config.yaml nor one of "
-                    f"{PROFILES_DIR}/{{{', '.join(known)}}}. Known profiles: {', '.join(known) or 'none'}")
+    known = (
+        sorted(p.name for p in PROFILES_DIR.iterdir() if (p / "config.yaml").is_file()) if PROFILES_DIR.is_dir() else []
+    )
+    raise UserError(
+        f"Profile '{name_or_path}' not found: it is neither a folder with a config.yaml nor one of "
+        f"{PROFILES_DIR}/{{{', '.join(known)}}}. Known profiles: {', '.join(known) or 'none'}"
+    )
 
 
-def snakemake_argv(request: WorkflowRequest, *, profile: Path, dry_run: bool = False,
-                   extra: list[str] | None = None) -> list[str]:
+def snakemake_argv(
+    request: WorkflowRequest, *, profile: Path, dry_run: bool = False, extra: list[str] | None = None
+) -> list[str]:
     """The ``python -m snakemake ...`` command that builds ``request``'s step with ``profile``."""
-    argv = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", os.getcwd(),
-            "--profile", str(profile), "--config", f"{REQUEST_KEY}={request.to_cli_value()}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(SNAKEFILE),
+        "--directory",
+        os.getcwd(),
+        "--profile",
+        str(profile),
+        "--config",
+        f"{REQUEST_KEY}={request.to_cli_value()}",
+    ]
     if dry_run:
         argv += ["--dry-run"]
     return argv + list(extra or [])

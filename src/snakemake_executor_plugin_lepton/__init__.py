@@ -20,7 +20,7 @@ import uuid
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
@@ -50,64 +50,126 @@ def _help(text: str, **extra) -> dict:
 class ExecutorSettings(ExecutorSettingsBase):
     """Settings of ``--executor lepton`` (CLI ``--lepton-<name>``, profile key ``lepton-<name>``)."""
 
-    workspace_url: Optional[str] = field(default=None, metadata=_help(
-        "Workspace API URL. Default: LEPTON_WORKSPACE_URL, else the `lep login` record, else the public "
-        "gateway URL of the workspace id."))
-    workspace_id: Optional[str] = field(default=None, metadata=_help(
-        "Workspace id. Default: LEPTON_WORKSPACE_ID, else the `lep login` record."))
-    token_env: str = field(default="LEPTON_WORKSPACE_TOKEN", metadata=_help(
-        "Name of the environment variable holding the workspace token (the token itself is never a setting). "
-        "If that variable is unset, the `lep login` record is used."))
-    image: Optional[str] = field(default=None, metadata=_help(
-        "Container image of the jobs; it must contain Python with snakemake and this project installed. "
-        "Per rule: resource lepton_image."))
-    resource_shape: Optional[str] = field(default=None, metadata=_help(
-        "Resource shape of each worker, e.g. gpu.8xh100-80gb or cpu.small. Per rule: lepton_resource_shape."))
-    node_group: Optional[str] = field(default=None, metadata=_help(
-        "Dedicated node group (name or id) the jobs run on. Per rule: lepton_node_group."))
-    num_workers: int = field(default=1, metadata=_help(
-        "Workers (nodes) per job when the rule sets neither lepton_num_workers nor nodes."))
-    env_vars: List[str] = field(default_factory=list, metadata=_help(
-        "Plain environment variables as NAME=VALUE. Secret-looking names (KEY, TOKEN, SECRET, PASSWORD, "
-        "CREDENTIAL) are refused: use --lepton-secrets.", nargs="+"))
-    secrets: List[str] = field(default_factory=list, metadata=_help(
-        "Environment variables taken from workspace secrets, as NAME=SECRET_NAME (or NAME for a secret of the "
-        "same name). Only the reference is sent.", nargs="+"))
-    forward_env: List[str] = field(default_factory=list, metadata=_help(
-        "Names of variables whose values on this machine are copied into every job when set (e.g. "
-        "RL_OUTPUT_DIR: the job must resolve the same config and paths as the submitting Snakemake).",
-        nargs="+"))
-    mounts: List[str] = field(default_factory=list, metadata=_help(
-        "Storage mounts as PATH:MOUNT_PATH:FROM, e.g. /rlvr:/mnt/shared:node-nfs:my-storage.", nargs="+"))
-    shared_mount: Optional[str] = field(default=None, metadata=_help(
-        "MOUNT_PATH of the mount that this machine sees at the same path; Snakemake must run inside it. "
-        "Without it, a storage plugin is required (--shared-fs-usage none --default-storage-provider ...)."))
-    remote_workdir: str = field(default="/tmp/snakemake-workdir", metadata=_help(
-        "Working folder inside the job when running with a storage plugin (no shared mount)."))
-    python_executable: str = field(default="python", metadata=_help(
-        "Python interpreter inside the image that has snakemake installed."))
-    image_pull_secrets: List[str] = field(default_factory=list, metadata=_help(
-        "Workspace registry secrets used to pull a private image.", nargs="+"))
-    shared_memory_size: Optional[int] = field(default=None, metadata=_help(
-        "Shared memory (/dev/shm) of each worker in MiB (NCCL and Ray need several GiB on GPU nodes)."))
-    max_failure_retry: Optional[int] = field(default=None, metadata=_help(
-        "Lepton's retries of a failed worker. Default: the service's; Snakemake's --retries also applies."))
-    ttl_seconds_after_finished: int = field(default=3600, metadata=_help(
-        "Seconds a finished job (and its logs) is kept by Lepton."))
-    job_name_prefix: str = field(default="smk", metadata=_help(
-        "Prefix of the Lepton job ids (<prefix>-<rule>-<jobid>-<run tag>, at most 36 characters)."))
+    workspace_url: Optional[str] = field(
+        default=None,
+        metadata=_help(
+            "Workspace API URL. Default: LEPTON_WORKSPACE_URL, else the `lep login` record, else the public "
+            "gateway URL of the workspace id."
+        ),
+    )
+    workspace_id: Optional[str] = field(
+        default=None, metadata=_help("Workspace id. Default: LEPTON_WORKSPACE_ID, else the `lep login` record.")
+    )
+    token_env: str = field(
+        default="LEPTON_WORKSPACE_TOKEN",
+        metadata=_help(
+            "Name of the environment variable holding the workspace token (the token itself is never a setting). "
+            "If that variable is unset, the `lep login` record is used."
+        ),
+    )
+    image: Optional[str] = field(
+        default=None,
+        metadata=_help(
+            "Container image of the jobs; it must contain Python with snakemake and this project installed. "
+            "Per rule: resource lepton_image."
+        ),
+    )
+    resource_shape: Optional[str] = field(
+        default=None,
+        metadata=_help(
+            "Resource shape of each worker, e.g. gpu.8xh100-80gb or cpu.small. Per rule: lepton_resource_shape."
+        ),
+    )
+    node_group: Optional[str] = field(
+        default=None, metadata=_help("Dedicated node group (name or id) the jobs run on. Per rule: lepton_node_group.")
+    )
+    num_workers: int = field(
+        default=1, metadata=_help("Workers (nodes) per job when the rule sets neither lepton_num_workers nor nodes.")
+    )
+    env_vars: list[str] = field(
+        default_factory=list,
+        metadata=_help(
+            "Plain environment variables as NAME=VALUE. Secret-looking names (KEY, TOKEN, SECRET, PASSWORD, "
+            "CREDENTIAL) are refused: use --lepton-secrets.",
+            nargs="+",
+        ),
+    )
+    secrets: list[str] = field(
+        default_factory=list,
+        metadata=_help(
+            "Environment variables taken from workspace secrets, as NAME=SECRET_NAME (or NAME for a secret of the "
+            "same name). Only the reference is sent.",
+            nargs="+",
+        ),
+    )
+    forward_env: list[str] = field(
+        default_factory=list,
+        metadata=_help(
+            "Names of variables whose values on this machine are copied into every job when set (e.g. "
+            "RL_OUTPUT_DIR: the job must resolve the same config and paths as the submitting Snakemake).",
+            nargs="+",
+        ),
+    )
+    mounts: list[str] = field(
+        default_factory=list,
+        metadata=_help(
+            "Storage mounts as PATH:MOUNT_PATH:FROM, e.g. /rlvr:/mnt/shared:node-nfs:my-storage.", nargs="+"
+        ),
+    )
+    shared_mount: Optional[str] = field(
+        default=None,
+        metadata=_help(
+            "MOUNT_PATH of the mount that this machine sees at the same path; Snakemake must run inside it. "
+            "Without it, a storage plugin is required (--shared-fs-usage none --default-storage-provider ...)."
+        ),
+    )
+    remote_workdir: str = field(
+        default="/tmp/snakemake-workdir",
+        metadata=_help("Working folder inside the job when running with a storage plugin (no shared mount)."),
+    )
+    python_executable: str = field(
+        default="python", metadata=_help("Python interpreter inside the image that has snakemake installed.")
+    )
+    image_pull_secrets: list[str] = field(
+        default_factory=list, metadata=_help("Workspace registry secrets used to pull a private image.", nargs="+")
+    )
+    shared_memory_size: Optional[int] = field(
+        default=None,
+        metadata=_help("Shared memory (/dev/shm) of each worker in MiB (NCCL and Ray need several GiB on GPU nodes)."),
+    )
+    max_failure_retry: Optional[int] = field(
+        default=None,
+        metadata=_help(
+            "Lepton's retries of a failed worker. Default: the service's; Snakemake's --retries also applies."
+        ),
+    )
+    ttl_seconds_after_finished: int = field(
+        default=3600, metadata=_help("Seconds a finished job (and its logs) is kept by Lepton.")
+    )
+    job_name_prefix: str = field(
+        default="smk",
+        metadata=_help("Prefix of the Lepton job ids (<prefix>-<rule>-<jobid>-<run tag>, at most 36 characters)."),
+    )
     poll_seconds: float = field(default=10.0, metadata=_help("First pause between status polls, seconds."))
     poll_max_seconds: float = field(default=120.0, metadata=_help("Longest pause between status polls."))
-    poll_backoff: float = field(default=1.5, metadata=_help(
-        "Factor by which the pause grows after each poll in which no job changed state."))
-    log_lines: int = field(default=200, metadata=_help(
-        "Log lines fetched from a failed job (saved under .snakemake/lepton_logs/)."))
-    multi_worker_template: Optional[str] = field(default=None, metadata=_help(
-        "File with the launcher for multi-worker jobs (placeholders @EXEC_JOB@, @NUM_WORKERS@, @PYTHON@, "
-        "@RAY_PORT@, @JOIN_TIMEOUT@, @WORKER_POLL@). Default: Ray head on worker 0, the others join."))
+    poll_backoff: float = field(
+        default=1.5, metadata=_help("Factor by which the pause grows after each poll in which no job changed state.")
+    )
+    log_lines: int = field(
+        default=200, metadata=_help("Log lines fetched from a failed job (saved under .snakemake/lepton_logs/).")
+    )
+    multi_worker_template: Optional[str] = field(
+        default=None,
+        metadata=_help(
+            "File with the launcher for multi-worker jobs (placeholders @EXEC_JOB@, @NUM_WORKERS@, @PYTHON@, "
+            "@RAY_PORT@, @JOIN_TIMEOUT@, @WORKER_POLL@). Default: Ray head on worker 0, the others join."
+        ),
+    )
     ray_port: int = field(default=6379, metadata=_help("Port of the Ray head in multi-worker jobs."))
-    worker_join_timeout: int = field(default=1200, metadata=_help(
-        "Seconds the Ray head waits for all workers (and workers for the head) before failing."))
+    worker_join_timeout: int = field(
+        default=1200,
+        metadata=_help("Seconds the Ray head waits for all workers (and workers for the head) before failing."),
+    )
 
 
 common_settings = CommonSettings(
@@ -149,8 +211,9 @@ class Executor(RemoteExecutor):
             self.options = parse_options(s.env_vars, s.secrets, s.mounts, s.shared_mount)
             check_storage(self.options, str(self.workflow.workdir_init), shared_io)
             self.template = Path(s.multi_worker_template).read_text() if s.multi_worker_template else None
-            self.gateway = LeptonGateway(url=s.workspace_url, workspace_id=s.workspace_id,
-                                         token=os.environ.get(s.token_env))
+            self.gateway = LeptonGateway(
+                url=s.workspace_url, workspace_id=s.workspace_id, token=os.environ.get(s.token_env)
+            )
             self.backoff = Backoff(s.poll_seconds, s.poll_max_seconds, s.poll_backoff)
         except (ConfigError, OSError, ValueError) as e:
             raise WorkflowError(f"Lepton executor: {e}") from e
@@ -161,13 +224,15 @@ class Executor(RemoteExecutor):
         self.run_tag = uuid.uuid4().hex[:6]
         self.log_dir = Path(".snakemake", "lepton_logs")
         self.next_seconds_between_status_checks = s.poll_seconds
-        self.logger.info(f"Lepton: workspace {self.gateway.url} (leptonai {self.gateway.sdk.version}, "
-                         f"API {self.gateway.sdk.api}); run tag {self.run_tag}")
+        self.logger.info(
+            f"Lepton: workspace {self.gateway.url} (leptonai {self.gateway.sdk.version}, "
+            f"API {self.gateway.sdk.api}); run tag {self.run_tag}"
+        )
 
     def get_python_executable(self) -> str:
         return self.settings.python_executable
 
-    def placement(self, job: JobExecutorInterface, key: str, default: Optional[str]) -> str:
+    def placement(self, job: JobExecutorInterface, key: str, default: str | None) -> str:
         """Resource ``lepton_<key>`` of the job, else the setting; ``$VARS`` expanded here because Snakemake
         leaves profile ``set-resources`` values as written."""
         value = str(resource(job.resources, key, default) or "")
@@ -179,9 +244,16 @@ class Executor(RemoteExecutor):
         res = job.resources
         workers = num_workers(res, s.num_workers)
         workdir = str(self.workflow.workdir_init) if self.shared_io else s.remote_workdir
-        command = job_script(self.format_job_exec(job), workdir=workdir, create_workdir=not self.shared_io,
-                             num_workers=workers, template=self.template, python=s.python_executable,
-                             ray_port=s.ray_port, join_timeout_s=s.worker_join_timeout)
+        command = job_script(
+            self.format_job_exec(job),
+            workdir=workdir,
+            create_workdir=not self.shared_io,
+            num_workers=workers,
+            template=self.template,
+            python=s.python_executable,
+            ray_port=s.ray_port,
+            join_timeout_s=s.worker_join_timeout,
+        )
         shape = self.placement(job, "resource_shape", s.resource_shape)
         image = self.placement(job, "image", s.image)
         node_group = self.placement(job, "node_group", s.node_group)
@@ -193,8 +265,9 @@ class Executor(RemoteExecutor):
             command=command,
             workers=workers,
             node_group_id=self.gateway.node_group_id(node_group) if node_group else None,
-            envs=job_envs(self.options, {**{n: os.environ[n] for n in s.forward_env if n in os.environ},
-                                         **self.envvars()}),
+            envs=job_envs(
+                self.options, {**{n: os.environ[n] for n in s.forward_env if n in os.environ}, **self.envvars()}
+            ),
             mounts=[m.to_json() for m in self.options.mounts],
             image_pull_secrets=tuple(s.image_pull_secrets),
             shared_memory_size=s.shared_memory_size,
@@ -204,9 +277,11 @@ class Executor(RemoteExecutor):
         payload = build_payload(request)
         leaked = leaked_secret_names(json.dumps(payload), os.environ)
         if leaked:
-            raise ConfigError(f"The Lepton job spec of {job.name} would contain the value of {', '.join(leaked)} "
-                              "(from this machine's environment). Secrets must travel as workspace secret "
-                              "references: remove the value from the config/command line and use --lepton-secrets.")
+            raise ConfigError(
+                f"The Lepton job spec of {job.name} would contain the value of {', '.join(leaked)} "
+                "(from this machine's environment). Secrets must travel as workspace secret "
+                "references: remove the value from the config/command line and use --lepton-secrets."
+            )
         return payload
 
     def run_job(self, job: JobExecutorInterface):
@@ -227,9 +302,7 @@ class Executor(RemoteExecutor):
         self.live_jobs[job_id] = info
         self.report_job_submission(info)
 
-    async def check_active_jobs(
-        self, active_jobs: List[SubmittedJobInfo]
-    ) -> AsyncGenerator[SubmittedJobInfo, None]:
+    async def check_active_jobs(self, active_jobs: list[SubmittedJobInfo]) -> AsyncGenerator[SubmittedJobInfo, None]:
         # Snakemake's polling thread starts before __post_init__ has run, and an exception here would end it
         # for good (the run would then wait forever): nothing to do without jobs, and any failed query is
         # retried rather than raised.
@@ -243,8 +316,11 @@ class Executor(RemoteExecutor):
                 except Exception as e:  # noqa: BLE001 - see above; LeptonAPIError in all expected cases
                     info.aux["errors"] += 1
                     if info.aux["errors"] >= MAX_STATUS_ERRORS:
-                        self.report_job_error(info, msg=f"Lost track of Lepton job {info.external_jobid} after "
-                                                        f"{MAX_STATUS_ERRORS} failed status queries: {e}")
+                        self.report_job_error(
+                            info,
+                            msg=f"Lost track of Lepton job {info.external_jobid} after "
+                            f"{MAX_STATUS_ERRORS} failed status queries: {e}",
+                        )
                         changed = True
                         continue
                     self.logger.warning(f"{e} (attempt {info.aux['errors']}; will retry)")
@@ -284,10 +360,10 @@ class Executor(RemoteExecutor):
         except OSError as e:
             self.logger.warning(f"Could not save the log of Lepton job {info.external_jobid}: {e}")
         tail = "\n".join(text.splitlines()[-ERROR_LOG_LINES:]) or "(no log lines available)"
-        msg = (f"Lepton job {info.external_jobid} ended in state {state}. Last log lines:\n{tail}\n")
+        msg = f"Lepton job {info.external_jobid} ended in state {state}. Last log lines:\n{tail}\n"
         self.report_job_error(info, msg=msg, aux_logs=aux_logs)
 
-    def cancel_jobs(self, active_jobs: List[SubmittedJobInfo]):
+    def cancel_jobs(self, active_jobs: list[SubmittedJobInfo]):
         """Delete every still-active Lepton job (Ctrl-C, --keep-going off after a failure, ...), including one the
         status loop held while Snakemake was interrupted (see ``live_jobs``)."""
         pending = {info.external_jobid: info for info in active_jobs}
@@ -296,7 +372,9 @@ class Executor(RemoteExecutor):
             try:
                 gone = not self.gateway.delete(info.external_jobid)
             except LeptonAPIError as e:
-                self.logger.error(f"Could not cancel Lepton job {info.external_jobid}: {e}; delete it in the "
-                                  "Lepton dashboard or with `lep job remove` (-n in leptonai 0.21, -i in 0.4x)")
+                self.logger.error(
+                    f"Could not cancel Lepton job {info.external_jobid}: {e}; delete it in the "
+                    "Lepton dashboard or with `lep job remove` (-n in leptonai 0.21, -i in 0.4x)"
+                )
                 continue
             self.logger.info(f"Cancelled Lepton job {info.external_jobid}" + (" (already gone)" if gone else ""))

@@ -64,8 +64,10 @@ def load_sdk() -> _Sdk:
         except ImportError:
             continue
         return _Sdk(version, api, client.APIClient, job.LeptonJob, (resource.ClientError, resource.ServerError))
-    raise ConfigError("The Lepton executor needs the leptonai SDK: pip install 'rlvr[lepton]' "
-                      "(or pip install leptonai) into the environment that runs Snakemake.")
+    raise ConfigError(
+        "The Lepton executor needs the leptonai SDK: pip install 'rlvr[lepton]' "
+        "(or pip install leptonai) into the environment that runs Snakemake."
+    )
 
 
 def parse_archived_log(data: Any) -> list[str]:
@@ -83,12 +85,15 @@ class LeptonGateway:
     def __init__(self, *, url: str | None = None, workspace_id: str | None = None, token: str | None = None):
         self.sdk = load_sdk()
         try:
-            self._client = self.sdk.client_cls(workspace_id=workspace_id or None, auth_token=token or None,
-                                               url=url or None)
+            self._client = self.sdk.client_cls(
+                workspace_id=workspace_id or None, auth_token=token or None, url=url or None
+            )
         except RuntimeError as e:
-            raise ConfigError(f"No Lepton workspace: {e}. Log in once with `lep login -c <workspace_id>:<token>`,"
-                              " or set LEPTON_WORKSPACE_ID and LEPTON_WORKSPACE_TOKEN (and LEPTON_WORKSPACE_URL "
-                              "for a non-default gateway), or --lepton-workspace-id/--lepton-workspace-url.") from e
+            raise ConfigError(
+                f"No Lepton workspace: {e}. Log in once with `lep login -c <workspace_id>:<token>`,"
+                " or set LEPTON_WORKSPACE_ID and LEPTON_WORKSPACE_TOKEN (and LEPTON_WORKSPACE_URL "
+                "for a non-default gateway), or --lepton-workspace-id/--lepton-workspace-url."
+            ) from e
         self._node_groups: dict[str, str] | None = None
 
     @property
@@ -131,13 +136,18 @@ class LeptonGateway:
 
     def status(self, job_id: str) -> JobStatus:
         """Current state of a job (also of archived ones); ``exists=False`` if the service no longer knows it."""
-        data = self._get_json(f"get job {job_id}", f"/jobs/{job_id}", {"job_query_mode": "alive_and_archive"},
-                              allow_404=True)
+        data = self._get_json(
+            f"get job {job_id}", f"/jobs/{job_id}", {"job_query_mode": "alive_and_archive"}, allow_404=True
+        )
         if data is None:
             return JobStatus(state="", exists=False)
         status, spec = data.get("status") or {}, data.get("spec") or {}
-        return JobStatus(state=str(status.get("state") or ""), succeeded=int(status.get("succeeded") or 0),
-                         failed=int(status.get("failed") or 0), workers=int(spec.get("completions") or 1))
+        return JobStatus(
+            state=str(status.get("state") or ""),
+            succeeded=int(status.get("succeeded") or 0),
+            failed=int(status.get("failed") or 0),
+            workers=int(spec.get("completions") or 1),
+        )
 
     def delete(self, job_id: str) -> bool:
         """Cancel and remove a job; False if it was already gone."""
@@ -161,8 +171,10 @@ class LeptonGateway:
                     self._node_groups.setdefault(meta.get("name") or meta["id"], meta["id"])
         if name_or_id not in self._node_groups:
             known = ", ".join(sorted(self._node_groups)) or "none"
-            raise ConfigError(f"Lepton node group '{name_or_id}' not found in this workspace (known names and "
-                              f"ids: {known}); fix lepton-node-group or the rule's lepton_node_group resource.")
+            raise ConfigError(
+                f"Lepton node group '{name_or_id}' not found in this workspace (known names and "
+                f"ids: {known}); fix lepton-node-group or the rule's lepton_node_group resource."
+            )
         return self._node_groups[name_or_id]
 
     def logs(self, job_id: str, max_lines: int = 200, timeout_s: float = 30.0) -> list[str]:

@@ -57,8 +57,10 @@ class Backoff:
 
     def __init__(self, initial: float, maximum: float, factor: float):
         if not (initial > 0 and maximum >= initial and factor >= 1):
-            raise ValueError(f"poll interval needs 0 < initial <= maximum and factor >= 1, got "
-                             f"initial={initial}, maximum={maximum}, factor={factor}")
+            raise ValueError(
+                f"poll interval needs 0 < initial <= maximum and factor >= 1, got "
+                f"initial={initial}, maximum={maximum}, factor={factor}"
+            )
         self.initial, self.maximum, self.factor = initial, maximum, factor
         self.current = initial
 

@@ -28,6 +28,7 @@ def job_name(prefix: str, rule: str, jobid: int | str, run_tag: str) -> str:
     The rule part is cut first, so the job id and the per-run tag (which keeps two runs apart) survive.
     Group jobs have a UUID as jobid (and the group name as rule): its first 8 hex digits are kept.
     """
+
     def clean(text: str) -> str:
         return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]+", "-", text.lower())).strip("-")
 
@@ -36,8 +37,10 @@ def job_name(prefix: str, rule: str, jobid: int | str, run_tag: str) -> str:
         head = "j" + head
     room = MAX_JOB_NAME_LEN - len(head) - len(tail) - 2
     if room < 0:
-        raise ConfigError(f"lepton-job-name-prefix '{prefix}' is too long: the job id must fit "
-                          f"{MAX_JOB_NAME_LEN} characters together with '-{tail}'; use a shorter prefix.")
+        raise ConfigError(
+            f"lepton-job-name-prefix '{prefix}' is too long: the job id must fit "
+            f"{MAX_JOB_NAME_LEN} characters together with '-{tail}'; use a shorter prefix."
+        )
     middle = clean(rule)[:room].strip("-")
     name = "-".join(p for p in (head, middle, tail) if p)
     if name.endswith("by-lepton"):  # reserved suffix; cannot happen with a numeric jobid, kept for safety
@@ -62,8 +65,10 @@ def num_workers(resources: Mapping, default: int) -> int:
     except (TypeError, ValueError):
         count = 0
     if count < 1:
-        raise ConfigError(f"Lepton workers must be a positive integer, got {value!r} (resource "
-                          "lepton_num_workers / nodes, or --lepton-num-workers).")
+        raise ConfigError(
+            f"Lepton workers must be a positive integer, got {value!r} (resource "
+            "lepton_num_workers / nodes, or --lepton-num-workers)."
+        )
     return count
 
 
@@ -92,7 +97,8 @@ def check_gpus(rule: str, resources: Mapping, shape: str, workers: int) -> None:
             f"Rule {rule} needs {wanted} GPUs (for rlvr: cluster.gpus_per_node x cluster.num_nodes), but "
             f"{workers} worker(s) of shape {shape} have {per_worker * workers}. Choose a shape with "
             f"{int(wanted) // max(workers, 1)} GPUs per worker (resource lepton_resource_shape) or change the "
-            "cluster section of the config.")
+            "cluster section of the config."
+        )
 
 
 @dataclass(frozen=True)
@@ -120,11 +126,15 @@ def build_payload(req: JobRequest) -> dict:
     ``lep job create --num-workers N`` does): all workers start together and can reach each other by name.
     """
     if not req.image:
-        raise ConfigError(f"No container image for Lepton job {req.name}: set --lepton-image (profile key "
-                          "lepton-image) or the rule's lepton_image resource.")
+        raise ConfigError(
+            f"No container image for Lepton job {req.name}: set --lepton-image (profile key "
+            "lepton-image) or the rule's lepton_image resource."
+        )
     if not req.resource_shape:
-        raise ConfigError(f"No resource shape for Lepton job {req.name}: set --lepton-resource-shape (e.g. "
-                          "gpu.8xh100-80gb, cpu.small) or the rule's lepton_resource_shape resource.")
+        raise ConfigError(
+            f"No resource shape for Lepton job {req.name}: set --lepton-resource-shape (e.g. "
+            "gpu.8xh100-80gb, cpu.small) or the rule's lepton_resource_shape resource."
+        )
     spec: dict = {
         "resource_shape": req.resource_shape,
         "container": {"image": req.image, "command": ["/bin/bash", "-c", req.command]},

@@ -68,29 +68,58 @@ fi
 """
 
 
-def render(template: str, *, exec_job: str, num_workers: int, python: str, ray_port: int = 6379,
-           join_timeout_s: int = 1200, worker_poll_s: float = 15) -> str:
+def render(
+    template: str,
+    *,
+    exec_job: str,
+    num_workers: int,
+    python: str,
+    ray_port: int = 6379,
+    join_timeout_s: int = 1200,
+    worker_poll_s: float = 15,
+) -> str:
     """Fill the ``@PLACEHOLDERS@`` of a multi-worker template; ``@EXEC_JOB@`` is mandatory."""
     if "@EXEC_JOB@" not in template:
         raise ValueError("a multi-worker template must contain @EXEC_JOB@ (where the Snakemake job runs)")
-    values = {"@EXEC_JOB@": exec_job, "@NUM_WORKERS@": str(num_workers), "@PYTHON@": python,
-              "@RAY_PORT@": str(ray_port), "@JOIN_TIMEOUT@": str(join_timeout_s),
-              "@WORKER_POLL@": str(worker_poll_s)}
+    values = {
+        "@EXEC_JOB@": exec_job,
+        "@NUM_WORKERS@": str(num_workers),
+        "@PYTHON@": python,
+        "@RAY_PORT@": str(ray_port),
+        "@JOIN_TIMEOUT@": str(join_timeout_s),
+        "@WORKER_POLL@": str(worker_poll_s),
+    }
     # @EXEC_JOB@ last: the Snakemake command line must never be searched for placeholders itself.
     for key in sorted(values, key=lambda k: k == "@EXEC_JOB@"):
         template = template.replace(key, values[key])
     return template
 
 
-def job_script(exec_job: str, *, workdir: str, create_workdir: bool, num_workers: int,
-               template: str | None = None, python: str = "python", ray_port: int = 6379,
-               join_timeout_s: int = 1200, worker_poll_s: float = 15) -> str:
+def job_script(
+    exec_job: str,
+    *,
+    workdir: str,
+    create_workdir: bool,
+    num_workers: int,
+    template: str | None = None,
+    python: str = "python",
+    ray_port: int = 6379,
+    join_timeout_s: int = 1200,
+    worker_poll_s: float = 15,
+) -> str:
     """The ``bash -c`` script of one Lepton job: enter the work folder, then run the job (or the launcher)."""
     cd = f"cd {shlex.quote(workdir)}"
     if create_workdir:  # storage-plugin mode: Snakemake deploys the sources into an empty folder
         cd = f"mkdir -p {shlex.quote(workdir)} && {cd}"
     if num_workers <= 1:
         return f"{cd} && {exec_job}"
-    body = render(template or RAY_TEMPLATE, exec_job=exec_job, num_workers=num_workers, python=python,
-                  ray_port=ray_port, join_timeout_s=join_timeout_s, worker_poll_s=worker_poll_s)
+    body = render(
+        template or RAY_TEMPLATE,
+        exec_job=exec_job,
+        num_workers=num_workers,
+        python=python,
+        ray_port=ray_port,
+        join_timeout_s=join_timeout_s,
+        worker_poll_s=worker_poll_s,
+    )
     return f"{cd} || exit 1\n{body.strip()}\n"

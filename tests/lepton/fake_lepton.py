@@ -60,7 +60,7 @@ class FakeJob:
     state: str = "Queueing"
     polls: int = 0
     deleted: bool = False
-    logs: dict = field(default_factory=dict)   # replica id -> list of lines
+    logs: dict = field(default_factory=dict)  # replica id -> list of lines
     procs: list = field(default_factory=list)
     succeeded: int = 0
     failed: int = 0
@@ -83,7 +83,7 @@ class FakeLepton:
         self.fail_log = ["fake: step 1", "fake: boom, the job failed"]
         self.live_logs = True
         self.secrets: dict[str, str] = {}
-        self.node_groups: dict[str, str] = {}      # id -> name
+        self.node_groups: dict[str, str] = {}  # id -> name
         self.requests: list[Recorded] = []
         self.jobs: dict[str, FakeJob] = {}
         self.lock = threading.Lock()
@@ -154,10 +154,16 @@ class FakeLepton:
 
     def _execute(self, job: FakeJob) -> None:
         spec = job.payload["spec"]
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.home, "LANG": "C.UTF-8",
-               "LEPTON_JOB_NAME": job.id, "LEPTON_JOB_SERVICE_PREFIX": job.id,
-               "LEPTON_SUBDOMAIN": f"{job.id}-job-svc", "LEPTON_WORKSPACE_ID": self.workspace,
-               "LEPTON_JOB_TOTAL_WORKERS": str(job.workers)}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": self.home,
+            "LANG": "C.UTF-8",
+            "LEPTON_JOB_NAME": job.id,
+            "LEPTON_JOB_SERVICE_PREFIX": job.id,
+            "LEPTON_SUBDOMAIN": f"{job.id}-job-svc",
+            "LEPTON_WORKSPACE_ID": self.workspace,
+            "LEPTON_JOB_TOTAL_WORKERS": str(job.workers),
+        }
         for item in spec.get("envs") or []:
             ref = (item.get("value_from") or {}).get("secret_name_ref")
             env[item["name"]] = self.secrets[ref] if ref is not None else item.get("value", "")
@@ -166,13 +172,20 @@ class FakeLepton:
                 return
             job.state = "Running"
             for rank, rid in enumerate(job.replica_ids()):
-                proc = subprocess.Popen(spec["container"]["command"], env={**env, "LEPTON_JOB_WORKER_INDEX": str(rank)},
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        start_new_session=True)
+                proc = subprocess.Popen(
+                    spec["container"]["command"],
+                    env={**env, "LEPTON_JOB_WORKER_INDEX": str(rank)},
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    start_new_session=True,
+                )
                 job.procs.append(proc)
                 job.logs[rid] = []
-        readers = [threading.Thread(target=_read_lines, args=(p, job.logs[rid]), daemon=True)
-                   for p, rid in zip(job.procs, job.replica_ids())]
+        readers = [
+            threading.Thread(target=_read_lines, args=(p, job.logs[rid]), daemon=True)
+            for p, rid in zip(job.procs, job.replica_ids())
+        ]
         for reader in readers:
             reader.start()
         codes = [p.wait() for p in job.procs]
@@ -185,15 +198,28 @@ class FakeLepton:
                 job.state = "Completed" if job.failed == 0 else "Failed"
 
     def job_json(self, job: FakeJob) -> dict:
-        return {"metadata": {"id": job.id, "name": job.id, "created_at": 1},
-                "spec": job.payload.get("spec", {}),
-                "status": {"state": job.state, "ready": 0, "active": int(job.state == "Running") * job.workers,
-                           "failed": job.failed, "succeeded": job.succeeded, "job_history": []}}
+        return {
+            "metadata": {"id": job.id, "name": job.id, "created_at": 1},
+            "spec": job.payload.get("spec", {}),
+            "status": {
+                "state": job.state,
+                "ready": 0,
+                "active": int(job.state == "Running") * job.workers,
+                "failed": job.failed,
+                "succeeded": job.succeeded,
+                "job_history": [],
+            },
+        }
 
     def replicas_json(self, job: FakeJob) -> list:
-        return [{"metadata": {"id": rid}, "id": rid,
-                 "status": {"node": {"name": "fake-node", "id": "fake-node"}, "public_ip": "127.0.0.1"}}
-                for rid in job.replica_ids()]
+        return [
+            {
+                "metadata": {"id": rid},
+                "id": rid,
+                "status": {"node": {"name": "fake-node", "id": "fake-node"}, "public_ip": "127.0.0.1"},
+            }
+            for rid in job.replica_ids()
+        ]
 
 
 def _read_lines(proc: subprocess.Popen, sink: list) -> None:
@@ -234,7 +260,7 @@ def _handler_for(fake: FakeLepton) -> type:
             query = {k: v[0] if len(v) == 1 else v for k, v in parse_qs(url.query).items()}
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length)) if length else None
-            path = url.path[len(prefix):] if url.path.startswith(prefix) else None
+            path = url.path[len(prefix) :] if url.path.startswith(prefix) else None
             with fake.lock:
                 fake.requests.append(Recorded(method, path or url.path, query, body))
             if path is None:
@@ -272,17 +298,24 @@ def _route(fake: FakeLepton, method: str, path: str, query: dict, body) -> tuple
             return 200, {"jobs": alive if str(query["page"]) == "1" else []}, js
         return 200, alive, js
     if parts == ["dedicated-node-groups"] and method == "GET":
-        return 200, [{"metadata": {"id": i, "name": n}, "spec": {}, "status": {}}
-                     for i, n in fake.node_groups.items()], js
+        return (
+            200,
+            [{"metadata": {"id": i, "name": n}, "spec": {}, "status": {}} for i, n in fake.node_groups.items()],
+            js,
+        )
     if parts == ["logs"] and method == "GET":
         job = fake.jobs.get(query.get("job", ""))
         if job is None:
             return 200, {"data": {"result": []}}, js
         rids = [query["replica"]] if "replica" in query else job.replica_ids()
         # Newest first, as the service answers with direction=backward; the client must sort by time.
-        result = [{"stream": {"job": job.id, "replica": rid},
-                   "values": [[str(1_000 + i), line] for i, line in enumerate(job.logs.get(rid, []))][::-1]}
-                  for rid in rids]
+        result = [
+            {
+                "stream": {"job": job.id, "replica": rid},
+                "values": [[str(1_000 + i), line] for i, line in enumerate(job.logs.get(rid, []))][::-1],
+            }
+            for rid in rids
+        ]
         return 200, {"status": "success", "data": {"resultType": "streams", "result": result}}, js
     if len(parts) >= 2 and parts[0] == "jobs":
         with fake.lock:

@@ -6,15 +6,32 @@ import pytest
 
 from rlvr.errors import ConfigError
 from snakemake_executor_plugin_lepton.config import (
-    Mount, check_storage, is_secret_name, job_envs, leaked_secret_names, parse_env_vars, parse_mounts,
-    parse_options, parse_secrets, redact,
+    Mount,
+    check_storage,
+    is_secret_name,
+    job_envs,
+    leaked_secret_names,
+    parse_env_vars,
+    parse_mounts,
+    parse_options,
+    parse_secrets,
+    redact,
 )
 
 
-@pytest.mark.parametrize("name,secret", [
-    ("HF_TOKEN", True), ("WANDB_API_KEY", True), ("aws_secret_access_key", True), ("DB_PASSWORD", True),
-    ("SMB_PASSWD", True), ("GOOGLE_APPLICATION_CREDENTIALS", True), ("HF_HOME", False), ("RAY_DEDUP_LOGS", False),
-])
+@pytest.mark.parametrize(
+    "name,secret",
+    [
+        ("HF_TOKEN", True),
+        ("WANDB_API_KEY", True),
+        ("aws_secret_access_key", True),
+        ("DB_PASSWORD", True),
+        ("SMB_PASSWD", True),
+        ("GOOGLE_APPLICATION_CREDENTIALS", True),
+        ("HF_HOME", False),
+        ("RAY_DEDUP_LOGS", False),
+    ],
+)
 def test_secret_names(name, secret):
     """Names containing KEY/TOKEN/SECRET/PASSWORD/PASSWD/CREDENTIAL (any case) are secrets."""
     assert is_secret_name(name) is secret
@@ -22,8 +39,11 @@ def test_secret_names(name, secret):
 
 def test_env_vars_parse_and_refuse_secrets_and_reserved_names():
     """NAME=VALUE (value may hold '='); secret-looking or Lepton-reserved names and malformed items fail."""
-    assert parse_env_vars(["HF_HOME=/mnt/hf", "OPTS=a=b", "EMPTY="]) == {"HF_HOME": "/mnt/hf", "OPTS": "a=b",
-                                                                        "EMPTY": ""}
+    assert parse_env_vars(["HF_HOME=/mnt/hf", "OPTS=a=b", "EMPTY="]) == {
+        "HF_HOME": "/mnt/hf",
+        "OPTS": "a=b",
+        "EMPTY": "",
+    }
     with pytest.raises(ConfigError, match="lepton-secrets as 'HF_TOKEN=HF_TOKEN'"):
         parse_env_vars(["HF_TOKEN=hf_abc"])
     with pytest.raises(ConfigError, match="set by Lepton itself"):
@@ -36,8 +56,10 @@ def test_env_vars_parse_and_refuse_secrets_and_reserved_names():
 
 def test_secrets_parse_with_and_without_secret_name():
     """NAME=SECRET maps to that secret; a bare NAME to a secret of the same name."""
-    assert parse_secrets(["HF_TOKEN=hf-token", "WANDB_API_KEY"]) == {"HF_TOKEN": "hf-token",
-                                                                     "WANDB_API_KEY": "WANDB_API_KEY"}
+    assert parse_secrets(["HF_TOKEN=hf-token", "WANDB_API_KEY"]) == {
+        "HF_TOKEN": "hf-token",
+        "WANDB_API_KEY": "WANDB_API_KEY",
+    }
     with pytest.raises(ConfigError, match="names no workspace secret"):
         parse_secrets(["HF_TOKEN="])
 
@@ -46,8 +68,12 @@ def test_mounts_parse_like_the_lep_cli():
     """PATH:MOUNT_PATH:FROM where FROM keeps its own colon; system paths and relative targets fail."""
     assert parse_mounts(["/rlvr:/mnt/shared/:node-nfs:amlfs"]) == (Mount("/rlvr", "/mnt/shared", "node-nfs:amlfs"),)
     assert Mount("/a", "/b", "c").to_json() == {"path": "/a", "mount_path": "/b", "from": "c"}
-    for bad, message in [("/a:/usr:node-nfs:x", "system path"), ("/a:mnt:node-nfs:x", "absolute"),
-                         ("/a:/mnt", "PATH:MOUNT_PATH:FROM"), ("/a::x", "PATH:MOUNT_PATH:FROM")]:
+    for bad, message in [
+        ("/a:/usr:node-nfs:x", "system path"),
+        ("/a:mnt:node-nfs:x", "absolute"),
+        ("/a:/mnt", "PATH:MOUNT_PATH:FROM"),
+        ("/a::x", "PATH:MOUNT_PATH:FROM"),
+    ]:
         with pytest.raises(ConfigError, match=message):
             parse_mounts([bad])
 
@@ -78,9 +104,12 @@ def test_job_envs_send_secrets_only_as_references():
     """Declared plain vars pass by value; mapped secrets become value_from refs with no value; settings win."""
     opts = parse_options(["HF_HOME=/mnt/hf", "MODE=profile"], ["HF_TOKEN=hf-token"], [], None)
     envs = job_envs(opts, {"MODE": "declared", "HF_TOKEN": "hf_local_value", "RUN": "7"})
-    assert envs == [{"name": "HF_HOME", "value": "/mnt/hf"}, {"name": "MODE", "value": "profile"},
-                    {"name": "RUN", "value": "7"},
-                    {"name": "HF_TOKEN", "value_from": {"secret_name_ref": "hf-token"}}]
+    assert envs == [
+        {"name": "HF_HOME", "value": "/mnt/hf"},
+        {"name": "MODE", "value": "profile"},
+        {"name": "RUN", "value": "7"},
+        {"name": "HF_TOKEN", "value_from": {"secret_name_ref": "hf-token"}},
+    ]
     assert "hf_local_value" not in repr(envs)
 
 

@@ -14,8 +14,9 @@ from snakemake_executor_plugin_lepton.spec import JobRequest, build_payload
 
 
 def payload(name: str = "smk-a-1-abc123", command: str = "echo hello", workers: int = 1, **kw) -> dict:
-    return build_payload(JobRequest(name=name, image="img:1", resource_shape="cpu.small", command=command,
-                                    workers=workers, **kw))
+    return build_payload(
+        JobRequest(name=name, image="img:1", resource_shape="cpu.small", command=command, workers=workers, **kw)
+    )
 
 
 def poll_until_done(gw: LeptonGateway, job_id: str, fake, timeout: float = 20.0):
@@ -34,9 +35,12 @@ def poll_until_done(gw: LeptonGateway, job_id: str, fake, timeout: float = 20.0)
 def test_create_sends_exactly_the_built_spec(fake):
     """POST /jobs carries the built payload unchanged, also fields newer than the SDK (shared_memory_size)."""
     gw = LeptonGateway()
-    sent = payload(envs=[{"name": "A", "value": "1"}, {"name": "HF_TOKEN", "value_from": {"secret_name_ref": "hf"}}],
-                   mounts=[{"path": "/x", "mount_path": "/mnt/x", "from": "node-nfs:store"}],
-                   ttl_seconds_after_finished=60, shared_memory_size=65536)
+    sent = payload(
+        envs=[{"name": "A", "value": "1"}, {"name": "HF_TOKEN", "value_from": {"secret_name_ref": "hf"}}],
+        mounts=[{"path": "/x", "mount_path": "/mnt/x", "from": "node-nfs:store"}],
+        ttl_seconds_after_finished=60,
+        shared_memory_size=65536,
+    )
     fake.secrets["hf"] = "hf-secret-value"
     fake.behaviour = "succeed"
     assert gw.create(sent) == "smk-a-1-abc123"

@@ -48,14 +48,37 @@ def test_first_rule_of_the_tiny_run_goes_through_the_profile(fake, tmp_path):
     fake.node_groups = {"ng-123": "fake-pool"}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LEPTON_", "SNAKEMAKE_LEPTON_"))}
     env.pop("RL_OUTPUT_DIR", None)
-    env.update(LEPTON_WORKSPACE_ID=fake.workspace, LEPTON_WORKSPACE_URL=fake.url, LEPTON_WORKSPACE_TOKEN=TOKEN,
-               RLVR_LEPTON_IMAGE="fake/rlvr:1", LEPTON_NODE_GROUP="fake-pool", LEPTON_GPU_SHAPE="gpu.8xh100-80gb",
-               NEMOTRON_WORKSPACE=str(workspace), NEMOTRON_HOST_MOUNT="/", NEMOTRON_MOUNT_FROM="node-nfs:fake",
-               HF_TOKEN="hf_profile_secret_99",
-               PYTHONPATH=str(REPO_ROOT / "src") + os.pathsep + env.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-m", "rlvr.cli.main", "steps", "run", "rl/nemo_rl/rlvr", "-c", "tiny",
-           "-r", "lepton_rl_nemo_rl_rlvr", "--until", "tiny_data",
-           "--lepton-python-executable", sys.executable, "--lepton-poll-seconds", "0.5"]
+    env.update(
+        LEPTON_WORKSPACE_ID=fake.workspace,
+        LEPTON_WORKSPACE_URL=fake.url,
+        LEPTON_WORKSPACE_TOKEN=TOKEN,
+        RLVR_LEPTON_IMAGE="fake/rlvr:1",
+        LEPTON_NODE_GROUP="fake-pool",
+        LEPTON_GPU_SHAPE="gpu.8xh100-80gb",
+        NEMOTRON_WORKSPACE=str(workspace),
+        NEMOTRON_HOST_MOUNT="/",
+        NEMOTRON_MOUNT_FROM="node-nfs:fake",
+        HF_TOKEN="hf_profile_secret_99",
+        PYTHONPATH=str(REPO_ROOT / "src") + os.pathsep + env.get("PYTHONPATH", ""),
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "rlvr.cli.main",
+        "steps",
+        "run",
+        "rl/nemo_rl/rlvr",
+        "-c",
+        "tiny",
+        "-r",
+        "lepton_rl_nemo_rl_rlvr",
+        "--until",
+        "tiny_data",
+        "--lepton-python-executable",
+        sys.executable,
+        "--lepton-poll-seconds",
+        "0.5",
+    ]
     proc = subprocess.run(cmd, cwd=run, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert (run / "results" / "tiny" / "tiny_data" / "rl_train.jsonl").stat().st_size > 0

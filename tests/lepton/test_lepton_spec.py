@@ -13,11 +13,17 @@ from snakemake_executor_plugin_lepton.spec import JobRequest, build_payload, job
 VALID_ID = re.compile(r"^[a-z][a-z0-9-]*$")
 
 
-@pytest.mark.parametrize("prefix,rule,jobid", [
-    ("smk", "rlvr", 3), ("rlvr", "hf_to_megatron", 12), ("SMK", "__weird__Rule__", 7), ("9x", "a", 1),
-    ("smk", "a_very_long_rule_name_that_never_fits_the_limit", 123456),
-    ("smk", "train_group", "0f8e2c1a-3b4d-4e5f-8a9b-0c1d2e3f4a5b"),
-])
+@pytest.mark.parametrize(
+    "prefix,rule,jobid",
+    [
+        ("smk", "rlvr", 3),
+        ("rlvr", "hf_to_megatron", 12),
+        ("SMK", "__weird__Rule__", 7),
+        ("9x", "a", 1),
+        ("smk", "a_very_long_rule_name_that_never_fits_the_limit", 123456),
+        ("smk", "train_group", "0f8e2c1a-3b4d-4e5f-8a9b-0c1d2e3f4a5b"),
+    ],
+)
 def test_job_names_are_valid_lepton_ids(prefix, rule, jobid):
     """Ids match ^[a-z][a-z0-9-]*$, fit 36 characters, keep jobid and run tag, never end in '-'."""
     name = job_name(prefix, rule, jobid, "a1b2c3")
@@ -47,22 +53,36 @@ def test_per_rule_resources_override_settings():
 
 def test_payload_for_a_two_worker_gpu_job():
     """All requested fields land where the API expects them; unset optionals are left out."""
-    req = JobRequest(name="smk-rlvr-3-ab12cd", image="nvcr.io/nvidia/nemo-rl:v0.6.0",
-                     resource_shape="gpu.8xh100-80gb", command="cd /mnt/shared && run", workers=2,
-                     node_group_id="ng-1", envs=[{"name": "A", "value": "1"}],
-                     mounts=[{"path": "/v", "mount_path": "/mnt/shared", "from": "node-nfs:s"}],
-                     image_pull_secrets=("ngc",), shared_memory_size=65536, ttl_seconds_after_finished=600)
+    req = JobRequest(
+        name="smk-rlvr-3-ab12cd",
+        image="nvcr.io/nvidia/nemo-rl:v0.6.0",
+        resource_shape="gpu.8xh100-80gb",
+        command="cd /mnt/shared && run",
+        workers=2,
+        node_group_id="ng-1",
+        envs=[{"name": "A", "value": "1"}],
+        mounts=[{"path": "/v", "mount_path": "/mnt/shared", "from": "node-nfs:s"}],
+        image_pull_secrets=("ngc",),
+        shared_memory_size=65536,
+        ttl_seconds_after_finished=600,
+    )
     assert build_payload(req) == {
         "metadata": {"id": "smk-rlvr-3-ab12cd"},
         "spec": {
             "resource_shape": "gpu.8xh100-80gb",
-            "container": {"image": "nvcr.io/nvidia/nemo-rl:v0.6.0",
-                          "command": ["/bin/bash", "-c", "cd /mnt/shared && run"]},
-            "completions": 2, "parallelism": 2, "intra_job_communication": True,
+            "container": {
+                "image": "nvcr.io/nvidia/nemo-rl:v0.6.0",
+                "command": ["/bin/bash", "-c", "cd /mnt/shared && run"],
+            },
+            "completions": 2,
+            "parallelism": 2,
+            "intra_job_communication": True,
             "envs": [{"name": "A", "value": "1"}],
             "mounts": [{"path": "/v", "mount_path": "/mnt/shared", "from": "node-nfs:s"}],
             "affinity": {"allowed_dedicated_node_groups": ["ng-1"]},
-            "image_pull_secrets": ["ngc"], "shared_memory_size": 65536, "ttl_seconds_after_finished": 600,
+            "image_pull_secrets": ["ngc"],
+            "shared_memory_size": 65536,
+            "ttl_seconds_after_finished": 600,
         },
     }
     single = build_payload(JobRequest(name="j-1", image="i", resource_shape="cpu.small", command="x"))["spec"]
@@ -77,15 +97,22 @@ def test_payload_needs_image_and_shape():
         build_payload(JobRequest(name="j-1", image="i", resource_shape="", command="x"))
 
 
-@pytest.mark.parametrize("status,outcome", [
-    (JobStatus("Queueing"), Outcome.RUNNING), (JobStatus("Running"), Outcome.RUNNING),
-    (JobStatus("Stopping"), Outcome.RUNNING), (JobStatus("SomethingNew"), Outcome.RUNNING),
-    (JobStatus("Completed", succeeded=1), Outcome.SUCCEEDED), (JobStatus("Failed"), Outcome.FAILED),
-    (JobStatus("Stopped"), Outcome.FAILED), (JobStatus("Deleted"), Outcome.FAILED),
-    (JobStatus("", exists=False), Outcome.FAILED),
-    (JobStatus("Archived", succeeded=2, workers=2), Outcome.SUCCEEDED),
-    (JobStatus("Archived", succeeded=1, failed=1, workers=2), Outcome.FAILED),
-])
+@pytest.mark.parametrize(
+    "status,outcome",
+    [
+        (JobStatus("Queueing"), Outcome.RUNNING),
+        (JobStatus("Running"), Outcome.RUNNING),
+        (JobStatus("Stopping"), Outcome.RUNNING),
+        (JobStatus("SomethingNew"), Outcome.RUNNING),
+        (JobStatus("Completed", succeeded=1), Outcome.SUCCEEDED),
+        (JobStatus("Failed"), Outcome.FAILED),
+        (JobStatus("Stopped"), Outcome.FAILED),
+        (JobStatus("Deleted"), Outcome.FAILED),
+        (JobStatus("", exists=False), Outcome.FAILED),
+        (JobStatus("Archived", succeeded=2, workers=2), Outcome.SUCCEEDED),
+        (JobStatus("Archived", succeeded=1, failed=1, workers=2), Outcome.FAILED),
+    ],
+)
 def test_state_classification(status, outcome):
     """Final states map to success/failure; everything else (also unknown states) keeps the job active."""
     assert classify(status) is outcome
@@ -100,8 +127,10 @@ def test_backoff_grows_while_quiet_and_resets_on_change():
         Backoff(5, 1, 2)
 
 
-@pytest.mark.parametrize("shape,gpus", [("gpu.8xh100-80gb", 8), ("gpu.2xa10", 2), ("gpu.h100-sxm", 1),
-                                        ("cpu.small", 0), ("custom-shape", None)])
+@pytest.mark.parametrize(
+    "shape,gpus",
+    [("gpu.8xh100-80gb", 8), ("gpu.2xa10", 2), ("gpu.h100-sxm", 1), ("cpu.small", 0), ("custom-shape", None)],
+)
 def test_shape_gpus_from_the_name(shape, gpus):
     """GPUs per worker are read from the shape name; unknown naming schemes are not guessed."""
     from snakemake_executor_plugin_lepton.spec import shape_gpus

@@ -58,18 +58,43 @@ rule slow:
 
 
 def snakemake_cmd(workdir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "--executor", "lepton", "--jobs", "2", "--latency-wait", "2",
-            "--lepton-image", "fake/rlvr:test", "--lepton-resource-shape", "cpu.small",
-            "--lepton-mounts", f"/fake-volume:{workdir}:node-nfs:fake",
-            "--lepton-shared-mount", str(workdir),
-            "--lepton-python-executable", sys.executable,
-            "--lepton-poll-seconds", "0.3", "--lepton-poll-max-seconds", "1", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--executor",
+        "lepton",
+        "--jobs",
+        "2",
+        "--latency-wait",
+        "2",
+        "--lepton-image",
+        "fake/rlvr:test",
+        "--lepton-resource-shape",
+        "cpu.small",
+        "--lepton-mounts",
+        f"/fake-volume:{workdir}:node-nfs:fake",
+        "--lepton-shared-mount",
+        str(workdir),
+        "--lepton-python-executable",
+        sys.executable,
+        "--lepton-poll-seconds",
+        "0.3",
+        "--lepton-poll-max-seconds",
+        "1",
+        *extra,
+    ]
 
 
 def run_env(fake, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LEPTON_", "SNAKEMAKE_LEPTON_"))}
-    env.update(LEPTON_WORKSPACE_ID=fake.workspace, LEPTON_WORKSPACE_URL=fake.url, LEPTON_WORKSPACE_TOKEN=TOKEN,
-               PYTHONPATH=str(REPO_ROOT / "src") + os.pathsep + env.get("PYTHONPATH", ""), **extra)
+    env.update(
+        LEPTON_WORKSPACE_ID=fake.workspace,
+        LEPTON_WORKSPACE_URL=fake.url,
+        LEPTON_WORKSPACE_TOKEN=TOKEN,
+        PYTHONPATH=str(REPO_ROOT / "src") + os.pathsep + env.get("PYTHONPATH", ""),
+        **extra,
+    )
     env.pop("RL_OUTPUT_DIR", None)
     return env
 
@@ -88,12 +113,26 @@ def test_two_rule_workflow_runs_on_lepton(fake, tmp_path):
     work = workflow(tmp_path, TWO_RULES)
     shared = work.parent
     fake.secrets["hf-token"] = SECRET
-    cmd = snakemake_cmd(shared, "--lepton-secrets", "HF_TOKEN=hf-token", "--lepton-env-vars", "RUN_LABEL=e2e",
-                        "--lepton-forward-env", "RLVR_FORWARDED",
-                        "--set-resources", "b:lepton_resource_shape=$SHAPE_OF_B", "b:lepton_image=nvcr.io/x/y:1.0")
-    proc = subprocess.run(cmd, cwd=work, env=run_env(fake, HF_TOKEN=SECRET, RLVR_FORWARDED="yes",
-                                                     SHAPE_OF_B="cpu.large"),
-                          capture_output=True, text=True, timeout=120)
+    cmd = snakemake_cmd(
+        shared,
+        "--lepton-secrets",
+        "HF_TOKEN=hf-token",
+        "--lepton-env-vars",
+        "RUN_LABEL=e2e",
+        "--lepton-forward-env",
+        "RLVR_FORWARDED",
+        "--set-resources",
+        "b:lepton_resource_shape=$SHAPE_OF_B",
+        "b:lepton_image=nvcr.io/x/y:1.0",
+    )
+    proc = subprocess.run(
+        cmd,
+        cwd=work,
+        env=run_env(fake, HF_TOKEN=SECRET, RLVR_FORWARDED="yes", SHAPE_OF_B="cpu.large"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"Lepton: workspace {fake.url} (leptonai " in proc.stderr
     lines = (work / "results" / "b.txt").read_text().splitlines()
@@ -103,8 +142,9 @@ def test_two_rule_workflow_runs_on_lepton(fake, tmp_path):
     posts = {p.body["metadata"]["id"].split("-")[1]: p for p in fake.calls("POST", "/jobs")}
     assert sorted(posts) == ["a", "b"]
     # Per-rule resources (also $VARS, which Snakemake leaves unexpanded there) override the settings.
-    placement = {rule: (p.body["spec"]["resource_shape"], p.body["spec"]["container"]["image"])
-                 for rule, p in posts.items()}
+    placement = {
+        rule: (p.body["spec"]["resource_shape"], p.body["spec"]["container"]["image"]) for rule, p in posts.items()
+    }
     assert placement == {"a": ("cpu.small", "fake/rlvr:test"), "b": ("cpu.large", "nvcr.io/x/y:1.0")}
     for post in posts.values():
         spec = post.body["spec"]
@@ -123,8 +163,9 @@ def test_two_rule_workflow_runs_on_lepton(fake, tmp_path):
 def test_failed_job_is_reported_with_its_logs(fake, tmp_path):
     """A rule exiting 3 fails the run; Snakemake's error quotes the job's log and the log is saved to a file."""
     work = workflow(tmp_path, FAILING)
-    proc = subprocess.run(snakemake_cmd(work.parent), cwd=work, env=run_env(fake), capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        snakemake_cmd(work.parent), cwd=work, env=run_env(fake), capture_output=True, text=True, timeout=120
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "ended in state Failed" in out and "boom-marker-line" in out, out
@@ -139,15 +180,25 @@ def test_interrupt_cancels_the_lepton_job(fake, tmp_path):
     work = workflow(tmp_path, SLEEPING)
     # SIGINT back to its default in the child: a suite started from a background shell inherits it ignored, and
     # Snakemake would then never see the Ctrl-C this test sends.
-    proc = subprocess.Popen(snakemake_cmd(work.parent), cwd=work, env=run_env(fake), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        snakemake_cmd(work.parent),
+        cwd=work,
+        env=run_env(fake),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
-        fake.wait_for(lambda: any(j.procs and j.state == "Running" for j in fake.jobs.values()), timeout=60,
-                      what="a running job")
+        fake.wait_for(
+            lambda: any(j.procs and j.state == "Running" for j in fake.jobs.values()), timeout=60, what="a running job"
+        )
         (job,) = fake.jobs.values()
-        fake.wait_for(lambda: any("sleep 60" in line or "slow" in line for line in job.logs.get(
-            job.replica_ids()[0], [])), timeout=60, what="the rule to start inside the job")
+        fake.wait_for(
+            lambda: any("sleep 60" in line or "slow" in line for line in job.logs.get(job.replica_ids()[0], [])),
+            timeout=60,
+            what="the rule to start inside the job",
+        )
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:
@@ -165,8 +216,19 @@ def test_interrupt_cancels_the_lepton_job(fake, tmp_path):
 def test_run_without_shared_storage_is_refused(fake, tmp_path):
     """No shared mount and no storage plugin: Snakemake stops before any submission, saying how to fix it."""
     work = workflow(tmp_path, FAILING)
-    cmd = [sys.executable, "-m", "snakemake", "--executor", "lepton", "--jobs", "1",
-           "--lepton-image", "fake/rlvr:test", "--lepton-resource-shape", "cpu.small"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--executor",
+        "lepton",
+        "--jobs",
+        "1",
+        "--lepton-image",
+        "fake/rlvr:test",
+        "--lepton-resource-shape",
+        "cpu.small",
+    ]
     proc = subprocess.run(cmd, cwd=work, env=run_env(fake), capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "Lepton jobs cannot see this machine's disk" in proc.stdout + proc.stderr

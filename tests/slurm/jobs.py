@@ -20,8 +20,9 @@ def slurm_env(cluster: LocalSlurm, **extra: str) -> dict[str, str]:
 
 def job_state(job_id: str, env: dict[str, str]) -> str:
     """The job's state from squeue (there is no sacct: no accounting); finished jobs stay listed for an hour."""
-    proc = subprocess.run(["squeue", "--states=all", "-h", "-j", job_id, "-o", "%T"], env=env, capture_output=True,
-                          text=True, timeout=30)
+    proc = subprocess.run(
+        ["squeue", "--states=all", "-h", "-j", job_id, "-o", "%T"], env=env, capture_output=True, text=True, timeout=30
+    )
     return proc.stdout.strip()
 
 
@@ -37,12 +38,15 @@ def wait_for_job(job_id: str, env: dict[str, str], timeout_s: float = 300) -> st
 
 def run_bounded(cmd: list[str], *, cwd: Path, env: dict[str, str], timeout_s: float) -> subprocess.CompletedProcess:
     """Run ``cmd`` in its own session; on time-out kill the whole group (a hung Snakemake ignores SIGTERM)."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         out, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
-        raise AssertionError(f"{' '.join(cmd)} did not finish in {timeout_s:.0f} s:\n{out[-3000:]}\n{err[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} did not finish in {timeout_s:.0f} s:\n{out[-3000:]}\n{err[-3000:]}"
+        ) from None
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)

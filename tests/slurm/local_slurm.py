@@ -60,8 +60,10 @@ def ensure_installed() -> None:
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         raise SlurmUnavailable("Slurm is not installed and installing it needs root and apt-get")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-qq"],
-                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES]):
+    for cmd in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES],
+    ):
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         # The packages' postinst scripts try to start the services; without systemd that is refused, harmlessly.
         if proc.returncode:
@@ -80,9 +82,11 @@ class LocalSlurm:
         self.slurm_dir = self.prefix / "slurm"
         self.conf = self.slurm_dir / "etc" / "slurm.conf"
         self.munge_socket = self.munge_dir / "run" / "munge.socket.2"
-        self.pid_files = {"slurmd": self.slurm_dir / "run" / "slurmd.pid",
-                          "slurmctld": self.slurm_dir / "run" / "slurmctld.pid",
-                          "munged": self.munge_dir / "run" / "munged.pid"}
+        self.pid_files = {
+            "slurmd": self.slurm_dir / "run" / "slurmd.pid",
+            "slurmctld": self.slurm_dir / "run" / "slurmctld.pid",
+            "munged": self.munge_dir / "run" / "munged.pid",
+        }
 
     @property
     def env(self) -> dict[str, str]:
@@ -126,8 +130,8 @@ CredType=cred/munge
 AuthInfo=socket={self.munge_socket}
 StateSaveLocation={s}/state
 SlurmdSpoolDir={s}/spool
-SlurmctldPidFile={self.pid_files['slurmctld']}
-SlurmdPidFile={self.pid_files['slurmd']}
+SlurmctldPidFile={self.pid_files["slurmctld"]}
+SlurmdPidFile={self.pid_files["slurmd"]}
 SlurmctldLogFile={s}/log/slurmctld.log
 SlurmdLogFile={s}/log/slurmd.log
 ProctrackType=proctrack/linuxproc
@@ -155,17 +159,28 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 """
 
     def _client(self, *args: str, timeout: float = 10) -> subprocess.CompletedProcess:
-        return subprocess.run(list(args), env={**os.environ, **self.env}, capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run(
+            list(args), env={**os.environ, **self.env}, capture_output=True, text=True, timeout=timeout
+        )
 
     def start(self) -> None:
         """Start the three daemons (each daemonizes itself) and wait until the node is idle."""
         if not _alive(self.pid_files["munged"]):
-            subprocess.run(["runuser", "-u", "munge", "--", "munged", f"--socket={self.munge_socket}",
-                            f"--key-file={self.munge_dir / 'etc' / 'munge.key'}",
-                            f"--log-file={self.munge_dir / 'log' / 'munged.log'}",
-                            f"--pid-file={self.pid_files['munged']}",
-                            f"--seed-file={self.munge_dir / 'lib' / 'munged.seed'}"], check=True)
+            subprocess.run(
+                [
+                    "runuser",
+                    "-u",
+                    "munge",
+                    "--",
+                    "munged",
+                    f"--socket={self.munge_socket}",
+                    f"--key-file={self.munge_dir / 'etc' / 'munge.key'}",
+                    f"--log-file={self.munge_dir / 'log' / 'munged.log'}",
+                    f"--pid-file={self.pid_files['munged']}",
+                    f"--seed-file={self.munge_dir / 'lib' / 'munged.seed'}",
+                ],
+                check=True,
+            )
         _wait_for(lambda: _alive(self.pid_files["munged"]) and self.munge_socket.exists(), 10, "munged")
         env = {**os.environ, **self.env}
         if not _alive(self.pid_files["slurmctld"]):
@@ -173,8 +188,11 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
         _wait_for(lambda: "UP" in self._client("scontrol", "ping").stdout, 30, "slurmctld (scontrol ping)")
         if not _alive(self.pid_files["slurmd"]):
             subprocess.run(["slurmd", "-f", str(self.conf), "-N", "localhost"], env=env, check=True)
-        _wait_for(lambda: self._client("sinfo", "-h", "-o", "%T").stdout.strip() in ("idle", "mixed", "allocated"),
-                  60, "the node to become idle (sinfo)")
+        _wait_for(
+            lambda: self._client("sinfo", "-h", "-o", "%T").stdout.strip() in ("idle", "mixed", "allocated"),
+            60,
+            "the node to become idle (sinfo)",
+        )
 
     def stop(self) -> list[str]:
         """Cancel every job, stop the daemons (slurmd, slurmctld, munged) and return any process left over."""
@@ -197,5 +215,6 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
         prefix) and any ``slurmstepd`` (no other Slurm runs on a test machine)."""
         ps = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
         lines = [line.strip() for line in ps.splitlines() if "ps -eo" not in line]
-        return [line for line in lines if line.split()[1][:1] != "Z"
-                and (str(self.prefix) in line or "slurmstepd" in line)]
+        return [
+            line for line in lines if line.split()[1][:1] != "Z" and (str(self.prefix) in line or "slurmstepd" in line)
+        ]

@@ -24,8 +24,13 @@ pytestmark = pytest.mark.slurm
 
 
 def sbatch(env: dict[str, str], cwd: Path, *args: str) -> str:
-    proc = subprocess.run(["sbatch", "--parsable", "--partition=debug", "--mem=2000", f"--chdir={cwd}",
-                           f"--output={cwd}/%j.out", *args], env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["sbatch", "--parsable", "--partition=debug", "--mem=2000", f"--chdir={cwd}", f"--output={cwd}/%j.out", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
 
@@ -34,12 +39,33 @@ def sbatch(env: dict[str, str], cwd: Path, *args: str) -> str:
 def test_ray_launcher_starts_a_cluster_in_the_allocation_and_stops_it(slurm_cluster, tmp_path):
     """--ray always on one node: head started by srun, RAY_ADDRESS exported, the driver joins, Ray stopped."""
     env = slurm_env(slurm_cluster)
-    driver = ("import os, ray; ray.init(); "
-              "print('driver sees', len(ray.nodes()), 'node(s) at', os.environ['RAY_ADDRESS'], flush=True)")
-    cmd = [sys.executable, "-m", "rlvr.launch.ray_slurm", "run", "--num-nodes", "1", "--gpus-per-node", "0",
-           "--ray", "always", "--port", "6397", "--timeout", "120", "--", sys.executable, "-c", driver]
-    job = sbatch(env, tmp_path, "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1",
-                 "--wrap", subprocess.list2cmdline(cmd))
+    driver = (
+        "import os, ray; ray.init(); "
+        "print('driver sees', len(ray.nodes()), 'node(s) at', os.environ['RAY_ADDRESS'], flush=True)"
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "rlvr.launch.ray_slurm",
+        "run",
+        "--num-nodes",
+        "1",
+        "--gpus-per-node",
+        "0",
+        "--ray",
+        "always",
+        "--port",
+        "6397",
+        "--timeout",
+        "120",
+        "--",
+        sys.executable,
+        "-c",
+        driver,
+    ]
+    job = sbatch(
+        env, tmp_path, "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1", "--wrap", subprocess.list2cmdline(cmd)
+    )
     state = wait_for_job(job, env, timeout_s=240)
     out = (tmp_path / f"{job}.out").read_text()
     assert state == "COMPLETED", out[-3000:]
@@ -62,13 +88,26 @@ def wait_until_gone(names: tuple[str, ...], timeout_s: float) -> list[str]:
 def test_topology_mismatch_fails_the_job_before_ray(slurm_cluster, tmp_path):
     """cluster.num_nodes=2 in a 1-node allocation: the job fails at once with both numbers in its log."""
     env = slurm_env(slurm_cluster)
-    cmd = [sys.executable, "-m", "rlvr.launch.ray_slurm", "run", "--num-nodes", "2", "--gpus-per-node", "0",
-           "--", "touch", str(tmp_path / "stage_ran")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rlvr.launch.ray_slurm",
+        "run",
+        "--num-nodes",
+        "2",
+        "--gpus-per-node",
+        "0",
+        "--",
+        "touch",
+        str(tmp_path / "stage_ran"),
+    ]
     job = sbatch(env, tmp_path, "--nodes=1", "--ntasks=1", "--wrap", subprocess.list2cmdline(cmd))
     assert wait_for_job(job, env, timeout_s=120) == "FAILED"
     out = (tmp_path / f"{job}.out").read_text()
-    assert f"error: the Slurm allocation does not match the config: cluster.num_nodes=2 but Slurm job {job} has " \
-           "1 node(s) (localhost)" in out
+    assert (
+        f"error: the Slurm allocation does not match the config: cluster.num_nodes=2 but Slurm job {job} has "
+        "1 node(s) (localhost)" in out
+    )
     assert not (tmp_path / "stage_ran").exists()
 
 
@@ -78,8 +117,13 @@ def test_secrets_reach_the_rules_bash_but_not_the_job_record(slurm_cluster, tmp_
     env = slurm_env(slurm_cluster, MY_SERVICE_TOKEN=secret)
     env = client_wrappers(tmp_path / "bin", env, unset=["MY_SERVICE_TOKEN"])
     env, secrets_file = write_secrets_file(env, tmp_path / "private")
-    job = sbatch(env, tmp_path, "--ntasks=1", "--wrap",
-                 "bash -c 'echo bash=$MY_SERVICE_TOKEN'; echo sh=${MY_SERVICE_TOKEN:-unset}")
+    job = sbatch(
+        env,
+        tmp_path,
+        "--ntasks=1",
+        "--wrap",
+        "bash -c 'echo bash=$MY_SERVICE_TOKEN'; echo sh=${MY_SERVICE_TOKEN:-unset}",
+    )
     assert wait_for_job(job, env, timeout_s=120) == "COMPLETED"
     assert (tmp_path / f"{job}.out").read_text().split() == [f"bash={secret}", "sh=unset"]
     recorded = [p for p in slurm_cluster.state_dir.rglob(f"job.{job}/*") if p.is_file()]
@@ -100,11 +144,16 @@ def test_squash_imports_on_a_compute_node_once(slurm_cluster, tmp_path, monkeypa
         monkeypatch.setenv(key, value)
     launcher = import_launcher(SquashSettings(partition="debug", time="00:05:00"))
     said: list[str] = []
-    sqsh = ensure_squashed("nvcr.io/nvidia/nemo-rl:v0.6.0", tmp_path / "sq", force=False, launcher=launcher,
-                           say=said.append)
+    sqsh = ensure_squashed(
+        "nvcr.io/nvidia/nemo-rl:v0.6.0", tmp_path / "sq", force=False, launcher=launcher, say=said.append
+    )
     assert sqsh.name == "nvcr_io_nvidia_nemo_rl_v0_6_0.sqsh"
     text = sqsh.read_text()
     assert text.startswith("imported docker://nvcr.io#nvidia/nemo-rl:v0.6.0 in job ") and text.split()[-1].isdigit()
-    assert ensure_squashed("nvcr.io/nvidia/nemo-rl:v0.6.0", tmp_path / "sq", force=False, launcher=launcher,
-                           say=said.append) == sqsh
+    assert (
+        ensure_squashed(
+            "nvcr.io/nvidia/nemo-rl:v0.6.0", tmp_path / "sq", force=False, launcher=launcher, say=said.append
+        )
+        == sqsh
+    )
     assert said[-1].startswith("Using existing squashed image") and sqsh.read_text() == text

@@ -68,12 +68,16 @@ def test_secret_is_never_written(tiny_run, slurm_cluster):
     work, proc, _ = tiny_run
     assert SECRET not in proc.stdout + proc.stderr
     places = [slurm_cluster.prefix, work]
-    leaked = [p for root in places for p in Path(root).rglob("*")
-              if p.is_file() and not p.is_symlink() and SECRET.encode() in p.read_bytes()]
+    leaked = [
+        p
+        for root in places
+        for p in Path(root).rglob("*")
+        if p.is_file() and not p.is_symlink() and SECRET.encode() in p.read_bytes()
+    ]
     assert leaked == []
     scripts = list(slurm_cluster.state_dir.rglob("script"))
-    assert len(scripts) >= 3                      # the job scripts were there to be searched
-    assert list((work / "results" / "tiny" / ".slurm").glob("secrets-*.env")) == []   # deleted after the run
+    assert len(scripts) >= 3  # the job scripts were there to be searched
+    assert list((work / "results" / "tiny" / ".slurm").glob("secrets-*.env")) == []  # deleted after the run
 
 
 def test_detached_run_returns_a_job_id_and_completes(tiny_run, slurm_cluster, tmp_path):
@@ -82,15 +86,19 @@ def test_detached_run_returns_a_job_id_and_completes(tiny_run, slurm_cluster, tm
     profile = tmp_path / "my_slurm"
     shutil.copytree(Path(__file__).parents[2] / "profiles" / "test_slurm", profile)
     options = yaml.safe_load((profile / "config.yaml").read_text())
-    options.pop("slurm-status-command")           # the CLI must choose squeue itself (no accounting here)
+    options.pop("slurm-status-command")  # the CLI must choose squeue itself (no accounting here)
     (profile / "config.yaml").write_text(yaml.safe_dump(options))
     started = time.monotonic()
-    proc = run_bounded([*NEMOTRON, "-b", str(profile), *SHORT, "--forcerun", "report"], cwd=work, env=env,
-                       timeout_s=120)
+    proc = run_bounded(
+        [*NEMOTRON, "-b", str(profile), *SHORT, "--forcerun", "report"], cwd=work, env=env, timeout_s=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert time.monotonic() - started < 60
-    printed = dict(line.split(": ", 1) for line in proc.stdout.splitlines()
-                   if line.startswith(("run folder: ", "log file: ", "job id: ")))
+    printed = dict(
+        line.split(": ", 1)
+        for line in proc.stdout.splitlines()
+        if line.startswith(("run folder: ", "log file: ", "job id: "))
+    )
     job_id = printed["job id"].removeprefix("slurm:")
     assert job_id.isdigit() and printed["run folder"] == "results/tiny"
     assert wait_for_job(job_id, env, timeout_s=600) == "COMPLETED"
@@ -100,4 +108,4 @@ def test_detached_run_returns_a_job_id_and_completes(tiny_run, slurm_cluster, tm
     report_jobs = submitted_jobs(log)
     assert len(report_jobs) == 1 and all(job_state(j, env) == "COMPLETED" for j in report_jobs)
     assert SECRET not in log + Path(printed["log file"]).with_suffix(".sbatch").read_text()
-    assert list((work / "results" / "tiny" / ".slurm").glob("secrets-*.env")) == []   # the exit trap ran
+    assert list((work / "results" / "tiny" / ".slurm").glob("secrets-*.env")) == []  # the exit trap ran

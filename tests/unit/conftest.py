@@ -18,17 +18,28 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     backend.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>",
-                                   bos_token="<bos>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>"
+    )
 
 
 def build_model(seed: int = 0, init_range: float = 0.5) -> LlamaForCausalLM:
     """hidden 32, 2 layers, GQA 4/2 heads; a wide init makes the next-token distributions peaked."""
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(SPECIALS) + len(CHARS), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=128, pad_token_id=PAD, eos_token_id=EOS, bos_token_id=2,
-                         initializer_range=init_range, tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=len(SPECIALS) + len(CHARS),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        bos_token_id=2,
+        initializer_range=init_range,
+        tie_word_embeddings=False,
+    )
     return LlamaForCausalLM(config).eval()
 
 

@@ -12,8 +12,10 @@ def _run_folder(tmp_path: Path, fracs: list[float], patience: int = 10) -> Path:
     run = tmp_path / "run"
     (run / "rlvr").mkdir(parents=True)
     lines = [{"step": 0, "validation/accuracy": 0.0}]
-    lines += [{"step": i, "train/reward": 0.0, "train/frac_groups_zero_std": f, "timing/train/total_step_time": 0.1}
-              for i, f in enumerate(fracs, start=1)]
+    lines += [
+        {"step": i, "train/reward": 0.0, "train/frac_groups_zero_std": f, "timing/train/total_step_time": 0.1}
+        for i, f in enumerate(fracs, start=1)
+    ]
     lines += [{"step": len(fracs), "validation/accuracy": 0.0}]
     (run / "rlvr" / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     (run / "rlvr" / "summary.json").write_text(json.dumps({"seconds": 1.0, "zero_signal": {"patience": patience}}))
@@ -29,8 +31,9 @@ def test_a_run_without_any_signal_is_flagged_in_the_report(tmp_path):
 
 
 def test_a_streak_longer_than_the_patience_is_flagged(tmp_path):
-    report = write_report(_run_folder(tmp_path, [0.5, 1.0, 1.0, 1.0, 0.25], patience=3),
-                          tmp_path / "report").read_text()
+    report = write_report(
+        _run_folder(tmp_path, [0.5, 1.0, 1.0, 1.0, 0.25], patience=3), tmp_path / "report"
+    ).read_text()
     assert "no learning signal for 3 consecutive steps" in report
 
 

@@ -14,9 +14,12 @@ from rlvr.tracking import MlflowTracker, flatten_params, gpu_metrics, mlflow_key
 pytest.importorskip("mlflow", reason="the tracking extra is not installed")  # make setup installs it
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-CFG = {"grpo": {"seed": 42, "num_prompts_per_step": 4}, "policy": {"scheduler": [{"milestones": [10]}]},
-       "logger": {"mlflow": {"experiment_name": "exp"}},
-       "env": {"nemo_gym": {"api_key": "${oc.env:GYM_KEY}"}}}
+CFG = {
+    "grpo": {"seed": 42, "num_prompts_per_step": 4},
+    "policy": {"scheduler": [{"milestones": [10]}]},
+    "logger": {"mlflow": {"experiment_name": "exp"}},
+    "env": {"nemo_gym": {"api_key": "${oc.env:GYM_KEY}"}},
+}
 
 
 def _log_two_steps(out: Path, settings: dict, fingerprint: str = "fp-1") -> MlflowTracker:
@@ -79,7 +82,10 @@ def test_an_unusable_tracking_uri_is_a_config_error(tmp_path):
 
 
 def test_keys_and_params():
-    assert mlflow_key("validation/pass@4") == "validation/pass_4" and mlflow_key("timing/train/total") == "timing/train/total"
+    assert (
+        mlflow_key("validation/pass@4") == "validation/pass_4"
+        and mlflow_key("timing/train/total") == "timing/train/total"
+    )
     assert flatten_params({"a": {"b": None, "c": {}}, "d": "x" * 7000}) == {"a.b": "None", "a.c": "{}", "d": "x" * 6000}
 
 
@@ -116,9 +122,14 @@ class FakeCuda:
 def test_gpu_metrics_per_device_and_nothing_on_cpu():
     cuda = FakeCuda()
     metrics = gpu_metrics(cuda)
-    assert metrics == {"gpu/0/memory_allocated_gib": 1.0, "gpu/0/memory_reserved_gib": 2.0,
-                       "gpu/0/max_memory_allocated_gib": 1.5, "gpu/0/utilization_pct": 87.0,
-                       "gpu/1/memory_allocated_gib": 2.0, "gpu/1/memory_reserved_gib": 3.0,
-                       "gpu/1/max_memory_allocated_gib": 2.0}
+    assert metrics == {
+        "gpu/0/memory_allocated_gib": 1.0,
+        "gpu/0/memory_reserved_gib": 2.0,
+        "gpu/0/max_memory_allocated_gib": 1.5,
+        "gpu/0/utilization_pct": 87.0,
+        "gpu/1/memory_allocated_gib": 2.0,
+        "gpu/1/memory_reserved_gib": 3.0,
+        "gpu/1/max_memory_allocated_gib": 2.0,
+    }
     assert cuda.resets == [0, 1]  # the next step's peak is its own
     assert gpu_metrics(FakeCuda(available=False)) == {}

@@ -18,18 +18,49 @@ from tests.conftest import nemotron_env
 pytestmark = pytest.mark.slow
 
 TEMPLATE = "{% for m in messages %}Q:{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}A:{% endif %}"
-SMALL = ["tiny.sft.steps=10", "tiny.sft.warmup_steps=2", "tiny.model.hidden_size=64",
-         "tiny.model.intermediate_size=192", "tiny.model.num_hidden_layers=2", "tiny.data.sft.train_size=1000",
-         "tiny.data.sft.val_size=32", "tiny.data.rl.train_size=64", "tiny.data.rl.val_size=16",
-         "grpo.max_num_steps=1", "grpo.val_at_start=false", "grpo.val_at_end=false", "grpo.val_period=0",
-         "grpo.max_val_samples=16", "grpo.val_batch_size=16", "logger.tensorboard_enabled=false"]
+SMALL = [
+    "tiny.sft.steps=10",
+    "tiny.sft.warmup_steps=2",
+    "tiny.model.hidden_size=64",
+    "tiny.model.intermediate_size=192",
+    "tiny.model.num_hidden_layers=2",
+    "tiny.data.sft.train_size=1000",
+    "tiny.data.sft.val_size=32",
+    "tiny.data.rl.train_size=64",
+    "tiny.data.rl.val_size=16",
+    "grpo.max_num_steps=1",
+    "grpo.val_at_start=false",
+    "grpo.val_at_end=false",
+    "grpo.val_period=0",
+    "grpo.max_val_samples=16",
+    "grpo.val_batch_size=16",
+    "logger.tensorboard_enabled=false",
+]
 
 
 def test_a_jinja_chat_template_reaches_the_prompts_and_the_export(tmp_path):
     (tmp_path / "plain.jinja").write_text(TEMPLATE)
-    proc = subprocess.run([sys.executable, "-m", "rlvr.cli.main", "steps", "run", "rl/nemo_rl/rlvr", "-c", "tiny",
-                           *SMALL, "policy.tokenizer.chat_template=plain.jinja", "--cores", "2"],
-                          cwd=tmp_path, env=nemotron_env(), capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rlvr.cli.main",
+            "steps",
+            "run",
+            "rl/nemo_rl/rlvr",
+            "-c",
+            "tiny",
+            *SMALL,
+            "policy.tokenizer.chat_template=plain.jinja",
+            "--cores",
+            "2",
+        ],
+        cwd=tmp_path,
+        env=nemotron_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = tmp_path / "results" / "tiny"
     first = json.loads((run / "rl_prep" / "train.jsonl").read_text().splitlines()[0])

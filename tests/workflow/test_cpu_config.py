@@ -20,8 +20,13 @@ from tests.workflow.user_folder import write_math_data, write_user_hf_folder
 
 pytestmark = pytest.mark.slow
 
-SHORTER = ["grpo.max_num_steps=2", "policy.generation.max_new_tokens=8", "grpo.max_val_samples=8",
-           "grpo.val_batch_size=8", "grpo.zero_signal_patience=2"]
+SHORTER = [
+    "grpo.max_num_steps=2",
+    "policy.generation.max_new_tokens=8",
+    "grpo.max_val_samples=8",
+    "grpo.val_batch_size=8",
+    "grpo.zero_signal_patience=2",
+]
 
 
 def test_cpu_config_runs_a_users_hf_folder_end_to_end(tmp_path):
@@ -30,9 +35,28 @@ def test_cpu_config_runs_a_users_hf_folder_end_to_end(tmp_path):
     user = [f"policy.model_name={model}", f"data.train.data_path={train}", f"data.validation.data_path={val}"]
     env = nemotron_env()
     env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run([sys.executable, "-m", "rlvr.cli.main", "steps", "run", "rl/nemo_rl/rlvr", "-c", "cpu",
-                           "--name", "laptop", *user, *SHORTER, "logger.mlflow_enabled=true"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rlvr.cli.main",
+            "steps",
+            "run",
+            "rl/nemo_rl/rlvr",
+            "-c",
+            "cpu",
+            "--name",
+            "laptop",
+            *user,
+            *SHORTER,
+            "logger.mlflow_enabled=true",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     run = tmp_path / "results" / "laptop"
     assert not (tmp_path / "results" / "cpu").exists()

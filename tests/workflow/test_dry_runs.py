@@ -18,8 +18,7 @@ NEMOTRON = [sys.executable, "-m", "rlvr.cli.main"]
 
 
 def nemotron(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*NEMOTRON, *args], cwd=cwd, env=nemotron_env(), capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([*NEMOTRON, *args], cwd=cwd, env=nemotron_env(), capture_output=True, text=True, timeout=120)
 
 
 def data_files(tmp_path: Path) -> list[str]:
@@ -49,22 +48,28 @@ def test_dry_run_with_a_checkpoint_megatron_policy_skips_conversion(tmp_path):
     ckpt = tmp_path / "sft_ckpt"
     ckpt.mkdir()
     (ckpt / "latest_checkpointed_iteration.txt").write_text("0")
-    proc = nemotron("steps", "run", "rlvr", "-c", "default", "-d", f"policy.model_name={ckpt}",
-                    *data_files(tmp_path), cwd=tmp_path)
+    proc = nemotron(
+        "steps", "run", "rlvr", "-c", "default", "-d", f"policy.model_name={ckpt}", *data_files(tmp_path), cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     assert "hf_to_megatron:" not in proc.stdout and "rlvr:" in proc.stdout
 
 
-@pytest.mark.parametrize("args,message", [
-    (["-c", "tiny", "grpo.num_prompts_per_step=7"], "rollout_batch_not_divisible"),
-    (["-c", "tiny", "grpo.num_generation_per_prompt=4"], "did you mean 'grpo.num_generations_per_prompt'"),
-    (["-c", "tiny", "grpo.max_val_samples=10"], "no validation batch would run"),
-    (["-c", "nemo_gym", "data.train.data_path=/x", "data.validation.data_path=/y", "data.default.env_name=math"],
-     "mixed_nemo_gym_and_upstream_config"),
-    (["-c", "nope"], "Config 'nope' not found"),
-    (["-c", "tiny", "-r", "local", "-b", "local"], "exclude each other"),
-    (["-c", "tiny", "-r", "no_such_profile"], "Profile 'no_such_profile' not found"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["-c", "tiny", "grpo.num_prompts_per_step=7"], "rollout_batch_not_divisible"),
+        (["-c", "tiny", "grpo.num_generation_per_prompt=4"], "did you mean 'grpo.num_generations_per_prompt'"),
+        (["-c", "tiny", "grpo.max_val_samples=10"], "no validation batch would run"),
+        (
+            ["-c", "nemo_gym", "data.train.data_path=/x", "data.validation.data_path=/y", "data.default.env_name=math"],
+            "mixed_nemo_gym_and_upstream_config",
+        ),
+        (["-c", "nope"], "Config 'nope' not found"),
+        (["-c", "tiny", "-r", "local", "-b", "local"], "exclude each other"),
+        (["-c", "tiny", "-r", "no_such_profile"], "Profile 'no_such_profile' not found"),
+    ],
+)
 def test_bad_configs_fail_before_compute(args, message, tmp_path):
     """Each bad input: exit 1, one message (no traceback), nothing written."""
     proc = nemotron("steps", "run", "rl/nemo_rl/rlvr", *args, "--dry-run", cwd=tmp_path)
@@ -83,8 +88,17 @@ def test_unknown_step_suggests(tmp_path):
 def test_list_and_show_json(tmp_path):
     listing = json.loads(nemotron("steps", "list", "--json", cwd=tmp_path).stdout)
     assert [s["id"] for s in listing][-1] == "rl/nemo_rl/rlvr"
-    assert list(listing[0]) == ["id", "name", "category", "description", "tags", "path", "consumes", "produces",
-                                "parameters"]
+    assert list(listing[0]) == [
+        "id",
+        "name",
+        "category",
+        "description",
+        "tags",
+        "path",
+        "consumes",
+        "produces",
+        "parameters",
+    ]
     only = json.loads(nemotron("steps", "list", "--json", "--produces", "checkpoint_hf", cwd=tmp_path).stdout)
     assert [s["id"] for s in only] == ["convert/megatron_to_hf"]
     shown = json.loads(nemotron("steps", "show", "rl/nemo_rl/rlvr", "--json", cwd=tmp_path).stdout)
@@ -96,18 +110,27 @@ def test_list_and_show_json(tmp_path):
 
 def test_native_snakemake_plans_the_default_run(tmp_path):
     """`snakemake -n` from the repo root plans the tiny run without the CLI."""
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--directory", str(tmp_path)], cwd=REPO_ROOT,
-                          env=nemotron_env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--directory", str(tmp_path)],
+        cwd=REPO_ROOT,
+        env=nemotron_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "tiny_sft" in proc.stdout and "rlvr" in proc.stdout
     assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.parametrize("step,args", [
-    ("data_prep/rl_prep", ["data.train.data_path={d}/train.jsonl", "data.validation.data_path={d}/val.jsonl"]),
-    ("convert/hf_to_megatron", ["hf_model_id={d}"]),
-    ("convert/megatron_to_hf", ["megatron_path={d}"]),
-])
+@pytest.mark.parametrize(
+    "step,args",
+    [
+        ("data_prep/rl_prep", ["data.train.data_path={d}/train.jsonl", "data.validation.data_path={d}/val.jsonl"]),
+        ("convert/hf_to_megatron", ["hf_model_id={d}"]),
+        ("convert/megatron_to_hf", ["megatron_path={d}"]),
+    ],
+)
 def test_other_steps_dry_run(step, args, tmp_path):
     data_files(tmp_path)
     proc = nemotron("steps", "run", step, "-d", *[a.format(d=tmp_path) for a in args], cwd=tmp_path)
@@ -132,8 +155,17 @@ def test_nemotrons_own_default_yaml_plans_with_a_hub_model(tmp_path):
     proc = nemotron("steps", "run", "rlvr", "-c", config, "-d", *data_files(tmp_path), cwd=tmp_path)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "invalid config (1 problem)" in proc.stderr and "policy.train_global_batch_size=96" in proc.stderr
-    proc = nemotron("steps", "run", "rlvr", "-c", config, "-d", *data_files(tmp_path),
-                    "policy.train_global_batch_size=96", cwd=tmp_path)
+    proc = nemotron(
+        "steps",
+        "run",
+        "rlvr",
+        "-c",
+        config,
+        "-d",
+        *data_files(tmp_path),
+        "policy.train_global_batch_size=96",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "rlvr: Missing output files" in proc.stdout
     assert "note: policy.model_name 'meta-llama/Llama-3.2-1B-Instruct' is not a local folder" in proc.stdout

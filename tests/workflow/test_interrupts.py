@@ -25,8 +25,16 @@ from tests.workflow.test_rlvr_resume import SFT  # the same small tiny policy an
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 STEP = "rl/nemo_rl/rlvr"
-RUN = ["grpo.max_num_steps=20", "checkpointing.save_period=2", "grpo.val_period=0", "grpo.val_at_start=true",
-       "grpo.val_at_end=false", "grpo.max_val_samples=32", "grpo.val_batch_size=32", "logger.tensorboard_enabled=false"]
+RUN = [
+    "grpo.max_num_steps=20",
+    "checkpointing.save_period=2",
+    "grpo.val_period=0",
+    "grpo.val_at_start=true",
+    "grpo.val_at_end=false",
+    "grpo.max_val_samples=32",
+    "grpo.val_batch_size=32",
+    "logger.tensorboard_enabled=false",
+]
 COMMAND = [sys.executable, "-m", "rlvr.cli.main", "steps", "run", STEP, "-c", "tiny", *SFT, *RUN]
 
 
@@ -71,12 +79,12 @@ def test_ctrl_c_then_the_same_command_resumes_and_a_second_run_is_refused(tmp_pa
     metrics = root / "tiny" / "rlvr" / "metrics.jsonl"
     log = tmp_path / "first.log"
     with open(log, "w") as out:
-        run = subprocess.Popen(COMMAND, cwd=first, env=env_for(root), stdout=out, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+        run = subprocess.Popen(
+            COMMAND, cwd=first, env=env_for(root), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             wait_for_step(run, metrics, 1, log)
-            other = subprocess.run(COMMAND, cwd=second, env=env_for(root), capture_output=True, text=True,
-                                   timeout=300)
+            other = subprocess.run(COMMAND, cwd=second, env=env_for(root), capture_output=True, text=True, timeout=300)
             assert other.returncode != 0
             assert "is in use by" in other.stderr and f"pid {run.pid}" in other.stderr, other.stderr
             assert "Traceback" not in other.stderr

@@ -43,19 +43,41 @@ RUN = Path("results") / "nemo_gym"
 TAG_VAR = "RLVR_E2E_GYM_TAG"
 PROMPTS, GENERATIONS, TRAIN_ROWS, VAL_ROWS = 4, 4, 32, 8
 # The tiny policy, made by the DAG, smaller than -c tiny's: the test needs a real Llama, not accuracy.
-TINY = ["tiny.enabled=true", "policy.model_name=null", "tiny.sft.steps=30", "tiny.sft.warmup_steps=5",
-        "tiny.sft.batch_size=16", "tiny.sft.eval_samples_per_prompt=1", "tiny.model.hidden_size=64",
-        "tiny.model.intermediate_size=192", "tiny.model.num_hidden_layers=2", "tiny.data.sft.train_size=1000",
-        "tiny.data.sft.val_size=32", "tiny.data.rl.train_size=64", "tiny.data.rl.val_size=16"]
+TINY = [
+    "tiny.enabled=true",
+    "policy.model_name=null",
+    "tiny.sft.steps=30",
+    "tiny.sft.warmup_steps=5",
+    "tiny.sft.batch_size=16",
+    "tiny.sft.eval_samples_per_prompt=1",
+    "tiny.model.hidden_size=64",
+    "tiny.model.intermediate_size=192",
+    "tiny.model.num_hidden_layers=2",
+    "tiny.data.sft.train_size=1000",
+    "tiny.data.sft.val_size=32",
+    "tiny.data.rl.train_size=64",
+    "tiny.data.rl.val_size=16",
+]
 # 4 prompts x 4 generations = 16 rows = one optimizer step (force_on_policy_ratio); whole validation set each step.
-CPU = ["cluster.gpus_per_node=0", "policy.generation.backend=hf", "policy.precision=float32",
-       "policy.generation.max_new_tokens=8", "policy.max_total_sequence_length=64",
-       "policy.make_sequence_length_divisible_by=1", f"grpo.num_prompts_per_step={PROMPTS}",
-       f"grpo.num_generations_per_prompt={GENERATIONS}", f"policy.train_global_batch_size={PROMPTS * GENERATIONS}",
-       f"policy.train_micro_batch_size={PROMPTS * GENERATIONS}",
-       f"policy.generation_batch_size={PROMPTS * GENERATIONS}",
-       f"policy.logprob_batch_size={PROMPTS * GENERATIONS}", "grpo.max_num_steps=2", "grpo.val_period=1",
-       "env.math.num_workers=1", "logger.tensorboard_enabled=false", "logger.monitor_gpus=false"]
+CPU = [
+    "cluster.gpus_per_node=0",
+    "policy.generation.backend=hf",
+    "policy.precision=float32",
+    "policy.generation.max_new_tokens=8",
+    "policy.max_total_sequence_length=64",
+    "policy.make_sequence_length_divisible_by=1",
+    f"grpo.num_prompts_per_step={PROMPTS}",
+    f"grpo.num_generations_per_prompt={GENERATIONS}",
+    f"policy.train_global_batch_size={PROMPTS * GENERATIONS}",
+    f"policy.train_micro_batch_size={PROMPTS * GENERATIONS}",
+    f"policy.generation_batch_size={PROMPTS * GENERATIONS}",
+    f"policy.logprob_batch_size={PROMPTS * GENERATIONS}",
+    "grpo.max_num_steps=2",
+    "grpo.val_period=1",
+    "env.math.num_workers=1",
+    "logger.tensorboard_enabled=false",
+    "logger.monitor_gpus=false",
+]
 
 
 def arithmetic_gym_rows(count: int, rng: random.Random, taken: set[str]) -> list[dict]:
@@ -67,9 +89,14 @@ def arithmetic_gym_rows(count: int, rng: random.Random, taken: set[str]) -> list
         if problem in taken:
             continue
         taken.add(problem)
-        rows.append({"responses_create_params": {"input": [{"role": "user", "content": problem}]},
-                     "agent_ref": {"type": "responses_api_agents", "name": "math_with_judge_simple_agent"},
-                     "question": problem, "expected_answer": str(a + b if op == "+" else a - b)})
+        rows.append(
+            {
+                "responses_create_params": {"input": [{"role": "user", "content": problem}]},
+                "agent_ref": {"type": "responses_api_agents", "name": "math_with_judge_simple_agent"},
+                "question": problem,
+                "expected_answer": str(a + b if op == "+" else a - b),
+            }
+        )
     return rows
 
 
@@ -112,8 +139,9 @@ def wait_until_gone(tag: str, timeout_s: float = 15.0) -> dict[int, str]:
     return left
 
 
-def run_nemotron(cwd: Path, overrides: list[str], tag: str, *, timeout_s: float = 600
-                 ) -> tuple[int, str, str, dict[int, str]]:
+def run_nemotron(
+    cwd: Path, overrides: list[str], tag: str, *, timeout_s: float = 600
+) -> tuple[int, str, str, dict[int, str]]:
     """``nemotron steps run rl/nemo_rl/rlvr -c nemo_gym ...`` in ``cwd``, watching /proc while it runs.
 
     Returns ``(rc, stdout, stderr, gym servers seen while it ran)``. Output goes to files, not pipes: nobody
@@ -123,9 +151,14 @@ def run_nemotron(cwd: Path, overrides: list[str], tag: str, *, timeout_s: float 
     seen: dict[int, str] = {}
     out, err = cwd / "nemotron.out", cwd / "nemotron.err"
     with open(out, "w") as fout, open(err, "w") as ferr:
-        proc = subprocess.Popen([sys.executable, "-m", "rlvr.cli.main", "steps", "run", STEP, "-c", "nemo_gym",
-                                 *overrides], cwd=cwd, env=env, stdout=fout, stderr=ferr,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rlvr.cli.main", "steps", "run", STEP, "-c", "nemo_gym", *overrides],
+            cwd=cwd,
+            env=env,
+            stdout=fout,
+            stderr=ferr,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout_s
         try:
             while proc.poll() is None and time.monotonic() < deadline:
@@ -147,8 +180,15 @@ def gym_run(tmp_path_factory) -> dict:
     data = write_gym_data(cwd / "data")
     tag = uuid.uuid4().hex
     rc, out, err, seen = run_nemotron(cwd, [*TINY, *CPU, *data], tag)
-    return {"cwd": cwd, "data": data, "rc": rc, "out": out, "err": err, "servers_seen": seen,
-            "left": wait_until_gone(tag)}
+    return {
+        "cwd": cwd,
+        "data": data,
+        "rc": rc,
+        "out": out,
+        "err": err,
+        "servers_seen": seen,
+        "left": wait_until_gone(tag),
+    }
 
 
 def test_gym_run_end_to_end_with_local_servers(gym_run):
@@ -198,8 +238,11 @@ def test_refused_external_server_stops_the_run_before_training(gym_run, tmp_path
         url = f"http://127.0.0.1:{closed.getsockname()[1]}"
         tag = uuid.uuid4().hex
         rc, out, err, seen = run_nemotron(
-            tmp_path, [*TINY, *CPU, *gym_run["data"], f"env.nemo_gym.resource_servers.math_with_judge.url={url}"],
-            tag, timeout_s=300)
+            tmp_path,
+            [*TINY, *CPU, *gym_run["data"], f"env.nemo_gym.resource_servers.math_with_judge.url={url}"],
+            tag,
+            timeout_s=300,
+        )
     assert rc != 0, out[-2000:] + err[-3000:]
     log = (run / "logs" / "reward_preflight.log").read_text()
     assert "NeMo-Gym resource server(s) not reachable" in log and f"math_with_judge ({url})" in log, log

@@ -24,8 +24,7 @@ def tmpfs(where: Path, *options: str):
     where.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
         pytest.fail("mounting a tmpfs needs root (CI and the development machine run the suite as root)")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(("size=256k", *options)), "tmpfs", str(where)],
-                   check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(("size=256k", *options)), "tmpfs", str(where)], check=True)
     try:
         yield where
     finally:

@@ -16,8 +16,13 @@ from tests.workflow.test_rlvr_resume import metric_steps, prepared, rlvr_command
 
 pytestmark = pytest.mark.slow
 
-LORA = ["policy.dtensor_cfg.lora_cfg.enabled=true", "policy.dtensor_cfg.lora_cfg.dim=4",
-        "policy.dtensor_cfg.lora_cfg.alpha=16", "policy.optimizer.kwargs.lr=0.002", "grpo.max_num_steps=4"]
+LORA = [
+    "policy.dtensor_cfg.lora_cfg.enabled=true",
+    "policy.dtensor_cfg.lora_cfg.dim=4",
+    "policy.dtensor_cfg.lora_cfg.alpha=16",
+    "policy.optimizer.kwargs.lr=0.002",
+    "grpo.max_num_steps=4",
+]
 
 
 def adapter(run_dir, step: int) -> dict[str, torch.Tensor]:

@@ -32,15 +32,31 @@ pytestmark = pytest.mark.slow
 
 STEP = "rl/nemo_rl/rlvr"
 # A smaller tiny policy and data than the defaults: the test needs a real Llama and real files, not accuracy.
-SFT = ["tiny.sft.steps=10", "tiny.sft.warmup_steps=2", "tiny.model.hidden_size=64", "tiny.model.intermediate_size=192",
-       "tiny.model.num_hidden_layers=2", "tiny.data.sft.train_size=1000", "tiny.data.sft.val_size=32",
-       "tiny.data.rl.train_size=256", "tiny.data.rl.val_size=64"]
+SFT = [
+    "tiny.sft.steps=10",
+    "tiny.sft.warmup_steps=2",
+    "tiny.model.hidden_size=64",
+    "tiny.model.intermediate_size=192",
+    "tiny.model.num_hidden_layers=2",
+    "tiny.data.sft.train_size=1000",
+    "tiny.data.sft.val_size=32",
+    "tiny.data.rl.train_size=256",
+    "tiny.data.rl.val_size=64",
+]
 RUN = [
-    "grpo.max_num_steps=6", "checkpointing.save_period=2", "grpo.val_period=0", "grpo.val_at_start=true",
-    "grpo.val_at_end=false", "grpo.max_val_samples=32", "grpo.val_batch_size=32",
-    "policy.optimizer.kwargs.lr=0.0002", "logger.tensorboard_enabled=false",
-    "grpo.reward_shaping.enabled=true", "grpo.reward_shaping.max_response_length=8",
-    "grpo.reward_shaping.overlong_buffer_length=6", "grpo.reward_shaping.overlong_buffer_penalty=1.0",
+    "grpo.max_num_steps=6",
+    "checkpointing.save_period=2",
+    "grpo.val_period=0",
+    "grpo.val_at_start=true",
+    "grpo.val_at_end=false",
+    "grpo.max_val_samples=32",
+    "grpo.val_batch_size=32",
+    "policy.optimizer.kwargs.lr=0.0002",
+    "logger.tensorboard_enabled=false",
+    "grpo.reward_shaping.enabled=true",
+    "grpo.reward_shaping.max_response_length=8",
+    "grpo.reward_shaping.overlong_buffer_length=6",
+    "grpo.reward_shaping.overlong_buffer_penalty=1.0",
 ]
 
 
@@ -48,9 +64,14 @@ RUN = [
 def prepared(tmp_path_factory) -> Path:
     """``results/tiny`` with rl_prep/ and hf_to_megatron/checkpoint_megatron, made by the CLI and Snakemake."""
     root = tmp_path_factory.mktemp("tiny_run")
-    proc = subprocess.run([sys.executable, "-m", "rlvr.cli.main", "steps", "run", STEP, "-c", "tiny", *SFT,
-                           "--until", "rl_prep"], cwd=root, env=nemotron_env(), capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlvr.cli.main", "steps", "run", STEP, "-c", "tiny", *SFT, "--until", "rl_prep"],
+        cwd=root,
+        env=nemotron_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = root / "results" / "tiny"
     assert (run / "rl_prep" / "train.jsonl").exists() and (run / "hf_to_megatron" / "checkpoint_megatron").is_dir()
@@ -62,9 +83,20 @@ def rlvr_command(prepared: Path, run_dir: Path, *overrides: str) -> list[str]:
     """The rule's command line: its stage config file (written as the Snakefile writes it) and explicit paths."""
     cfg = load_step_config(resolve_step(STEP), "tiny", [*SFT, *RUN, *overrides]).engine_view()
     write_stage_configs(run_dir, {"rlvr": cfg})
-    return [sys.executable, "-m", "rlvr.stages", "rlvr", "--config", str(stage_config_path(run_dir, "rlvr")),
-            "--data", str(prepared / "rl_prep"), "--policy", str(prepared / "hf_to_megatron" / "checkpoint_megatron"),
-            "--run-dir", str(run_dir)]
+    return [
+        sys.executable,
+        "-m",
+        "rlvr.stages",
+        "rlvr",
+        "--config",
+        str(stage_config_path(run_dir, "rlvr")),
+        "--data",
+        str(prepared / "rl_prep"),
+        "--policy",
+        str(prepared / "hf_to_megatron" / "checkpoint_megatron"),
+        "--run-dir",
+        str(run_dir),
+    ]
 
 
 def run_stage(command: list[str]) -> str:
@@ -76,13 +108,15 @@ def run_stage(command: list[str]) -> str:
 def run_and_kill_at_step(command: list[str], metrics: Path, step: int, log: Path) -> None:
     """Start the stage in its own process group and SIGKILL the group once ``step`` is in metrics.jsonl."""
     with open(log, "w") as out:  # a file, not a pipe: nobody reads while it runs, and a full pipe would block it
-        proc = subprocess.Popen(command, env=nemotron_env(), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            command, env=nemotron_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             deadline = time.monotonic() + 240
             while time.monotonic() < deadline and proc.poll() is None:
-                if metrics.exists() and any(json.loads(line)["step"] >= step
-                                            for line in metrics.read_text().splitlines() if line.endswith("}")):
+                if metrics.exists() and any(
+                    json.loads(line)["step"] >= step for line in metrics.read_text().splitlines() if line.endswith("}")
+                ):
                     break
                 time.sleep(0.02)
             assert proc.poll() is None, f"the run ended before step {step} was logged:\n{log.read_text()[-3000:]}"
@@ -132,8 +166,13 @@ def test_killed_run_resumes_exactly(prepared, reference, tmp_path):
     assert moved > 1e-4, "the policy did not change between steps 2 and 6: the comparison would be vacuous"
     ref_m = [json.loads(line) for line in (reference / "rlvr" / "metrics.jsonl").read_text().splitlines()]
     res_m = [json.loads(line) for line in (resumed / "rlvr" / "metrics.jsonl").read_text().splitlines()]
-    for key in ("train/loss", "train/reward", "train/grad_norm", "train/mean_gen_tokens_per_sample",
-                "validation/accuracy"):
+    for key in (
+        "train/loss",
+        "train/reward",
+        "train/grad_norm",
+        "train/mean_gen_tokens_per_sample",
+        "validation/accuracy",
+    ):
         assert [m.get(key) for m in res_m] == [m.get(key) for m in ref_m], key
     assert all(m["train/grad_norm"] > 0 for m in ref_m[1:])
 
@@ -180,10 +219,24 @@ def test_reward_preflight_rejects_unparseable_ground_truth(prepared, tmp_path):
     report = tmp_path / "reward_preflight" / "report.json"
     cfg = load_step_config(resolve_step(STEP), "tiny", SFT).engine_view()
     write_stage_configs(tmp_path, {"reward_preflight": {"env": cfg["env"]}})
-    proc = subprocess.run([sys.executable, "-m", "rlvr.stages", "reward_preflight", "--config",
-                           str(stage_config_path(tmp_path, "reward_preflight")), "--data", str(data),
-                           "--out", str(report)],
-                          env=nemotron_env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rlvr.stages",
+            "reward_preflight",
+            "--config",
+            str(stage_config_path(tmp_path, "reward_preflight")),
+            "--data",
+            str(data),
+            "--out",
+            str(report),
+        ],
+        env=nemotron_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "reward_function_not_validated" in proc.stderr and "Traceback" not in proc.stderr
     assert "row 4 (math): reference '}'" in proc.stderr
@@ -195,8 +248,15 @@ def test_positive_example_nll_gets_the_rewards(prepared, tmp_path):
     """loss_fn.positive_example_nll_weight (VAPO) reads each sample's reward from the training batch: a run with it
     on trains (it used to stop at the first step for want of 'rewards') and reports the term."""
     run_dir = tmp_path / "run"
-    run_stage(rlvr_command(prepared, run_dir, "grpo.max_num_steps=2", "checkpointing.enabled=false",
-                           "loss_fn.positive_example_nll_weight=0.5"))
+    run_stage(
+        rlvr_command(
+            prepared,
+            run_dir,
+            "grpo.max_num_steps=2",
+            "checkpointing.enabled=false",
+            "loss_fn.positive_example_nll_weight=0.5",
+        )
+    )
     lines = [json.loads(line) for line in (run_dir / "rlvr" / "metrics.jsonl").read_text().splitlines()]
     trained = [line for line in lines if line["step"] > 0]
     assert [line["step"] for line in trained] == [1, 2]
@@ -209,10 +269,20 @@ def test_a_run_without_learning_signal_stops_when_told(prepared, tmp_path):
     step that completes zero_signal_patience (2) such steps in a row: exit 2, one message naming the switch (no
     traceback), every step logged, no final artifact."""
     run_dir = tmp_path / "run"
-    proc = subprocess.run(rlvr_command(prepared, run_dir, "grpo.reward_shaping.enabled=false",
-                                       "grpo.zero_signal_patience=2", "grpo.stop_on_zero_signal=true",
-                                       "checkpointing.enabled=false"),
-                          env=nemotron_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        rlvr_command(
+            prepared,
+            run_dir,
+            "grpo.reward_shaping.enabled=false",
+            "grpo.zero_signal_patience=2",
+            "grpo.stop_on_zero_signal=true",
+            "checkpointing.enabled=false",
+        ),
+        env=nemotron_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "[no_learning_signal]" in proc.stderr and "grpo.stop_on_zero_signal" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -27,17 +27,24 @@ from tests.conftest import REPO_ROOT, nemotron_env
 pytestmark = pytest.mark.slow
 
 SECRET = "s3cr3t-Value-5e1d"
-CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
-                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
 ARGV_SPY = """import os
 _dir = os.environ.get("RLVR_TEST_ARGV_DIR")
 if _dir:  # what `ps` shows for this process
     with open("/proc/self/cmdline", "rb") as src, open(os.path.join(_dir, f"{os.getpid()}.argv"), "wb") as dst:
         dst.write(src.read())
 """
-OVERRIDES = ["tokenizer=${oc.env:DATA_DIR}/tok", "data.train.data_path=${oc.env:DATA_DIR}/train.jsonl",
-             "data.validation.data_path=${oc.env:DATA_DIR}/val.jsonl", "data.default.input_key=question",
-             "data.default.output_key=answer", "run.env.env_vars.OTHER=Bearer ${oc.env:MY_API_KEY}"]
+OVERRIDES = [
+    "tokenizer=${oc.env:DATA_DIR}/tok",
+    "data.train.data_path=${oc.env:DATA_DIR}/train.jsonl",
+    "data.validation.data_path=${oc.env:DATA_DIR}/val.jsonl",
+    "data.default.input_key=question",
+    "data.default.output_key=answer",
+    "run.env.env_vars.OTHER=Bearer ${oc.env:MY_API_KEY}",
+]
 
 
 def user_data(folder: Path) -> None:
@@ -47,13 +54,15 @@ def user_data(folder: Path) -> None:
         vocab.setdefault(chr(c), len(vocab))
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>",
-                                  additional_special_tokens=["<|user|>", "<|assistant|>"])
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", additional_special_tokens=["<|user|>", "<|assistant|>"]
+    )
     tok.chat_template = CHAT_TEMPLATE
     tok.save_pretrained(str(folder / "tok"))
     for name, rows in (("train", range(12)), ("val", range(50, 54))):
-        (folder / f"{name}.jsonl").write_text("".join(
-            json.dumps({"question": f"{i}+1", "answer": str(i + 1)}) + "\n" for i in rows))
+        (folder / f"{name}.jsonl").write_text(
+            "".join(json.dumps({"question": f"{i}+1", "answer": str(i + 1)}) + "\n" for i in rows)
+        )
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +74,26 @@ def rl_prep_run(tmp_path_factory):
     user_data(data)
     (spy / "sitecustomize.py").write_text(ARGV_SPY)
     env = nemotron_env()
-    env.update(DATA_DIR=str(data), MY_API_KEY=SECRET, RLVR_TEST_ARGV_DIR=str(argv_dir),
-               PYTHONPATH=f"{spy}:{env['PYTHONPATH']}")
-    proc = subprocess.run([sys.executable, "-m", "rlvr.cli.main", "steps", "run", "data_prep/rl_prep", *OVERRIDES,
-                           "--cores", "1"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    env.update(
+        DATA_DIR=str(data), MY_API_KEY=SECRET, RLVR_TEST_ARGV_DIR=str(argv_dir), PYTHONPATH=f"{spy}:{env['PYTHONPATH']}"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlvr.cli.main", "steps", "run", "data_prep/rl_prep", *OVERRIDES, "--cores", "1"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return {"work": work, "data": data, "argv": argv_dir, "env": env, "proc": proc,
-            "run": work / "results" / "rl_prep-default"}
+    return {
+        "work": work,
+        "data": data,
+        "argv": argv_dir,
+        "env": env,
+        "proc": proc,
+        "run": work / "results" / "rl_prep-default",
+    }
 
 
 def test_rl_prep_on_its_own_templates_with_the_tokenizer_folder(rl_prep_run):
@@ -107,21 +129,55 @@ def test_the_stage_argv_holds_no_config_value(rl_prep_run):
     assert not [a for a in argvs if any(SECRET in token for token in a)]
     stages = [a for a in argvs if "rlvr.stages" in a]
     assert len(stages) == 1, argvs
-    assert stages[0][1:] == ["-m", "rlvr.stages", "rl_prep", "--config", "results/rl_prep-default/stage_configs/"
-                             "rl_prep.yaml", "--out", "results/rl_prep-default/rl_prep"]
+    assert stages[0][1:] == [
+        "-m",
+        "rlvr.stages",
+        "rl_prep",
+        "--config",
+        "results/rl_prep-default/stage_configs/rl_prep.yaml",
+        "--out",
+        "results/rl_prep-default/rl_prep",
+    ]
 
 
 def test_the_written_config_re_plans_and_a_rerun_has_nothing_to_do(rl_prep_run):
     work, env = rl_prep_run["work"], rl_prep_run["env"]
-    again = subprocess.run([sys.executable, "-m", "rlvr.cli.main", "steps", "run", "data_prep/rl_prep", *OVERRIDES,
-                            "-d"], cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        [sys.executable, "-m", "rlvr.cli.main", "steps", "run", "data_prep/rl_prep", *OVERRIDES, "-d"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout + again.stderr
-    changed = subprocess.run([sys.executable, "-m", "rlvr.cli.main", "steps", "run", "data_prep/rl_prep", *OVERRIDES,
-                              "seed=7", "-d"], cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    changed = subprocess.run(
+        [sys.executable, "-m", "rlvr.cli.main", "steps", "run", "data_prep/rl_prep", *OVERRIDES, "seed=7", "-d"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert re.search(r"rl_prep: .*[Pp]arams", changed.stdout), changed.stdout + changed.stderr
-    reuse = subprocess.run([sys.executable, "-m", "rlvr.cli.main", "steps", "run", "data_prep/rl_prep", "-c",
-                            "results/rl_prep-default/config.yaml", "-d"], cwd=work, env=env, capture_output=True,
-                           text=True, timeout=120)
+    reuse = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rlvr.cli.main",
+            "steps",
+            "run",
+            "data_prep/rl_prep",
+            "-c",
+            "results/rl_prep-default/config.yaml",
+            "-d",
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert reuse.returncode == 0, reuse.stdout + reuse.stderr
     # The same run folder (its name is in the record's first line) and the same digest: nothing to re-run.
     assert "nothing to do" in reuse.stdout and SECRET not in reuse.stdout + reuse.stderr
@@ -130,12 +186,28 @@ def test_the_written_config_re_plans_and_a_rerun_has_nothing_to_do(rl_prep_run):
 
 def test_every_stage_command_of_the_rlvr_dag_is_paths_only(tmp_path):
     """The shell command of each rule (``snakemake -n -p``): a config file and paths, no JSON, no secret."""
-    request = WorkflowRequest(step="rl/nemo_rl/rlvr", config="tiny",
-                              overrides=["logger.wandb.name=${oc.env:MY_API_KEY}"])
+    request = WorkflowRequest(
+        step="rl/nemo_rl/rlvr", config="tiny", overrides=["logger.wandb.name=${oc.env:MY_API_KEY}"]
+    )
     env = {**nemotron_env(), "MY_API_KEY": SECRET}
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--directory", str(tmp_path), "--config",
-                           f"{REQUEST_KEY}={request.to_cli_value()}"], cwd=REPO_ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "-p",
+            "--directory",
+            str(tmp_path),
+            "--config",
+            f"{REQUEST_KEY}={request.to_cli_value()}",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert SECRET not in proc.stdout + proc.stderr
     commands = [line.split("-m rlvr.stages ", 1)[1] for line in proc.stdout.splitlines() if "-m rlvr.stages " in line]
@@ -148,11 +220,23 @@ def test_every_stage_command_of_the_rlvr_dag_is_paths_only(tmp_path):
 
 
 # A small tiny run (the policy of tests/workflow/test_rlvr_resume.py, 1 GRPO step): every rule runs for real.
-SMALL_TINY = ["tiny.sft.steps=10", "tiny.sft.warmup_steps=2", "tiny.model.hidden_size=64",
-              "tiny.model.intermediate_size=192", "tiny.model.num_hidden_layers=2", "tiny.data.sft.train_size=1000",
-              "tiny.data.sft.val_size=32", "tiny.data.rl.train_size=64", "tiny.data.rl.val_size=16",
-              "grpo.max_num_steps=1", "grpo.val_at_start=false", "grpo.val_at_end=false", "grpo.val_period=0",
-              "logger.tensorboard_enabled=false", "logger.wandb.name=team-${oc.env:MY_API_KEY}"]
+SMALL_TINY = [
+    "tiny.sft.steps=10",
+    "tiny.sft.warmup_steps=2",
+    "tiny.model.hidden_size=64",
+    "tiny.model.intermediate_size=192",
+    "tiny.model.num_hidden_layers=2",
+    "tiny.data.sft.train_size=1000",
+    "tiny.data.sft.val_size=32",
+    "tiny.data.rl.train_size=64",
+    "tiny.data.rl.val_size=16",
+    "grpo.max_num_steps=1",
+    "grpo.val_at_start=false",
+    "grpo.val_at_end=false",
+    "grpo.val_period=0",
+    "logger.tensorboard_enabled=false",
+    "logger.wandb.name=team-${oc.env:MY_API_KEY}",
+]
 
 
 def test_a_whole_small_tiny_run_keeps_the_secret_out_of_everything(tmp_path):
@@ -163,8 +247,14 @@ def test_a_whole_small_tiny_run_keeps_the_secret_out_of_everything(tmp_path):
     (spy / "sitecustomize.py").write_text(ARGV_SPY)
     env = nemotron_env()
     env.update(MY_API_KEY=SECRET, RLVR_TEST_ARGV_DIR=str(argv_dir), PYTHONPATH=f"{spy}:{env['PYTHONPATH']}")
-    proc = subprocess.run([sys.executable, "-m", "rlvr.cli.main", "steps", "run", "rl/nemo_rl/rlvr", "-c", "tiny",
-                           *SMALL_TINY], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlvr.cli.main", "steps", "run", "rl/nemo_rl/rlvr", "-c", "tiny", *SMALL_TINY],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = work / "results" / "tiny"
     assert (run / "report" / "report.md").is_file()
@@ -175,7 +265,8 @@ def test_a_whole_small_tiny_run_keeps_the_secret_out_of_everything(tmp_path):
     argvs = [p.read_bytes().rstrip(b"\0").decode().split("\0") for p in argv_dir.iterdir()]
     assert not [a for a in argvs if any(SECRET in token for token in a)]
     stages = [a[3:] for a in argvs if a[1:3] == ["-m", "rlvr.stages"]]  # (not the Ray launcher that starts one)
-    assert sorted(s[0] for s in stages) == sorted(["tiny_data", "tiny_sft", "hf_to_megatron", "rl_prep",
-                                                   "reward_preflight", "rlvr", "megatron_to_hf", "report"])
+    assert sorted(s[0] for s in stages) == sorted(
+        ["tiny_data", "tiny_sft", "hf_to_megatron", "rl_prep", "reward_preflight", "rlvr", "megatron_to_hf", "report"]
+    )
     for stage in stages:
         assert all(v.startswith("results/tiny") for v in stage[1:] if not v.startswith("--")), stage

@@ -29,8 +29,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.learning]
 def tiny_run(tmp_path_factory):
     """The finished run folder of ``nemotron steps run rl/nemo_rl/rlvr -c tiny`` in a fresh directory."""
     cwd = tmp_path_factory.mktemp("tiny_learns")
-    proc = subprocess.run([sys.executable, "-m", "rlvr.cli.main", "steps", "run", "rl/nemo_rl/rlvr", "-c", "tiny"],
-                          cwd=cwd, env=nemotron_env(), capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlvr.cli.main", "steps", "run", "rl/nemo_rl/rlvr", "-c", "tiny"],
+        cwd=cwd,
+        env=nemotron_env(),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return cwd / "results" / "tiny"
 
@@ -63,8 +69,9 @@ def test_exported_policy_samples_better_than_the_sft_policy(tiny_run):
     accuracy = {}
     for name, folder in {"sft": tiny_run / "tiny_sft" / "policy", "rl": tiny_run / "megatron_to_hf" / "hf"}.items():
         model, tokenizer = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
-        accuracy[name] = evaluate_accuracy(model, tokenizer, rl_val, samples_per_prompt=4, temperature=1.0,
-                                           max_new_tokens=12, seed=11)
+        accuracy[name] = evaluate_accuracy(
+            model, tokenizer, rl_val, samples_per_prompt=4, temperature=1.0, max_new_tokens=12, seed=11
+        )
     assert accuracy["rl"] - accuracy["sft"] >= 0.20, accuracy
     report = (tiny_run / "report" / "report.md").read_text()
     assert "validation/accuracy" in report and (tiny_run / "report" / "curves.png").stat().st_size > 0

@@ -13,7 +13,8 @@ from rlvr.errors import UserError, describe_os_error
 
 USAGE = """usage: nemotron steps list [--category C] [--consumes T] [--produces T] [--tag G] [--tree] [--json]
        nemotron steps show STEP_ID [--json]
-       nemotron steps run STEP_ID [-c CONFIG] [-r PROFILE | -b PROFILE] [-d] [--force-squash] [key=value ...] [passthrough ...]
+       nemotron steps run STEP_ID [-c CONFIG] [-r PROFILE | -b PROFILE] [-d] [--force-squash]
+                           [key=value ...] [passthrough ...]
        nemotron rewards score --data ROWS.jsonl --responses RESPONSES.jsonl [--output SCORES.jsonl]
                               [--env-name math|code] [--input-key K] [--output-key K]"""
 
@@ -43,20 +44,25 @@ def _show(argv: list[str]) -> int:
 
 
 def _score(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="nemotron rewards score",
-                                description="Score responses against their rows with the rows' verifiers.")
+    p = argparse.ArgumentParser(
+        prog="nemotron rewards score", description="Score responses against their rows with the rows' verifiers."
+    )
     p.add_argument("--data", required=True, help="rows JSONL: rl_prep output or raw rows in any format rl_prep reads")
     p.add_argument("--responses", required=True, help='JSONL of {"response": str}, one per row, in row order')
     p.add_argument("--output", help="write scores JSONL here instead of printing")
-    p.add_argument("--env-name", choices=["math", "code"],
-                   help="kind of the raw rows (as data.*.env_name); default: code if rows hold 'tests', else math")
+    p.add_argument(
+        "--env-name",
+        choices=["math", "code"],
+        help="kind of the raw rows (as data.*.env_name); default: code if rows hold 'tests', else math",
+    )
     p.add_argument("--input-key", help="column of the problem in raw rows (as data.*.input_key)")
     p.add_argument("--output-key", help="column of the answer / tests in raw rows (as data.*.output_key)")
     a = p.parse_args(argv)
     from rlvr.rewards.score_cli import score_files
 
-    return score_files(a.data, a.responses, a.output, env_name=a.env_name, input_key=a.input_key,
-                       output_key=a.output_key)
+    return score_files(
+        a.data, a.responses, a.output, env_name=a.env_name, input_key=a.input_key, output_key=a.output_key
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

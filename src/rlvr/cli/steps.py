@@ -36,11 +36,14 @@ def _types(artifacts) -> str:
 
 
 def list_steps(category=None, consumes=None, produces=None, tag=None, tree=False, as_json=False) -> int:
-    steps = [s for s in discover()
-             if (category is None or s.category == category)
-             and (consumes is None or any(a.type == consumes for a in s.consumes))
-             and (produces is None or any(a.type == produces for a in s.produces))
-             and (tag is None or tag in s.tags)]
+    steps = [
+        s
+        for s in discover()
+        if (category is None or s.category == category)
+        and (consumes is None or any(a.type == consumes for a in s.consumes))
+        and (produces is None or any(a.type == produces for a in s.produces))
+        and (tag is None or tag in s.tags)
+    ]
     if as_json:
         print(json.dumps([s.to_json() for s in steps], indent=2))
         return 0
@@ -84,9 +87,11 @@ def show_step(step_id: str, as_json: bool = False) -> int:
     if rs:
         res = rs.get("resources", {})
         print("Runspec")
-        print(f"  launcher: {rs.get('launch', '-')}\n  image: {rs.get('image') or '-'}\n"
-              f"  resources: nodes={res.get('nodes', 1)} gpus_per_node={res.get('gpus_per_node', 0)}\n"
-              f"  config dir: {step.config_dir}\n  default config: {step.default_config}")
+        print(
+            f"  launcher: {rs.get('launch', '-')}\n  image: {rs.get('image') or '-'}\n"
+            f"  resources: nodes={res.get('nodes', 1)} gpus_per_node={res.get('gpus_per_node', 0)}\n"
+            f"  config dir: {step.config_dir}\n  default config: {step.default_config}"
+        )
     return 0
 
 
@@ -103,8 +108,15 @@ class RunArgs:
     passthrough: list[str] = field(default_factory=list)
 
 
-_VALUE_FLAGS = {"-c": "config", "--config": "config", "-r": "run_profile", "--run": "run_profile",
-                "-b": "batch_profile", "--batch": "batch_profile", "--name": "name"}
+_VALUE_FLAGS = {
+    "-c": "config",
+    "--config": "config",
+    "-r": "run_profile",
+    "--run": "run_profile",
+    "-b": "batch_profile",
+    "--batch": "batch_profile",
+    "--name": "name",
+}
 _BOOL_FLAGS = {"-d": "dry_run", "--dry-run": "dry_run", "--force-squash": "force_squash", "--stage": None}
 
 
@@ -137,8 +149,10 @@ def split_run_args(tokens: list[str]) -> RunArgs:
             args.passthrough.append(tok)
         i += 1
     if args.step_id is None:
-        raise UserError("usage: nemotron steps run STEP_ID [-c CONFIG] [--name RUN] [-r PROFILE | -b PROFILE] [-d] "
-                        "[--force-squash] [key=value ...] [passthrough ...]")
+        raise UserError(
+            "usage: nemotron steps run STEP_ID [-c CONFIG] [--name RUN] [-r PROFILE | -b PROFILE] [-d] "
+            "[--force-squash] [key=value ...] [passthrough ...]"
+        )
     if args.run_profile and args.batch_profile:
         raise UserError("-r/--run (attached) and -b/--batch (detached) exclude each other; pass one of them")
     return args
@@ -146,9 +160,14 @@ def split_run_args(tokens: list[str]) -> RunArgs:
 
 def _run_section(args: RunArgs, step: StepInfo, run_dir: Path, profile: str, executor: str) -> dict:
     mode = "run" if args.run_profile else "batch" if args.batch_profile else "local"
-    return {"mode": mode, "profile": profile, "executor": executor, "run_dir": str(run_dir),
-            "cli": {"dotlist": args.dotlist, "passthrough": args.passthrough, "config": args.config},
-            "recipe": {"name": step.runspec.get("name", step.id), "step": step.id}}
+    return {
+        "mode": mode,
+        "profile": profile,
+        "executor": executor,
+        "run_dir": str(run_dir),
+        "cli": {"dotlist": args.dotlist, "passthrough": args.passthrough, "config": args.config},
+        "recipe": {"name": step.runspec.get("name", step.id), "step": step.id},
+    }
 
 
 def _print_panel(title: str, data: dict) -> None:
@@ -164,7 +183,7 @@ def summarize_plan(output: str) -> list[str]:
         if line.startswith(("rule ", "localrule ")) and line.endswith(":"):
             rule = line.split()[1].rstrip(":")
         elif line.startswith("reason:") and rule and rule != "all":
-            lines.append(f"  {rule}: {line[len('reason:'):].strip()}")
+            lines.append(f"  {rule}: {line[len('reason:') :].strip()}")
             rule = None
     return lines
 
@@ -174,8 +193,8 @@ def run_step(tokens: list[str]) -> int:
     from rlvr.config.facts import runtime_requirements
     from rlvr.config.files import is_path_like
     from rlvr.config.secrets import secret_env_vars
-    from rlvr.launch.secret_env import mark_config_secrets
     from rlvr.launch.profile import load_profile
+    from rlvr.launch.secret_env import mark_config_secrets
     from rlvr.workflow import DEFAULT_STEP, WorkflowRequest, find_profile, run_dir, snakemake_argv
 
     args = split_run_args(tokens)
@@ -198,18 +217,25 @@ def run_step(tokens: list[str]) -> int:
     if step.id == DEFAULT_STEP:
         _print_memory_plan(cfg.resolved, rdir, local=profile.executor == "local")
     slurm = None
-    extra, env = list(args.passthrough), mark_config_secrets(dict(os.environ), secret_env_vars(cfg.resolved,
-                                                                                                cfg.unresolved))
+    extra, env = (
+        list(args.passthrough),
+        mark_config_secrets(dict(os.environ), secret_env_vars(cfg.resolved, cfg.unresolved)),
+    )
     if profile.executor == "slurm":
         from rlvr.launch.slurm import prepare_run
 
         cluster = (cfg.resolved.get("cluster") or {}) if step.id == DEFAULT_STEP else None
-        slurm = prepare_run(profile, cluster, rdir, args.passthrough, env, force_squash=args.force_squash,
-                            dry_run=args.dry_run)
+        slurm = prepare_run(
+            profile, cluster, rdir, args.passthrough, env, force_squash=args.force_squash, dry_run=args.dry_run
+        )
         extra, env = extra + slurm.extra, slurm.env
     if args.dry_run:
-        proc = subprocess.run(snakemake_argv(request, profile=profile.path, dry_run=True, extra=extra),
-                              capture_output=True, text=True, env=env)
+        proc = subprocess.run(
+            snakemake_argv(request, profile=profile.path, dry_run=True, extra=extra),
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if proc.returncode:
             sys.stderr.write(proc.stdout + proc.stderr)
             return proc.returncode
@@ -227,8 +253,12 @@ def run_step(tokens: list[str]) -> int:
             return _submit_controller(argv, rdir, profile, run_name or cfg.name, slurm)
         if args.batch_profile:
             return _start_detached(argv, rdir, env, lock)
-        return run_attached(argv, env, unlock_argv=snakemake_argv(request, profile=profile.path, extra=["--unlock"]),
-                            on_interrupt=lambda: _print_resume_hint(rdir, tokens))
+        return run_attached(
+            argv,
+            env,
+            unlock_argv=snakemake_argv(request, profile=profile.path, extra=["--unlock"]),
+            on_interrupt=lambda: _print_resume_hint(rdir, tokens),
+        )
     finally:
         lock.release()
         # A detached controller job still needs the run's secrets file (it removes it itself when done).
@@ -257,8 +287,11 @@ def _print_resume_hint(rdir: Path, tokens: list[str]) -> None:
     ckpts = sorted((rdir / "rlvr" / "ckpts").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
     kept = f"the newest complete step checkpoint is {ckpts[-1]}" if ckpts else "no step checkpoint was written yet"
     command = " ".join(["nemotron", "steps", "run", *tokens])
-    print(f"stopped: every process of the run has ended and the locks are released; {kept}.\n"
-          f"resume with the same command: {command}", file=sys.stderr)
+    print(
+        f"stopped: every process of the run has ended and the locks are released; {kept}.\n"
+        f"resume with the same command: {command}",
+        file=sys.stderr,
+    )
 
 
 def _write_config_record(rdir: Path, cfg) -> None:
@@ -268,8 +301,10 @@ def _write_config_record(rdir: Path, cfg) -> None:
     # Secrets stay ${oc.env:...} references (never values, never ******) so that `-c <run>/config.yaml` re-runs it.
     # The overrides are already in the resolved config: the header names them without repeating their values.
     with atomic_file(rdir / "config.yaml") as fh:
-        fh.write(f"# {cfg.step_id} -c {cfg.name} (resolved, secrets as ${{oc.env:...}} references; "
-                 f"re-use with: -c {rdir / 'config.yaml'})\n")
+        fh.write(
+            f"# {cfg.step_id} -c {cfg.name} (resolved, secrets as ${{oc.env:...}} references; "
+            f"re-use with: -c {rdir / 'config.yaml'})\n"
+        )
         fh.write(config_yaml(cfg.engine_view()))
 
 
@@ -278,8 +313,15 @@ def _start_detached(argv: list[str], rdir: Path, env: dict[str, str], lock: RunL
     log.parent.mkdir(parents=True, exist_ok=True)
     # The detached Snakemake inherits the run-folder lock's descriptor, so the folder stays locked until it ends.
     with open(log, "w") as fh:
-        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env, pass_fds=(lock.fd,))
+        proc = subprocess.Popen(
+            argv,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+            pass_fds=(lock.fd,),
+        )
     lock.hand_over(proc.pid)
     print(f"run folder: {rdir}\nlog file: {log}\njob id: local:{proc.pid}")
     return 0
@@ -289,13 +331,20 @@ def _submit_controller(argv: list[str], rdir: Path, profile, config_name: str, s
     """``-b`` on Slurm: the Snakemake controller becomes a batch job of its own; return once it is queued."""
     from rlvr.launch.slurm import ControllerJob
 
-    job = ControllerJob(argv=argv, run_dir=rdir, settings=profile.launch.controller,
-                        name=f"rlvr-{config_name}-controller", secrets_file=slurm.secrets_file)
+    job = ControllerJob(
+        argv=argv,
+        run_dir=rdir,
+        settings=profile.launch.controller,
+        name=f"rlvr-{config_name}-controller",
+        secrets_file=slurm.secrets_file,
+    )
     try:
         job_id = job.submit(slurm.env)
     except BaseException:
         slurm.cleanup()
         raise
-    print(f"run folder: {rdir}\nlog file: {job.log}\njob id: slurm:{job_id}\n"
-          f"follow it with: squeue -j {job_id}; tail -f {job.log}")
+    print(
+        f"run folder: {rdir}\nlog file: {job.log}\njob id: slurm:{job_id}\n"
+        f"follow it with: squeue -j {job_id}; tail -f {job.log}"
+    )
     return 0

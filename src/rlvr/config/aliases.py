@@ -24,10 +24,22 @@ GYM_SERVER_KINDS = {"math_with_judge": "math", "code_gen": "code"}
 
 # Keys of env.nemo_gym that are rlvr's own settings, not NeMo-Gym server blocks.
 _GYM_SETTINGS = {
-    "config_paths", "resource_servers", "agent_to_server", "max_concurrent_requests", "retry_backoff_s",
-    "thinking_tags", "request_timeout_s", "max_retries", "num_gpu_nodes", "is_trajectory_collection",
-    "rollout_max_attempts_to_avoid_lp_nan", "skip_venv_if_present", "port_range_low", "port_range_high",
-    "invalid_tool_call_patterns", "policy_model",
+    "config_paths",
+    "resource_servers",
+    "agent_to_server",
+    "max_concurrent_requests",
+    "retry_backoff_s",
+    "thinking_tags",
+    "request_timeout_s",
+    "max_retries",
+    "num_gpu_nodes",
+    "is_trajectory_collection",
+    "rollout_max_attempts_to_avoid_lp_nan",
+    "skip_venv_if_present",
+    "port_range_low",
+    "port_range_high",
+    "invalid_tool_call_patterns",
+    "policy_model",
 }
 
 
@@ -39,8 +51,10 @@ def apply(cfg: dict[str, Any]) -> list[str]:
         if not isinstance(node, dict) or node.get(old) is None:
             continue
         if node.get(new) is not None and node[new] != node[old]:
-            problems.append(f"{section}.{old} = {node[old]!r} (the upstream spelling) contradicts {section}.{new} = "
-                            f"{node[new]!r}; write only {section}.{new}")
+            problems.append(
+                f"{section}.{old} = {node[old]!r} (the upstream spelling) contradicts {section}.{new} = "
+                f"{node[new]!r}; write only {section}.{new}"
+            )
         else:
             node[new] = node[old]
     problems.extend(_gym_server_blocks(cfg))
@@ -53,19 +67,26 @@ def _gym_server_blocks(cfg: dict[str, Any]) -> list[str]:
         return []
     blocks = {name: block for name, block in gym.items() if name not in _GYM_SETTINGS and isinstance(block, dict)}
     if gym.get("resource_servers"):
-        return [f"env.nemo_gym.{name} (a NeMo-Gym server block) is not read when env.nemo_gym.resource_servers is "
-                f"set; describe the server under resource_servers.{name} instead" for name in blocks]
+        return [
+            f"env.nemo_gym.{name} (a NeMo-Gym server block) is not read when env.nemo_gym.resource_servers is "
+            f"set; describe the server under resource_servers.{name} instead"
+            for name in blocks
+        ]
     problems, servers = [], {}
     for name, block in blocks.items():
         for server_type, settings in (block.get("resources_servers") or {}).items():
             key = f"env.nemo_gym.{name}.resources_servers.{server_type}"
             if server_type not in GYM_SERVER_KINDS:
-                problems.append(f"{key}: rlvr cannot start a '{server_type}' server locally (it can: "
-                                f"{', '.join(GYM_SERVER_KINDS)}); run it yourself and set "
-                                f"env.nemo_gym.resource_servers.{name}.url")
+                problems.append(
+                    f"{key}: rlvr cannot start a '{server_type}' server locally (it can: "
+                    f"{', '.join(GYM_SERVER_KINDS)}); run it yourself and set "
+                    f"env.nemo_gym.resource_servers.{name}.url"
+                )
             elif isinstance(settings, dict) and settings.get("should_use_judge"):
-                problems.append(f"{key}.should_use_judge=true: rlvr's local math server has no LLM judge; set it to "
-                                f"false or point env.nemo_gym.resource_servers.{name}.url at a judged server")
+                problems.append(
+                    f"{key}.should_use_judge=true: rlvr's local math server has no LLM judge; set it to "
+                    f"false or point env.nemo_gym.resource_servers.{name}.url at a judged server"
+                )
             else:
                 servers[name] = {"url": None, "kind": GYM_SERVER_KINDS[server_type]}
     if servers and not problems:

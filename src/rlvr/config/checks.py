@@ -43,19 +43,28 @@ def check_batch_arithmetic(cfg: dict) -> None:
     if rollout % gbs:
         raise ConfigError(
             f"grpo.num_prompts_per_step x grpo.num_generations_per_prompt = {prompts} x {gens} = {rollout} rows is "
-            f"not a multiple of policy.train_global_batch_size = {gbs}; change one of them", code=code)
+            f"not a multiple of policy.train_global_batch_size = {gbs}; change one of them",
+            code=code,
+        )
     if loss.get("force_on_policy_ratio") and rollout != gbs:
         raise ConfigError(
             f"loss_fn.force_on_policy_ratio=true needs exactly one optimizer step per GRPO step, i.e. "
             f"policy.train_global_batch_size == {prompts} x {gens} = {rollout} (it is {gbs}); set "
-            f"policy.train_global_batch_size={rollout} or loss_fn.force_on_policy_ratio=false", code=code)
+            f"policy.train_global_batch_size={rollout} or loss_fn.force_on_policy_ratio=false",
+            code=code,
+        )
     if gbs % mbs:
-        raise ConfigError(f"policy.train_global_batch_size = {gbs} is not a multiple of "
-                          f"policy.train_micro_batch_size = {mbs}", code=code)
+        raise ConfigError(
+            f"policy.train_global_batch_size = {gbs} is not a multiple of policy.train_micro_batch_size = {mbs}",
+            code=code,
+        )
     workers = data_parallel_workers(cfg["cluster"])
     if gbs % workers:
-        raise ConfigError(f"policy.train_global_batch_size = {gbs} must split evenly over the {workers} data-parallel "
-                          f"policy workers of cluster.*", code=code)
+        raise ConfigError(
+            f"policy.train_global_batch_size = {gbs} must split evenly over the {workers} data-parallel "
+            f"policy workers of cluster.*",
+            code=code,
+        )
     if not grpo["use_dynamic_sampling"] and grpo["batch_multiplier"] != 1.0:
         raise ConfigError("grpo.batch_multiplier only applies with grpo.use_dynamic_sampling=true; set it to 1.0")
 
@@ -68,18 +77,21 @@ def check_validation_sizes(cfg: dict) -> None:
     max_val, batch = grpo.get("max_val_samples"), grpo.get("val_batch_size")
     if cfg["env"].get("should_use_nemo_gym"):
         if max_val is not None:
-            raise ConfigError("the NeMo-Gym path validates on the whole validation set, as upstream: set "
-                              "grpo.max_val_samples=null")
+            raise ConfigError(
+                "the NeMo-Gym path validates on the whole validation set, as upstream: set grpo.max_val_samples=null"
+            )
         return
     if max_val is not None and batch is not None:
         if max_val < batch:
             raise ConfigError(
                 f"grpo.max_val_samples = {max_val} is smaller than grpo.val_batch_size = {batch}: no validation "
-                f"batch would run (upstream crashes here); lower val_batch_size or raise max_val_samples")
+                f"batch would run (upstream crashes here); lower val_batch_size or raise max_val_samples"
+            )
         if max_val % batch:
             raise ConfigError(
                 f"grpo.max_val_samples = {max_val} is not a multiple of grpo.val_batch_size = {batch}; only "
-                f"{max_val // batch * batch} prompts would be validated; make it a multiple")
+                f"{max_val // batch * batch} prompts would be validated; make it a multiple"
+            )
 
 
 def check_nemo_gym_consistency(cfg: dict) -> None:
@@ -91,17 +103,26 @@ def check_nemo_gym_consistency(cfg: dict) -> None:
             continue
         env_name = entry.get("env_name") or "math"
         if gym and env_name != "nemo_gym":
-            raise ConfigError(f"env.should_use_nemo_gym=true but data.{split} has env_name '{env_name}': NeMo-Gym "
-                              f"runs need NeMo-Gym rows (env_name: nemo_gym); start from -c nemo_gym", code=code)
+            raise ConfigError(
+                f"env.should_use_nemo_gym=true but data.{split} has env_name '{env_name}': NeMo-Gym "
+                f"runs need NeMo-Gym rows (env_name: nemo_gym); start from -c nemo_gym",
+                code=code,
+            )
         if not gym and env_name == "nemo_gym":
-            raise ConfigError(f"data.{split} holds NeMo-Gym rows (env_name: nemo_gym) but env.should_use_nemo_gym "
-                              f"is false; set env.should_use_nemo_gym=true or use -c nemo_gym", code=code)
+            raise ConfigError(
+                f"data.{split} holds NeMo-Gym rows (env_name: nemo_gym) but env.should_use_nemo_gym "
+                f"is false; set env.should_use_nemo_gym=true or use -c nemo_gym",
+                code=code,
+            )
     if gym:
         generation = cfg["policy"]["generation"]
         for key in ("stop_token_ids", "stop_strings", "top_k"):
             if generation.get(key) is not None:
-                raise ConfigError(f"the NeMo-Gym path requires policy.generation.{key}=null (the agent owns "
-                                  f"stopping and sampling filters)", code=code)
+                raise ConfigError(
+                    f"the NeMo-Gym path requires policy.generation.{key}=null (the agent owns "
+                    f"stopping and sampling filters)",
+                    code=code,
+                )
 
 
 def check_advantage_flags(cfg: dict) -> None:
@@ -111,7 +132,8 @@ def check_advantage_flags(cfg: dict) -> None:
         if key in est and est[key] is not None and key in grpo and est[key] != grpo[key]:
             raise ConfigError(
                 f"grpo.adv_estimator.{key} = {est[key]} contradicts grpo.{key} = {grpo[key]} (upstream silently "
-                f"uses one of them); set them equal or leave grpo.adv_estimator.{key} null")
+                f"uses one of them); set them equal or leave grpo.adv_estimator.{key} null"
+            )
 
 
 def check_inputs(cfg: dict) -> None:
@@ -124,20 +146,28 @@ def check_inputs(cfg: dict) -> None:
         # where the rows came from; rl_prep reads data_path by env_name. Without a data_path it would need a hub.
         named = entry and entry.get("dataset_name") not in (None, "ResponseDataset", "NemoGymDataset")
         if named and not entry.get("data_path"):
-            raise ConfigError(f"data.{split}.dataset_name '{entry['dataset_name']}' names a hub dataset, which "
-                              f"rlvr does not download; export it to JSONL and set data.{split}.data_path")
+            raise ConfigError(
+                f"data.{split}.dataset_name '{entry['dataset_name']}' names a hub dataset, which "
+                f"rlvr does not download; export it to JSONL and set data.{split}.data_path"
+            )
     if not cfg["policy"].get("model_name"):
-        raise ConfigError("policy.model_name is required: an HF model folder or a checkpoint_megatron folder "
-                          "(e.g. policy.model_name=/models/my-sft)")
+        raise ConfigError(
+            "policy.model_name is required: an HF model folder or a checkpoint_megatron folder "
+            "(e.g. policy.model_name=/models/my-sft)"
+        )
     if not train.get("data_path"):
         raise ConfigError("data.train.data_path is required: data.train.data_path=/path/to/train.jsonl")
     if validation is None:
         if not train.get("split_validation_size"):
-            raise ConfigError("data.validation is null, so data.train.split_validation_size must say how much of "
-                              "train to hold out (a fraction < 1 or a row count)")
+            raise ConfigError(
+                "data.validation is null, so data.train.split_validation_size must say how much of "
+                "train to hold out (a fraction < 1 or a row count)"
+            )
     elif not validation.get("data_path"):
-        raise ConfigError("data.validation.data_path is required (or set data.validation=null and "
-                          "data.train.split_validation_size=0.05)")
+        raise ConfigError(
+            "data.validation.data_path is required (or set data.validation=null and "
+            "data.train.split_validation_size=0.05)"
+        )
 
 
 def check_hf_architecture(path: str | None, key: str, *, trainable: bool = False) -> None:
@@ -166,11 +196,15 @@ def check_backends(cfg: dict) -> None:
     dtensor = policy["dtensor_cfg"]["enabled"]
     megatron = policy["megatron_cfg"]["enabled"]
     if dtensor == megatron:
-        raise ConfigError("enable exactly one policy backend: policy.dtensor_cfg.enabled (PyTorch/HF) or "
-                          "policy.megatron_cfg.enabled (megatron-core)")
+        raise ConfigError(
+            "enable exactly one policy backend: policy.dtensor_cfg.enabled (PyTorch/HF) or "
+            "policy.megatron_cfg.enabled (megatron-core)"
+        )
     if policy["generation"]["backend"] == "vllm" and cfg["cluster"]["gpus_per_node"] == 0:
-        raise ConfigError("policy.generation.backend=vllm needs GPUs (cluster.gpus_per_node > 0); use "
-                          "policy.generation.backend=hf on a CPU machine")
+        raise ConfigError(
+            "policy.generation.backend=vllm needs GPUs (cluster.gpus_per_node > 0); use "
+            "policy.generation.backend=hf on a CPU machine"
+        )
 
 
 def check_loss(cfg: dict) -> None:
@@ -202,7 +236,8 @@ def check_reference_policy(cfg: dict) -> None:
             f"grpo.skip_reference_policy_logprobs_calculation=true with loss_fn.reference_policy_kl_penalty = {beta} "
             f"would put a KL term against zeros, not the reference policy, into the {term}; set "
             f"loss_fn.reference_policy_kl_penalty=0 (no KL and no reference model) or "
-            f"grpo.skip_reference_policy_logprobs_calculation=false")
+            f"grpo.skip_reference_policy_logprobs_calculation=false"
+        )
 
 
 def check_megatron_weight_decay(cfg: dict) -> None:
@@ -212,9 +247,11 @@ def check_megatron_weight_decay(cfg: dict) -> None:
     for key in ("start_weight_decay", "end_weight_decay"):
         value = sched.get(key)
         if value is not None and value != opt.get("weight_decay"):
-            raise ConfigError(f"policy.megatron_cfg.scheduler.{key} = {value} differs from "
-                              f"policy.megatron_cfg.optimizer.weight_decay = {opt.get('weight_decay')}: rlvr keeps "
-                              f"weight decay constant; set it equal (or null)")
+            raise ConfigError(
+                f"policy.megatron_cfg.scheduler.{key} = {value} differs from "
+                f"policy.megatron_cfg.optimizer.weight_decay = {opt.get('weight_decay')}: rlvr keeps "
+                f"weight decay constant; set it equal (or null)"
+            )
 
 
 def check_lora(cfg: dict) -> None:
@@ -233,10 +270,21 @@ def check_tiny(cfg: dict) -> None:
         TinyConfig.from_dict(tiny)
 
 
-RLVR_CHECKS: list[Check] = [check_tiny, check_inputs, check_batch_arithmetic, check_validation_sizes,
-                            check_nemo_gym_consistency, check_advantage_flags, check_backends,
-                            check_reference_policy, check_loss, check_advantage_estimator,
-                            check_megatron_weight_decay, check_policy_architecture, check_lora]
+RLVR_CHECKS: list[Check] = [
+    check_tiny,
+    check_inputs,
+    check_batch_arithmetic,
+    check_validation_sizes,
+    check_nemo_gym_consistency,
+    check_advantage_flags,
+    check_backends,
+    check_reference_policy,
+    check_loss,
+    check_advantage_estimator,
+    check_megatron_weight_decay,
+    check_policy_architecture,
+    check_lora,
+]
 
 
 def check_rl_prep(cfg: dict) -> None:

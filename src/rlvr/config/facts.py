@@ -25,12 +25,16 @@ def runtime_requirements(cfg: dict[str, Any]) -> list[str]:
     notes = []
     model = (cfg.get("policy") or {}).get("model_name")
     if model and not Path(str(model)).expanduser().exists():
-        notes.append(f"policy.model_name '{model}' is not a local folder: it must be a Hugging Face hub id that "
-                     f"can be downloaded (or is in the HF cache) when the run starts")
+        notes.append(
+            f"policy.model_name '{model}' is not a local folder: it must be a Hugging Face hub id that "
+            f"can be downloaded (or is in the HF cache) when the run starts"
+        )
     gym = (cfg.get("env") or {}).get("nemo_gym") or {}
     if (cfg.get("env") or {}).get("should_use_nemo_gym"):
         for i, path in enumerate(gym.get("config_paths") or []):
             if not Path(path).expanduser().exists():
-                notes.append(f"env.nemo_gym.config_paths[{i}] '{path}' does not exist here: the run reads it, "
-                             f"relative to its working directory, to route agents to servers")
+                notes.append(
+                    f"env.nemo_gym.config_paths[{i}] '{path}' does not exist here: the run reads it, "
+                    f"relative to its working directory, to route agents to servers"
+                )
     return notes

@@ -164,8 +164,7 @@ def locate_key(files: list[Path], key_path: tuple[str, ...]) -> str | None:
             if not isinstance(node, yaml.MappingNode):
                 node = None
                 break
-            key_node, node = next(((k, v) for k, v in node.value if getattr(k, "value", None) == part),
-                                  (None, None))
+            key_node, node = next(((k, v) for k, v in node.value if getattr(k, "value", None) == part), (None, None))
             if node is None:
                 break
         if node is not None and key_node is not None:

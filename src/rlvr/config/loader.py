@@ -30,8 +30,9 @@ from rlvr.config.files import compose, find_config_file, load_yaml, locate_key, 
 from rlvr.errors import ConfigError
 from rlvr.steps.index import StepInfo
 
-_OVERRIDE = re.compile(r"^(?P<op>[+~]?)(?P<key>[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z0-9_\-]+)*)(=(?P<value>.*))?$",
-                       re.DOTALL)
+_OVERRIDE = re.compile(
+    r"^(?P<op>[+~]?)(?P<key>[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z0-9_\-]+)*)(=(?P<value>.*))?$", re.DOTALL
+)
 
 
 @dataclass
@@ -64,8 +65,13 @@ class StepConfig:
 def register_resolvers() -> None:
     """The arithmetic resolvers NeMo-RL's example configs use (``nemo_rl/utils/config.py``), e.g.
     ``train_mb_tokens: ${mul:${policy.max_total_sequence_length}, ${policy.train_micro_batch_size}}``."""
-    arithmetic = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
-                  "div": lambda a, b: a / b, "max": lambda a, b: max(a, b)}
+    arithmetic = {
+        "add": lambda a, b: a + b,
+        "sub": lambda a, b: a - b,
+        "mul": lambda a, b: a * b,
+        "div": lambda a, b: a / b,
+        "max": lambda a, b: max(a, b),
+    }
     # OmegaConf 2.4 renamed register_new_resolver to register_resolver (whose 2.1-2.3 form is the legacy API).
     modern = "replace" in inspect.signature(OmegaConf.register_resolver).parameters
     register = OmegaConf.register_resolver if modern else OmegaConf.register_new_resolver
@@ -158,8 +164,9 @@ def load_step_config(step: StepInfo, config: str | None = None, overrides: list[
     failed = checks.run_checks(step.id, resolved, inputs_valid=not messages)
     messages += [str(exc) for exc in failed]
     if messages:
-        error = ConfigError(f"invalid config ({len(messages)} problem{'s' * (len(messages) > 1)}):\n  "
-                            + "\n  ".join(messages))
+        error = ConfigError(
+            f"invalid config ({len(messages)} problem{'s' * (len(messages) > 1)}):\n  " + "\n  ".join(messages)
+        )
         # The manifest's error name of the first cross-field failure that has one (tests and tools match on it).
         error.code = next((exc.code for exc in failed if exc.code), None)
         raise error

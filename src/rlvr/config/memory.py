@@ -25,9 +25,14 @@ from typing import Any
 
 GIB = 1024**3
 _BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2}
-SHRINKING_KEYS = ("policy.generation_batch_size", "grpo.num_generations_per_prompt",
-                  "policy.max_total_sequence_length", "policy.train_micro_batch_size",
-                  "policy.logprob_chunk_size", "policy.dtensor_cfg.activation_checkpointing")
+SHRINKING_KEYS = (
+    "policy.generation_batch_size",
+    "grpo.num_generations_per_prompt",
+    "policy.max_total_sequence_length",
+    "policy.train_micro_batch_size",
+    "policy.logprob_chunk_size",
+    "policy.dtensor_cfg.activation_checkpointing",
+)
 
 
 @dataclass(frozen=True)
@@ -48,12 +53,16 @@ class ModelShape:
         text = hf.get("text_config") or hf  # multimodal wrappers (Gemma 3) keep the decoder under text_config
         heads = int(text["num_attention_heads"])
         hidden = int(text["hidden_size"])
-        return cls(vocab_size=int(text["vocab_size"]), hidden_size=hidden,
-                   intermediate_size=int(text.get("intermediate_size") or 4 * hidden),
-                   num_layers=int(text["num_hidden_layers"]), num_heads=heads,
-                   num_kv_heads=int(text.get("num_key_value_heads") or heads),
-                   head_dim=int(text.get("head_dim") or hidden // heads),
-                   tied=bool(hf.get("tie_word_embeddings", text.get("tie_word_embeddings", False))))
+        return cls(
+            vocab_size=int(text["vocab_size"]),
+            hidden_size=hidden,
+            intermediate_size=int(text.get("intermediate_size") or 4 * hidden),
+            num_layers=int(text["num_hidden_layers"]),
+            num_heads=heads,
+            num_kv_heads=int(text.get("num_key_value_heads") or heads),
+            head_dim=int(text.get("head_dim") or hidden // heads),
+            tied=bool(hf.get("tie_word_embeddings", text.get("tie_word_embeddings", False))),
+        )
 
     @property
     def parameters(self) -> int:
@@ -75,9 +84,13 @@ class MemoryEstimate:
         return self.weights_and_optimizer + self.generation_kv_cache + self.logits + self.activations
 
     def lines(self) -> list[str]:
-        parts = [("weights + optimizer state", self.weights_and_optimizer),
-                 ("generation KV cache", self.generation_kv_cache), ("logits (training micro-batch)", self.logits),
-                 ("activations (training micro-batch)", self.activations), ("total", self.total)]
+        parts = [
+            ("weights + optimizer state", self.weights_and_optimizer),
+            ("generation KV cache", self.generation_kv_cache),
+            ("logits (training micro-batch)", self.logits),
+            ("activations (training micro-batch)", self.activations),
+            ("total", self.total),
+        ]
         return [f"  {name}: {value / GIB:.2f} GiB" for name, value in parts]
 
 
@@ -162,9 +175,10 @@ def check_fits(est: MemoryEstimate, available: tuple[int, str] | None) -> str | 
     """An error text when the estimate alone exceeds what is available; None when it fits or cannot be told."""
     if available is None or est.total <= available[0]:
         return None
-    return (f"the run needs an estimated {est.total / GIB:.1f} GiB per training process but the {available[1]} is "
-            f"{available[0] / GIB:.1f} GiB:\n" + "\n".join(est.lines()) +
-            "\nlower one of: " + ", ".join(SHRINKING_KEYS))
+    return (
+        f"the run needs an estimated {est.total / GIB:.1f} GiB per training process but the {available[1]} is "
+        f"{available[0] / GIB:.1f} GiB:\n" + "\n".join(est.lines()) + "\nlower one of: " + ", ".join(SHRINKING_KEYS)
+    )
 
 
 def memory_plan(cfg: dict[str, Any], *, policy_path: str | None = None, local: bool = True) -> list[str]:

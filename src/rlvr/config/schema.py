@@ -108,8 +108,11 @@ def _unknown_key_messages(error, where: Callable[[tuple], str]) -> list[str]:
     for key in sorted(set(error.instance) - set(allowed)):
         full = (*error.absolute_path, key)
         close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-        hint = f"did you mean '{_dotted((*error.absolute_path, close[0]))}'?" if close else (
-            f"valid keys here: {', '.join(allowed)}")
+        hint = (
+            f"did you mean '{_dotted((*error.absolute_path, close[0]))}'?"
+            if close
+            else (f"valid keys here: {', '.join(allowed)}")
+        )
         messages.append(f"unknown key '{_dotted(full)}'{where(full)}: {hint}")
     return messages
 
@@ -120,8 +123,10 @@ def _message(error, where: Callable[[tuple], str]) -> list[str]:
         return _unknown_key_messages(error, where)
     if "x-unsupported" in error.schema and error.validator in ("const", "maxProperties", "enum", "type"):
         off = error.schema["x-unsupported"]
-        return [f"'{_dotted(path)}: {error.instance!r}'{where(path)} is not supported by rlvr yet; it is accepted "
-                f"for NeMo-RL compatibility only at {off!r} ({error.schema.get('description', '').rstrip('.')})"]
+        return [
+            f"'{_dotted(path)}: {error.instance!r}'{where(path)} is not supported by rlvr yet; it is accepted "
+            f"for NeMo-RL compatibility only at {off!r} ({error.schema.get('description', '').rstrip('.')})"
+        ]
     return [f"'{_dotted(path)}'{where(path)}: {error.message}"]
 
 

@@ -37,17 +37,27 @@ REDACTED = "******"
 # Dotted key patterns (``*`` = one key or list index) whose environment-derived values stay in clear: paths and
 # model names the workflow plans with. Everything else read from the environment is treated as a secret.
 NON_SECRET_KEYS = (
-    "data.*.data_path", "data.*.prompt_file", "data.*.system_prompt_file",  # training data
-    "tokenizer", "policy.tokenizer.name", "policy.model_name", "hf_model_id",  # models and tokenizers
-    "chat_template", "policy.tokenizer.chat_template",  # a template text or its .jinja file (an rl_prep input)
-    "megatron_path", "hf_path", "checkpointing.checkpoint_dir",  # checkpoints
-    "logger.log_dir", "logger.*.log_dir",  # output folders
+    "data.*.data_path",
+    "data.*.prompt_file",
+    "data.*.system_prompt_file",  # training data
+    "tokenizer",
+    "policy.tokenizer.name",
+    "policy.model_name",
+    "hf_model_id",  # models and tokenizers
+    "chat_template",
+    "policy.tokenizer.chat_template",  # a template text or its .jinja file (an rl_prep input)
+    "megatron_path",
+    "hf_path",
+    "checkpointing.checkpoint_dir",  # checkpoints
+    "logger.log_dir",
+    "logger.*.log_dir",  # output folders
 )
 
 # Literal values in well-known credential formats (Hugging Face, OpenAI, GitHub, AWS access keys, Slack).
 _CREDENTIAL_FORMATS = re.compile(
     r"^(hf_[A-Za-z0-9]{30,}|sk-[A-Za-z0-9_\-]{20,}|gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{40,}"
-    r"|AKIA[0-9A-Z]{16}|xox[abpr]-[A-Za-z0-9\-]{10,})$")
+    r"|AKIA[0-9A-Z]{16}|xox[abpr]-[A-Za-z0-9\-]{10,})$"
+)
 _ENV_CALL = re.compile(r"(?<!\\)\$\{(\s*)oc\.env(\s*):")
 _TRACER = "rlvr_env_trace"
 _MARK = re.compile(r"__rlvr_env_([0-9a-f]+)__")
@@ -112,7 +122,7 @@ def _render(traced: str, quoted: bool = False) -> str:
     """A traced string back as config text: markers become ``${oc.env:VAR[,'default']}``, literals escaped."""
     out, pos = [], 0
     for match in _MARK.finditer(traced):
-        out.append(_escape(traced[pos:match.start()], quoted))
+        out.append(_escape(traced[pos : match.start()], quoted))
         var, *default = json.loads(bytes.fromhex(match[1]).decode())
         if not default:
             out.append(f"${{oc.env:{var}}}")
@@ -143,15 +153,25 @@ def env_secrets(resolved: dict, unresolved: dict) -> dict[tuple, str]:
         # side: every string whose text mentions oc.env is a secret, kept as written.
         traced = _map_strings(unresolved, lambda s: _trace_env("?") if _ENV_CALL.search(s) else s)
         reference = lambda path, leaf: _get(unresolved, path)  # noqa: E731
-    return {path: reference(path, leaf) for path, leaf in _walk(traced)
-            if isinstance(leaf, str) and _MARK.search(leaf) and not is_non_secret_key(path)
-            and isinstance(_get(resolved, path), str)}
+    return {
+        path: reference(path, leaf)
+        for path, leaf in _walk(traced)
+        if isinstance(leaf, str)
+        and _MARK.search(leaf)
+        and not is_non_secret_key(path)
+        and isinstance(_get(resolved, path), str)
+    }
 
 
 def secret_env_vars(resolved: dict, unresolved: dict) -> list[str]:
     """The environment variables the secrets read (the launchers keep them out of job records too)."""
-    return sorted({m[1] for ref in env_secrets(resolved, unresolved).values()
-                   for m in re.finditer(r"\$\{oc\.env:([^,}]+)", str(ref))})
+    return sorted(
+        {
+            m[1]
+            for ref in env_secrets(resolved, unresolved).values()
+            for m in re.finditer(r"\$\{oc\.env:([^,}]+)", str(ref))
+        }
+    )
 
 
 def redact(resolved: dict, unresolved: dict) -> dict:
@@ -184,9 +204,11 @@ def resolve_references(cfg: dict, source: str) -> dict:
         return OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
-        raise ConfigError(f"{source}: cannot resolve '{key}': {getattr(exc, 'msg', exc)}. Export the variable in "
-                          f"the environment this stage runs in (on Slurm and Lepton: see docs/slurm.md and "
-                          f"docs/lepton.md for how secrets reach jobs)") from None
+        raise ConfigError(
+            f"{source}: cannot resolve '{key}': {getattr(exc, 'msg', exc)}. Export the variable in "
+            f"the environment this stage runs in (on Slurm and Lepton: see docs/slurm.md and "
+            f"docs/lepton.md for how secrets reach jobs)"
+        ) from None
 
 
 def config_yaml(cfg: dict) -> str:
@@ -208,4 +230,5 @@ def check_no_literal_secrets(unresolved: Any) -> None:
         if in_env_vars or _CREDENTIAL_FORMATS.match(value.strip()):
             raise ConfigError(
                 f"'{dotted}' holds a literal secret; export it in an environment variable and write "
-                f"'{path[-1]}: ${{oc.env:YOUR_VAR}}' so it never lands in a config, a job script or a log")
+                f"'{path[-1]}: ${{oc.env:YOUR_VAR}}' so it never lands in a config, a job script or a log"
+            )

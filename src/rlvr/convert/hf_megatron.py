@@ -130,8 +130,12 @@ def export_dtype(run_config: Mapping[str, Any]) -> torch.dtype:
     Checkpoints written before it was recorded fall back to the HF config's dtype, then to ``params_dtype``."""
     model = run_config.get("model") or {}
     hf_config = model.get("hf_config") or {}
-    for name in (model.get("source_dtype"), hf_config.get("dtype"), hf_config.get("torch_dtype"),
-                 model.get("params_dtype")):
+    for name in (
+        model.get("source_dtype"),
+        hf_config.get("dtype"),
+        hf_config.get("torch_dtype"),
+        model.get("params_dtype"),
+    ):
         if isinstance(name, str) and name.lower().removeprefix("torch.") in DTYPES:
             return DTYPES[name.lower().removeprefix("torch.")]
     return torch.float32

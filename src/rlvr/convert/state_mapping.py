@@ -112,9 +112,7 @@ def _check(
 ) -> None:
     """Compare names and shapes of ``state`` against ``expected`` (name -> shape)."""
     missing = [n for n in expected if n not in state]
-    unexpected = sorted(
-        n for n in state if n not in expected and n not in ignored and not n.endswith(ignored_suffixes)
-    )
+    unexpected = sorted(n for n in state if n not in expected and n not in ignored and not n.endswith(ignored_suffixes))
     wrong = [
         f"{n} is {list(state[n].shape)}, expected {list(shape)}"
         for n, shape in expected.items()

@@ -26,8 +26,15 @@ def length_stats(values: Sequence[int] | None) -> dict | None:
     def rank(q: float) -> int:  # nearest-rank percentile: the smallest value with at least q% at or below it
         return ordered[min(n - 1, max(0, math.ceil(q / 100 * n) - 1))]
 
-    return {"count": n, "min": ordered[0], "max": ordered[-1], "mean": round(sum(ordered) / n, 2),
-            "p50": rank(50), "p90": rank(90), "p99": rank(99)}
+    return {
+        "count": n,
+        "min": ordered[0],
+        "max": ordered[-1],
+        "mean": round(sum(ordered) / n, 2),
+        "p50": rank(50),
+        "p90": rank(90),
+        "p99": rank(99),
+    }
 
 
 def split_summary(rows: Sequence[dict], *, duplicates: int, rejects: dict[str, int]) -> dict:
@@ -44,7 +51,12 @@ def split_summary(rows: Sequence[dict], *, duplicates: int, rejects: dict[str, i
 
 
 def build_card(
-    *, sources: list[dict], train: dict, validation: dict, seed: int, tokenizer: str | None,
+    *,
+    sources: list[dict],
+    train: dict,
+    validation: dict,
+    seed: int,
+    tokenizer: str | None,
     max_input_seq_length: int | None,
 ) -> dict:
     """The whole card from the per-source records and the two split summaries."""

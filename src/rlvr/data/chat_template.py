@@ -42,8 +42,17 @@ PLAIN_CHAT_TEMPLATE = (
 )
 
 #: Arguments of ``apply_chat_template`` that rl_prep sets itself; a kwarg may not override them.
-_RESERVED_KWARGS = frozenset({"conversation", "tokenize", "add_generation_prompt", "chat_template", "tools",
-                              "return_dict", "continue_final_message"})
+_RESERVED_KWARGS = frozenset(
+    {
+        "conversation",
+        "tokenize",
+        "add_generation_prompt",
+        "chat_template",
+        "tools",
+        "return_dict",
+        "continue_final_message",
+    }
+)
 
 
 def _compile(text: str, key: str, where: str) -> str:
@@ -62,8 +71,10 @@ def resolve_chat_template(value: object, key: str, own: str | None) -> str | Non
     if value is None:
         return own
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{key} must be 'default', a .jinja file or a Jinja template (or null for the "
-                          f"tokenizer's own), got {value!r}")
+        raise ConfigError(
+            f"{key} must be 'default', a .jinja file or a Jinja template (or null for the "
+            f"tokenizer's own), got {value!r}"
+        )
     if value.strip() == "default":
         return own or PLAIN_CHAT_TEMPLATE
     if "{{" in value or "{%" in value:
@@ -79,8 +90,10 @@ def resolve_chat_template(value: object, key: str, own: str | None) -> str | Non
         if not text.strip():
             raise ConfigError(f"{key}={value!r} is empty; give a Jinja chat template")
         return _compile(text, key, f"the file {value}")
-    raise ConfigError(f"{key}={value!r} is not 'default', not a .jinja file and not a Jinja template (it has no "
-                      "'{{' or '{%'); give one of those, or null for the tokenizer's own template")
+    raise ConfigError(
+        f"{key}={value!r} is not 'default', not a .jinja file and not a Jinja template (it has no "
+        "'{{' or '{%'); give one of those, or null for the tokenizer's own template"
+    )
 
 
 def check_template_kwargs(value: object, key: str) -> dict:
@@ -88,8 +101,9 @@ def check_template_kwargs(value: object, key: str) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict) or not all(isinstance(name, str) for name in value):
-        raise ConfigError(f"{key} must be a mapping of template variables (e.g. {{enable_thinking: false}}) or "
-                          f"null, got {value!r}")
+        raise ConfigError(
+            f"{key} must be a mapping of template variables (e.g. {{enable_thinking: false}}) or null, got {value!r}"
+        )
     reserved = sorted(set(value) & _RESERVED_KWARGS)
     if reserved:
         raise ConfigError(f"{key}.{reserved[0]} is set by rl_prep itself and cannot be overridden; remove it")
@@ -98,13 +112,19 @@ def check_template_kwargs(value: object, key: str) -> dict:
 
 def missing_template_message(folder: object, dataset_key: str, template_key: str, *, prompt_file_helps: bool) -> str:
     """The error for a tokenizer without a chat template: which keys fix it."""
-    fixes = [f"{template_key}=default (a plain built-in template for base models: 'User: ...\\nAssistant:')",
-             f"{template_key}=<a .jinja file or a literal Jinja template>"]
+    fixes = [
+        f"{template_key}=default (a plain built-in template for base models: 'User: ...\\nAssistant:')",
+        f"{template_key}=<a .jinja file or a literal Jinja template>",
+    ]
     if prompt_file_helps:
-        fixes.append(f"{dataset_key}.prompt_file=<a file with one {{}} for the problem> (the prompt is then that "
-                     "text alone, for a base model)")
-    return (f"the tokenizer in {folder} has no chat template, so the prompts of {dataset_key} cannot be formatted; "
-            "set one of: " + "; ".join(fixes))
+        fixes.append(
+            f"{dataset_key}.prompt_file=<a file with one {{}} for the problem> (the prompt is then that "
+            "text alone, for a base model)"
+        )
+    return (
+        f"the tokenizer in {folder} has no chat template, so the prompts of {dataset_key} cannot be formatted; "
+        "set one of: " + "; ".join(fixes)
+    )
 
 
 def write_tokenizer_with_template(source: Path, target: Path, template: str) -> None:

@@ -23,10 +23,23 @@ from rlvr.errors import ConfigError, DataError
 ENV_NAMES: tuple[str, ...] = ("math", "code", "nemo_gym")
 LOCAL_DATASET_NAMES: tuple[str | None, ...] = (None, "ResponseDataset", "NemoGymDataset")
 PROCESSORS: tuple[str, ...] = ("math_hf_data_processor", "math_data_processor", "nemo_gym_data_processor")
-ENTRY_KEYS: frozenset[str] = frozenset({
-    "data_path", "input_key", "output_key", "split_validation_size", "seed", "prompt_file", "system_prompt_file",
-    "env_name", "dataset_name", "processor", "subset", "split", "repeat",
-})
+ENTRY_KEYS: frozenset[str] = frozenset(
+    {
+        "data_path",
+        "input_key",
+        "output_key",
+        "split_validation_size",
+        "seed",
+        "prompt_file",
+        "system_prompt_file",
+        "env_name",
+        "dataset_name",
+        "processor",
+        "subset",
+        "split",
+        "repeat",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -105,8 +118,10 @@ def _check_off_keys(entry: dict, key: str) -> None:
     if entry.get("split") not in (None, "train"):
         raise ConfigError(f"{key}.split={entry['split']!r}: a local JSONL file is one split; remove it or set null")
     if entry.get("repeat") not in (None, 1):
-        raise ConfigError(f"{key}.repeat={entry['repeat']!r} is not supported (repeated rows would be dropped as "
-                          "duplicates); remove it or set 1")
+        raise ConfigError(
+            f"{key}.repeat={entry['repeat']!r} is not supported (repeated rows would be dropped as "
+            "duplicates); remove it or set 1"
+        )
 
 
 def _resolve_names(entry: dict, key: str) -> tuple[str | None, str, str | None]:
@@ -120,15 +135,20 @@ def _resolve_names(entry: dict, key: str) -> tuple[str | None, str, str | None]:
         )
     env_name = entry.get("env_name") or ("nemo_gym" if dataset_name == "NemoGymDataset" else "math")
     if env_name not in ENV_NAMES:
-        raise ConfigError(f"{key}.env_name={env_name!r} is unknown{_suggest(str(env_name), ENV_NAMES)}; "
-                          f"known: {', '.join(ENV_NAMES)}")
+        raise ConfigError(
+            f"{key}.env_name={env_name!r} is unknown{_suggest(str(env_name), ENV_NAMES)}; known: {', '.join(ENV_NAMES)}"
+        )
     if (dataset_name == "NemoGymDataset") != (env_name == "nemo_gym") and dataset_name is not None:
-        raise ConfigError(f"{key}: dataset_name={dataset_name!r} does not go with env_name={env_name!r}; "
-                          "use NemoGymDataset with nemo_gym and ResponseDataset (or null) with math / code")
+        raise ConfigError(
+            f"{key}: dataset_name={dataset_name!r} does not go with env_name={env_name!r}; "
+            "use NemoGymDataset with nemo_gym and ResponseDataset (or null) with math / code"
+        )
     processor = entry.get("processor")
     if processor is not None and processor not in PROCESSORS:
-        raise ConfigError(f"{key}.processor={processor!r} is unknown{_suggest(str(processor), PROCESSORS)}; "
-                          f"known: {', '.join(PROCESSORS)} (or null)")
+        raise ConfigError(
+            f"{key}.processor={processor!r} is unknown{_suggest(str(processor), PROCESSORS)}; "
+            f"known: {', '.join(PROCESSORS)} (or null)"
+        )
     if processor is not None and (processor == "nemo_gym_data_processor") != (env_name == "nemo_gym"):
         raise ConfigError(f"{key}: processor={processor!r} does not go with env_name={env_name!r}")
     return dataset_name, env_name, processor
@@ -137,8 +157,10 @@ def _resolve_names(entry: dict, key: str) -> tuple[str | None, str, str | None]:
 def _resolve_entry(role: str, key: str, entry: dict, default: dict, seed: int) -> DatasetSpec:
     unknown = sorted(set(entry) - ENTRY_KEYS)
     if unknown:
-        raise ConfigError(f"{key}.{unknown[0]} is not a data key{_suggest(unknown[0], ENTRY_KEYS)}; "
-                          f"known: {', '.join(sorted(ENTRY_KEYS))}")
+        raise ConfigError(
+            f"{key}.{unknown[0]} is not a data key{_suggest(unknown[0], ENTRY_KEYS)}; "
+            f"known: {', '.join(sorted(ENTRY_KEYS))}"
+        )
     merged = {**default, **entry}
     _check_off_keys(merged, key)
     dataset_name, env_name, processor = _resolve_names(merged, key)
@@ -146,8 +168,9 @@ def _resolve_entry(role: str, key: str, entry: dict, default: dict, seed: int) -
     if data_path is None:
         raise ConfigError(f"{key}.data_path is not set; point it at a JSONL file")
     if not Path(data_path).is_file():
-        raise ConfigError(f"{key}.data_path={data_path!r}: no such file (relative paths are resolved against "
-                          f"{Path.cwd()})")
+        raise ConfigError(
+            f"{key}.data_path={data_path!r}: no such file (relative paths are resolved against {Path.cwd()})"
+        )
     input_key, output_key = _optional_str(merged, "input_key", key), _optional_str(merged, "output_key", key)
     if input_key is not None and input_key == output_key:
         raise ConfigError(f"{key}.input_key and output_key are both {input_key!r}; they must name two columns")
@@ -155,8 +178,14 @@ def _resolve_entry(role: str, key: str, entry: dict, default: dict, seed: int) -
     if entry_seed is not None and (isinstance(entry_seed, bool) or not isinstance(entry_seed, int)):
         raise ConfigError(f"{key}.seed must be an integer, got {entry_seed!r}")
     return DatasetSpec(
-        role=role, key=key, data_path=data_path, env_name=env_name, dataset_name=dataset_name,
-        processor=processor, input_key=input_key, output_key=output_key,
+        role=role,
+        key=key,
+        data_path=data_path,
+        env_name=env_name,
+        dataset_name=dataset_name,
+        processor=processor,
+        input_key=input_key,
+        output_key=output_key,
         prompt_file=_optional_str(merged, "prompt_file", key),
         system_prompt_file=_optional_str(merged, "system_prompt_file", key),
         split_validation_size=_split_size(merged, key) if role == "train" else 0,
@@ -169,8 +198,9 @@ def resolve_data_config(data_cfg: dict, *, seed: int) -> DataPlan:
     if not isinstance(data_cfg, dict):
         raise ConfigError(f"data must be a mapping, got {type(data_cfg).__name__}")
     if data_cfg.get("manifest_path") is not None:
-        raise ConfigError("data.manifest_path is not supported; set data.train.data_path and "
-                          "data.validation.data_path instead")
+        raise ConfigError(
+            "data.manifest_path is not supported; set data.train.data_path and data.validation.data_path instead"
+        )
     default = data_cfg.get("default") or {}
     if not isinstance(default, dict):
         raise ConfigError(f"data.default must be a mapping or null, got {type(default).__name__}")
@@ -188,8 +218,11 @@ def resolve_data_config(data_cfg: dict, *, seed: int) -> DataPlan:
     )
     envs = {spec.env_name for spec in train + validation}
     if "nemo_gym" in envs and len(envs) > 1:
-        raise ConfigError(f"data entries mix nemo_gym with {sorted(envs - {'nemo_gym'})}: a run is either a "
-                          "NeMo-Gym run or an upstream (math / code) run", code="mixed_nemo_gym_and_upstream_config")
+        raise ConfigError(
+            f"data entries mix nemo_gym with {sorted(envs - {'nemo_gym'})}: a run is either a "
+            "NeMo-Gym run or an upstream (math / code) run",
+            code="mixed_nemo_gym_and_upstream_config",
+        )
     agent_ref = data_cfg.get("default_agent_ref")
     if agent_ref is not None and not (isinstance(agent_ref, dict) and isinstance(agent_ref.get("name"), str)):
         raise ConfigError(f"data.default_agent_ref must be a mapping with a 'name' (and 'type'), got {agent_ref!r}")

@@ -71,8 +71,11 @@ class RowFormat:
         problems: list[RowProblem] = []
         missing = self.missing_verifier_fields(row)
         if missing:
-            problems.append(RowProblem(", ".join(missing), f"{MISSING_VERIFIER_FIELDS}: {self.verifier_hint()}",
-                                       MISSING_VERIFIER_FIELDS))
+            problems.append(
+                RowProblem(
+                    ", ".join(missing), f"{MISSING_VERIFIER_FIELDS}: {self.verifier_hint()}", MISSING_VERIFIER_FIELDS
+                )
+            )
         schema_problem = describe_schema_error(self.schema_name, row, self.renames, skip=missing)
         if schema_problem is not None:
             problems.append(schema_problem)
@@ -148,8 +151,10 @@ class MathMessages(RowFormat):
                         return None
                 user, assistant = messages[-2:]
                 if (
-                    type(user) is dict and type(assistant) is dict
-                    and user.get("role") == "user" and assistant.get("role") == "assistant"
+                    type(user) is dict
+                    and type(assistant) is dict
+                    and user.get("role") == "user"
+                    and assistant.get("role") == "assistant"
                 ):
                     problem, answer = user.get("content"), assistant.get("content")
                     if type(problem) is str and type(answer) is str and problem and answer:
@@ -166,7 +171,8 @@ class MathMessages(RowFormat):
         head = messages[0]
         answer_at = 2 if isinstance(head, dict) and head.get("role") == "system" else 1
         if len(messages) == answer_at or (
-            len(messages) > answer_at and isinstance(messages[answer_at], dict)
+            len(messages) > answer_at
+            and isinstance(messages[answer_at], dict)
             and _blank(messages[answer_at].get("content"))
         ):
             return [f"messages[{answer_at}].content"]
@@ -200,16 +206,27 @@ class CodeTests(RowFormat):
         if kind == "stdio":
             inputs, outputs, fn_name = tests.get("inputs"), tests.get("outputs"), tests.get("fn_name")
             if (
-                type(inputs) is list and type(outputs) is list and inputs and len(inputs) == len(outputs)
-                and all(type(item) is str for item in inputs) and all(type(item) is str for item in outputs)
-                and (fn_name is None or type(fn_name) is str) and tests.keys() <= _STDIO_KEYS
+                type(inputs) is list
+                and type(outputs) is list
+                and inputs
+                and len(inputs) == len(outputs)
+                and all(type(item) is str for item in inputs)
+                and all(type(item) is str for item in outputs)
+                and (fn_name is None or type(fn_name) is str)
+                and tests.keys() <= _STDIO_KEYS
             ):
-                return {"problem": problem,
-                        "tests": {"kind": "stdio", "inputs": inputs, "outputs": outputs, "fn_name": fn_name}}
+                return {
+                    "problem": problem,
+                    "tests": {"kind": "stdio", "inputs": inputs, "outputs": outputs, "fn_name": fn_name},
+                }
         elif kind == "python":
             code, entry_point = tests.get("code"), tests.get("entry_point")
-            if type(code) is str and code and (entry_point is None or type(entry_point) is str) \
-                    and tests.keys() <= _PYTHON_KEYS:
+            if (
+                type(code) is str
+                and code
+                and (entry_point is None or type(entry_point) is str)
+                and tests.keys() <= _PYTHON_KEYS
+            ):
                 return {"problem": problem, "tests": {"kind": "python", "code": code, "entry_point": entry_point}}
         return None
 
@@ -231,14 +248,18 @@ class CodeTests(RowFormat):
         if isinstance(tests, dict) and tests.get("kind") == "stdio":
             inputs, outputs = tests.get("inputs"), tests.get("outputs")
             if isinstance(inputs, list) and isinstance(outputs, list) and len(inputs) != len(outputs):
-                return RowProblem(f"{self.tests_key}.outputs",
-                                  f"has {len(outputs)} item(s) but {self.tests_key}.inputs has {len(inputs)}; "
-                                  "give one expected output per input")
+                return RowProblem(
+                    f"{self.tests_key}.outputs",
+                    f"has {len(outputs)} item(s) but {self.tests_key}.inputs has {len(inputs)}; "
+                    "give one expected output per input",
+                )
         return None
 
     def verifier_hint(self) -> str:
-        return (f"no unit tests; every code row needs {self.tests_key!r} with stdio cases "
-                "(non-empty inputs/outputs) or python test code")
+        return (
+            f"no unit tests; every code row needs {self.tests_key!r} with stdio cases "
+            "(non-empty inputs/outputs) or python test code"
+        )
 
 
 def choose_format(

@@ -61,9 +61,10 @@ def _valid_by_schema(row: dict) -> bool:
     if "responses_create_params" in row and not _is_rcp(row["responses_create_params"]):
         return False
     extra = row.get("extra_env_info")
-    if "extra_env_info" in row and (type(extra) is not dict or (
-        "responses_create_params" in extra and not _is_rcp(extra["responses_create_params"])
-    )):
+    if "extra_env_info" in row and (
+        type(extra) is not dict
+        or ("responses_create_params" in extra and not _is_rcp(extra["responses_create_params"]))
+    ):
         return False
     if "agent_ref" in row:
         ref = row["agent_ref"]
@@ -84,8 +85,10 @@ def _valid_by_schema(row: dict) -> bool:
     if "tools" in row and not _is_object_list(row["tools"]):
         return False
     has_extra_rcp = type(extra) is dict and "responses_create_params" in extra
-    return "responses_create_params" in row or has_extra_rcp or any(
-        key in row for key in ("messages", "prompt", *_TEXT_FIELDS)
+    return (
+        "responses_create_params" in row
+        or has_extra_rcp
+        or any(key in row for key in ("messages", "prompt", *_TEXT_FIELDS))
     )
 
 
@@ -156,7 +159,7 @@ class GymRows(RowFormat):
         self.default_agent_ref = default_agent_ref
 
     def _agent_ref(self, row: dict) -> dict | None:
-        return row["agent_ref"] if "agent_ref" in row else self.default_agent_ref
+        return row.get("agent_ref", self.default_agent_ref)
 
     def convert(self, row: object) -> dict | None:
         if type(row) is not dict or not _valid_by_schema(row):

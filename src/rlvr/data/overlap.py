@@ -39,8 +39,12 @@ def _same_file(a: str, b: str, digests: dict[str, str]) -> bool:
 def same_file_pairs(plan: DataPlan) -> list[tuple[str, str]]:
     """``(validation key, train key)`` pairs whose files are the same file or byte-identical copies."""
     digests: dict[str, str] = {}
-    return [(val.key, train.key) for val in plan.validation for train in plan.train
-            if _same_file(val.data_path, train.data_path, digests)]
+    return [
+        (val.key, train.key)
+        for val in plan.validation
+        for train in plan.train
+        if _same_file(val.data_path, train.data_path, digests)
+    ]
 
 
 def check_same_files(plan: DataPlan) -> list[tuple[str, str]]:
@@ -63,7 +67,9 @@ def overlap_record(val_prompts_in_train: int, val_rows: int, pairs: list[tuple[s
     if val_prompts_in_train:
         logger.warning(
             "warning: %d of the %d validation prompts also appear in the training set%s; validation accuracy on "
-            "them measures memorisation", val_prompts_in_train, val_rows,
+            "them measures memorisation",
+            val_prompts_in_train,
+            val_rows,
             f" (same file: {', '.join(f'{v} = {t}' for v, t in pairs)}; data.allow_overlap is true)" if pairs else "",
         )
     return {

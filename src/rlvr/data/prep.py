@@ -65,9 +65,14 @@ def prepare_rl_data(
     data card. Raises :class:`ConfigError` / :class:`DataError`.
     """
     with _gc_paused():
-        return _prepare(data_cfg, out_dir=Path(out_dir), tokenizer_dir=tokenizer_dir, seed=seed,
-                        max_input_seq_length=max_input_seq_length,
-                        template=(chat_template, chat_template_kwargs, template_key))
+        return _prepare(
+            data_cfg,
+            out_dir=Path(out_dir),
+            tokenizer_dir=tokenizer_dir,
+            seed=seed,
+            max_input_seq_length=max_input_seq_length,
+            template=(chat_template, chat_template_kwargs, template_key),
+        )
 
 
 @contextlib.contextmanager
@@ -86,8 +91,15 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _prepare(data_cfg: dict, *, out_dir: Path, tokenizer_dir: Path | None, seed: int,
-             max_input_seq_length: int | None, template: tuple) -> dict:
+def _prepare(
+    data_cfg: dict,
+    *,
+    out_dir: Path,
+    tokenizer_dir: Path | None,
+    seed: int,
+    max_input_seq_length: int | None,
+    template: tuple,
+) -> dict:
     """The body of :func:`prepare_rl_data` (see the module docstring for the order of work)."""
     plan = resolve_data_config(data_cfg, seed=seed)
     same_files = check_same_files(plan)
@@ -98,11 +110,16 @@ def _prepare(data_cfg: dict, *, out_dir: Path, tokenizer_dir: Path | None, seed:
     if tokenizer_dir is not None:
         tokenizer, new_template = load_tokenizer(tokenizer_dir, chat_template, template_key)
     elif chat_template is not None:
-        raise ConfigError(f"{template_key}={chat_template!r} needs a tokenizer to apply it to; pass the tokenizer "
-                          f"folder or set {template_key} to null")
-    builders = {spec.key: build_prompt_builder(spec, tokenizer, template_kwargs=kwargs, template_key=template_key,
-                                               tokenizer_dir=tokenizer_dir)
-                for spec in plan.train + plan.validation}
+        raise ConfigError(
+            f"{template_key}={chat_template!r} needs a tokenizer to apply it to; pass the tokenizer "
+            f"folder or set {template_key} to null"
+        )
+    builders = {
+        spec.key: build_prompt_builder(
+            spec, tokenizer, template_kwargs=kwargs, template_key=template_key, tokenizer_dir=tokenizer_dir
+        )
+        for spec in plan.train + plan.validation
+    }
     loaded = _read_all(plan)
     train_rows, val_rows, sources = _assemble(plan, loaded, builders)
 
@@ -113,18 +130,30 @@ def _prepare(data_cfg: dict, *, out_dir: Path, tokenizer_dir: Path | None, seed:
     val_source = _validation_source(plan.validation, any(spec.split_validation_size for spec in plan.train))
     _check_not_empty(train_rows, val_rows, val_source, sources, train_rejects, val_rejects)
 
-    train_card = split_summary(train_rows, duplicates=sum(s["duplicates"] for s in sources if s["role"] == "train"),
-                               rejects=train_rejects)
-    val_card = split_summary(val_rows, duplicates=sum(s["duplicates"] for s in sources if s["role"] == "validation"),
-                             rejects=val_rejects)
+    train_card = split_summary(
+        train_rows, duplicates=sum(s["duplicates"] for s in sources if s["role"] == "train"), rejects=train_rejects
+    )
+    val_card = split_summary(
+        val_rows, duplicates=sum(s["duplicates"] for s in sources if s["role"] == "validation"), rejects=val_rejects
+    )
     val_card.update(source=val_source, prompts_in_train=in_train)
-    card = build_card(sources=sources, train=train_card, validation=val_card, seed=seed,
-                      tokenizer=None if tokenizer_dir is None else str(tokenizer_dir), max_input_seq_length=limit)
+    card = build_card(
+        sources=sources,
+        train=train_card,
+        validation=val_card,
+        seed=seed,
+        tokenizer=None if tokenizer_dir is None else str(tokenizer_dir),
+        max_input_seq_length=limit,
+    )
     card["overlap"] = overlap_record(in_train, len(val_rows), same_files, plan.allow_overlap)
     card["chat_template"] = _template_summary(tokenizer, new_template, chat_template, kwargs)
-    card["length_check"] = ("off (no max_input_seq_length)" if limit is None
-                            else "skipped (no tokenizer)" if tokenizer is None
-                            else "prompts with >= max_input_seq_length tokens rejected")
+    card["length_check"] = (
+        "off (no max_input_seq_length)"
+        if limit is None
+        else "skipped (no tokenizer)"
+        if tokenizer is None
+        else "prompts with >= max_input_seq_length tokens rejected"
+    )
     with atomic_dir(out_dir) as tmp:
         _write_jsonl(tmp / "train.jsonl", train_rows)
         _write_jsonl(tmp / "val.jsonl", val_rows)
@@ -141,10 +170,17 @@ def _template_summary(tokenizer, new_template: bool, configured: object, kwargs:
     if not tokenizer.chat_template:
         source = "none (prompt_file text only)"
     else:
-        source = "tokenizer's own" if not new_template else (
-            "built-in plain template (default)" if configured == "default" else "configured")
-    return {"source": source, "configured": configured, "kwargs": kwargs,
-            "written_to": f"{TOKENIZER_OUTPUT}/" if new_template and tokenizer.chat_template else None}
+        source = (
+            "tokenizer's own"
+            if not new_template
+            else ("built-in plain template (default)" if configured == "default" else "configured")
+        )
+    return {
+        "source": source,
+        "configured": configured,
+        "kwargs": kwargs,
+        "written_to": f"{TOKENIZER_OUTPUT}/" if new_template and tokenizer.chat_template else None,
+    }
 
 
 def _read_all(plan: DataPlan) -> dict[str, tuple[RowFormat, Dataset]]:
@@ -152,9 +188,15 @@ def _read_all(plan: DataPlan) -> dict[str, tuple[RowFormat, Dataset]]:
     log = ProblemLog()
     loaded: dict[str, tuple[RowFormat, Dataset]] = {}
     for spec in plan.train + plan.validation:
-        fmt = choose_format(spec.env_name, processor=spec.processor, dataset_name=spec.dataset_name,
-                            input_key=spec.input_key, output_key=spec.output_key,
-                            first_row=first_object(spec.data_path), default_agent_ref=plan.default_agent_ref)
+        fmt = choose_format(
+            spec.env_name,
+            processor=spec.processor,
+            dataset_name=spec.dataset_name,
+            input_key=spec.input_key,
+            output_key=spec.output_key,
+            first_row=first_object(spec.data_path),
+            default_agent_ref=plan.default_agent_ref,
+        )
         loaded[spec.key] = fmt, read_dataset(spec.data_path, fmt, log)
     log.raise_if_any()
     return loaded
@@ -172,15 +214,17 @@ def _assemble(plan: DataPlan, loaded: dict, builders: dict) -> tuple[list[dict],
         kept, moved = split_off_validation(kept, spec.split_validation_size, spec.seed, spec.key)
         train_rows += kept
         val_rows += moved
-        sources.append(_source_record(spec, fmt, data, duplicates=len(data.rows) - len(kept) - len(moved),
-                                      split_to_validation=len(moved)))
+        sources.append(
+            _source_record(
+                spec, fmt, data, duplicates=len(data.rows) - len(kept) - len(moved), split_to_validation=len(moved)
+            )
+        )
     seen_val = {_key(row, row["task_name"]) for row in val_rows}
     for spec in plan.validation:
         fmt, data = loaded[spec.key]
         kept = _dedupe(_templated(spec, data.rows, builders[spec.key]), seen_val, spec.env_name)
         val_rows += kept
-        sources.append(_source_record(spec, fmt, data, duplicates=len(data.rows) - len(kept),
-                                      split_to_validation=0))
+        sources.append(_source_record(spec, fmt, data, duplicates=len(data.rows) - len(kept), split_to_validation=0))
     return train_rows, val_rows, sources
 
 
@@ -201,8 +245,10 @@ def _templated(spec: DatasetSpec, rows: list[dict], builder: PromptBuilder) -> l
         systems = [row.pop("system_prompt", None) for row in rows]
         own = [row["source"] for row, text in zip(rows, systems, strict=True) if text is not None]
         if own and not builder.chat:
-            raise ConfigError(f"{own[0]}: messages[0]: a system turn ({len(own)} row(s) of {spec.key} have one) "
-                              f"needs a chat template to be placed; {builder.fix} or remove the system turns")
+            raise ConfigError(
+                f"{own[0]}: messages[0]: a system turn ({len(own)} row(s) of {spec.key} have one) "
+                f"needs a chat template to be placed; {builder.fix} or remove the system turns"
+            )
         prompts = builder.render([row["problem"] for row in rows], systems if own else None)
     task = spec.env_name
     for row, prompt in zip(rows, prompts, strict=True):
@@ -246,13 +292,17 @@ def split_off_validation(rows: list[dict], size: float | int, seed: int, key: st
     if count == 0:
         return rows, []
     if count >= len(rows):
-        raise DataError(f"{key}.split_validation_size={size} takes {count} of the {len(rows)} unique rows, leaving "
-                        "none to train on; lower it or give data.validation.data_path")
+        raise DataError(
+            f"{key}.split_validation_size={size} takes {count} of the {len(rows)} unique rows, leaving "
+            "none to train on; lower it or give data.validation.data_path"
+        )
     to_val = bytearray(len(rows))
     for position in random.Random(seed).sample(range(len(rows)), count):
         to_val[position] = 1
-    return ([row for row, flag in zip(rows, to_val, strict=True) if not flag],
-            [row for row, flag in zip(rows, to_val, strict=True) if flag])
+    return (
+        [row for row, flag in zip(rows, to_val, strict=True) if not flag],
+        [row for row, flag in zip(rows, to_val, strict=True) if flag],
+    )
 
 
 def _apply_length_limit(rows: list[dict], tokenizer, limit: int | None) -> tuple[list[dict], dict[str, int]]:
@@ -274,27 +324,38 @@ def _validation_source(validation: tuple, split: bool) -> str:
     ]
 
 
-def _check_not_empty(train: list, val: list, val_source: str, sources: list[dict], train_rejects: dict,
-                     val_rejects: dict) -> None:
+def _check_not_empty(
+    train: list, val: list, val_source: str, sources: list[dict], train_rejects: dict, val_rejects: dict
+) -> None:
     """An empty training set (or an empty validation set that was asked for) is an error naming why."""
     for role, rows, rejects in (("train", train, train_rejects), ("validation", val, val_rejects)):
         if rows or (role == "validation" and val_source == "none"):
             continue
         mine = [s for s in sources if s["role"] == role] or [s for s in sources if s["role"] == "train"]
-        detail = "; ".join(f"{s['key']} ({s['data_path']}): {s['rows_in']} row(s), {s['duplicates']} duplicate(s)"
-                           for s in mine)
+        detail = "; ".join(
+            f"{s['key']} ({s['data_path']}): {s['rows_in']} row(s), {s['duplicates']} duplicate(s)" for s in mine
+        )
         too_long = rejects.get("prompt_too_long", 0)
-        raise DataError(f"no {role} rows left after preparation: {detail}"
-                        + (f"; {too_long} prompt(s) rejected as too long (>= max_input_seq_length tokens)"
-                           if too_long else "")
-                        + f". Check the data_path{'s' if len(mine) > 1 else ''} and max_input_seq_length.")
+        raise DataError(
+            f"no {role} rows left after preparation: {detail}"
+            + (f"; {too_long} prompt(s) rejected as too long (>= max_input_seq_length tokens)" if too_long else "")
+            + f". Check the data_path{'s' if len(mine) > 1 else ''} and max_input_seq_length."
+        )
 
 
-def _source_record(spec: DatasetSpec, fmt: RowFormat, data: Dataset, *, duplicates: int,
-                   split_to_validation: int) -> dict:
-    return {**spec.summary(), "format": fmt.description, "sha256": sha256_of(spec.data_path),
-            "lines": data.lines_read, "blank_lines": data.blank_lines, "rows_in": len(data.rows),
-            "duplicates": duplicates, "split_to_validation": split_to_validation}
+def _source_record(
+    spec: DatasetSpec, fmt: RowFormat, data: Dataset, *, duplicates: int, split_to_validation: int
+) -> dict:
+    return {
+        **spec.summary(),
+        "format": fmt.description,
+        "sha256": sha256_of(spec.data_path),
+        "lines": data.lines_read,
+        "blank_lines": data.blank_lines,
+        "rows_in": len(data.rows),
+        "duplicates": duplicates,
+        "split_to_validation": split_to_validation,
+    }
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -303,7 +364,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     with open(path, "w", encoding="utf-8", newline="\n") as fh:
         for start in range(0, len(rows), chunk):
             lines = []
-            for index, row in enumerate(rows[start:start + chunk], start):
+            for index, row in enumerate(rows[start : start + chunk], start):
                 row["index"] = index
                 lines.append(encode_row(row))
             lines.append("")

@@ -34,11 +34,15 @@ def read_prompt_file(path: str, key: str) -> str:
         fields = [field for _, field, _, _ in string.Formatter().parse(text) if field is not None]
         text.format("problem")
     except (ValueError, IndexError, KeyError) as exc:
-        raise ConfigError(f"{key}={path!r} is not a str.format template with one '{{}}' ({exc!r}); write "
-                          "literal braces as '{{' and '}}'") from None
+        raise ConfigError(
+            f"{key}={path!r} is not a str.format template with one '{{}}' ({exc!r}); write "
+            "literal braces as '{{' and '}}'"
+        ) from None
     if fields != [""] and set(fields) != {"0"}:
-        raise ConfigError(f"{key}={path!r} must contain exactly one '{{}}' where the problem goes, found "
-                          f"{len(fields)} replacement field(s) {fields}; write literal braces as '{{{{' and '}}}}'")
+        raise ConfigError(
+            f"{key}={path!r} must contain exactly one '{{}}' where the problem goes, found "
+            f"{len(fields)} replacement field(s) {fields}; write literal braces as '{{{{' and '}}}}'"
+        )
     return text
 
 
@@ -52,8 +56,7 @@ def _read_text(path: str, key: str) -> str:
         raise ConfigError(f"{key}={path!r} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
-def load_tokenizer(tokenizer_dir: str | Path, chat_template: object = None,
-                   template_key: str = "chat_template"):
+def load_tokenizer(tokenizer_dir: str | Path, chat_template: object = None, template_key: str = "chat_template"):
     """``AutoTokenizer.from_pretrained(tokenizer_dir)`` (a local HF folder) with the configured chat template.
 
     Returns ``(tokenizer, changed)``: ``tokenizer.chat_template`` is the template to use (None when neither the
@@ -94,18 +97,30 @@ class PromptBuilder:
     the tokenizer's BOS text when it adds one, and a system prompt has nowhere to go.
     """
 
-    def __init__(self, *, template: str | None = None, system_prompt: str | None = None, tokenizer=None,
-                 template_kwargs: dict | None = None, template_key: str = "chat_template"):
+    def __init__(
+        self,
+        *,
+        template: str | None = None,
+        system_prompt: str | None = None,
+        tokenizer=None,
+        template_kwargs: dict | None = None,
+        template_key: str = "chat_template",
+    ):
         self.template, self.system_prompt, self.tokenizer = template, system_prompt, tokenizer
         self.chat = tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
         self.template_kwargs = dict(template_kwargs or {})
         self.prefix = "" if tokenizer is None or self.chat else _bos_prefix(tokenizer)
         # What to tell a user whose system prompt has nowhere to go.
-        self.fix = ("pass the tokenizer folder" if tokenizer is None
-                    else f"set a chat template ({template_key}=default or a template)")
+        self.fix = (
+            "pass the tokenizer folder"
+            if tokenizer is None
+            else f"set a chat template ({template_key}=default or a template)"
+        )
         if system_prompt is not None and not self.chat:
-            raise ConfigError(f"system_prompt_file needs a chat template (it places the system turn); {self.fix} "
-                              "or remove system_prompt_file")
+            raise ConfigError(
+                f"system_prompt_file needs a chat template (it places the system turn); {self.fix} "
+                "or remove system_prompt_file"
+            )
 
     def _apply_chat_template(self, conversations: list[list[dict]]) -> list[str]:
         from jinja2 import TemplateError
@@ -113,13 +128,19 @@ class PromptBuilder:
         texts: list[str] = []
         for start in range(0, len(conversations), _BATCH):
             try:
-                texts.extend(self.tokenizer.apply_chat_template(
-                    conversations[start:start + _BATCH], tokenize=False, add_generation_prompt=True,
-                    **self.template_kwargs,
-                ))
+                texts.extend(
+                    self.tokenizer.apply_chat_template(
+                        conversations[start : start + _BATCH],
+                        tokenize=False,
+                        add_generation_prompt=True,
+                        **self.template_kwargs,
+                    )
+                )
             except TemplateError as exc:  # raise_exception() in the template, an undefined variable, ...
-                raise ConfigError(f"the chat template failed on these prompts: {exc}; fix the template (or "
-                                  "chat_template_kwargs) or the rows") from None
+                raise ConfigError(
+                    f"the chat template failed on these prompts: {exc}; fix the template (or "
+                    "chat_template_kwargs) or the rows"
+                ) from None
         return texts
 
     def render(self, problems: Sequence[str], systems: Sequence[str | None] | None = None) -> list[str]:
@@ -127,8 +148,10 @@ class PromptBuilder:
         users = list(problems) if self.template is None else [self.template.format(p) for p in problems]
         own = [] if systems is None else [i for i, text in enumerate(systems) if text is not None]
         if own and not self.chat:
-            raise ConfigError(f"{len(own)} row(s) carry a system turn (the first is row {own[0]}), which "
-                              f"needs a chat template to be placed; {self.fix} or remove the system turns")
+            raise ConfigError(
+                f"{len(own)} row(s) carry a system turn (the first is row {own[0]}), which "
+                f"needs a chat template to be placed; {self.fix} or remove the system turns"
+            )
         if not self.chat:
             return [self.prefix + u for u in users] if self.prefix else users
         shared = [] if self.system_prompt is None else [{"role": "system", "content": self.system_prompt}]
@@ -151,13 +174,19 @@ class PromptBuilder:
             return None
         counts: list[int] = []
         for start in range(0, len(prompts), _BATCH):
-            encoded = self.tokenizer(list(prompts[start:start + _BATCH]), add_special_tokens=False)["input_ids"]
+            encoded = self.tokenizer(list(prompts[start : start + _BATCH]), add_special_tokens=False)["input_ids"]
             counts.extend(len(ids) for ids in encoded)
         return counts
 
 
-def build_prompt_builder(spec: DatasetSpec, tokenizer, *, template_kwargs: dict | None = None,
-                         template_key: str = "chat_template", tokenizer_dir: object = None) -> PromptBuilder:
+def build_prompt_builder(
+    spec: DatasetSpec,
+    tokenizer,
+    *,
+    template_kwargs: dict | None = None,
+    template_key: str = "chat_template",
+    tokenizer_dir: object = None,
+) -> PromptBuilder:
     """The :class:`PromptBuilder` of one dataset, reading its prompt files.
 
     A tokenizer without a chat template can still format math / code prompts through ``prompt_file``; without
@@ -167,18 +196,28 @@ def build_prompt_builder(spec: DatasetSpec, tokenizer, *, template_kwargs: dict 
     if spec.env_name == "nemo_gym":
         for name in ("prompt_file", "system_prompt_file"):
             if getattr(spec, name) is not None:
-                raise ConfigError(f"{spec.key}.{name} does not apply to nemo_gym rows (their conversation is "
-                                  "responses_create_params.input); set it to null")
+                raise ConfigError(
+                    f"{spec.key}.{name} does not apply to nemo_gym rows (their conversation is "
+                    "responses_create_params.input); set it to null"
+                )
         if tokenizer is not None and not has_chat:
             raise ConfigError(missing_template_message(tokenizer_dir, spec.key, template_key, prompt_file_helps=False))
         return PromptBuilder(tokenizer=tokenizer, template_kwargs=template_kwargs)
     if tokenizer is not None and not has_chat and spec.prompt_file is None:
         raise ConfigError(missing_template_message(tokenizer_dir, spec.key, template_key, prompt_file_helps=True))
     template = None if spec.prompt_file is None else read_prompt_file(spec.prompt_file, f"{spec.key}.prompt_file")
-    system = None if spec.system_prompt_file is None else _read_text(spec.system_prompt_file,
-                                                                     f"{spec.key}.system_prompt_file")
+    system = (
+        None
+        if spec.system_prompt_file is None
+        else _read_text(spec.system_prompt_file, f"{spec.key}.system_prompt_file")
+    )
     try:
-        return PromptBuilder(template=template, system_prompt=system, tokenizer=tokenizer,
-                             template_kwargs=template_kwargs, template_key=template_key)
+        return PromptBuilder(
+            template=template,
+            system_prompt=system,
+            tokenizer=tokenizer,
+            template_kwargs=template_kwargs,
+            template_key=template_key,
+        )
     except ConfigError as exc:
         raise ConfigError(f"{spec.key}: {exc}") from None

@@ -36,8 +36,10 @@ class ProblemLog:
     def add(self, source: str, lineno: int, problems: list[RowProblem], fmt: RowFormat) -> None:
         """Record the problems of one bad line of ``source``, read with ``fmt``."""
         self.bad_lines += 1
-        self.formats.setdefault(source, f"{fmt.description} (schemas/rows/{fmt.schema_name}.schema.json)"
-                                if fmt.schema_name else fmt.description)
+        self.formats.setdefault(
+            source,
+            f"{fmt.description} (schemas/rows/{fmt.schema_name}.schema.json)" if fmt.schema_name else fmt.description,
+        )
         self.codes.update(problem.code for problem in problems if problem.code)
         if self.reported < MAX_REPORTED:
             self.reported += 1

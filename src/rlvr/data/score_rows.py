@@ -29,8 +29,9 @@ class ScoringRows(RowFormat):
 
     def __init__(self, env_name: str | None = None, input_key: str | None = None, output_key: str | None = None):
         if env_name not in (None, *SCORABLE_TASKS):
-            raise DataError(f"--env-name {env_name!r}: rows of that kind cannot be scored here; "
-                            f"known: {', '.join(SCORABLE_TASKS)}")
+            raise DataError(
+                f"--env-name {env_name!r}: rows of that kind cannot be scored here; known: {', '.join(SCORABLE_TASKS)}"
+            )
         self.env_name, self.input_key, self.output_key = env_name, input_key, output_key
         self.raw: RowFormat | None = None
         self.raw_env: str | None = None
@@ -51,8 +52,14 @@ class ScoringRows(RowFormat):
                 tests = row.get(self.output_key or "tests") if isinstance(row, dict) else None
                 env = "code" if isinstance(tests, dict) else "math"
             self.raw_env = env
-            self.raw = choose_format(env, processor=None, dataset_name=None, input_key=self.input_key,
-                                     output_key=self.output_key, first_row=row)
+            self.raw = choose_format(
+                env,
+                processor=None,
+                dataset_name=None,
+                input_key=self.input_key,
+                output_key=self.output_key,
+                first_row=row,
+            )
         return self.raw
 
     def convert(self, row: object) -> dict | None:
@@ -70,9 +77,13 @@ class ScoringRows(RowFormat):
         if isinstance(row, dict) and "task_name" in row:
             return [_canonical_problem(row)]  # type: ignore[list-item]  # convert() rejected it: not None
         if isinstance(row, dict) and any(key in row for key in _GYM_KEYS):
-            return [RowProblem(next(key for key in _GYM_KEYS if key in row),
-                               "NeMo-Gym rows are scored by their resource servers (env.nemo_gym), not by "
-                               "rewards score; give math or code rows")]
+            return [
+                RowProblem(
+                    next(key for key in _GYM_KEYS if key in row),
+                    "NeMo-Gym rows are scored by their resource servers (env.nemo_gym), not by "
+                    "rewards score; give math or code rows",
+                )
+            ]
         return self._raw_format(row).diagnose(row)
 
 
@@ -91,16 +102,21 @@ def _canonical_problem(row: dict) -> RowProblem | None:
     wanted = str if task == "math" else dict
     if type(value) is not wanted:
         what = "a string (the reference answer)" if task == "math" else "an object (the unit tests)"
-        return RowProblem(key, f"a {task} row needs {key!r} as {what}, got "
-                               f"{'nothing' if value is None else type(value).__name__}")
+        return RowProblem(
+            key, f"a {task} row needs {key!r} as {what}, got {'nothing' if value is None else type(value).__name__}"
+        )
     return None
 
 
-def read_rows_for_scoring(path: str, *, env_name: str | None = None, input_key: str | None = None,
-                          output_key: str | None = None) -> list[dict]:
+def read_rows_for_scoring(
+    path: str, *, env_name: str | None = None, input_key: str | None = None, output_key: str | None = None
+) -> list[dict]:
     """Every row of ``path`` as a row the verifiers take (``task_name`` + verifier field + ``source``)."""
-    log = ProblemLog(subject="the rows to score", retry="score again",
-                     chosen_by="--env-name / --input-key / --output-key, else the first row")
+    log = ProblemLog(
+        subject="the rows to score",
+        retry="score again",
+        chosen_by="--env-name / --input-key / --output-key, else the first row",
+    )
     data = read_dataset(str(path), ScoringRows(env_name, input_key, output_key), log)
     log.raise_if_any()
     return data.rows

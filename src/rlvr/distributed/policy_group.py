@@ -25,8 +25,17 @@ from typing import Any
 
 import torch
 
-from rlvr.distributed.runtime import (ModelSource, all_reduce_sum, broadcast_weights, build_model, ensure_ray,
-                                      join_process_group, rendezvous_address, resolve_gpus, to_cpu)
+from rlvr.distributed.runtime import (
+    ModelSource,
+    all_reduce_sum,
+    broadcast_weights,
+    build_model,
+    ensure_ray,
+    join_process_group,
+    rendezvous_address,
+    resolve_gpus,
+    to_cpu,
+)
 from rlvr.errors import ConfigError
 
 # Train metrics that are the same on every rank after the all-reduces: not summed over ranks.
@@ -55,15 +64,15 @@ class PolicyActor:
         broadcast_weights(model)
         self.policy = HFPolicy.from_config(self.policy_cfg, model=model, all_reduce=all_reduce_sum)
 
-    def get_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, micro_batch_size: int,
-                     filtered: bool) -> torch.Tensor:
-        return self.policy.get_logprobs(input_ids, attention_mask, micro_batch_size=micro_batch_size,
-                                        filtered=filtered)
+    def get_logprobs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, micro_batch_size: int, filtered: bool
+    ) -> torch.Tensor:
+        return self.policy.get_logprobs(input_ids, attention_mask, micro_batch_size=micro_batch_size, filtered=filtered)
 
-    def train(self, batch: Mapping[str, Any], loss_fn: Any, global_batch_size: int, micro_batch_size: int
-              ) -> dict[str, float]:
-        return self.policy.train(batch, loss_fn, global_batch_size=global_batch_size,
-                                 micro_batch_size=micro_batch_size)
+    def train(
+        self, batch: Mapping[str, Any], loss_fn: Any, global_batch_size: int, micro_batch_size: int
+    ) -> dict[str, float]:
+        return self.policy.train(batch, loss_fn, global_batch_size=global_batch_size, micro_batch_size=micro_batch_size)
 
     def state_dict(self) -> dict[str, Any]:
         return to_cpu(self.policy.state_dict())
@@ -93,8 +102,16 @@ class RayPolicyGroup:
     (gloo). Starts Ray if this process has not.
     """
 
-    def __init__(self, policy_cfg: Mapping[str, Any], source: ModelSource, *, num_workers: int,
-                 trainable: bool = True, num_cpus_per_worker: float = 1, num_gpus_per_worker: float | None = None):
+    def __init__(
+        self,
+        policy_cfg: Mapping[str, Any],
+        source: ModelSource,
+        *,
+        num_workers: int,
+        trainable: bool = True,
+        num_cpus_per_worker: float = 1,
+        num_gpus_per_worker: float | None = None,
+    ):
         if num_workers < 1:
             raise ConfigError(f"cluster.num_workers must be >= 1, got {num_workers}")
         import ray
@@ -109,18 +126,23 @@ class RayPolicyGroup:
         ray.get([a.setup.remote(address, port, backend, device, trainable) for a in self.actors])
         self._template: torch.nn.Module | None = None
 
-    def get_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, micro_batch_size: int,
-                     filtered: bool = True) -> torch.Tensor:
+    def get_logprobs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, micro_batch_size: int, filtered: bool = True
+    ) -> torch.Tensor:
         """``[B, S]`` log-probs as :meth:`HFPolicy.get_logprobs`; rows split into contiguous per-rank chunks."""
         import ray
 
         rows = torch.arange(input_ids.shape[0]).tensor_split(self.num_workers)
-        refs = [actor.get_logprobs.remote(input_ids[idx], attention_mask[idx], micro_batch_size, filtered)
-                for actor, idx in zip(self.actors, rows) if len(idx)]
+        refs = [
+            actor.get_logprobs.remote(input_ids[idx], attention_mask[idx], micro_batch_size, filtered)
+            for actor, idx in zip(self.actors, rows)
+            if len(idx)
+        ]
         return torch.cat(ray.get(refs))
 
-    def train(self, batch: Mapping[str, Any], loss_fn: Any, *, global_batch_size: int,
-              micro_batch_size: int) -> dict[str, float]:
+    def train(
+        self, batch: Mapping[str, Any], loss_fn: Any, *, global_batch_size: int, micro_batch_size: int
+    ) -> dict[str, float]:
         """:meth:`HFPolicy.train` over the ranks; ``micro_batch_size`` is per rank (as in NeMo-RL)."""
         import ray
 
@@ -129,11 +151,17 @@ class RayPolicyGroup:
             raise ConfigError(
                 f"rollout batch of {total} rows with policy.train_global_batch_size={global_batch_size} and "
                 f"cluster.num_workers={self.num_workers}: the rollout must be a multiple of the global batch and "
-                f"the global batch a multiple of the number of workers", code="rollout_batch_not_divisible")
+                f"the global batch a multiple of the number of workers",
+                code="rollout_batch_not_divisible",
+            )
         loss_ref = ray.put(loss_fn)
         local = global_batch_size // self.num_workers
-        refs = [actor.train.remote(shard_rows(batch, global_batch_size, self.num_workers, rank), loss_ref,
-                                   local, micro_batch_size) for rank, actor in enumerate(self.actors)]
+        refs = [
+            actor.train.remote(
+                shard_rows(batch, global_batch_size, self.num_workers, rank), loss_ref, local, micro_batch_size
+            )
+            for rank, actor in enumerate(self.actors)
+        ]
         return combine_rank_metrics(ray.get(refs))
 
     def state_dict(self) -> dict[str, Any]:

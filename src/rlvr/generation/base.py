@@ -45,8 +45,10 @@ class GenerationConfig:
         if self.max_new_tokens < 1:
             raise ConfigError(f"policy.generation.max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not self.temperature > 0:
-            raise ConfigError(f"policy.generation.temperature must be > 0, got {self.temperature} "
-                              "(for greedy decoding keep a positive temperature and set greedy)")
+            raise ConfigError(
+                f"policy.generation.temperature must be > 0, got {self.temperature} "
+                "(for greedy decoding keep a positive temperature and set greedy)"
+            )
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"policy.generation.top_p must be in (0, 1], got {self.top_p}")
         if any(s == "" for s in self.stop_strings or ()):
@@ -132,8 +134,11 @@ _BACKENDS: dict[str, str | Callable[..., GenerationBackend]] = {
 }
 # Backends that need an extra package; the message says how to get it.
 _REQUIREMENTS: dict[str, tuple[str, str]] = {
-    "vllm": ("vllm", "vLLM runs on GPU machines only: install the 'gpu' extra there (pip install 'rlvr[gpu]'), "
-                     "or set policy.generation.backend: hf"),
+    "vllm": (
+        "vllm",
+        "vLLM runs on GPU machines only: install the 'gpu' extra there (pip install 'rlvr[gpu]'), "
+        "or set policy.generation.backend: hf",
+    ),
 }
 
 
@@ -156,8 +161,9 @@ def resolve_generation_backend(name: str) -> Callable[..., GenerationBackend]:
         try:
             importlib.import_module(package)
         except ImportError as exc:
-            raise UserError(f"policy.generation.backend={name!r} needs the {package!r} package ({exc}). {hint}") \
-                from exc
+            raise UserError(
+                f"policy.generation.backend={name!r} needs the {package!r} package ({exc}). {hint}"
+            ) from exc
     target = _BACKENDS[name]
     if not isinstance(target, str):
         return target
@@ -167,8 +173,10 @@ def resolve_generation_backend(name: str) -> Callable[..., GenerationBackend]:
     except ModuleNotFoundError as exc:
         if exc.name != module_name:
             raise
-        raise UserError(f"policy.generation.backend={name!r}: {module_name} is not part of this installation; "
-                        f"known backends: {generation_backend_names()}") from exc
+        raise UserError(
+            f"policy.generation.backend={name!r}: {module_name} is not part of this installation; "
+            f"known backends: {generation_backend_names()}"
+        ) from exc
     return getattr(module, attribute)
 
 

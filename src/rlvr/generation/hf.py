@@ -32,8 +32,9 @@ class Detokenizer(Protocol):
     def decode(self, token_ids: list[int], skip_special_tokens: bool = ...) -> str: ...
 
 
-def sample_next(processed: torch.Tensor, generator: torch.Generator | None, *, greedy: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_next(
+    processed: torch.Tensor, generator: torch.Generator | None, *, greedy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw one token per row from processed logits ``[B, V]``; returns ``(tokens[B], logprobs[B])``.
 
     ``logprobs`` are ``log softmax(processed)`` at the chosen tokens (also in greedy mode, where the chosen
@@ -77,8 +78,14 @@ class HFGenerationBackend:
     that reaches it is ``truncated`` (a prompt already at the cap yields an empty, truncated sample).
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Detokenizer, *, batch_size: int | None = None,
-                 max_total_length: int | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Detokenizer,
+        *,
+        batch_size: int | None = None,
+        max_total_length: int | None = None,
+    ):
         self.model = model.eval()  # dropout would make the reported logprobs differ from a re-score
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -103,8 +110,9 @@ class HFGenerationBackend:
             self.model.load_state_dict(dict(state_dict), strict=True)
 
     @torch.no_grad()
-    def generate(self, prompt_token_ids: list[list[int]], cfg: GenerationConfig, *, seed: int | None = None
-                 ) -> list[GenerationOutput]:
+    def generate(
+        self, prompt_token_ids: list[list[int]], cfg: GenerationConfig, *, seed: int | None = None
+    ) -> list[GenerationOutput]:
         """Sample one continuation per prompt; same prompts, config, batch size and seed -> same outputs."""
         for i, prompt in enumerate(prompt_token_ids):
             if len(prompt) == 0:
@@ -117,19 +125,20 @@ class HFGenerationBackend:
         size = self.batch_size or max(len(prompt_token_ids), 1)
         outputs: list[GenerationOutput] = []
         for start in range(0, len(prompt_token_ids), size):
-            outputs.extend(self._generate_batch(prompt_token_ids[start:start + size], cfg, generator))
+            outputs.extend(self._generate_batch(prompt_token_ids[start : start + size], cfg, generator))
         return outputs
 
-    def _generate_batch(self, prompts: list[list[int]], cfg: GenerationConfig, generator: torch.Generator
-                        ) -> list[GenerationOutput]:
+    def _generate_batch(
+        self, prompts: list[list[int]], cfg: GenerationConfig, generator: torch.Generator
+    ) -> list[GenerationOutput]:
         """Left-pad, prefill, then decode one token per step until every row has stopped."""
         device = self.device
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long, device=device)
         attention = torch.zeros((len(prompts), width), dtype=torch.long, device=device)
         for i, prompt in enumerate(prompts):
-            input_ids[i, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long, device=device)
-            attention[i, width - len(prompt):] = 1
+            input_ids[i, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long, device=device)
+            attention[i, width - len(prompt) :] = 1
         rows = [_Row(token_budget(len(p), cfg, self.max_total_length)) for p in prompts]
         stop_ids = cfg.resolved_stop_token_ids(self.eos_token_id)
         if not all(row.done for row in rows):
@@ -151,8 +160,7 @@ class HFGenerationBackend:
             next_position = next_position + active
         return [self._finish(row) for row in rows]
 
-    def _advance(self, row: _Row, token: int, logprob: float, cfg: GenerationConfig, stop_ids: frozenset[int]
-                 ) -> None:
+    def _advance(self, row: _Row, token: int, logprob: float, cfg: GenerationConfig, stop_ids: frozenset[int]) -> None:
         """Append one sampled token and decide whether the row stops (stop id, stop string, or length)."""
         row.token_ids.append(token)
         row.logprobs.append(logprob)
@@ -170,11 +178,12 @@ class HFGenerationBackend:
     def _finish(self, row: _Row) -> GenerationOutput:
         text = self.tokenizer.decode(row.token_ids, skip_special_tokens=True)
         if row.text_end is not None:
-            text = text[:row.text_end]
+            text = text[: row.text_end]
         return GenerationOutput(token_ids=row.token_ids, logprobs=row.logprobs, text=text, truncated=row.truncated)
 
-    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-                 cache: Any) -> tuple[torch.Tensor, Any]:
+    def _forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache: Any
+    ) -> tuple[torch.Tensor, Any]:
         """One cached forward; returns the last position's logits ``[B, V]`` and the updated cache."""
         kwargs: dict[str, Any] = {self._cache_kwarg: cache, "use_cache": True}
         if self._keep_kwarg:

@@ -33,18 +33,26 @@ from rlvr.errors import UserError
 from rlvr.generation.base import GenerationConfig, GenerationOutput, token_budget
 
 WORKER_EXTENSION = "rlvr.generation.vllm_worker.RlvrWeightLoader"
-_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-           "float16": "float16", "fp16": "float16"}
+_DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+}
 
 
-def engine_kwargs(vllm_cfg: Mapping[str, Any] | None, *, model_dir: str, max_total_length: int | None,
-                  seed: int) -> dict[str, Any]:
+def engine_kwargs(
+    vllm_cfg: Mapping[str, Any] | None, *, model_dir: str, max_total_length: int | None, seed: int
+) -> dict[str, Any]:
     """``vllm.LLM(**kwargs)`` from ``policy.generation.vllm_cfg`` (upstream key names)."""
     cfg = dict(vllm_cfg or {})
     precision = str(cfg.get("precision") or "bfloat16")
     if precision not in _DTYPES:
-        raise UserError(f"policy.generation.vllm_cfg.precision: unknown precision {precision!r}; "
-                        f"known: {sorted(_DTYPES)}")
+        raise UserError(
+            f"policy.generation.vllm_cfg.precision: unknown precision {precision!r}; known: {sorted(_DTYPES)}"
+        )
     kwargs: dict[str, Any] = {
         "model": model_dir,
         "tokenizer": model_dir,
@@ -92,14 +100,17 @@ def to_generation_output(completion: Any) -> GenerationOutput:
     token_ids = [int(t) for t in completion.token_ids]
     entries = completion.logprobs
     if entries is None or len(entries) != len(token_ids):
-        raise RuntimeError("vLLM returned no per-token log-probs (SamplingParams.logprobs=0 was ignored); "
-                           "this vLLM version is not supported")
+        raise RuntimeError(
+            "vLLM returned no per-token log-probs (SamplingParams.logprobs=0 was ignored); "
+            "this vLLM version is not supported"
+        )
     logprobs = []
     for token, entry in zip(token_ids, entries):
         value = entry[token]
         logprobs.append(float(getattr(value, "logprob", value)))
-    return GenerationOutput(token_ids=token_ids, logprobs=logprobs, text=completion.text,
-                            truncated=completion.finish_reason == "length")
+    return GenerationOutput(
+        token_ids=token_ids, logprobs=logprobs, text=completion.text, truncated=completion.finish_reason == "length"
+    )
 
 
 def _build_engine(**kwargs: Any) -> Any:
@@ -109,8 +120,10 @@ def _build_engine(**kwargs: Any) -> Any:
         return vllm.LLM(**kwargs)
     except TypeError as exc:
         if "logprobs_mode" in str(exc):
-            raise UserError(f"vllm {vllm.__version__} has no logprobs_mode: rlvr needs a vLLM that reports "
-                            "processed log-probs (0.10.2 or newer)") from exc
+            raise UserError(
+                f"vllm {vllm.__version__} has no logprobs_mode: rlvr needs a vLLM that reports "
+                "processed log-probs (0.10.2 or newer)"
+            ) from exc
         raise
 
 
@@ -129,26 +142,34 @@ class VLLMGenerationBackend:
     ``vllm.LLM`` and ``vllm.SamplingParams`` (tests).
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, *, batch_size: int | None = None,
-                 max_total_length: int | None = None, vllm_cfg: Mapping[str, Any] | None = None, seed: int = 0,
-                 engine_factory: Callable[..., Any] | None = None,
-                 sampling_factory: Callable[[dict[str, Any]], Any] | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        *,
+        batch_size: int | None = None,
+        max_total_length: int | None = None,
+        vllm_cfg: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        engine_factory: Callable[..., Any] | None = None,
+        sampling_factory: Callable[[dict[str, Any]], Any] | None = None,
+    ):
         del batch_size
         self.max_total_length = max_total_length
         self._folder = Path(tempfile.mkdtemp(prefix="rlvr-vllm-"))
         try:
             model.save_pretrained(self._folder, safe_serialization=True)
             tokenizer.save_pretrained(self._folder)
-            kwargs = engine_kwargs(vllm_cfg, model_dir=str(self._folder), max_total_length=max_total_length,
-                                   seed=seed)
+            kwargs = engine_kwargs(vllm_cfg, model_dir=str(self._folder), max_total_length=max_total_length, seed=seed)
             self.llm = (engine_factory or _build_engine)(**kwargs)
         except BaseException:
             shutil.rmtree(self._folder, ignore_errors=True)
             raise
         self._sampling = sampling_factory or _make_sampling_params
 
-    def generate(self, prompt_token_ids: list[list[int]], cfg: GenerationConfig, *, seed: int | None = None
-                 ) -> list[GenerationOutput]:
+    def generate(
+        self, prompt_token_ids: list[list[int]], cfg: GenerationConfig, *, seed: int | None = None
+    ) -> list[GenerationOutput]:
         """One continuation per prompt, in order; each prompt gets the seed ``seed + index`` (reproducible)."""
         prompts, params, empty = [], [], {}
         for i, prompt in enumerate(prompt_token_ids):
@@ -159,11 +180,14 @@ class VLLMGenerationBackend:
                 empty[i] = GenerationOutput(token_ids=[], logprobs=[], text="", truncated=True)
                 continue
             prompts.append({"prompt_token_ids": list(prompt)})
-            params.append(self._sampling(sampling_kwargs(cfg, max_tokens=budget,
-                                                         seed=None if seed is None else seed + i)))
+            params.append(
+                self._sampling(sampling_kwargs(cfg, max_tokens=budget, seed=None if seed is None else seed + i))
+            )
         results = iter(self.llm.generate(prompts, sampling_params=params, use_tqdm=False) if prompts else [])
-        return [empty[i] if i in empty else to_generation_output(next(results).outputs[0])
-                for i in range(len(prompt_token_ids))]
+        return [
+            empty[i] if i in empty else to_generation_output(next(results).outputs[0])
+            for i in range(len(prompt_token_ids))
+        ]
 
     def update_weights(self, state_dict: Mapping[str, Any]) -> None:
         """Load the trainer's HF-named weights into every vLLM worker, then drop cached KV of the old weights."""

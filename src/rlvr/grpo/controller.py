@@ -46,13 +46,18 @@ from rlvr.generation.base import GenerationConfig
 from rlvr.grpo.advantages import build_advantage_estimator, group_baseline_and_std
 from rlvr.grpo.loss import ClippedPGLoss
 from rlvr.grpo.metrics_log import MetricsLog, metrics_line, read_metrics
+from rlvr.grpo.roles import PolicyWorkers, RewardWorker, load_rows
 from rlvr.grpo.rollout import Rollout, loss_sample_mask, repeat_prompts, rollout_metrics, to_train_tensors
-from rlvr.grpo.shaping import (DynamicSampler, compute_validation_scores, mask_by_seq_logprob_error,
-                               scale_rewards, shape_rewards)
+from rlvr.grpo.shaping import (
+    DynamicSampler,
+    compute_validation_scores,
+    mask_by_seq_logprob_error,
+    scale_rewards,
+    shape_rewards,
+)
 from rlvr.grpo.signal_guard import METRIC as ZERO_STD_METRIC
 from rlvr.grpo.signal_guard import ZeroSignalGuard, frac_groups_zero_std
 from rlvr.grpo.step_ckpts import StepCheckpoints, file_digest, run_fingerprint, tree_digest
-from rlvr.grpo.workers import PolicyWorkers, RewardWorker, load_rows
 from rlvr.tracking import MlflowTracker, gpu_metrics
 from rlvr.utils.atomic import atomic_file
 
@@ -63,8 +68,15 @@ LORA_ADAPTER = "lora_adapter"  # rlvr/lora_adapter/: the PEFT adapter of a LoRA 
 class GRPOController:
     """Runs the GRPO loop of one run folder; resumable (see step_ckpts.py)."""
 
-    def __init__(self, cfg: dict[str, Any], *, data_dir: Path, policy_path: Path, run_dir: Path,
-                 config_record: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        *,
+        data_dir: Path,
+        policy_path: Path,
+        run_dir: Path,
+        config_record: dict[str, Any] | None = None,
+    ):
         self.cfg = cfg
         self.config_record = config_record or cfg  # secrets as ${oc.env:...} references when given
         self.grpo, self.policy_cfg, self.loss_cfg = cfg["grpo"], cfg["policy"], cfg["loss_fn"]
@@ -95,29 +107,46 @@ class GRPOController:
         self.val_gen_cfg = GenerationConfig.from_config(self.policy_cfg["generation"], validation=True)
         ckpt_cfg = cfg["checkpointing"]
         # Fingerprinted with secrets as references: a rotated token still resumes, and no hash of a secret is kept.
-        fingerprint = run_fingerprint(self.config_record,
-                                      {"train": file_digest(Path(data_dir) / "train.jsonl"),
-                                       "val": file_digest(Path(data_dir) / "val.jsonl"),
-                                       "policy": tree_digest(Path(policy_path))})
+        fingerprint = run_fingerprint(
+            self.config_record,
+            {
+                "train": file_digest(Path(data_dir) / "train.jsonl"),
+                "val": file_digest(Path(data_dir) / "val.jsonl"),
+                "policy": tree_digest(Path(policy_path)),
+            },
+        )
         self.ckpts = StepCheckpoints(
-            Path(ckpt_cfg.get("checkpoint_dir") or self.out / "ckpts"), fingerprint=fingerprint,
-            metric_name=ckpt_cfg.get("metric_name"), higher_is_better=ckpt_cfg["higher_is_better"],
-            keep_top_k=ckpt_cfg.get("keep_top_k"), save_period=ckpt_cfg["save_period"],
+            Path(ckpt_cfg.get("checkpoint_dir") or self.out / "ckpts"),
+            fingerprint=fingerprint,
+            metric_name=ckpt_cfg.get("metric_name"),
+            higher_is_better=ckpt_cfg["higher_is_better"],
+            keep_top_k=ckpt_cfg.get("keep_top_k"),
+            save_period=ckpt_cfg["save_period"],
             save_optimizer=ckpt_cfg["save_optimizer"],
-            model_save_format=ckpt_cfg["model_save_format"])
+            model_save_format=ckpt_cfg["model_save_format"],
+        )
         self.ckpt_enabled = ckpt_cfg["enabled"]
         logger = cfg["logger"]
         tb = (logger.get("tensorboard") or {}).get("log_dir") or self.out / "tensorboard"
-        self.tracker = (MlflowTracker(logger.get("mlflow"), out_dir=self.out, default_run_name=Path(run_dir).name)
-                        if logger.get("mlflow_enabled") else None)
+        self.tracker = (
+            MlflowTracker(logger.get("mlflow"), out_dir=self.out, default_run_name=Path(run_dir).name)
+            if logger.get("mlflow_enabled")
+            else None
+        )
         self.monitor_gpus = bool(logger.get("monitor_gpus"))
-        self.metrics = MetricsLog(self.out / "metrics.jsonl", total_steps=self.grpo["max_num_steps"],
-                                  tensorboard_dir=Path(tb) if logger.get("tensorboard_enabled") else None,
-                                  progress_bar=logger.get("progress_bar"), sinks=[self.tracker] if self.tracker else None)
+        self.metrics = MetricsLog(
+            self.out / "metrics.jsonl",
+            total_steps=self.grpo["max_num_steps"],
+            tensorboard_dir=Path(tb) if logger.get("tensorboard_enabled") else None,
+            progress_bar=logger.get("progress_bar"),
+            sinks=[self.tracker] if self.tracker else None,
+        )
         self.signal_guard = ZeroSignalGuard.from_config(self.grpo)
         self.consumed_prompts = 0
-        self.sampler = DynamicSampler(self.grpo["num_prompts_per_step"] * self.grpo["num_generations_per_prompt"],
-                                      self.grpo["dynamic_sampling_max_gen_batches"])
+        self.sampler = DynamicSampler(
+            self.grpo["num_prompts_per_step"] * self.grpo["num_generations_per_prompt"],
+            self.grpo["dynamic_sampling_max_gen_batches"],
+        )
 
     # ----------------------------------------------------------------------------------------- data
     def _epoch_order(self, epoch: int) -> torch.Tensor:
@@ -130,37 +159,59 @@ class GRPOController:
         """The next ``count`` prompt indices (drop_last within an epoch); None after ``max_num_epochs``."""
         per_epoch = len(self.train_rows) // count * count
         if per_epoch == 0:
-            raise UserError(f"the training set has {len(self.train_rows)} prompts, fewer than "
-                            f"grpo.num_prompts_per_step × batch_multiplier = {count}")
+            raise UserError(
+                f"the training set has {len(self.train_rows)} prompts, fewer than "
+                f"grpo.num_prompts_per_step × batch_multiplier = {count}"
+            )
         epoch, within = divmod(self.consumed_prompts, per_epoch)
         if epoch >= self.grpo["max_num_epochs"]:
             return None
         self.consumed_prompts += count
-        return self._epoch_order(epoch)[within:within + count].tolist()
+        return self._epoch_order(epoch)[within : within + count].tolist()
 
     # ------------------------------------------------------------------------------------ rollouts
-    def _rollout(self, prompt_index: list[int], rows: list[dict], prompt_ids: list[list[int]], times: int,
-                 cfg: GenerationConfig, seed: int) -> Rollout:
+    def _rollout(
+        self,
+        prompt_index: list[int],
+        rows: list[dict],
+        prompt_ids: list[list[int]],
+        times: int,
+        cfg: GenerationConfig,
+        seed: int,
+    ) -> Rollout:
         sel_rows = [rows[i] for i in prompt_index]
         sel_ids = [prompt_ids[i] for i in prompt_index]
         rep_rows, rep_ids, groups = repeat_prompts(sel_rows, sel_ids, 0, times)
         outputs = self.workers.generate(rep_ids, cfg, seed=seed)
         rollout = Rollout(rep_rows, groups, rep_ids, outputs)
         rollout.raw_rewards, rollout.reward_errors, rollout.flagged = self.rewards.score(
-            rep_rows, [o.text for o in outputs])
+            rep_rows, [o.text for o in outputs]
+        )
         return rollout
 
     def _shape(self, rollout: Rollout) -> None:
         rewards = rollout.raw_rewards.clone()
         scaling = self.grpo.get("reward_scaling") or {}
         if scaling.get("enabled"):
-            rewards = scale_rewards(rewards, **{k: scaling[k] for k in
-                                                ("source_min", "source_max", "target_min", "target_max")})
+            rewards = scale_rewards(
+                rewards, **{k: scaling[k] for k in ("source_min", "source_max", "target_min", "target_max")}
+            )
         shaping = self.grpo.get("reward_shaping") or {}
         if shaping.get("enabled"):
-            rewards = shape_rewards(rewards, truncated=rollout.truncated, response_lengths=rollout.response_lengths,
-                                    **{k: shaping.get(k) for k in ("stop_properly_penalty_coef", "overlong_buffer_length",
-                                                                   "overlong_buffer_penalty", "max_response_length")})
+            rewards = shape_rewards(
+                rewards,
+                truncated=rollout.truncated,
+                response_lengths=rollout.response_lengths,
+                **{
+                    k: shaping.get(k)
+                    for k in (
+                        "stop_properly_penalty_coef",
+                        "overlong_buffer_length",
+                        "overlong_buffer_penalty",
+                        "max_response_length",
+                    )
+                },
+            )
         rollout.rewards = rewards
 
     def _collect(self, step: int) -> tuple[Rollout, dict[str, float]] | None:
@@ -174,8 +225,14 @@ class GRPOController:
             if index is None:
                 return None
             batches += 1
-            part = self._rollout(index, self.train_rows, self.train_prompt_ids, g, self.gen_cfg,
-                                 seed=self.grpo["seed"] * 1_000_003 + step * 101 + batches)
+            part = self._rollout(
+                index,
+                self.train_rows,
+                self.train_prompt_ids,
+                g,
+                self.gen_cfg,
+                seed=self.grpo["seed"] * 1_000_003 + step * 101 + batches,
+            )
             part.group_ids = part.group_ids + offset
             offset += len(index)
             self._shape(part)
@@ -187,33 +244,54 @@ class GRPOController:
             parts.append(part)
             if result.complete:
                 merged = Rollout.concat(parts).select(result.batch["row"])
-                return merged, {"train/dynamic_sampling_num_gen_batches": result.num_gen_batches,
-                                "train/dynamic_sampling_num_discarded_valid_samples":
-                                    result.num_discarded_valid_samples}
+                return merged, {
+                    "train/dynamic_sampling_num_gen_batches": result.num_gen_batches,
+                    "train/dynamic_sampling_num_discarded_valid_samples": result.num_discarded_valid_samples,
+                }
 
     # ------------------------------------------------------------------------------------ training
     def _train_batch(self, rollout: Rollout) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-        batch = to_train_tensors(rollout.prompt_ids, rollout.outputs, pad_id=self.workers.pad_id,
-                                 multiple_of=self.policy_cfg["make_sequence_length_divisible_by"])
+        batch = to_train_tensors(
+            rollout.prompt_ids,
+            rollout.outputs,
+            pad_id=self.workers.pad_id,
+            multiple_of=self.policy_cfg["make_sequence_length_divisible_by"],
+        )
         batch["sample_mask"], metrics = loss_sample_mask(
-            rollout, overlong_filtering=bool(self.grpo.get("overlong_filtering")),
+            rollout,
+            overlong_filtering=bool(self.grpo.get("overlong_filtering")),
             max_input_seq_length=self.cfg["data"].get("max_input_seq_length"),
-            mask_flagged=bool(self.cfg["env"]["should_mask_flagged_samples"]))
+            mask_flagged=bool(self.cfg["env"]["should_mask_flagged_samples"]),
+        )
         timer = time.perf_counter()
         needs_prev = not self.loss_cfg.get("force_on_policy_ratio") or self.grpo.get("seq_logprob_error_threshold")
-        batch["prev_logprobs"] = (self.workers.logprobs(batch) if needs_prev
-                                  else torch.zeros_like(batch["generation_logprobs"]))
-        batch["reference_policy_logprobs"] = (self.workers.reference_logprobs(batch)
-                                              if self.workers.has_reference else torch.zeros_like(batch["generation_logprobs"]))
+        batch["prev_logprobs"] = (
+            self.workers.logprobs(batch) if needs_prev else torch.zeros_like(batch["generation_logprobs"])
+        )
+        batch["reference_policy_logprobs"] = (
+            self.workers.reference_logprobs(batch)
+            if self.workers.has_reference
+            else torch.zeros_like(batch["generation_logprobs"])
+        )
         metrics["timing/train/policy_and_reference_logprobs"] = time.perf_counter() - timer
         if self.grpo.get("seq_logprob_error_threshold") is not None:
             batch["sample_mask"], err_metrics = mask_by_seq_logprob_error(
-                batch["generation_logprobs"], batch["prev_logprobs"], batch["token_mask"], batch["sample_mask"],
-                threshold=self.grpo["seq_logprob_error_threshold"], rewards=rollout.rewards)
+                batch["generation_logprobs"],
+                batch["prev_logprobs"],
+                batch["token_mask"],
+                batch["sample_mask"],
+                threshold=self.grpo["seq_logprob_error_threshold"],
+                rewards=rollout.rewards,
+            )
             metrics.update({f"train/{k}": v for k, v in err_metrics.items()})
         timer = time.perf_counter()
-        adv = self.estimator(rollout.rewards, rollout.group_ids, batch["token_mask"],
-                             prev_logprobs=batch["prev_logprobs"], reference_logprobs=batch["reference_policy_logprobs"])
+        adv = self.estimator(
+            rollout.rewards,
+            rollout.group_ids,
+            batch["token_mask"],
+            prev_logprobs=batch["prev_logprobs"],
+            reference_logprobs=batch["reference_policy_logprobs"],
+        )
         lo, hi = self.grpo.get("advantage_clip_low"), self.grpo.get("advantage_clip_high")
         if lo is not None or hi is not None:
             adv = adv.clamp(min=lo, max=hi)
@@ -222,8 +300,13 @@ class GRPOController:
         metrics["timing/train/advantage_calculation"] = time.perf_counter() - timer
         valid = batch["token_mask"].bool() & batch["sample_mask"].bool().unsqueeze(-1)
         if valid.any():
-            metrics.update({"train/advantages/mean": float(adv[valid].mean()), "train/advantages/max": float(adv[valid].max()),
-                            "train/advantages/min": float(adv[valid].min())})
+            metrics.update(
+                {
+                    "train/advantages/mean": float(adv[valid].mean()),
+                    "train/advantages/max": float(adv[valid].max()),
+                    "train/advantages/min": float(adv[valid].min()),
+                }
+            )
         return batch, metrics
 
     def train_step(self, step: int) -> dict[str, float] | None:
@@ -239,8 +322,9 @@ class GRPOController:
         batch, batch_metrics = self._train_batch(rollout)
         metrics.update(batch_metrics)
         timer = time.perf_counter()
-        train_metrics = self.workers.train(batch, self.loss_fn, self.policy_cfg["train_global_batch_size"],
-                                           self.policy_cfg["train_micro_batch_size"])
+        train_metrics = self.workers.train(
+            batch, self.loss_fn, self.policy_cfg["train_global_batch_size"], self.policy_cfg["train_micro_batch_size"]
+        )
         metrics["timing/train/policy_training"] = time.perf_counter() - timer
         metrics.update({f"train/{k}": v for k, v in train_metrics.items()})
         metrics.update(rollout_metrics(rollout))
@@ -253,30 +337,43 @@ class GRPOController:
         tokens = float(batch["attention_mask"].sum())
         metrics["timing/train/total_step_time"] = time.perf_counter() - start
         metrics["performance/tokens_per_sec"] = tokens / metrics["timing/train/total_step_time"]
-        metrics["performance/generation_tokens_per_sec"] = (
-            float(batch["token_mask"].sum()) / max(metrics["timing/train/generation"], 1e-9))
+        metrics["performance/generation_tokens_per_sec"] = float(batch["token_mask"].sum()) / max(
+            metrics["timing/train/generation"], 1e-9
+        )
         return metrics
 
     # ---------------------------------------------------------------------------------- validation
     def validate(self) -> dict[str, float]:
         start = time.perf_counter()
         k = self.grpo["val_num_generations_per_prompt"]
-        n = len(self.val_rows) if self.grpo.get("max_val_samples") is None else min(
-            self.grpo["max_val_samples"], len(self.val_rows))
+        n = (
+            len(self.val_rows)
+            if self.grpo.get("max_val_samples") is None
+            else min(self.grpo["max_val_samples"], len(self.val_rows))
+        )
         size = self.grpo.get("val_batch_size") or n
         n = n // size * size if n >= size else n  # whole batches, as upstream (config checks forbid a remainder)
         rewards, groups, lengths, samples = [], [], [], []
         for start_idx in range(0, n, size):
             index = list(range(start_idx, min(start_idx + size, n)))
-            part = self._rollout(index, self.val_rows, self.val_prompt_ids, k, self.val_gen_cfg,
-                                 seed=self.grpo["seed"] + 12_345 + start_idx)
+            part = self._rollout(
+                index,
+                self.val_rows,
+                self.val_prompt_ids,
+                k,
+                self.val_gen_cfg,
+                seed=self.grpo["seed"] + 12_345 + start_idx,
+            )
             rewards.append(part.raw_rewards)
             groups.append(part.group_ids + start_idx)
             lengths.append(part.response_lengths.float())
             samples.extend(zip(part.rows, part.outputs, part.raw_rewards.tolist()))
         scores = compute_validation_scores(torch.cat(rewards), torch.cat(groups))
-        out = {"validation/accuracy": scores["accuracy"], "validation/avg_length": float(torch.cat(lengths).mean()),
-               "timing/validation/total_validation_time": time.perf_counter() - start}
+        out = {
+            "validation/accuracy": scores["accuracy"],
+            "validation/avg_length": float(torch.cat(lengths).mean()),
+            "timing/validation/total_validation_time": time.perf_counter() - start,
+        }
         if k > 1:
             out[f"validation/pass@{k}"] = scores["pass_k"]
         for row, output, reward in samples[: self.cfg["logger"]["num_val_samples_to_print"]]:
@@ -294,10 +391,12 @@ class GRPOController:
         point = self.ckpts.find_resume_point(companions=(self.metrics.path,)) if self.ckpt_enabled else None
         step = 0
         if point is not None and point.step > self.grpo["max_num_steps"]:
-            raise UserError(f"{point.path} is step {point.step}, past grpo.max_num_steps={self.grpo['max_num_steps']}: "
-                            f"this run already trained further, and exporting it would not be what was asked. Set "
-                            f"grpo.max_num_steps={point.step} (or more) to continue it, or point "
-                            f"checkpointing.checkpoint_dir elsewhere to train a shorter run afresh")
+            raise UserError(
+                f"{point.path} is step {point.step}, past grpo.max_num_steps={self.grpo['max_num_steps']}: "
+                f"this run already trained further, and exporting it would not be what was asked. Set "
+                f"grpo.max_num_steps={point.step} (or more) to continue it, or point "
+                f"checkpointing.checkpoint_dir elsewhere to train a shorter run afresh"
+            )
         if point is not None:
             model_state, optimizer_state = StepCheckpoints.load(point)
             self.workers.load_state(model_state, optimizer_state)
@@ -349,19 +448,34 @@ class GRPOController:
                 info[name] = value
         model_state, optimizer_state = self.workers.state()
         # The step's metrics line travels with the checkpoint: metrics.jsonl is written after the save.
-        self.ckpts.save(step, model_state=model_state, optimizer_state=optimizer_state, info=info,
-                        extra_files={STEP_METRICS: metrics_line(step, metrics)})
+        self.ckpts.save(
+            step,
+            model_state=model_state,
+            optimizer_state=optimizer_state,
+            info=info,
+            extra_files={STEP_METRICS: metrics_line(step, metrics)},
+        )
         return time.perf_counter() - timer
 
     def _finish(self, step: int, seconds: float) -> dict[str, Any]:
         artifact = self.out / "checkpoint_megatron"
-        self.workers.save_artifact(artifact, iteration=step, source_dtype=self.source_dtype,
-                                   extra={"rlvr": {"steps": step, "fingerprint": self.ckpts.fingerprint}},
-                                   adapter_dir=self.out / LORA_ADAPTER, base_model=self.base_model)
+        self.workers.save_artifact(
+            artifact,
+            iteration=step,
+            source_dtype=self.source_dtype,
+            extra={"rlvr": {"steps": step, "fingerprint": self.ckpts.fingerprint}},
+            adapter_dir=self.out / LORA_ADAPTER,
+            base_model=self.base_model,
+        )
         history = [m for m in _read_jsonl(self.out / "metrics.jsonl") if "validation/accuracy" in m]
-        summary = {"final_step": step, "seconds": round(seconds, 2), "artifact": str(artifact),
-                   "fingerprint": self.ckpts.fingerprint, "zero_signal": self.signal_guard.summary(),
-                   "validation": [{"step": m["step"], "accuracy": m["validation/accuracy"]} for m in history]}
+        summary = {
+            "final_step": step,
+            "seconds": round(seconds, 2),
+            "artifact": str(artifact),
+            "fingerprint": self.ckpts.fingerprint,
+            "zero_signal": self.signal_guard.summary(),
+            "validation": [{"step": m["step"], "accuracy": m["validation/accuracy"]} for m in history],
+        }
         with atomic_file(self.out / "summary.json") as fh:
             json.dump(summary, fh, indent=2)
         return summary
@@ -375,8 +489,14 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def run_grpo(cfg: dict[str, Any], *, data_dir: Path, policy_path: Path, run_dir: Path,
-             config_record: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_grpo(
+    cfg: dict[str, Any],
+    *,
+    data_dir: Path,
+    policy_path: Path,
+    run_dir: Path,
+    config_record: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Entry point of the ``rlvr`` stage: train, then write ``<run dir>/rlvr/checkpoint_megatron``.
 
     ``config_record`` is what ``rlvr/config.yaml`` records: the stage config as written, secrets as
@@ -386,18 +506,24 @@ def run_grpo(cfg: dict[str, Any], *, data_dir: Path, policy_path: Path, run_dir:
     out = Path(run_dir) / "rlvr"
     out.mkdir(parents=True, exist_ok=True)
     with atomic_file(out / "config.yaml") as fh:
-        fh.write("# resolved rlvr config; secrets as ${oc.env:...} references\n"
-                 + config_yaml(cfg if config_record is None else config_record))
-    controller = GRPOController(cfg, data_dir=data_dir, policy_path=policy_path, run_dir=run_dir,
-                                config_record=config_record)
+        fh.write(
+            "# resolved rlvr config; secrets as ${oc.env:...} references\n"
+            + config_yaml(cfg if config_record is None else config_record)
+        )
+    controller = GRPOController(
+        cfg, data_dir=data_dir, policy_path=policy_path, run_dir=run_dir, config_record=config_record
+    )
     summary = None
     try:
         summary = controller.fit()
     finally:
         if controller.tracker is not None:
             done = summary is not None
-            controller.tracker.finish(artifact=Path(summary["artifact"]) if done else None,
-                                      summary_file=out / "summary.json" if done else None, failed=not done)
+            controller.tracker.finish(
+                artifact=Path(summary["artifact"]) if done else None,
+                summary_file=out / "summary.json" if done else None,
+                failed=not done,
+            )
         controller.rewards.close()
         controller.workers.close()
     print(json.dumps(summary, indent=2), flush=True)

@@ -19,8 +19,15 @@ from rlvr.errors import CheckpointError
 
 
 class MetricsLog:
-    def __init__(self, path: Path, *, total_steps: int, tensorboard_dir: Path | None = None,
-                 progress_bar: bool | None = None, sinks: list | None = None):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        total_steps: int,
+        tensorboard_dir: Path | None = None,
+        progress_bar: bool | None = None,
+        sinks: list | None = None,
+    ):
         self.path = Path(path)
         self._sinks = list(sinks or [])  # e.g. rlvr.tracking.MlflowTracker: each gets every line's log_metrics
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,12 +58,13 @@ class MetricsLog:
                 except json.JSONDecodeError:
                     if number == last:
                         break
-                    raise CheckpointError(f"{self.path}:{number + 1}: not a JSON line, so the run cannot resume "
-                                          f"its metrics; delete the file's bad lines or the run folder") from None
+                    raise CheckpointError(
+                        f"{self.path}:{number + 1}: not a JSON line, so the run cannot resume "
+                        f"its metrics; delete the file's bad lines or the run folder"
+                    ) from None
                 if record["step"] <= step:
                     kept.append(line)
-        restored = (step is not None and saved_line is not None
-                    and not any(json.loads(k)["step"] == step for k in kept))
+        restored = step is not None and saved_line is not None and not any(json.loads(k)["step"] == step for k in kept)
         if restored:
             kept.append(json.dumps({"step": step, **saved_line}))
         tmp = self.path.with_suffix(".jsonl.tmp")

@@ -27,14 +27,14 @@ from rlvr.generation.base import GenerationOutput
 class Rollout:
     """The samples of one generation batch and everything computed about them so far."""
 
-    rows: list[dict]                      # the canonical row of each sample (repeated G times per prompt)
-    group_ids: torch.Tensor               # [B] int
-    prompt_ids: list[list[int]]           # [B] prompt token ids
-    outputs: list[GenerationOutput]       # [B] generations
-    rewards: torch.Tensor | None = None   # [B] float (after scaling/shaping)
+    rows: list[dict]  # the canonical row of each sample (repeated G times per prompt)
+    group_ids: torch.Tensor  # [B] int
+    prompt_ids: list[list[int]]  # [B] prompt token ids
+    outputs: list[GenerationOutput]  # [B] generations
+    rewards: torch.Tensor | None = None  # [B] float (after scaling/shaping)
     raw_rewards: torch.Tensor | None = None  # [B] verifier rewards before scaling/shaping
     reward_errors: dict[str, float] = field(default_factory=dict)
-    flagged: torch.Tensor | None = None   # [B] bool: the reward server asked to mask the sample (Gym mask_sample)
+    flagged: torch.Tensor | None = None  # [B] bool: the reward server asked to mask the sample (Gym mask_sample)
 
     @property
     def truncated(self) -> torch.Tensor:
@@ -47,23 +47,34 @@ class Rollout:
     def select(self, index: torch.Tensor) -> Rollout:
         """The rollout restricted to rows ``index`` (dynamic sampling)."""
         idx = index.tolist()
-        return Rollout([self.rows[i] for i in idx], self.group_ids[index], [self.prompt_ids[i] for i in idx],
-                       [self.outputs[i] for i in idx],
-                       None if self.rewards is None else self.rewards[index],
-                       None if self.raw_rewards is None else self.raw_rewards[index], dict(self.reward_errors),
-                       None if self.flagged is None else self.flagged[index])
+        return Rollout(
+            [self.rows[i] for i in idx],
+            self.group_ids[index],
+            [self.prompt_ids[i] for i in idx],
+            [self.outputs[i] for i in idx],
+            None if self.rewards is None else self.rewards[index],
+            None if self.raw_rewards is None else self.raw_rewards[index],
+            dict(self.reward_errors),
+            None if self.flagged is None else self.flagged[index],
+        )
 
     @staticmethod
     def concat(parts: Sequence[Rollout]) -> Rollout:
-        return Rollout([r for p in parts for r in p.rows], torch.cat([p.group_ids for p in parts]),
-                       [x for p in parts for x in p.prompt_ids], [o for p in parts for o in p.outputs],
-                       torch.cat([p.rewards for p in parts]), torch.cat([p.raw_rewards for p in parts]),
-                       _sum_counts([p.reward_errors for p in parts]),
-                       None if any(p.flagged is None for p in parts) else torch.cat([p.flagged for p in parts]))
+        return Rollout(
+            [r for p in parts for r in p.rows],
+            torch.cat([p.group_ids for p in parts]),
+            [x for p in parts for x in p.prompt_ids],
+            [o for p in parts for o in p.outputs],
+            torch.cat([p.rewards for p in parts]),
+            torch.cat([p.raw_rewards for p in parts]),
+            _sum_counts([p.reward_errors for p in parts]),
+            None if any(p.flagged is None for p in parts) else torch.cat([p.flagged for p in parts]),
+        )
 
 
-def repeat_prompts(rows: Sequence[dict], prompt_ids: Sequence[list[int]], group_offset: int, times: int
-                   ) -> tuple[list[dict], list[list[int]], torch.Tensor]:
+def repeat_prompts(
+    rows: Sequence[dict], prompt_ids: Sequence[list[int]], group_offset: int, times: int
+) -> tuple[list[dict], list[list[int]], torch.Tensor]:
     """Each prompt copied ``times`` times, contiguously (upstream's ``repeat_interleave``), with group ids."""
     rep_rows = [row for row in rows for _ in range(times)]
     rep_ids = [list(ids) for ids in prompt_ids for _ in range(times)]
@@ -71,8 +82,9 @@ def repeat_prompts(rows: Sequence[dict], prompt_ids: Sequence[list[int]], group_
     return rep_rows, rep_ids, groups
 
 
-def to_train_tensors(prompt_ids: Sequence[list[int]], outputs: Sequence[GenerationOutput], *, pad_id: int,
-                     multiple_of: int = 1) -> dict[str, torch.Tensor]:
+def to_train_tensors(
+    prompt_ids: Sequence[list[int]], outputs: Sequence[GenerationOutput], *, pad_id: int, multiple_of: int = 1
+) -> dict[str, torch.Tensor]:
     """Right-padded ``input_ids``, ``attention_mask``, ``token_mask`` and ``generation_logprobs`` (module doc)."""
     lengths = [len(p) + len(o.token_ids) for p, o in zip(prompt_ids, outputs)]
     seq = max(lengths)
@@ -86,16 +98,25 @@ def to_train_tensors(prompt_ids: Sequence[list[int]], outputs: Sequence[Generati
         n_p, n_g = len(prompt), len(out.token_ids)
         input_ids[i, :n_p] = torch.tensor(prompt, dtype=torch.long)
         if n_g:
-            input_ids[i, n_p:n_p + n_g] = torch.tensor(out.token_ids, dtype=torch.long)
-            gen_lp[i, n_p:n_p + n_g] = torch.tensor(out.logprobs, dtype=torch.float32)
-            token_mask[i, n_p:n_p + n_g] = 1.0
-        attention[i, :n_p + n_g] = 1
-    return {"input_ids": input_ids, "attention_mask": attention, "token_mask": token_mask,
-            "generation_logprobs": gen_lp}
+            input_ids[i, n_p : n_p + n_g] = torch.tensor(out.token_ids, dtype=torch.long)
+            gen_lp[i, n_p : n_p + n_g] = torch.tensor(out.logprobs, dtype=torch.float32)
+            token_mask[i, n_p : n_p + n_g] = 1.0
+        attention[i, : n_p + n_g] = 1
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "token_mask": token_mask,
+        "generation_logprobs": gen_lp,
+    }
 
 
-def loss_sample_mask(rollout: Rollout, *, overlong_filtering: bool = False, max_input_seq_length: int | None = None,
-                     mask_flagged: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+def loss_sample_mask(
+    rollout: Rollout,
+    *,
+    overlong_filtering: bool = False,
+    max_input_seq_length: int | None = None,
+    mask_flagged: bool = False,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """``sample_mask [B]`` (float, 1 = the sample is in the loss) and how many samples each rule removed.
 
     Masked samples stay in the rollout, so they still shape their group's baseline (as upstream does for

@@ -39,10 +39,12 @@ def frac_groups_zero_std(rewards: torch.Tensor, group_ids: torch.Tensor) -> floa
 
 
 def _explain(first: int, last: int) -> str:
-    return (f"for {last - first + 1} consecutive GRPO steps ({first}..{last}) every group of samples got the same "
-            f"reward ({METRIC} = 1.0): all advantages are zero and the policy is not learning. Check that the "
-            f"policy can solve some prompts (validation/accuracy near 0 or 1 means it never or always does), the "
-            f"reward function (env.*, `nemotron rewards score`), and policy.generation.max_new_tokens")
+    return (
+        f"for {last - first + 1} consecutive GRPO steps ({first}..{last}) every group of samples got the same "
+        f"reward ({METRIC} = 1.0): all advantages are zero and the policy is not learning. Check that the "
+        f"policy can solve some prompts (validation/accuracy near 0 or 1 means it never or always does), the "
+        f"reward function (env.*, `nemotron rewards score`), and policy.generation.max_new_tokens"
+    )
 
 
 class ZeroSignalGuard:
@@ -83,13 +85,24 @@ class ZeroSignalGuard:
             return
         message = _explain(self.streak_start, step)
         if self.stop:
-            raise UserError(f"{message}. Stopped because grpo.stop_on_zero_signal is true (set it to false to "
-                            f"run on, or raise grpo.zero_signal_patience).", code="no_learning_signal")
+            raise UserError(
+                f"{message}. Stopped because grpo.stop_on_zero_signal is true (set it to false to "
+                f"run on, or raise grpo.zero_signal_patience).",
+                code="no_learning_signal",
+            )
         self.warnings += 1
         bar = "!" * 100
-        print(f"{bar}\nWARNING [no_learning_signal]: {message}.\n(grpo.stop_on_zero_signal=true stops the run "
-              f"here instead.)\n{bar}", file=self.stream or sys.stderr, flush=True)
+        print(
+            f"{bar}\nWARNING [no_learning_signal]: {message}.\n(grpo.stop_on_zero_signal=true stops the run "
+            f"here instead.)\n{bar}",
+            file=self.stream or sys.stderr,
+            flush=True,
+        )
 
     def summary(self) -> dict[str, Any]:
-        return {"patience": self.patience, "steps_without_signal": self.steps_without_signal,
-                "longest_streak": self.longest, "warnings": self.warnings}
+        return {
+            "patience": self.patience,
+            "steps_without_signal": self.steps_without_signal,
+            "longest_streak": self.longest,
+            "warnings": self.warnings,
+        }

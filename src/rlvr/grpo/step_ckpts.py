@@ -46,8 +46,14 @@ from rlvr.errors import CheckpointError, ConfigError
 
 _STEP = re.compile(r"^step_(\d+)$")
 # Keys that may change between an interrupted run and its resumption without changing what is trained.
-_NOT_FINGERPRINTED = {("grpo", "max_num_steps"), ("grpo", "val_period"), ("grpo", "val_at_end"),
-                      ("grpo", "val_at_start"), ("checkpointing", "keep_top_k"), ("checkpointing", "save_period")}
+_NOT_FINGERPRINTED = {
+    ("grpo", "max_num_steps"),
+    ("grpo", "val_period"),
+    ("grpo", "val_at_end"),
+    ("grpo", "val_at_start"),
+    ("checkpointing", "keep_top_k"),
+    ("checkpointing", "save_period"),
+}
 # checkpointing.model_save_format -> the weights file of a step folder (NeMo-RL's two values).
 WEIGHT_FILES = {"safetensors": "model.safetensors", "torch_save": "model.pt"}
 _ALIASES_KEY = "rlvr_aliases"  # safetensors metadata: JSON {alias name: stored name}
@@ -90,12 +96,22 @@ class ResumePoint:
 class StepCheckpoints:
     """Save, rank, prune and find ``step_N`` checkpoints of one run."""
 
-    def __init__(self, root: Path, *, fingerprint: str, metric_name: str | None, higher_is_better: bool = True,
-                 keep_top_k: int | None = None, save_period: int = 1, save_optimizer: bool = True,
-                 model_save_format: str = "safetensors"):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        fingerprint: str,
+        metric_name: str | None,
+        higher_is_better: bool = True,
+        keep_top_k: int | None = None,
+        save_period: int = 1,
+        save_optimizer: bool = True,
+        model_save_format: str = "safetensors",
+    ):
         if model_save_format not in WEIGHT_FILES:
-            raise ConfigError(f"checkpointing.model_save_format: {model_save_format!r} is not one of "
-                              f"{', '.join(WEIGHT_FILES)}")
+            raise ConfigError(
+                f"checkpointing.model_save_format: {model_save_format!r} is not one of {', '.join(WEIGHT_FILES)}"
+            )
         self.model_save_format = model_save_format
         self.root = Path(root)
         self.fingerprint = fingerprint
@@ -131,9 +147,11 @@ class StepCheckpoints:
             for companion in companions:
                 if companion.exists():
                     os.replace(companion, aside / companion.name)
-            log(f"[resume] {self.root} holds checkpoints of a different run (fingerprint {info.get('fingerprint')} "
+            log(
+                f"[resume] {self.root} holds checkpoints of a different run (fingerprint {info.get('fingerprint')} "
                 f"!= {self.fingerprint}: the config, data or initial policy changed); starting fresh. The old "
-                f"checkpoints{' and metrics' if companions else ''} were moved to {aside}")
+                f"checkpoints{' and metrics' if companions else ''} were moved to {aside}"
+            )
             return None
         log(f"[resume] resuming from {newest} (step {info['step']}, same run fingerprint {self.fingerprint})")
         return ResumePoint(int(info["step"]), newest, info)
@@ -158,8 +176,15 @@ class StepCheckpoints:
             aside, n = self.root.with_name(f"{base}-{n}"), n + 1
         return aside
 
-    def save(self, step: int, *, model_state: dict[str, torch.Tensor], optimizer_state: dict | None,
-             info: dict[str, Any], extra_files: dict[str, Any] | None = None) -> Path:
+    def save(
+        self,
+        step: int,
+        *,
+        model_state: dict[str, torch.Tensor],
+        optimizer_state: dict | None,
+        info: dict[str, Any],
+        extra_files: dict[str, Any] | None = None,
+    ) -> Path:
         """Write ``step_N`` atomically (``tmp_step_N`` then rename), then apply retention."""
         self.root.mkdir(parents=True, exist_ok=True)
         tmp, final = self.root / f"tmp_step_{step}", self.root / f"step_{step}"
@@ -172,7 +197,8 @@ class StepCheckpoints:
             for name, payload in (extra_files or {}).items():
                 (tmp / name).write_text(json.dumps(payload, indent=2, sort_keys=True))
             (tmp / "training_info.json").write_text(
-                json.dumps({**info, "step": step, "fingerprint": self.fingerprint}, indent=2, sort_keys=True))
+                json.dumps({**info, "step": step, "fingerprint": self.fingerprint}, indent=2, sort_keys=True)
+            )
             write_manifest(tmp)
         except Exception as exc:  # noqa: BLE001 - a full disk reaches us as OSError, RuntimeError or SafetensorError
             shutil.rmtree(tmp, ignore_errors=True)  # no half-written step is left behind
@@ -229,8 +255,11 @@ def _write_error(exc: Exception, folder: Path) -> Exception:
     except OSError:
         free = None
     if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or (free is not None and free < (64 << 20)):
-        return OSError(errno.ENOSPC, f"No space left on device while writing a step checkpoint "
-                                     f"({free if free is not None else '?'} bytes free)", str(folder))
+        return OSError(
+            errno.ENOSPC,
+            f"No space left on device while writing a step checkpoint ({free if free is not None else '?'} bytes free)",
+            str(folder),
+        )
     if isinstance(exc, OSError):
         return OSError(exc.errno, exc.strerror, str(folder))
     return exc
@@ -238,8 +267,11 @@ def _write_error(exc: Exception, folder: Path) -> Exception:
 
 def write_manifest(folder: Path) -> None:
     """Record the size and SHA-256 of every file under ``folder``; written last, so its presence means complete."""
-    files = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": file_digest(p)}
-             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    files = {
+        str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": file_digest(p)}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
     (folder / MANIFEST).write_text(json.dumps({"files": files}, indent=2, sort_keys=True))
 
 
@@ -309,8 +341,10 @@ def load_weights(folder: Path) -> dict[str, torch.Tensor]:
     """The weights of a step's ``policy/`` folder in either format; aliased (tied) names get the same tensor."""
     present = [folder / f for f in WEIGHT_FILES.values() if (folder / f).is_file()]
     if not present:
-        raise CheckpointError(f"{folder}: no model weights ({' or '.join(WEIGHT_FILES.values())}); the step "
-                              f"folder is incomplete: delete it to resume from the step before")
+        raise CheckpointError(
+            f"{folder}: no model weights ({' or '.join(WEIGHT_FILES.values())}); the step "
+            f"folder is incomplete: delete it to resume from the step before"
+        )
     path = present[0]
     try:
         if path.suffix != ".safetensors":

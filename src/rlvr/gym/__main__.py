@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--options", default="{}", help="JSON object of verifier options")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 = an ephemeral port")
-    parser.add_argument("--ready-file", help="where to write {\"url\": ...} once listening")
+    parser.add_argument("--ready-file", help='where to write {"url": ...} once listening')
     parser.add_argument("--parent-pid", type=int, help="exit when this process is gone")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)

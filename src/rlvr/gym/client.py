@@ -11,8 +11,8 @@
 * :meth:`~GymRewardClient.score` turns each generated text into a Responses-API ``response``, posts
   ``row + response`` to the row's server (:mod:`rlvr.gym.routing`) from at most ``max_concurrent_requests``
   threads (and, for a local server, no more at once than its verifier runs, so that queueing is not timed by
-  ``request_timeout_s``), and returns the rewards in row order. A refused/reset/timed-out request, HTTP 408/429 or 5xx is
-  retried after ``retry_backoff_s * 2**k`` seconds (k = 0, 1, ...; capped at 30 s) up to ``max_retries`` times;
+  ``request_timeout_s``), and returns the rewards in row order. A refused/reset/timed-out request, HTTP 408/429 or
+  5xx is retried after ``retry_backoff_s * 2**k`` seconds (k = 0, 1, ...; capped at 30 s) up to ``max_retries`` times;
   then, or at once for another 4xx or a body without a valid ``reward``, the batch fails with a UserError
   naming the server, its URL, the row and the last status or exception. A failed request never becomes a 0.
 """
@@ -47,15 +47,19 @@ from rlvr.gym.verifiers import VERIFIER_KINDS, capacity
 _MAX_BACKOFF_S = 30.0
 _RETRYABLE_STATUS = frozenset({408, 429})
 # env.math / env.code keys that configure the verifier behind a local server, by kind.
-_LOCAL_OPTION_KEYS = {"math": ("num_workers", "timeout_s"),
-                      "code": ("num_workers", "timeout_s", "memory_mb", "partial_credit")}
+_LOCAL_OPTION_KEYS = {
+    "math": ("num_workers", "timeout_s"),
+    "code": ("num_workers", "timeout_s", "memory_mb", "partial_credit"),
+}
 
 
 def local_options_from_env(env_cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Verifier options of local servers by kind, from ``env.math`` / ``env.code`` (other keys are ignored)."""
     env_cfg = _plain(env_cfg)
-    return {kind: {key: env_cfg[kind][key] for key in keys if key in (env_cfg.get(kind) or {})}
-            for kind, keys in _LOCAL_OPTION_KEYS.items()}
+    return {
+        kind: {key: env_cfg[kind][key] for key in keys if key in (env_cfg.get(kind) or {})}
+        for kind, keys in _LOCAL_OPTION_KEYS.items()
+    }
 
 
 def _plain(cfg: Any) -> Any:
@@ -80,8 +84,10 @@ def parse_servers(cfg: Mapping[str, Any]) -> list[ServerSpec]:
     """``env.nemo_gym.resource_servers`` as specs; a bad entry is a ConfigError naming its key."""
     servers = cfg.get("resource_servers") or {}
     if not isinstance(servers, Mapping) or not servers:
-        raise ConfigError("env.nemo_gym.resource_servers is empty; configure at least one server, e.g. "
-                          "math_with_judge: {url: null, kind: math}")
+        raise ConfigError(
+            "env.nemo_gym.resource_servers is empty; configure at least one server, e.g. "
+            "math_with_judge: {url: null, kind: math}"
+        )
     specs = []
     for name, entry in servers.items():
         key = f"env.nemo_gym.resource_servers.{name}"
@@ -141,14 +147,18 @@ class GymRewardClient:
         self.health_timeout_s, self.startup_timeout_s = health_timeout_s, startup_timeout_s
         self.model_name = model_name
         self.local_options = {kind: dict(opts) for kind, opts in (local_options or {}).items()}
-        self.router = AgentRouter([s.name for s in self.specs], cfg.get("agent_to_server"),
-                                  cfg.get("config_paths") or [])
+        self.router = AgentRouter(
+            [s.name for s in self.specs], cfg.get("agent_to_server"), cfg.get("config_paths") or []
+        )
         self.urls: dict[str, str] = {s.name: s.url for s in self.specs if s.url is not None}
         # Requests in flight per server: a local server gets no more than it checks at once, so that waiting
         # happens here and does not eat into request_timeout_s; an external one gets max_concurrency.
-        self.capacity = {s.name: self.max_concurrency if s.url else
-                         min(self.max_concurrency, capacity(s.kind or "", self.local_options.get(s.kind or "")))
-                         for s in self.specs}
+        self.capacity = {
+            s.name: self.max_concurrency
+            if s.url
+            else min(self.max_concurrency, capacity(s.kind or "", self.local_options.get(s.kind or "")))
+            for s in self.specs
+        }
         self._slots = {name: threading.BoundedSemaphore(n) for name, n in self.capacity.items()}
         self._local: list[LocalServerProcess] = []
         self._pool: ThreadPoolExecutor | None = None
@@ -162,18 +172,24 @@ class GymRewardClient:
         try:
             for spec in self.specs:
                 if spec.url is None:
-                    self._local.append(LocalServerProcess(spec.name, spec.kind or "",
-                                                          self.local_options.get(spec.kind or "")).spawn())
+                    self._local.append(
+                        LocalServerProcess(spec.name, spec.kind or "", self.local_options.get(spec.kind or "")).spawn()
+                    )
             for server in self._local:
                 self.urls[server.name] = server.wait_ready(self.startup_timeout_s)
             self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="rlvr-gym-verify")
             with ThreadPoolExecutor(len(self.specs)) as probes:
-                down = {name: reason for name, reason in zip(
-                    self.urls, probes.map(self._health_with_retries, self.urls.values())) if reason}
+                down = {
+                    name: reason
+                    for name, reason in zip(self.urls, probes.map(self._health_with_retries, self.urls.values()))
+                    if reason
+                }
             if down:
                 lines = "\n".join(f"  - {name} ({self.urls[name]}): {reason}" for name, reason in down.items())
-                raise UserError(f"NeMo-Gym resource server(s) not reachable:\n{lines}\nStart them or fix "
-                                "env.nemo_gym.resource_servers.<name>.url (null starts a local one).")
+                raise UserError(
+                    f"NeMo-Gym resource server(s) not reachable:\n{lines}\nStart them or fix "
+                    "env.nemo_gym.resource_servers.<name>.url (null starts a local one)."
+                )
         except BaseException:
             self.close()
             raise
@@ -246,16 +262,26 @@ class GymRewardClient:
                 raise TypeError(f"response {i} must be a string, got {type(text).__name__}")
             gym = gym_row_of(row, i)
             server = self.router.server_for(agent_of(gym, i))
-            response = build_response(text, gym["responses_create_params"], model=self.model_name,
-                                      thinking_tags=self.thinking_tags, incomplete=bool(incomplete and incomplete[i]))
+            response = build_response(
+                text,
+                gym["responses_create_params"],
+                model=self.model_name,
+                thinking_tags=self.thinking_tags,
+                incomplete=bool(incomplete and incomplete[i]),
+            )
             requests.append((server, build_verify_request(gym, response)))
         abort = threading.Event()
         futures = [self._pool.submit(self._verify, server, i, body, abort) for i, (server, body) in enumerate(requests)]
         outcomes = self._gather(futures, abort)
         results = [result for result, _, _ in outcomes]
         servers = [server for server, _ in requests]
-        return GymScore([r.reward for r in results], [r.mask_sample for r in results], results, servers,
-                        _metrics(results, servers, outcomes))
+        return GymScore(
+            [r.reward for r in results],
+            [r.mask_sample for r in results],
+            results,
+            servers,
+            _metrics(results, servers, outcomes),
+        )
 
     @staticmethod
     def _gather(futures: list[Future], abort: threading.Event) -> list[tuple[VerifyResult, int, float]]:
@@ -279,9 +305,8 @@ class GymRewardClient:
         where = f"NeMo-Gym resource server {server!r} ({url}{VERIFY_PATH}), row {index}"
         last = ""
         for attempt in range(self.max_retries + 1):
-            if attempt:
-                if abort.wait(self._backoff(attempt)):
-                    raise _BatchAborted()
+            if attempt and abort.wait(self._backoff(attempt)):
+                raise _BatchAborted()
             if abort.is_set():
                 raise _BatchAborted()
             reply, error, seconds = self._post(server, url, body)
@@ -295,12 +320,16 @@ class GymRewardClient:
                     raise UserError(f"{where}: invalid /verify answer ({exc}): {reply.text[:300]}") from None
             last = f"HTTP {reply.status}: {reply.text[:500]}"
             if reply.status < 500 and reply.status not in _RETRYABLE_STATUS:
-                raise UserError(f"{where}: request rejected with {last}. The row lacks what this server needs: "
-                                "check the row's server fields and its agent_ref / the agent_to_server mapping")
-        raise UserError(f"{where}: failed after {self.max_retries + 1} attempts (env.nemo_gym.max_retries="
-                        f"{self.max_retries}, request_timeout_s={self.request_timeout_s:g}); last error: {last}."
-                        f"{self._local_state(server)} Check that the server is up and its log; raise max_retries or "
-                        "request_timeout_s if it is only overloaded")
+                raise UserError(
+                    f"{where}: request rejected with {last}. The row lacks what this server needs: "
+                    "check the row's server fields and its agent_ref / the agent_to_server mapping"
+                )
+        raise UserError(
+            f"{where}: failed after {self.max_retries + 1} attempts (env.nemo_gym.max_retries="
+            f"{self.max_retries}, request_timeout_s={self.request_timeout_s:g}); last error: {last}."
+            f"{self._local_state(server)} Check that the server is up and its log; raise max_retries or "
+            "request_timeout_s if it is only overloaded"
+        )
 
     def _post(self, server: str, url: str, body: dict) -> tuple[HttpReply | None, str, float]:
         """One attempt, holding one of ``server``'s slots: ``(reply or None, transport error, seconds)``."""
@@ -318,8 +347,9 @@ class GymRewardClient:
         return "" if code is None else f" The local server process exited with code {code} (its log is above)."
 
 
-def _metrics(results: list[VerifyResult], servers: list[str], outcomes: list[tuple[Any, int, float]]
-             ) -> dict[str, float]:
+def _metrics(
+    results: list[VerifyResult], servers: list[str], outcomes: list[tuple[Any, int, float]]
+) -> dict[str, float]:
     """Batch metrics: requests, retries, latency, masked samples, failures by kind, mean reward per server."""
     seconds = [elapsed for _, _, elapsed in outcomes]
     metrics = {

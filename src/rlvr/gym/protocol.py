@@ -85,12 +85,12 @@ def split_thinking(text: str, tags: tuple[str, str] | None) -> tuple[str | None,
     stripped = text.lstrip()
     if end < 0:
         if stripped.startswith(open_tag):
-            return stripped[len(open_tag):], ""
+            return stripped[len(open_tag) :], ""
         return None, text
     thinking = text[:end].lstrip()
     if thinking.startswith(open_tag):
-        thinking = thinking[len(open_tag):]
-    return thinking, text[end + len(close_tag):]
+        thinking = thinking[len(open_tag) :]
+    return thinking, text[end + len(close_tag) :]
 
 
 def build_response(
@@ -113,13 +113,22 @@ def build_response(
     status = "incomplete" if incomplete else "completed"
     output: list[dict[str, Any]] = []
     if thinking is not None:
-        output.append({
-            "id": _new_id("rs"), "type": "reasoning", "summary": [{"type": "summary_text", "text": thinking}],
-        })
-    output.append({
-        "id": _new_id("msg"), "type": "message", "role": "assistant", "status": status,
-        "content": [{"type": "output_text", "text": answer, "annotations": []}],
-    })
+        output.append(
+            {
+                "id": _new_id("rs"),
+                "type": "reasoning",
+                "summary": [{"type": "summary_text", "text": thinking}],
+            }
+        )
+    output.append(
+        {
+            "id": _new_id("msg"),
+            "type": "message",
+            "role": "assistant",
+            "status": status,
+            "content": [{"type": "output_text", "text": answer, "annotations": []}],
+        }
+    )
     return {
         "id": _new_id("resp"),
         "object": "response",
@@ -187,7 +196,8 @@ def parse_verify_response(body: Any, request: Mapping[str, Any] | None = None) -
         raise ProtocolError(f"'failure_kind' must be a string or null, got {kind!r}")
     request = request or {}
     extras = {
-        key: value for key, value in body.items()
+        key: value
+        for key, value in body.items()
         if key not in _RESULT_FIELDS and key != "response" and not (key in request and request[key] == value)
     }
     return VerifyResult(float(reward), mask, kind, None if reason is None else str(reason), extras)
@@ -197,8 +207,12 @@ def build_verify_response(request: Mapping[str, Any], result: VerifyResult) -> d
     """The server side of :func:`parse_verify_response`: the request echoed back with the result's fields."""
     body = dict(request)
     body.update(result.extras)
-    body.update(reward=float(result.reward), mask_sample=result.mask_sample,
-                failure_kind=result.failure_kind, failure_reason=result.failure_reason)
+    body.update(
+        reward=float(result.reward),
+        mask_sample=result.mask_sample,
+        failure_kind=result.failure_kind,
+        failure_reason=result.failure_reason,
+    )
     return body
 
 

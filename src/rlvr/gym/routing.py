@@ -31,8 +31,10 @@ _SUFFIXES = ("_simple_agent", "_agent")
 def agents_in_gym_config(path: Path, key: str) -> dict[str, str]:
     """``{agent name: resource server name}`` declared by one Gym config file (``key`` names it in errors)."""
     if not path.is_file():
-        raise ConfigError(f"{key}: Gym config file {str(path)!r} not found (paths are relative to the working "
-                          f"directory {str(Path.cwd())!r})")
+        raise ConfigError(
+            f"{key}: Gym config file {str(path)!r} not found (paths are relative to the working "
+            f"directory {str(Path.cwd())!r})"
+        )
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -60,8 +62,10 @@ class AgentRouter:
         self.explicit = dict(agent_to_server or {})
         for agent, server in self.explicit.items():
             if server not in self.servers:
-                raise ConfigError(f"env.nemo_gym.agent_to_server.{agent}: server {server!r} is not configured; "
-                                  f"configured resource servers: {', '.join(self.servers) or '(none)'}")
+                raise ConfigError(
+                    f"env.nemo_gym.agent_to_server.{agent}: server {server!r} is not configured; "
+                    f"configured resource servers: {', '.join(self.servers) or '(none)'}"
+                )
         self.from_configs: dict[str, str] = {}
         for i, path in enumerate(config_paths):
             self.from_configs.update(agents_in_gym_config(Path(path), f"env.nemo_gym.config_paths[{i}]"))
@@ -91,9 +95,11 @@ def gym_row_of(row: Mapping[str, Any], index: int) -> Mapping[str, Any]:
     """The Gym row inside a canonical rl_prep row (its ``gym`` field), or ``row`` itself when it is a Gym row."""
     gym = row.get("gym", row)
     if not isinstance(gym, Mapping) or "responses_create_params" not in gym:
-        raise DataError(f"row {index} is not a nemo_gym row: expected a canonical row with a 'gym' object (rl_prep "
-                        f"writes it for env_name nemo_gym) or a Gym row with 'responses_create_params'; keys: "
-                        f"{sorted(row)}")
+        raise DataError(
+            f"row {index} is not a nemo_gym row: expected a canonical row with a 'gym' object (rl_prep "
+            f"writes it for env_name nemo_gym) or a Gym row with 'responses_create_params'; keys: "
+            f"{sorted(row)}"
+        )
     return gym
 
 
@@ -102,6 +108,8 @@ def agent_of(gym_row: Mapping[str, Any], index: int) -> str:
     ref = gym_row.get("agent_ref")
     name = ref.get("name") if isinstance(ref, Mapping) else None
     if not isinstance(name, str) or not name:
-        raise DataError(f"row {index}: Gym row has no agent_ref.name; add agent_ref to the row or set "
-                        "data.default_agent_ref and re-run data preparation")
+        raise DataError(
+            f"row {index}: Gym row has no agent_ref.name; add agent_ref to the row or set "
+            "data.default_agent_ref and re-run data preparation"
+        )
     return name

@@ -11,8 +11,8 @@ Routes (the Gym resource-server protocol, see :mod:`rlvr.gym.protocol`):
 Two ways to run one: :class:`ResourceServer` serves from a thread of the current process (tests, tools), and
 :class:`LocalServerProcess` starts ``python -m rlvr.gym`` (:mod:`rlvr.gym.__main__`) as a child process bound to
 ``127.0.0.1`` on an ephemeral port; the child reports its URL through a ready file and exits with its parent (it
-polls the parent's pid), so a killed trainer leaves no server behind. The stdlib ``ThreadingHTTPServer`` serves one thread per request; the
-verifier bounds the real work (math: the worker pool; code: the sandbox's slots).
+polls the parent's pid), so a killed trainer leaves no server behind. The stdlib ``ThreadingHTTPServer`` serves
+one thread per request; the verifier bounds the real work (math: the worker pool; code: the sandbox's slots).
 """
 
 from __future__ import annotations
@@ -84,8 +84,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, build_verify_response(request, result))
 
     def _fail(self, exc: Exception) -> None:
-        print(f"rlvr gym server ({self.server.verifier.kind}): /verify failed:\n{traceback.format_exc()}",
-              file=sys.stderr, flush=True)
+        print(
+            f"rlvr gym server ({self.server.verifier.kind}): /verify failed:\n{traceback.format_exc()}",
+            file=sys.stderr,
+            flush=True,
+        )
         self._send(500, {"detail": f"{type(exc).__name__}: {exc}"})
 
 
@@ -121,8 +124,12 @@ class ResourceServer:
 
     def start(self) -> ResourceServer:
         """Serve from a daemon thread; returns at once."""
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name=f"rlvr-gym-{self.verifier.kind}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"rlvr-gym-{self.verifier.kind}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -166,8 +173,19 @@ class LocalServerProcess:
         src_dir = str(Path(rlvr.__file__).resolve().parents[1])
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src_dir, env.get("PYTHONPATH")) if p)
-        command = [sys.executable, "-m", "rlvr.gym", "--kind", self.kind, "--options", json.dumps(self.options),
-                   "--ready-file", str(self._ready_dir / "ready.json"), "--parent-pid", str(os.getpid())]
+        command = [
+            sys.executable,
+            "-m",
+            "rlvr.gym",
+            "--kind",
+            self.kind,
+            "--options",
+            json.dumps(self.options),
+            "--ready-file",
+            str(self._ready_dir / "ready.json"),
+            "--parent-pid",
+            str(os.getpid()),
+        ]
         self._proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
         return self
 
@@ -179,12 +197,16 @@ class LocalServerProcess:
         while not ready.exists():
             code = self._proc.poll()
             if code is not None:
-                raise UserError(f"local NeMo-Gym resource server {self.name!r} (kind {self.kind}) exited with code "
-                                f"{code} before it was ready; its error output is above")
+                raise UserError(
+                    f"local NeMo-Gym resource server {self.name!r} (kind {self.kind}) exited with code "
+                    f"{code} before it was ready; its error output is above"
+                )
             if time.monotonic() > deadline:
                 self.close()
-                raise UserError(f"local NeMo-Gym resource server {self.name!r} (kind {self.kind}) was not ready "
-                                f"within {timeout_s:g} s; the machine may be overloaded")
+                raise UserError(
+                    f"local NeMo-Gym resource server {self.name!r} (kind {self.kind}) was not ready "
+                    f"within {timeout_s:g} s; the machine may be overloaded"
+                )
             time.sleep(0.05)
         self.url = json.loads(ready.read_text())["url"]
         return self.url

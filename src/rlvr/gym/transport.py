@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -57,7 +56,7 @@ def request_json(method: str, base_url: str, path: str, body: Any = None, *, tim
         connection.request(method, prefix + path, body=payload, headers=headers)
         reply = connection.getresponse()
         raw = reply.read()
-    except (socket.timeout, TimeoutError) as exc:
+    except TimeoutError as exc:
         raise TransportError(f"timed out after {timeout_s:g} s ({exc or type(exc).__name__})") from None
     except (OSError, http.client.HTTPException) as exc:
         raise TransportError(f"{type(exc).__name__}: {exc}") from None

@@ -56,7 +56,7 @@ def last_boxed(text: str) -> str | None:
     for end in range(start + len("\\boxed{") - 1, len(text)):
         depth += {"{": 1, "}": -1}.get(text[end], 0)
         if depth == 0:
-            return text[start + len("\\boxed{"):end]
+            return text[start + len("\\boxed{") : end]
     return None
 
 
@@ -142,8 +142,11 @@ class GymMathVerifier:
             raise RequestError(f"field 'expected_answer' (string) is required, got {expected!r}")
         answer = _answer_of(request)
         boxed = last_boxed(answer)
-        extras: dict[str, Any] = {"expected_answer": str(expected), "extracted_answer": boxed,
-                                  "judge_evaluations": None}
+        extras: dict[str, Any] = {
+            "expected_answer": str(expected),
+            "extracted_answer": boxed,
+            "judge_evaluations": None,
+        }
         if boxed is None or not boxed.strip():
             return VerifyResult(0.0, extras={**extras, "library_reward": 0.0})
         verdict = self._dispatcher.check("math", answer, strip_math_delimiters(str(expected)))
@@ -167,8 +170,7 @@ def unit_tests_of(request: Mapping[str, Any]) -> dict[str, Any]:
         except (binascii.Error, zlib.error, ValueError, TypeError) as exc:
             raise RequestError(f"'verifier_metadata.unit_tests.packed' cannot be unpacked: {exc}") from None
         raw = {"inputs": unpacked.get("inputs"), "outputs": unpacked.get("outputs"), "fn_name": raw.get("fn_name")}
-    return {"kind": "stdio", "inputs": raw.get("inputs"), "outputs": raw.get("outputs"),
-            "fn_name": raw.get("fn_name")}
+    return {"kind": "stdio", "inputs": raw.get("inputs"), "outputs": raw.get("outputs"), "fn_name": raw.get("fn_name")}
 
 
 class GymCodeVerifier:
@@ -185,8 +187,9 @@ class GymCodeVerifier:
         partial_credit: bool = False,
         reasoning_format_penalty: float = 0.0,
     ) -> None:
-        self._sandbox = Sandbox(SandboxLimits(case_timeout_s=timeout_s, memory_mb=memory_mb),
-                                max_concurrency=num_workers)
+        self._sandbox = Sandbox(
+            SandboxLimits(case_timeout_s=timeout_s, memory_mb=memory_mb), max_concurrency=num_workers
+        )
         self._code = CodeVerifier(partial_credit=partial_credit, sandbox=self._sandbox)
         self.reasoning_format_penalty = reasoning_format_penalty
 
@@ -196,15 +199,22 @@ class GymCodeVerifier:
         if not answer.strip():
             return VerifyResult(0.0, extras={"extracted_model_output": answer})
         if any(tag in answer for tag in _THINK_TAGS):
-            return VerifyResult(self.reasoning_format_penalty,
-                                extras={"extracted_model_output": answer, "reasoning_format_violation_rate": 1.0})
+            return VerifyResult(
+                self.reasoning_format_penalty,
+                extras={"extracted_model_output": answer, "reasoning_format_violation_rate": 1.0},
+            )
         try:
             verdict = self._code.check(answer, tests)  # sandbox faults become a counted sandbox_error
         except DataError as exc:
             raise RequestError(f"verifier_metadata.unit_tests: {exc}") from None
         failure = _failure(verdict)
-        return VerifyResult(verdict.reward, False, failure.get("failure_kind"), failure.get("failure_reason"),
-                            {"extracted_model_output": answer, "reasoning_format_violation_rate": 0.0})
+        return VerifyResult(
+            verdict.reward,
+            False,
+            failure.get("failure_kind"),
+            failure.get("failure_reason"),
+            {"extracted_model_output": answer, "reasoning_format_violation_rate": 0.0},
+        )
 
     def close(self) -> None:
         self._sandbox.close()

@@ -88,8 +88,10 @@ def parse_launch_settings(data: dict[str, Any], source: Path) -> LaunchSettings:
         known = [f.name for f in fields(cls)]
         bad = sorted(set(section) - set(known))
         if bad:
-            raise UserError(f"{source}: unknown key(s) {', '.join(f'{name}.{k}' for k in bad)}; "
-                            f"known keys of '{name}': {', '.join(known)}")
+            raise UserError(
+                f"{source}: unknown key(s) {', '.join(f'{name}.{k}' for k in bad)}; "
+                f"known keys of '{name}': {', '.join(known)}"
+            )
         parsed[name] = cls(**{k: v for k, v in section.items() if v is not None})
     settings = LaunchSettings(**parsed)
     if settings.squash.via not in SQUASH_VIA:

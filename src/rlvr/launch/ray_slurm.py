@@ -62,8 +62,12 @@ class Container:
         if not env.get(ENV_IMAGE):
             return None
         mounts = tuple(m for m in env.get(ENV_MOUNTS, "").split(",") if m)
-        return cls(image=env[ENV_IMAGE], mounts=mounts, workdir=env.get(ENV_WORKDIR) or None,
-                   python=env.get(ENV_PYTHON) or "python")
+        return cls(
+            image=env[ENV_IMAGE],
+            mounts=mounts,
+            workdir=env.get(ENV_WORKDIR) or None,
+            python=env.get(ENV_PYTHON) or "python",
+        )
 
 
 @dataclass(frozen=True)
@@ -95,27 +99,50 @@ class RayPlan:
     def task_prefix(self, node: str) -> list[str]:
         """One task on ``node``, sharing the allocation with the other tasks (``--overlap``), all its memory."""
         gpus = self.allocation.gpus_per_node
-        prefix = ["srun", "--overlap", "--nodes=1", "--ntasks=1", f"--nodelist={node}", "--mem=0",
-                  f"--job-name=rlvr-ray-{node}"]
+        prefix = [
+            "srun",
+            "--overlap",
+            "--nodes=1",
+            "--ntasks=1",
+            f"--nodelist={node}",
+            "--mem=0",
+            f"--job-name=rlvr-ray-{node}",
+        ]
         prefix += [f"--gpus-per-node={gpus}"] if gpus else []
         return prefix + (self.container.srun_flags() if self.container else [])
 
     def _ray_start(self, *role: str) -> list[str]:
-        cmd = [self._python(), "-m", "ray.scripts.scripts", "start", *role,
-               f"--num-gpus={self.allocation.gpus_per_node}", "--disable-usage-stats", "--block"]
+        cmd = [
+            self._python(),
+            "-m",
+            "ray.scripts.scripts",
+            "start",
+            *role,
+            f"--num-gpus={self.allocation.gpus_per_node}",
+            "--disable-usage-stats",
+            "--block",
+        ]
         return cmd + ([f"--num-cpus={self.cpus_per_node}"] if self.cpus_per_node else [])
 
     def head_command(self) -> list[str]:
         return self.task_prefix(self.head) + self._ray_start(
-            "--head", f"--node-ip-address={self.head_ip}", f"--port={self.port}", "--include-dashboard=false")
+            "--head", f"--node-ip-address={self.head_ip}", f"--port={self.port}", "--include-dashboard=false"
+        )
 
     def worker_commands(self) -> list[list[str]]:
         return [self.task_prefix(node) + self._ray_start(f"--address={self.address}") for node in self.workers]
 
     def probe_command(self, timeout_s: float) -> list[str]:
         """Waits (on the head, in the container when there is one) until every node has joined."""
-        return self.task_prefix(self.head) + [self._python(), "-m", "rlvr.launch.ray_slurm", "probe", self.address,
-                                              str(self.allocation.num_nodes), str(timeout_s)]
+        return self.task_prefix(self.head) + [
+            self._python(),
+            "-m",
+            "rlvr.launch.ray_slurm",
+            "probe",
+            self.address,
+            str(self.allocation.num_nodes),
+            str(timeout_s),
+        ]
 
     def stage_command(self, cmd: Sequence[str]) -> list[str]:
         """The stage on the head node; in a container, with the container's interpreter for the host's."""
@@ -130,8 +157,13 @@ class RayPlan:
 def build_plan(allocation: Allocation, env: Mapping[str, str], port: int = DEFAULT_PORT) -> RayPlan:
     head_ip = socket.gethostbyname(allocation.nodes[0]) if allocation.nodes else "127.0.0.1"
     cpus = env.get("SLURM_CPUS_ON_NODE")
-    return RayPlan(allocation=allocation, head_ip=head_ip, port=port, cpus_per_node=int(cpus) if cpus else None,
-                   container=Container.from_env(env))
+    return RayPlan(
+        allocation=allocation,
+        head_ip=head_ip,
+        port=port,
+        cpus_per_node=int(cpus) if cpus else None,
+        container=Container.from_env(env),
+    )
 
 
 def _stop(procs: list[subprocess.Popen], grace_s: float = 30) -> None:
@@ -148,21 +180,28 @@ def _stop(procs: list[subprocess.Popen], grace_s: float = 30) -> None:
             proc.wait()
 
 
-def _wait_for_cluster(plan: RayPlan, procs: list[subprocess.Popen], env: Mapping[str, str],
-                      timeout_s: float) -> bool:
+def _wait_for_cluster(plan: RayPlan, procs: list[subprocess.Popen], env: Mapping[str, str], timeout_s: float) -> bool:
     """Run the probe; give up at once if a ``ray start`` task ends first (a port in use, a bad image)."""
     probe = subprocess.Popen(plan.probe_command(timeout_s), env=dict(env), stdin=subprocess.DEVNULL)
     while probe.poll() is None:
         ended = [p for p in procs if p.poll() is not None]
         if ended:
             _stop([probe], grace_s=5)
-            print(f"[ray_slurm] error: `{' '.join(ended[0].args)}` exited with {ended[0].returncode} before the Ray "
-                  "cluster was complete; see its output above", file=sys.stderr, flush=True)
+            print(
+                f"[ray_slurm] error: `{' '.join(ended[0].args)}` exited with {ended[0].returncode} before the Ray "
+                "cluster was complete; see its output above",
+                file=sys.stderr,
+                flush=True,
+            )
             return False
         time.sleep(1)
     if probe.returncode != 0:
-        print(f"[ray_slurm] error: the Ray cluster did not reach {plan.allocation.num_nodes} node(s) within "
-              f"{timeout_s:.0f} s; see the ray start output above", file=sys.stderr, flush=True)
+        print(
+            f"[ray_slurm] error: the Ray cluster did not reach {plan.allocation.num_nodes} node(s) within "
+            f"{timeout_s:.0f} s; see the ray start output above",
+            file=sys.stderr,
+            flush=True,
+        )
     return probe.returncode == 0
 
 
@@ -193,15 +232,25 @@ def run_with_ray(plan: RayPlan, cmd: Sequence[str], env: Mapping[str, str], time
         _stop(procs)
 
 
-def launch(num_nodes: int, gpus_per_node: int, cmd: Sequence[str], *, ray: str = "auto",
-           env: Mapping[str, str] | None = None, port: int = DEFAULT_PORT, timeout_s: float = 600) -> int:
+def launch(
+    num_nodes: int,
+    gpus_per_node: int,
+    cmd: Sequence[str],
+    *,
+    ray: str = "auto",
+    env: Mapping[str, str] | None = None,
+    port: int = DEFAULT_PORT,
+    timeout_s: float = 600,
+) -> int:
     """Run ``cmd`` as the rlvr stage of a ``num_nodes`` × ``gpus_per_node`` job; returns its exit code."""
     env = dict(os.environ if env is None else env)
     allocation = allocation_from_env(env)
     if allocation is None:
         if num_nodes > 1:
-            raise UserError(f"cluster.num_nodes={num_nodes} needs a Slurm allocation of {num_nodes} nodes; run "
-                            "with a Slurm profile (-r/-b slurm_rl_nemo_rl_rlvr) or set cluster.num_nodes=1")
+            raise UserError(
+                f"cluster.num_nodes={num_nodes} needs a Slurm allocation of {num_nodes} nodes; run "
+                "with a Slurm profile (-r/-b slurm_rl_nemo_rl_rlvr) or set cluster.num_nodes=1"
+            )
         if ray == "always":
             raise UserError("--ray always needs a Slurm allocation")
         return call_tied(cmd, env)
@@ -229,8 +278,10 @@ def probe(address: str, want_nodes: int, timeout_s: float) -> int:
         while time.monotonic() < deadline:
             alive = [n for n in ray.nodes() if n.get("Alive")]
             if len(alive) >= want_nodes:
-                print(f"[ray_slurm] Ray cluster ready: {len(alive)} node(s), resources {ray.cluster_resources()}",
-                      flush=True)
+                print(
+                    f"[ray_slurm] Ray cluster ready: {len(alive)} node(s), resources {ray.cluster_resources()}",
+                    flush=True,
+                )
                 return 0
             time.sleep(1)
         return 1
@@ -239,14 +290,18 @@ def probe(address: str, want_nodes: int, timeout_s: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rlvr.launch.ray_slurm", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m rlvr.launch.ray_slurm",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="action", required=True)
     run = sub.add_parser("run", help="check the allocation, start Ray when needed, run the stage command")
     run.add_argument("--num-nodes", type=int, required=True, help="cluster.num_nodes")
     run.add_argument("--gpus-per-node", type=int, required=True, help="cluster.gpus_per_node")
-    run.add_argument("--ray", choices=("auto", "always", "never"), default="auto",
-                     help="auto: Ray only for more than one node")
+    run.add_argument(
+        "--ray", choices=("auto", "always", "never"), default="auto", help="auto: Ray only for more than one node"
+    )
     run.add_argument("--port", type=int, default=int(os.environ.get("RLVR_RAY_PORT", DEFAULT_PORT)))
     run.add_argument("--timeout", type=float, default=600, help="seconds to wait for every node to join")
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the stage command")

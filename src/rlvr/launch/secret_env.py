@@ -85,7 +85,7 @@ def restore_from_secrets_file(environ: dict[str, str] | None = None) -> list[str
     for line in Path(path).read_text().splitlines():
         if not line.startswith("export "):
             continue  # the comment, and the user's own BASH_ENV sourced first
-        name, _, value = shlex.split(line[len("export "):])[0].partition("=")
+        name, _, value = shlex.split(line[len("export ") :])[0].partition("=")
         if name not in environ:
             environ[name] = value
             restored.append(name)

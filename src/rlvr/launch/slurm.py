@@ -63,12 +63,16 @@ def parse_scontrol_config(text: str) -> SlurmConfig:
 def query_slurm_config(env: dict[str, str]) -> SlurmConfig:
     """Ask the controller; an unreachable controller is a clear error before anything is submitted."""
     if not shutil.which("scontrol", path=env.get("PATH")):
-        raise UserError("the profile's executor is slurm but `scontrol` is not on PATH: run on a Slurm login node "
-                        "(or install slurm-client), or choose a local profile")
+        raise UserError(
+            "the profile's executor is slurm but `scontrol` is not on PATH: run on a Slurm login node "
+            "(or install slurm-client), or choose a local profile"
+        )
     proc = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, env=env, timeout=60)
     if proc.returncode:
-        raise UserError(f"cannot reach the Slurm controller (`scontrol show config` exit {proc.returncode}): "
-                        f"{proc.stderr.strip()[-500:]}. Check SLURM_CONF or /etc/slurm/slurm.conf.")
+        raise UserError(
+            f"cannot reach the Slurm controller (`scontrol show config` exit {proc.returncode}): "
+            f"{proc.stderr.strip()[-500:]}. Check SLURM_CONF or /etc/slurm/slurm.conf."
+        )
     return parse_scontrol_config(proc.stdout)
 
 
@@ -86,18 +90,23 @@ def _option(options: dict, name: str, argv: list[str]):
 def status_command_args(profile: Profile, slurm: SlurmConfig, passthrough: list[str]) -> list[str]:
     """Extra Snakemake arguments that keep the plugin's job polling working on this cluster (trap 1)."""
     chosen = _option(profile.options, "slurm-status-command", passthrough)
-    init_s = int(_option(profile.options, "slurm-init-seconds-before-status-checks", passthrough)
-                 or PLUGIN_INIT_SECONDS)
+    init_s = int(
+        _option(profile.options, "slurm-init-seconds-before-status-checks", passthrough) or PLUGIN_INIT_SECONDS
+    )
     if chosen == "sacct" and not slurm.has_accounting:
-        raise UserError(f"{profile.config_file}: slurm-status-command is sacct, but this cluster has no accounting "
-                        f"({slurm.accounting}), so every sacct poll fails and Snakemake waits forever. "
-                        "Use slurm-status-command: squeue.")
+        raise UserError(
+            f"{profile.config_file}: slurm-status-command is sacct, but this cluster has no accounting "
+            f"({slurm.accounting}), so every sacct poll fails and Snakemake waits forever. "
+            "Use slurm-status-command: squeue."
+        )
     uses_squeue = chosen == "squeue" or (chosen is None and not slurm.has_accounting)
     if uses_squeue and slurm.min_job_age_s < 3 * init_s and not slurm.has_accounting:
-        raise UserError(f"MinJobAge={slurm.min_job_age_s}s of this cluster is below 3 × "
-                        f"slurm-init-seconds-before-status-checks ({init_s}s): the plugin would fall back to sacct, "
-                        f"which fails without accounting, and hang. Lower slurm-init-seconds-before-status-checks "
-                        f"in {profile.config_file} to at most {slurm.min_job_age_s // 3}.")
+        raise UserError(
+            f"MinJobAge={slurm.min_job_age_s}s of this cluster is below 3 × "
+            f"slurm-init-seconds-before-status-checks ({init_s}s): the plugin would fall back to sacct, "
+            f"which fails without accounting, and hang. Lower slurm-init-seconds-before-status-checks "
+            f"in {profile.config_file} to at most {slurm.min_job_age_s // 3}."
+        )
     if chosen is None and not slurm.has_accounting:
         return ["--slurm-status-command", "squeue"]
     return []
@@ -126,8 +135,11 @@ def client_wrappers(bin_dir: Path, env: dict[str, str], unset: list[str] = ()) -
             continue
         lines = ["#!/bin/sh", "# written by nemotron steps run (rlvr.launch.slurm.client_wrappers)"]
         if _needs_conf(conf):
-            lines += ["# the Slurm plugins drop SLURM_CONF from the environment of nested calls",
-                      f'[ -n "$SLURM_CONF" ] || SLURM_CONF={shlex.quote(conf)}', "export SLURM_CONF"]
+            lines += [
+                "# the Slurm plugins drop SLURM_CONF from the environment of nested calls",
+                f'[ -n "$SLURM_CONF" ] || SLURM_CONF={shlex.quote(conf)}',
+                "export SLURM_CONF",
+            ]
         # `env -u` rather than `unset`: it takes any name, where a bad one would abort sh's special builtin.
         drop = [f"-u {shlex.quote(n)}" for n in unset] if name in ("sbatch", "salloc") else []
         if drop:
@@ -159,8 +171,11 @@ class ControllerJob:
 
     def script(self) -> str:
         """The batch script: the Snakemake command line; secrets come from their 0600 file, never from here."""
-        lines = ["#!/bin/sh", "# rlvr detached controller: Snakemake submits the rule jobs from here and waits.",
-                 f"cd {shlex.quote(os.getcwd())}"]
+        lines = [
+            "#!/bin/sh",
+            "# rlvr detached controller: Snakemake submits the rule jobs from here and waits.",
+            f"cd {shlex.quote(os.getcwd())}",
+        ]
         if self.secrets_file:
             quoted = shlex.quote(str(self.secrets_file))
             lines += [f". {quoted}", f"trap 'rm -f {quoted}' EXIT", "trap 'exit 143' TERM INT"]
@@ -168,9 +183,19 @@ class ControllerJob:
 
     def sbatch_argv(self) -> list[str]:
         s = self.settings
-        argv = ["sbatch", "--parsable", f"--job-name={self.name}", f"--output={self.log}", "--export=ALL",
-                f"--chdir={os.getcwd()}", "--nodes=1", "--ntasks=1", f"--cpus-per-task={s.cpus}",
-                f"--mem={s.mem_mb}", f"--time={s.time}"]
+        argv = [
+            "sbatch",
+            "--parsable",
+            f"--job-name={self.name}",
+            f"--output={self.log}",
+            "--export=ALL",
+            f"--chdir={os.getcwd()}",
+            "--nodes=1",
+            "--ntasks=1",
+            f"--cpus-per-task={s.cpus}",
+            f"--mem={s.mem_mb}",
+            f"--time={s.time}",
+        ]
         argv += [f"--partition={s.partition}"] if s.partition else []
         argv += [f"--account={s.account}"] if s.account else []
         return argv + list(s.extra) + [str(self.script_path)]
@@ -184,11 +209,12 @@ class ControllerJob:
         with atomic_file(self.script_path) as fh:
             fh.write(self.script())
         self.script_path.chmod(0o755)
-        proc = subprocess.run(self.sbatch_argv(), capture_output=True, text=True, env=without_secrets(env),
-                              timeout=120)
+        proc = subprocess.run(self.sbatch_argv(), capture_output=True, text=True, env=without_secrets(env), timeout=120)
         if proc.returncode:
-            raise UserError(f"sbatch of the controller job failed (exit {proc.returncode}): "
-                            f"{proc.stderr.strip()[-1000:]}\n  command: {shlex.join(self.sbatch_argv())}")
+            raise UserError(
+                f"sbatch of the controller job failed (exit {proc.returncode}): "
+                f"{proc.stderr.strip()[-1000:]}\n  command: {shlex.join(self.sbatch_argv())}"
+            )
         return proc.stdout.strip().split(";")[0]
 
 
@@ -200,12 +226,18 @@ def container_env(profile: Profile, run_dir: Path, *, force_squash: bool, env: d
     if not container.image:
         return env
     squash_dir = Path(profile.launch.squash.dir or (Path.cwd() / ".sqsh")).expanduser()
-    sqsh = squash.ensure_squashed(container.image, squash_dir, force=force_squash,
-                                  launcher=squash.import_launcher(profile.launch.squash))
+    sqsh = squash.ensure_squashed(
+        container.image, squash_dir, force=force_squash, launcher=squash.import_launcher(profile.launch.squash)
+    )
     # The job sees the same paths as here: the working directory is mounted at itself.
     mounts = [*container.mounts, f"{Path.cwd()}:{Path.cwd()}"]
-    return {**env, ray_slurm.ENV_IMAGE: str(sqsh), ray_slurm.ENV_MOUNTS: ",".join(mounts),
-            ray_slurm.ENV_WORKDIR: container.workdir or str(Path.cwd()), ray_slurm.ENV_PYTHON: container.python}
+    return {
+        **env,
+        ray_slurm.ENV_IMAGE: str(sqsh),
+        ray_slurm.ENV_MOUNTS: ",".join(mounts),
+        ray_slurm.ENV_WORKDIR: container.workdir or str(Path.cwd()),
+        ray_slurm.ENV_PYTHON: container.python,
+    }
 
 
 @dataclass
@@ -221,8 +253,16 @@ class SlurmRun:
             self.secrets_file.unlink(missing_ok=True)
 
 
-def prepare_run(profile: Profile, cluster: dict | None, run_dir: Path, passthrough: list[str],
-                env: dict[str, str], *, force_squash: bool = False, dry_run: bool = False) -> SlurmRun:
+def prepare_run(
+    profile: Profile,
+    cluster: dict | None,
+    run_dir: Path,
+    passthrough: list[str],
+    env: dict[str, str],
+    *,
+    force_squash: bool = False,
+    dry_run: bool = False,
+) -> SlurmRun:
     """Everything checked and set up before Snakemake starts on Slurm.
 
     ``cluster`` is the config's ``cluster`` section when the run includes rule rlvr (else ``None``). A dry run

@@ -88,9 +88,15 @@ def enroot_env(squash_dir: Path, base: dict[str, str] | None = None) -> dict[str
     return env
 
 
-def ensure_squashed(image: str, squash_dir: Path, *, force: bool, launcher: Sequence[str],
-                    run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
-                    say: Callable[[str], None] = print) -> Path:
+def ensure_squashed(
+    image: str,
+    squash_dir: Path,
+    *,
+    force: bool,
+    launcher: Sequence[str],
+    run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
+    say: Callable[[str], None] = print,
+) -> Path:
     """The ``.sqsh`` for ``image``: reused when present (unless ``force``), else imported with enroot.
 
     An image that already is a ``.sqsh`` path is returned as it is (``force`` does not apply to a user's file).
@@ -113,8 +119,10 @@ def ensure_squashed(image: str, squash_dir: Path, *, force: bool, launcher: Sequ
     try:
         proc = run(cmd, env=enroot_env(squash_dir), capture_output=True, text=True)
     except FileNotFoundError as exc:
-        raise UserError(f"cannot import {image}: {exc.filename} is not installed here; run it where enroot "
-                        f"is (squash.via: salloc or srun) or give container.image a .sqsh file") from None
+        raise UserError(
+            f"cannot import {image}: {exc.filename} is not installed here; run it where enroot "
+            f"is (squash.via: salloc or srun) or give container.image a .sqsh file"
+        ) from None
     if proc.returncode != 0 or not target.is_file():
         target.unlink(missing_ok=True)
         detail = (proc.stderr or proc.stdout or "").strip()[-2000:]

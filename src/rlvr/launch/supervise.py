@@ -64,10 +64,16 @@ def stop_group(pgid: int, grace_s: float = 60.0, reap: Callable[[], object] = la
 
 def _start_guard(pgid: int, grace_s: float, unlock_argv: list[str] | None, env: dict[str, str]) -> subprocess.Popen:
     """A watchdog outside the group that stops it if this process dies without doing so (``kill -9``)."""
-    argv = [sys.executable, "-m", "rlvr.launch.supervise", str(os.getpid()), str(pgid), str(grace_s),
-            json.dumps(unlock_argv)]
-    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
-                            preexec_fn=_guard_preexec)  # noqa: PLW1509
+    argv = [
+        sys.executable,
+        "-m",
+        "rlvr.launch.supervise",
+        str(os.getpid()),
+        str(pgid),
+        str(grace_s),
+        json.dumps(unlock_argv),
+    ]
+    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_guard_preexec)  # noqa: PLW1509
 
 
 def _default_sigint() -> None:
@@ -83,8 +89,14 @@ def _guard_preexec() -> None:
     die_with_parent()
 
 
-def run_attached(argv: list[str], env: dict[str, str], *, unlock_argv: list[str] | None = None,
-                 on_interrupt: Callable[[], None] | None = None, grace_s: float = 60.0) -> int:
+def run_attached(
+    argv: list[str],
+    env: dict[str, str],
+    *,
+    unlock_argv: list[str] | None = None,
+    on_interrupt: Callable[[], None] | None = None,
+    grace_s: float = 60.0,
+) -> int:
     """Run ``argv`` in its own process group; on an interrupt stop the group and return 130.
 
     ``unlock_argv`` releases Snakemake's lock when Snakemake had to be killed;
@@ -107,8 +119,11 @@ def run_attached(argv: list[str], env: dict[str, str], *, unlock_argv: list[str]
                 pass
         if not received:
             return proc.returncode
-        print(f"\ninterrupted ({signal.Signals(received[0]).name}): stopping Snakemake and its jobs ...",
-              file=sys.stderr, flush=True)
+        print(
+            f"\ninterrupted ({signal.Signals(received[0]).name}): stopping Snakemake and its jobs ...",
+            file=sys.stderr,
+            flush=True,
+        )
         clean = stop_group(proc.pid, grace_s, reap=proc.poll)
         proc.wait()
     finally:

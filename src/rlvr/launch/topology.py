@@ -87,15 +87,22 @@ def check_topology(num_nodes: int, gpus_per_node: int, allocation: Allocation) -
     """Raise :class:`TopologyError` unless the allocation has exactly the nodes and GPUs the config asks for."""
     problems = []
     if allocation.num_nodes != num_nodes:
-        problems.append(f"cluster.num_nodes={num_nodes} but Slurm job {allocation.job_id} has "
-                        f"{allocation.num_nodes} node(s) ({','.join(allocation.nodes) or 'unknown'})")
+        problems.append(
+            f"cluster.num_nodes={num_nodes} but Slurm job {allocation.job_id} has "
+            f"{allocation.num_nodes} node(s) ({','.join(allocation.nodes) or 'unknown'})"
+        )
     if allocation.gpus_per_node != gpus_per_node:
-        problems.append(f"cluster.gpus_per_node={gpus_per_node} but each node of Slurm job {allocation.job_id} "
-                        f"has {allocation.gpus_per_node} GPU(s)")
+        problems.append(
+            f"cluster.gpus_per_node={gpus_per_node} but each node of Slurm job {allocation.job_id} "
+            f"has {allocation.gpus_per_node} GPU(s)"
+        )
     if problems:
-        raise TopologyError("the Slurm allocation does not match the config: " + "; ".join(problems) +
-                            ". Make the profile's resources for rule rlvr (set-resources: rlvr: nodes / gres) and "
-                            "cluster.num_nodes / cluster.gpus_per_node agree.")
+        raise TopologyError(
+            "the Slurm allocation does not match the config: "
+            + "; ".join(problems)
+            + ". Make the profile's resources for rule rlvr (set-resources: rlvr: nodes / gres) and "
+            "cluster.num_nodes / cluster.gpus_per_node agree."
+        )
 
 
 def _gpus_in_resources(resources: dict) -> tuple[int, str] | None:
@@ -129,8 +136,13 @@ def check_profile_topology(resources: dict, cluster: dict, source: str) -> None:
     if have_gpus != want_gpus:
         problems.append(f"it requests {have_gpus} GPU(s) per node ({how}) but cluster.gpus_per_node={want_gpus}")
     if want_nodes > 1 and "mpi" not in resources:
-        problems.append("a multi-node rlvr job needs `mpi: srun` so that the Ray launcher, not the plugin's "
-                        "single-task srun, places the work on every node")
+        problems.append(
+            "a multi-node rlvr job needs `mpi: srun` so that the Ray launcher, not the plugin's "
+            "single-task srun, places the work on every node"
+        )
     if problems:
-        raise TopologyError(f"{source}, set-resources for rule rlvr: " + "; ".join(problems) +
-                            ". Change the profile or the cluster.* keys so that they agree.")
+        raise TopologyError(
+            f"{source}, set-resources for rule rlvr: "
+            + "; ".join(problems)
+            + ". Change the profile or the cluster.* keys so that they agree."
+        )

@@ -47,8 +47,10 @@ def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
         layers = getattr(owner, "layers", None)
         if isinstance(layers, torch.nn.ModuleList) and len(layers) > 0:
             return layers
-    raise ConfigError(f"activation_checkpointing: cannot find the decoder layers of {type(model).__name__} "
-                      "(expected get_decoder().layers or decoder.layers); set activation_checkpointing to false")
+    raise ConfigError(
+        f"activation_checkpointing: cannot find the decoder layers of {type(model).__name__} "
+        "(expected get_decoder().layers or decoder.layers); set activation_checkpointing to false"
+    )
 
 
 def enable_activation_checkpointing(model: torch.nn.Module) -> int:

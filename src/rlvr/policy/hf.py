@@ -55,8 +55,13 @@ AllReduce = Callable[[torch.Tensor], None]  # in-place SUM of a tensor over the 
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 
 
-def load_causal_lm(path: str, *, precision: str = "float32", overrides: Mapping[str, Any] | None = None,
-                   device: str | torch.device | None = None) -> torch.nn.Module:
+def load_causal_lm(
+    path: str,
+    *,
+    precision: str = "float32",
+    overrides: Mapping[str, Any] | None = None,
+    device: str | torch.device | None = None,
+) -> torch.nn.Module:
     """``AutoModelForCausalLM.from_pretrained(path)`` in ``precision`` on ``device`` (default: cuda if present)."""
     from transformers import AutoModelForCausalLM
 
@@ -82,9 +87,11 @@ def _check_chunking(model: torch.nn.Module, chunk_size: int | None) -> None:
     config = getattr(model, "config", None)
     transforms = [a for a in _LOGIT_TRANSFORMS if getattr(config, a, None) not in (None, 1, 1.0)]
     if transforms:
-        raise ConfigError(f"policy.logprob_chunk_size: {type(model).__name__} transforms its logits after the "
-                          f"output layer ({', '.join(transforms)}), which chunked log-probs do not reproduce; "
-                          "set policy.logprob_chunk_size: null")
+        raise ConfigError(
+            f"policy.logprob_chunk_size: {type(model).__name__} transforms its logits after the "
+            f"output layer ({', '.join(transforms)}), which chunked log-probs do not reproduce; "
+            "set policy.logprob_chunk_size: null"
+        )
 
 
 class HFPolicy:
@@ -98,10 +105,20 @@ class HFPolicy:
     ``activation_checkpointing`` and ``logprob_chunk_size``: the two memory keys (module docstring).
     """
 
-    def __init__(self, model: torch.nn.Module, *, optimizer: Mapping[str, Any] | None = None,
-                 scheduler: Any = None, max_grad_norm: float | None = 1.0, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float = 1.0, all_reduce: AllReduce | None = None,
-                 activation_checkpointing: bool = False, logprob_chunk_size: int | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Any = None,
+        max_grad_norm: float | None = 1.0,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float = 1.0,
+        all_reduce: AllReduce | None = None,
+        activation_checkpointing: bool = False,
+        logprob_chunk_size: int | None = None,
+    ):
         self.model = model.eval()
         _check_chunking(model, logprob_chunk_size)
         self.logprob_chunk_size = logprob_chunk_size
@@ -116,8 +133,14 @@ class HFPolicy:
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
 
     @classmethod
-    def from_config(cls, policy_cfg: Mapping[str, Any], *, model: torch.nn.Module | None = None,
-                    device: str | torch.device | None = None, all_reduce: AllReduce | None = None) -> HFPolicy:
+    def from_config(
+        cls,
+        policy_cfg: Mapping[str, Any],
+        *,
+        model: torch.nn.Module | None = None,
+        device: str | torch.device | None = None,
+        all_reduce: AllReduce | None = None,
+    ) -> HFPolicy:
         """Build from the ``policy`` section; loads ``policy.model_name`` unless ``model`` is given.
 
         With ``dtensor_cfg.lora_cfg.enabled`` a trainable ``model`` is wrapped (in place) with LoRA adapters and
@@ -125,21 +148,32 @@ class HFPolicy:
         """
         parse_precision(policy_cfg.get("precision", "float32"))  # refuse float16 even for a model loaded elsewhere
         if model is None:
-            model = load_causal_lm(policy_cfg["model_name"], precision=policy_cfg.get("precision", "float32"),
-                                   overrides=policy_cfg.get("hf_config_overrides"), device=device)
+            model = load_causal_lm(
+                policy_cfg["model_name"],
+                precision=policy_cfg.get("precision", "float32"),
+                overrides=policy_cfg.get("hf_config_overrides"),
+                device=device,
+            )
         lora_settings = lora.lora_settings(policy_cfg)
         if lora_settings is not None and any(p.requires_grad for p in model.parameters()):
             model = lora.apply_lora(model, lora_settings)
         generation = policy_cfg.get("generation") or {}
-        return cls(model, optimizer=policy_cfg.get("optimizer"), scheduler=policy_cfg.get("scheduler"),
-                   max_grad_norm=policy_cfg.get("max_grad_norm", 1.0),
-                   temperature=_number(generation, "temperature", 1.0), top_k=generation.get("top_k"),
-                   top_p=_number(generation, "top_p", 1.0), all_reduce=all_reduce,
-                   activation_checkpointing=bool((policy_cfg.get("dtensor_cfg") or {}).get("activation_checkpointing")),
-                   logprob_chunk_size=policy_cfg.get("logprob_chunk_size"))
+        return cls(
+            model,
+            optimizer=policy_cfg.get("optimizer"),
+            scheduler=policy_cfg.get("scheduler"),
+            max_grad_norm=policy_cfg.get("max_grad_norm", 1.0),
+            temperature=_number(generation, "temperature", 1.0),
+            top_k=generation.get("top_k"),
+            top_p=_number(generation, "top_p", 1.0),
+            all_reduce=all_reduce,
+            activation_checkpointing=bool((policy_cfg.get("dtensor_cfg") or {}).get("activation_checkpointing")),
+            logprob_chunk_size=policy_cfg.get("logprob_chunk_size"),
+        )
 
-    def _build_optimizer(self, named_params: list[tuple[str, torch.nn.Parameter]], cfg: Mapping[str, Any] | None
-                         ) -> torch.optim.Optimizer:
+    def _build_optimizer(
+        self, named_params: list[tuple[str, torch.nn.Parameter]], cfg: Mapping[str, Any] | None
+    ) -> torch.optim.Optimizer:
         """The optimizer over ``named_params`` (the fp32 masters, named as in the model)."""
         return build_optimizer([p for _, p in named_params], cfg)
 
@@ -156,8 +190,9 @@ class HFPolicy:
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # count real tokens: left or right padding
         return self._processed_logprobs(input_ids, attention_mask, positions, filtered)
 
-    def _processed_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                            positions: torch.Tensor, filtered: bool) -> torch.Tensor:
+    def _processed_logprobs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor, filtered: bool
+    ) -> torch.Tensor:
         """Log-probs ``[b, S]`` (fp32) from the full logits, or chunk by chunk from the hidden states."""
         sampling: dict[str, Any] = {"temperature": self.temperature}
         if filtered:
@@ -167,21 +202,26 @@ class HFPolicy:
         hidden, head = self._hidden_and_head(input_ids, attention_mask, positions)
         return chunked_token_logprobs(hidden, head, input_ids, chunk_size=self.logprob_chunk_size, **sampling)
 
-    def _logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor
-                ) -> torch.Tensor:
+    def _logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor
+    ) -> torch.Tensor:
         """``[b, S, V]`` logits in the compute dtype."""
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                          use_cache=False).logits
+        return self.model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False
+        ).logits
 
-    def _hidden_and_head(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor
-                         ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    def _hidden_and_head(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
         """Final hidden states ``[b, S, H]`` (after the last norm) and the output layer ``[.., H] -> [.., V]``."""
         get_decoder = getattr(self.model, "get_decoder", None)
         decoder = get_decoder() if get_decoder is not None else None
         head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
         if decoder is None or head is None:
-            raise ConfigError(f"policy.logprob_chunk_size: {type(self.model).__name__} does not expose its decoder "
-                              "and output layer (get_decoder, get_output_embeddings); set policy.logprob_chunk_size: null")
+            raise ConfigError(
+                f"policy.logprob_chunk_size: {type(self.model).__name__} does not expose its decoder "
+                "and output layer (get_decoder, get_output_embeddings); set policy.logprob_chunk_size: null"
+            )
         out = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False)
         return out.last_hidden_state, head
 
@@ -192,8 +232,9 @@ class HFPolicy:
         return torch.nn.functional.pad(real[:, 1:] & real[:, :-1], (1, 0), value=False)
 
     @torch.no_grad()
-    def get_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, micro_batch_size: int,
-                     filtered: bool = True) -> torch.Tensor:
+    def get_logprobs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, micro_batch_size: int, filtered: bool = True
+    ) -> torch.Tensor:
         """Log-probs ``[B, S]`` (float32, on CPU): ``lp[:, t] = log p(x_t | x_<t)``, 0 at position 0 and padding.
 
         ``filtered`` applies the generation top-k/top-p (``prev_logprobs``); False keeps the temperature only
@@ -201,14 +242,15 @@ class HFPolicy:
         """
         chunks = []
         for start in range(0, input_ids.shape[0], micro_batch_size):
-            ids = input_ids[start:start + micro_batch_size].to(self.device)
-            mask = attention_mask[start:start + micro_batch_size].to(self.device)
+            ids = input_ids[start : start + micro_batch_size].to(self.device)
+            mask = attention_mask[start : start + micro_batch_size].to(self.device)
             lp, _ = mask_filtered_tokens(self._scores(ids, mask, filtered), mask)
             chunks.append(torch.where(self._predicted(mask), lp, torch.zeros_like(lp)).cpu())
         return torch.cat(chunks)
 
-    def train(self, batch: Mapping[str, Any], loss_fn: LossFn, *, global_batch_size: int,
-              micro_batch_size: int) -> dict[str, float]:
+    def train(
+        self, batch: Mapping[str, Any], loss_fn: LossFn, *, global_batch_size: int, micro_batch_size: int
+    ) -> dict[str, float]:
         """K = B / global_batch_size optimizer steps and one scheduler step; returns the step's metrics.
 
         ``batch`` holds ``input_ids``, ``attention_mask``, ``token_mask`` ``[B, S]``, ``sample_mask`` ``[B]`` and
@@ -225,13 +267,18 @@ class HFPolicy:
             raise ConfigError("this policy has no trainable parameters (a frozen reference policy): it cannot train")
         total = int(batch["input_ids"].shape[0])
         if global_batch_size <= 0 or total % global_batch_size:
-            raise ConfigError(f"rollout batch of {total} rows is not a multiple of policy.train_global_batch_size="
-                              f"{global_batch_size}", code="rollout_batch_not_divisible")
+            raise ConfigError(
+                f"rollout batch of {total} rows is not a multiple of policy.train_global_batch_size="
+                f"{global_batch_size}",
+                code="rollout_batch_not_divisible",
+            )
         if micro_batch_size <= 0:
             raise ConfigError(f"policy.train_micro_batch_size must be >= 1, got {micro_batch_size}")
         lr = float(self.optimizer.param_groups[0]["lr"])
-        per_step = [self._optimizer_step(_rows(batch, start, start + global_batch_size, total), loss_fn,
-                                         micro_batch_size) for start in range(0, total, global_batch_size)]
+        per_step = [
+            self._optimizer_step(_rows(batch, start, start + global_batch_size, total), loss_fn, micro_batch_size)
+            for start in range(0, total, global_batch_size)
+        ]
         if self.scheduler is not None:
             self.scheduler.step()
         metrics = _average(per_step)
@@ -254,7 +301,8 @@ class HFPolicy:
         for start in range(0, rows, micro_batch_size):
             mb = _rows(data, start, start + micro_batch_size, rows)
             lp, mb["token_mask"] = mask_filtered_tokens(
-                self._scores(mb["input_ids"], mb["attention_mask"], filtered=True), mb["token_mask"])
+                self._scores(mb["input_ids"], mb["attention_mask"], filtered=True), mb["token_mask"]
+            )
             lp = torch.where(self._predicted(mb["attention_mask"]), lp, torch.zeros_like(lp))
             loss, loss_metrics = loss_fn(lp, mb, global_valid_seqs, global_valid_toks)
             loss.backward()
@@ -267,8 +315,11 @@ class HFPolicy:
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # returns the norm before clipping
         self.optimizer.step()
         self.master.copy_to_model()
-        summed.update(grad_norm=float(grad_norm), global_valid_seqs=float(global_valid_seqs),
-                      global_valid_toks=float(global_valid_toks))
+        summed.update(
+            grad_norm=float(grad_norm),
+            global_valid_seqs=float(global_valid_seqs),
+            global_valid_toks=float(global_valid_toks),
+        )
         return summed
 
     @property
@@ -278,10 +329,12 @@ class HFPolicy:
     def state_dict(self) -> dict[str, Any]:
         """Model (compute dtype; LoRA: the adapter tensors only), fp32 master weights (empty for fp32 trainable
         parameters), optimizer and scheduler state, for a checkpoint."""
-        return {"model": lora.adapter_state(self.model) if self.is_lora else self.model.state_dict(),
-                "master_weights": self.master.state_dict(),
-                "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
-                "scheduler": None if self.scheduler is None else self.scheduler.state_dict()}
+        return {
+            "model": lora.adapter_state(self.model) if self.is_lora else self.model.state_dict(),
+            "master_weights": self.master.state_dict(),
+            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved (the scheduler part must match the configured scheduler).
@@ -365,8 +418,10 @@ def _number(cfg: Mapping[str, Any], key: str, default: float) -> float:
 
 def _rows(data: Mapping[str, Any], start: int, stop: int, total: int) -> dict[str, Any]:
     """Rows ``start:stop`` of every tensor with ``total`` rows; other values are passed through."""
-    return {k: v[start:stop] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == total else v
-            for k, v in data.items()}
+    return {
+        k: v[start:stop] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == total else v
+        for k, v in data.items()
+    }
 
 
 def _merge(acc: dict[str, float], metrics: Mapping[str, Any]) -> None:

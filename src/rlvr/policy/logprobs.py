@@ -88,8 +88,9 @@ def token_logprobs(
     float32. Tokens outside the top-k/top-p set are ``-inf`` (see :func:`mask_filtered_tokens`).
     """
     if logits.dim() != 3 or input_ids.shape != logits.shape[:2]:
-        raise ValueError(f"expected logits [B, S, V] and input_ids [B, S], got {tuple(logits.shape)} and "
-                         f"{tuple(input_ids.shape)}")
+        raise ValueError(
+            f"expected logits [B, S, V] and input_ids [B, S], got {tuple(logits.shape)} and {tuple(input_ids.shape)}"
+        )
     processed = process_logits(logits[:, :-1], temperature=temperature, top_k=top_k, top_p=top_p)
     picked = processed.log_softmax(dim=-1).gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
     return torch.nn.functional.pad(picked, (1, 0), value=0.0)
@@ -114,8 +115,9 @@ def chunked_token_logprobs(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if hidden.dim() != 3 or input_ids.shape != hidden.shape[:2]:
-        raise ValueError(f"expected hidden [B, S, H] and input_ids [B, S], got {tuple(hidden.shape)} and "
-                         f"{tuple(input_ids.shape)}")
+        raise ValueError(
+            f"expected hidden [B, S, H] and input_ids [B, S], got {tuple(hidden.shape)} and {tuple(input_ids.shape)}"
+        )
 
     def picked(states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         processed = process_logits(head(states), temperature=temperature, top_k=top_k, top_p=top_p)
@@ -125,7 +127,7 @@ def chunked_token_logprobs(
     predicting = hidden.shape[1] - 1  # the last position predicts nothing inside the sequence
     for start in range(0, predicting, chunk_size):
         stop = min(start + chunk_size, predicting)
-        states, targets = hidden[:, start:stop], input_ids[:, start + 1:stop + 1]
+        states, targets = hidden[:, start:stop], input_ids[:, start + 1 : stop + 1]
         if torch.is_grad_enabled():
             pieces.append(checkpoint(picked, states, targets, use_reentrant=False))
         else:
@@ -134,8 +136,9 @@ def chunked_token_logprobs(
     return torch.nn.functional.pad(out, (1, 0), value=0.0)
 
 
-def token_logprobs_unfiltered(logits: torch.Tensor, input_ids: torch.Tensor, *, temperature: float = 1.0
-                              ) -> torch.Tensor:
+def token_logprobs_unfiltered(
+    logits: torch.Tensor, input_ids: torch.Tensor, *, temperature: float = 1.0
+) -> torch.Tensor:
     """As :func:`token_logprobs` with temperature only (reference policy, KL term): ``[B, S, V]`` -> ``[B, S]``."""
     return token_logprobs(logits, input_ids, temperature=temperature, top_k=None, top_p=1.0)
 

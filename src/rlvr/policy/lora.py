@@ -86,9 +86,11 @@ def lora_settings(policy_cfg: Mapping[str, Any]) -> LoraSettings | None:
         raise ConfigError(f"{KEY}.alpha must be a number > 0 (the scale is alpha/dim), got {alpha!r}")
     dropout = section.get("dropout", 0.0)
     if dropout:
-        raise ConfigError(f"{KEY}.dropout={dropout}: rlvr keeps the policy in eval mode (the PPO ratio must be "
-                          f"exactly 1 before the first update), so LoRA dropout would never apply; set "
-                          f"{KEY}.dropout=0.0")
+        raise ConfigError(
+            f"{KEY}.dropout={dropout}: rlvr keeps the policy in eval mode (the PPO ratio must be "
+            f"exactly 1 before the first update), so LoRA dropout would never apply; set "
+            f"{KEY}.dropout=0.0"
+        )
     if section.get("dropout_position", "post") not in ("pre", "post"):
         raise ConfigError(f"{KEY}.dropout_position must be 'pre' or 'post', got {section['dropout_position']!r}")
     init = section.get("lora_A_init", "xavier")
@@ -97,15 +99,24 @@ def lora_settings(policy_cfg: Mapping[str, Any]) -> LoraSettings | None:
     targets = tuple(str(t) for t in section.get("target_modules") or ())
     match_all = bool(section.get("match_all_linear", True))
     if match_all and targets:
-        raise ConfigError(f"{KEY}: match_all_linear=true adapts every linear layer, so target_modules={list(targets)} "
-                          f"would be ignored; set {KEY}.match_all_linear=false to adapt only those modules, or "
-                          f"{KEY}.target_modules=[]")
+        raise ConfigError(
+            f"{KEY}: match_all_linear=true adapts every linear layer, so target_modules={list(targets)} "
+            f"would be ignored; set {KEY}.match_all_linear=false to adapt only those modules, or "
+            f"{KEY}.target_modules=[]"
+        )
     if not match_all and not targets:
-        raise ConfigError(f"{KEY}: match_all_linear=false and target_modules is empty, so nothing would train; "
-                          f"name modules (e.g. {KEY}.target_modules=[q_proj,v_proj]) or set match_all_linear=true")
-    return LoraSettings(dim=dim, alpha=float(alpha), target_modules=targets,
-                        exclude_modules=tuple(str(t) for t in section.get("exclude_modules") or ()),
-                        match_all_linear=match_all, lora_A_init=init)
+        raise ConfigError(
+            f"{KEY}: match_all_linear=false and target_modules is empty, so nothing would train; "
+            f"name modules (e.g. {KEY}.target_modules=[q_proj,v_proj]) or set match_all_linear=true"
+        )
+    return LoraSettings(
+        dim=dim,
+        alpha=float(alpha),
+        target_modules=targets,
+        exclude_modules=tuple(str(t) for t in section.get("exclude_modules") or ()),
+        match_all_linear=match_all,
+        lora_A_init=init,
+    )
 
 
 def check_lora_config(cfg: Mapping[str, Any]) -> None:
@@ -114,16 +125,20 @@ def check_lora_config(cfg: Mapping[str, Any]) -> None:
     if lora_settings(policy) is None:
         return
     if (policy.get("megatron_cfg") or {}).get("enabled"):
-        raise ConfigError(f"{KEY}.enabled=true needs the PyTorch/HF policy backend: LoRA is not implemented on "
-                          f"megatron-core here. Set policy.megatron_cfg.enabled=false and "
-                          f"policy.dtensor_cfg.enabled=true, or {KEY}.enabled=false")
+        raise ConfigError(
+            f"{KEY}.enabled=true needs the PyTorch/HF policy backend: LoRA is not implemented on "
+            f"megatron-core here. Set policy.megatron_cfg.enabled=false and "
+            f"policy.dtensor_cfg.enabled=true, or {KEY}.enabled=false"
+        )
     from rlvr.config.checks import data_parallel_workers
 
     workers = data_parallel_workers(cfg["cluster"])
     if workers > 1:
-        raise ConfigError(f"{KEY}.enabled=true runs in one process for now (one GPU, or the CPU), but the cluster "
-                          f"section asks for {workers} data-parallel policy workers; set cluster.num_nodes=1 and "
-                          f"cluster.gpus_per_node to 1 (or 0 with cluster.num_workers=1)")
+        raise ConfigError(
+            f"{KEY}.enabled=true runs in one process for now (one GPU, or the CPU), but the cluster "
+            f"section asks for {workers} data-parallel policy workers; set cluster.num_nodes=1 and "
+            f"cluster.gpus_per_node to 1 (or 0 with cluster.num_workers=1)"
+        )
 
 
 def _matches(name: str, pattern: str) -> bool:
@@ -135,14 +150,19 @@ def select_target_modules(model: torch.nn.Module, settings: LoraSettings) -> lis
     """Full names of the linear modules to adapt; an unmatched pattern or an empty selection is a ConfigError."""
     import torch
 
-    linears = [name for name, module in model.named_modules()
-               if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] not in _HEAD_NAMES]
+    linears = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] not in _HEAD_NAMES
+    ]
     for key, patterns in (("target_modules", settings.target_modules), ("exclude_modules", settings.exclude_modules)):
         for pattern in patterns:
             if not any(_matches(name, pattern) for name in linears):
                 short = sorted({n.rsplit(".", 1)[-1] for n in linears})
-                raise ConfigError(f"{KEY}.{key}: {pattern!r} matches no linear layer of the policy; its linear "
-                                  f"layers are named {short} (a last component, or a glob over the full name)")
+                raise ConfigError(
+                    f"{KEY}.{key}: {pattern!r} matches no linear layer of the policy; its linear "
+                    f"layers are named {short} (a last component, or a glob over the full name)"
+                )
     chosen = [n for n in linears if settings.match_all_linear or any(_matches(n, p) for p in settings.target_modules)]
     chosen = [n for n in chosen if not any(_matches(n, p) for p in settings.exclude_modules)]
     if not chosen:
@@ -155,8 +175,14 @@ def apply_lora(model: torch.nn.Module, settings: LoraSettings) -> torch.nn.Modul
     from peft import LoraConfig, get_peft_model
 
     targets = select_target_modules(model, settings)
-    config = LoraConfig(r=settings.dim, lora_alpha=settings.alpha, lora_dropout=0.0, target_modules=targets,
-                        bias="none", init_lora_weights=True)
+    config = LoraConfig(
+        r=settings.dim,
+        lora_alpha=settings.alpha,
+        lora_dropout=0.0,
+        target_modules=targets,
+        bias="none",
+        init_lora_weights=True,
+    )
     peft_model = get_peft_model(model, config)
     _init_lora_a(peft_model, settings.lora_A_init)
     return peft_model
@@ -198,13 +224,17 @@ def load_adapter_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor]
     expected = {n for n, p in own.items() if p.requires_grad}
     if set(state) != expected:
         missing, extra = sorted(expected - set(state))[:3], sorted(set(state) - expected)[:3]
-        raise CheckpointError(f"the checkpoint does not hold this policy's LoRA adapter (missing {missing}, "
-                              f"unexpected {extra}); it was written with another {KEY}")
+        raise CheckpointError(
+            f"the checkpoint does not hold this policy's LoRA adapter (missing {missing}, "
+            f"unexpected {extra}); it was written with another {KEY}"
+        )
     with torch.no_grad():
         for name, tensor in state.items():
             if own[name].shape != tensor.shape:
-                raise CheckpointError(f"checkpoint adapter tensor {name} has shape {tuple(tensor.shape)}, the policy "
-                                      f"{tuple(own[name].shape)}: another {KEY}.dim?")
+                raise CheckpointError(
+                    f"checkpoint adapter tensor {name} has shape {tuple(tensor.shape)}, the policy "
+                    f"{tuple(own[name].shape)}: another {KEY}.dim?"
+                )
             own[name].copy_(tensor)
 
 
@@ -245,8 +275,14 @@ def save_adapter(model: torch.nn.Module, folder: Path, *, base_model: str | None
     model.peft_config[ADAPTER].base_model_name_or_path = base_model
     with atomic_dir(Path(folder)) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
-        (tmp / "rlvr_lora.json").write_text(json.dumps(
-            {"base_model": base_model, "merged_into": "checkpoint_megatron and the HF export",
-             "load": "peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), this folder)"},
-            indent=2))
+        (tmp / "rlvr_lora.json").write_text(
+            json.dumps(
+                {
+                    "base_model": base_model,
+                    "merged_into": "checkpoint_megatron and the HF export",
+                    "load": "peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), this folder)",
+                },
+                indent=2,
+            )
+        )
     return Path(folder)

@@ -54,10 +54,20 @@ _OPT_KEY = "policy.megatron_cfg.optimizer"
 _SCHED_KEY = "policy.megatron_cfg.scheduler"
 _DECAY_STYLES = ("constant", "linear", "cosine")
 # Megatron's OptimizerConfig defaults for the keys a config may leave out (``lr`` has none: it is required).
-_ADAM_DEFAULTS = {"optimizer": "adam", "min_lr": 0.0, "weight_decay": 0.01, "adam_beta1": 0.9,
-                  "adam_beta2": 0.999, "adam_eps": 1e-8}
-_PARALLEL_SIZES = ("tensor_model_parallel_size", "pipeline_model_parallel_size", "context_parallel_size",
-                   "expert_model_parallel_size")
+_ADAM_DEFAULTS = {
+    "optimizer": "adam",
+    "min_lr": 0.0,
+    "weight_decay": 0.01,
+    "adam_beta1": 0.9,
+    "adam_beta2": 0.999,
+    "adam_eps": 1e-8,
+}
+_PARALLEL_SIZES = (
+    "tensor_model_parallel_size",
+    "pipeline_model_parallel_size",
+    "context_parallel_size",
+    "expert_model_parallel_size",
+)
 
 
 @dataclasses.dataclass
@@ -109,21 +119,30 @@ def _megatron_optimizer_cfg(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_megatron_optimizer(named_params: list[tuple[str, torch.nn.Parameter]], cfg: Mapping[str, Any]
-                             ) -> torch.optim.AdamW:
+def build_megatron_optimizer(
+    named_params: list[tuple[str, torch.nn.Parameter]], cfg: Mapping[str, Any]
+) -> torch.optim.AdamW:
     """AdamW for ``megatron_cfg.optimizer``: group 0 decays (matrices), group 1 does not (biases, 1-D tensors)."""
     opt = _megatron_optimizer_cfg(cfg)
     trainable = [(n, p) for n, p in named_params if p.requires_grad]
     no_decay = [p for n, p in trainable if p.dim() == 1 or n.endswith(".bias")]
     decay = [p for n, p in trainable if not (p.dim() == 1 or n.endswith(".bias"))]
-    groups = [{"params": decay, "weight_decay": float(opt["weight_decay"])},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=float(opt["lr"]),
-                             betas=(float(opt["adam_beta1"]), float(opt["adam_beta2"])), eps=float(opt["adam_eps"]))
+    groups = [{"params": decay, "weight_decay": float(opt["weight_decay"])}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(
+        [g for g in groups if g["params"]],
+        lr=float(opt["lr"]),
+        betas=(float(opt["adam_beta1"]), float(opt["adam_beta2"])),
+        eps=float(opt["adam_eps"]),
+    )
 
 
-def build_megatron_scheduler(optimizer: torch.optim.Optimizer, sched_cfg: Mapping[str, Any] | None,
-                             opt_cfg: Mapping[str, Any], *, train_iters: int | None = None) -> LambdaLR | None:
+def build_megatron_scheduler(
+    optimizer: torch.optim.Optimizer,
+    sched_cfg: Mapping[str, Any] | None,
+    opt_cfg: Mapping[str, Any],
+    *,
+    train_iters: int | None = None,
+) -> LambdaLR | None:
     """``LambdaLR`` over :class:`MegatronLRSchedule`, or None (constant ``lr``) when ``sched_cfg`` is absent.
 
     ``lr_decay_iters: null`` means ``train_iters`` (the run's GRPO step count), as in Megatron.
@@ -143,16 +162,26 @@ def build_megatron_scheduler(optimizer: torch.optim.Optimizer, sched_cfg: Mappin
     decay = sched_cfg.get("lr_decay_iters")
     decay = int(decay) if decay is not None else train_iters
     if warmup < 0 or not 0 <= init <= float(opt["lr"]):
-        raise ConfigError(f"{_SCHED_KEY}: need lr_warmup_iters >= 0 and 0 <= lr_warmup_init <= lr={opt['lr']}, "
-                          f"got {warmup} and {init}")
+        raise ConfigError(
+            f"{_SCHED_KEY}: need lr_warmup_iters >= 0 and 0 <= lr_warmup_init <= lr={opt['lr']}, "
+            f"got {warmup} and {init}"
+        )
     if style != "constant":
         if decay is None:
-            raise ConfigError(f"{_SCHED_KEY}.lr_decay_iters: required for lr_decay_style={style} (or pass the "
-                              "run's step count as train_iters)")
+            raise ConfigError(
+                f"{_SCHED_KEY}.lr_decay_iters: required for lr_decay_style={style} (or pass the "
+                "run's step count as train_iters)"
+            )
         if decay <= warmup:
             raise ConfigError(f"{_SCHED_KEY}.lr_decay_iters ({decay}) must exceed lr_warmup_iters ({warmup})")
-    schedule = MegatronLRSchedule(lr=float(opt["lr"]), min_lr=float(opt["min_lr"]), style=style,
-                                  warmup_iters=warmup, warmup_init=init, decay_iters=decay)
+    schedule = MegatronLRSchedule(
+        lr=float(opt["lr"]),
+        min_lr=float(opt["min_lr"]),
+        style=style,
+        warmup_iters=warmup,
+        warmup_init=init,
+        decay_iters=decay,
+    )
     return LambdaLR(optimizer, schedule)
 
 
@@ -160,11 +189,15 @@ def _check_megatron_cfg(mcfg: Mapping[str, Any]) -> None:
     """Refuse settings this backend would otherwise silently ignore."""
     wrong = {k: mcfg[k] for k in _PARALLEL_SIZES if mcfg.get(k) not in (None, 1)}
     if wrong or mcfg.get("sequence_parallel"):
-        raise ConfigError(f"policy.megatron_cfg: model parallelism is not supported (got {wrong or 'sequence_parallel'}"
-                          "); set the parallel sizes to 1 and sequence_parallel to false")
+        raise ConfigError(
+            f"policy.megatron_cfg: model parallelism is not supported (got {wrong or 'sequence_parallel'}"
+            "); set the parallel sizes to 1 and sequence_parallel to false"
+        )
     if mcfg.get("scheduler") and not mcfg.get("optimizer"):
-        raise ConfigError(f"{_SCHED_KEY} needs {_OPT_KEY} (its lr and min_lr); set both, or neither to use "
-                          "policy.optimizer/policy.scheduler")
+        raise ConfigError(
+            f"{_SCHED_KEY} needs {_OPT_KEY} (its lr and min_lr); set both, or neither to use "
+            "policy.optimizer/policy.scheduler"
+        )
 
 
 def _number(cfg: Mapping[str, Any], key: str, default: float) -> float:
@@ -181,10 +214,16 @@ class MegatronPolicy(HFPolicy):
     the former is None the HF-style ``optimizer`` / ``scheduler`` configs are used, as by HFPolicy.
     """
 
-    def __init__(self, model: torch.nn.Module, hf_config: Mapping[str, Any], *,
-                 megatron_optimizer: Mapping[str, Any] | None = None,
-                 megatron_scheduler: Mapping[str, Any] | None = None, train_iters: int | None = None,
-                 **hf_policy_kwargs: Any):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        hf_config: Mapping[str, Any],
+        *,
+        megatron_optimizer: Mapping[str, Any] | None = None,
+        megatron_scheduler: Mapping[str, Any] | None = None,
+        train_iters: int | None = None,
+        **hf_policy_kwargs: Any,
+    ):
         """``hf_policy_kwargs``: HFPolicy's keyword arguments (``optimizer``, ``scheduler``, ``max_grad_norm``,
         ``temperature``, ``top_k``, ``top_p``, the memory keys, a data-parallel ``all_reduce``, ...)."""
         # Read by _build_optimizer/_build_scheduler, which HFPolicy calls over the fp32 master weights.
@@ -193,22 +232,30 @@ class MegatronPolicy(HFPolicy):
         super().__init__(model, **hf_policy_kwargs)
         self.hf_config = dict(hf_config)
 
-    def _build_optimizer(self, named_params: list[tuple[str, torch.nn.Parameter]], cfg: Mapping[str, Any] | None
-                         ) -> torch.optim.Optimizer:
+    def _build_optimizer(
+        self, named_params: list[tuple[str, torch.nn.Parameter]], cfg: Mapping[str, Any] | None
+    ) -> torch.optim.Optimizer:
         if self._megatron_optimizer:
             return build_megatron_optimizer(named_params, self._megatron_optimizer)
         return super()._build_optimizer(named_params, cfg)
 
     def _build_scheduler(self, cfg: Any) -> LRScheduler | None:
         if self._megatron_optimizer:
-            return build_megatron_scheduler(self.optimizer, self._megatron_scheduler, self._megatron_optimizer,
-                                            train_iters=self._train_iters)
+            return build_megatron_scheduler(
+                self.optimizer, self._megatron_scheduler, self._megatron_optimizer, train_iters=self._train_iters
+            )
         return super()._build_scheduler(cfg)
 
     @classmethod
-    def from_config(cls, policy_cfg: Mapping[str, Any], *, policy_path: str | Path,  # type: ignore[override]
-                    device: str | torch.device | None = None, train_iters: int | None = None,
-                    **hf_policy_kwargs: Any) -> MegatronPolicy:
+    def from_config(
+        cls,
+        policy_cfg: Mapping[str, Any],
+        *,
+        policy_path: str | Path,  # type: ignore[override]
+        device: str | torch.device | None = None,
+        train_iters: int | None = None,
+        **hf_policy_kwargs: Any,
+    ) -> MegatronPolicy:
         """Build from the ``policy`` section and the ``checkpoint_megatron`` at ``policy_path`` (root or iter_*).
 
         ``train_iters``: the run's GRPO step count, used only when ``lr_decay_iters`` is null.
@@ -228,13 +275,22 @@ class MegatronPolicy(HFPolicy):
         if mcfg.get("optimizer") and mcfg["optimizer"].get("clip_grad") is not None:
             max_grad_norm = float(mcfg["optimizer"]["clip_grad"])
         generation = policy_cfg.get("generation") or {}
-        return cls(model, hf_config, megatron_optimizer=mcfg.get("optimizer"),
-                   megatron_scheduler=mcfg.get("scheduler"), train_iters=train_iters,
-                   optimizer=policy_cfg.get("optimizer"), scheduler=policy_cfg.get("scheduler"),
-                   max_grad_norm=max_grad_norm, temperature=_number(generation, "temperature", 1.0),
-                   top_k=generation.get("top_k"), top_p=_number(generation, "top_p", 1.0),
-                   activation_checkpointing=bool(mcfg.get("activation_checkpointing")),
-                   logprob_chunk_size=policy_cfg.get("logprob_chunk_size"), **hf_policy_kwargs)
+        return cls(
+            model,
+            hf_config,
+            megatron_optimizer=mcfg.get("optimizer"),
+            megatron_scheduler=mcfg.get("scheduler"),
+            train_iters=train_iters,
+            optimizer=policy_cfg.get("optimizer"),
+            scheduler=policy_cfg.get("scheduler"),
+            max_grad_norm=max_grad_norm,
+            temperature=_number(generation, "temperature", 1.0),
+            top_k=generation.get("top_k"),
+            top_p=_number(generation, "top_p", 1.0),
+            activation_checkpointing=bool(mcfg.get("activation_checkpointing")),
+            logprob_chunk_size=policy_cfg.get("logprob_chunk_size"),
+            **hf_policy_kwargs,
+        )
 
     def _scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, filtered: bool) -> torch.Tensor:
         """Forward + processed log-probs ``[b, S]`` on packed rows (module docstring), scattered back in place.
@@ -250,12 +306,14 @@ class MegatronPolicy(HFPolicy):
         lp = self._processed_logprobs(packed, None, positions, filtered)
         return torch.zeros_like(lp).scatter(1, order, lp)
 
-    def _logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor
-                ) -> torch.Tensor:
+    def _logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor
+    ) -> torch.Tensor:
         return self.model(input_ids, positions, attention_mask)
 
-    def _hidden_and_head(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor
-                         ) -> tuple[torch.Tensor, Any]:
+    def _hidden_and_head(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, Any]:
         """Decoder output ``[b, S, H]`` (after the final norm, which the decoder block owns) and the output layer.
 
         ``GPTModel.forward`` returns the hidden states instead of logits when ``post_process`` is off; the flag
@@ -279,9 +337,12 @@ class MegatronPolicy(HFPolicy):
         weights, optimizer and scheduler state, for a checkpoint (restored by HFPolicy's ``load_state_dict``)."""
         from rlvr.convert.mcore_model import gpt_state_dict
 
-        return {"model": gpt_state_dict(self.model), "master_weights": self.master.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": None if self.scheduler is None else self.scheduler.state_dict()}
+        return {
+            "model": gpt_state_dict(self.model),
+            "master_weights": self.master.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+        }
 
     def load_model_state(self, state: Mapping[str, torch.Tensor]) -> None:
         """Weights only (``state_dict()["model"]``): every tensor present with its shape, nothing extra; the fp32

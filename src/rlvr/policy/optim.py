@@ -20,17 +20,21 @@ from rlvr.errors import ConfigError
 
 
 def _known(module: Any, base: type) -> list[str]:
-    return sorted(name for name, obj in vars(module).items()
-                  if inspect.isclass(obj) and issubclass(obj, base) and obj is not base and not name.startswith("_"))
+    return sorted(
+        name
+        for name, obj in vars(module).items()
+        if inspect.isclass(obj) and issubclass(obj, base) and obj is not base and not name.startswith("_")
+    )
 
 
 def _resolve(name: str, module: Any, prefix: str, base: type, key: str) -> type:
     """Class ``name`` (``prefix.Class`` or ``Class``) from ``module``, which must subclass ``base``."""
-    short = name[len(prefix) + 1:] if name.startswith(prefix + ".") else name
+    short = name[len(prefix) + 1 :] if name.startswith(prefix + ".") else name
     cls = getattr(module, short, None) if "." not in short else None
     if not (inspect.isclass(cls) and issubclass(cls, base) and cls is not base):
-        raise ConfigError(f"{key}: {name!r} is not a {prefix} class; known: "
-                          f"{[f'{prefix}.{n}' for n in _known(module, base)]}")
+        raise ConfigError(
+            f"{key}: {name!r} is not a {prefix} class; known: {[f'{prefix}.{n}' for n in _known(module, base)]}"
+        )
     return cls
 
 
@@ -41,8 +45,10 @@ def _construct(cls: type, first: Any, kwargs: Mapping[str, Any] | None, key: str
     accepted = inspect.signature(cls.__init__).parameters
     unknown = [k for k in kwargs if k not in accepted]
     if unknown:
-        raise ConfigError(f"{key}.kwargs: {unknown} not accepted by {cls.__module__}.{cls.__name__}; accepted: "
-                          f"{[p for p in accepted if p not in ('self', 'params', 'optimizer')]}")
+        raise ConfigError(
+            f"{key}.kwargs: {unknown} not accepted by {cls.__module__}.{cls.__name__}; accepted: "
+            f"{[p for p in accepted if p not in ('self', 'params', 'optimizer')]}"
+        )
     try:
         return cls(first, **kwargs)
     except (TypeError, ValueError) as exc:
@@ -58,8 +64,9 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Mapping[str, Any]
     return _construct(cls, list(params), cfg.get("kwargs"), "policy.optimizer")
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any] | Sequence[Any] | None
-                    ) -> lr_scheduler.LRScheduler | None:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any] | Sequence[Any] | None
+) -> lr_scheduler.LRScheduler | None:
     """The scheduler of ``policy.scheduler`` (see the module docstring), or None for a constant LR."""
     if cfg is None:
         return None
@@ -76,17 +83,21 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any] | S
     if len(schedulers) == 1 and not milestones:
         return schedulers[0]
     if len(milestones) != len(schedulers) - 1:
-        raise ConfigError(f"policy.scheduler: {len(schedulers)} schedulers need {len(schedulers) - 1} milestones, "
-                          f"got {milestones}")
+        raise ConfigError(
+            f"policy.scheduler: {len(schedulers)} schedulers need {len(schedulers) - 1} milestones, got {milestones}"
+        )
     return lr_scheduler.SequentialLR(optimizer, schedulers=schedulers, milestones=milestones)
 
 
 def _one_scheduler(optimizer: torch.optim.Optimizer, entry: Mapping[str, Any], key: str) -> lr_scheduler.LRScheduler:
     if "name" not in entry:
-        raise ConfigError(f"{key}: each entry needs a name (e.g. torch.optim.lr_scheduler.LinearLR) "
-                          f"or milestones, got keys {sorted(entry)}")
-    cls = _resolve(str(entry["name"]), lr_scheduler, "torch.optim.lr_scheduler", lr_scheduler.LRScheduler,
-                   f"{key}.name")
+        raise ConfigError(
+            f"{key}: each entry needs a name (e.g. torch.optim.lr_scheduler.LinearLR) "
+            f"or milestones, got keys {sorted(entry)}"
+        )
+    cls = _resolve(
+        str(entry["name"]), lr_scheduler, "torch.optim.lr_scheduler", lr_scheduler.LRScheduler, f"{key}.name"
+    )
     if cls in (lr_scheduler.SequentialLR, lr_scheduler.ChainedScheduler, lr_scheduler.ReduceLROnPlateau):
         # Sequential/Chained are what the list form builds; ReduceLROnPlateau needs a metric at every step.
         raise ConfigError(f"{key}.name: {cls.__name__} cannot be named here; use the list form for sequences")

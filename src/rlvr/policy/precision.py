@@ -30,8 +30,13 @@ import torch
 
 from rlvr.errors import CheckpointError, ConfigError
 
-PRECISIONS = {"float32": torch.float32, "fp32": torch.float32, "32": torch.float32,
-              "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+PRECISIONS = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
 _FP16_NAMES = ("float16", "fp16", "16", "half")
 
 
@@ -43,8 +48,10 @@ def parse_precision(value: str | torch.dtype | None, key: str = "policy.precisio
         value = str(value).removeprefix("torch.")
     name = str(value).lower().removeprefix("torch.")
     if name in _FP16_NAMES:
-        raise ConfigError(f"{key}: {value!r} is not supported: float16 training needs loss scaling, which is not "
-                          "implemented; use bfloat16 (same memory, float32's range, fp32 master weights) or float32")
+        raise ConfigError(
+            f"{key}: {value!r} is not supported: float16 training needs loss scaling, which is not "
+            "implemented; use bfloat16 (same memory, float32's range, fp32 master weights) or float32"
+        )
     if name not in PRECISIONS:
         raise ConfigError(f"{key}: unknown {value!r}; known: {sorted(PRECISIONS)}")
     return PRECISIONS[name]
@@ -127,12 +134,16 @@ class MasterWeights:
         names = {name for name, _, _ in copies}
         if set(state) != names:
             missing, extra = sorted(names - set(state)), sorted(set(state) - names)
-            raise CheckpointError(f"checkpoint master weights do not match the policy's bf16 parameters "
-                                  f"(missing {missing[:5]}, unexpected {extra[:5]}); was it saved with another "
-                                  "policy.precision?")
+            raise CheckpointError(
+                f"checkpoint master weights do not match the policy's bf16 parameters "
+                f"(missing {missing[:5]}, unexpected {extra[:5]}); was it saved with another "
+                "policy.precision?"
+            )
         for name, _, master in copies:
             if tuple(state[name].shape) != tuple(master.shape):
-                raise CheckpointError(f"checkpoint master weight {name!r} has shape {tuple(state[name].shape)}, "
-                                      f"the policy {tuple(master.shape)}")
+                raise CheckpointError(
+                    f"checkpoint master weight {name!r} has shape {tuple(state[name].shape)}, "
+                    f"the policy {tuple(master.shape)}"
+                )
             master.copy_(state[name])
         self.copy_to_model()

@@ -87,8 +87,10 @@ def validate_tests(tests: Any) -> dict[str, Any]:
     if not isinstance(inputs, list) or not isinstance(outputs, list) or not inputs:
         raise DataError("code row tests of kind 'stdio' need non-empty lists 'inputs' and 'outputs'")
     if len(inputs) != len(outputs) or not all(isinstance(x, str) for x in inputs + outputs):
-        raise DataError(f"code row tests: 'inputs' ({len(inputs)}) and 'outputs' ({len(outputs)}) must be "
-                        "lists of strings of the same length")
+        raise DataError(
+            f"code row tests: 'inputs' ({len(inputs)}) and 'outputs' ({len(outputs)}) must be "
+            "lists of strings of the same length"
+        )
     return tests
 
 
@@ -125,15 +127,17 @@ def check_code(
     sandbox = sandbox or default_sandbox()
     stop = not partial_credit
     if tests["kind"] == "python":
-        run = sandbox.run("python", program, [""], test_code=tests["code"], entry_point=tests.get("entry_point"),
-                          stop_on_failure=stop)
+        run = sandbox.run(
+            "python", program, [""], test_code=tests["code"], entry_point=tests.get("entry_point"), stop_on_failure=stop
+        )
         passed = int(bool(run.cases) and run.cases[0].status == "ok" and run.cases[0].output == "passed")
         return _verdict(run, passed, 1, partial_credit)
     fn_name = tests.get("fn_name")
     run = sandbox.run("call" if fn_name else "stdio", program, tests["inputs"], fn_name=fn_name, stop_on_failure=stop)
     matches = return_value_matches if fn_name else stdout_matches
     passed = sum(
-        1 for case, expected in zip(run.cases, tests["outputs"])
+        1
+        for case, expected in zip(run.cases, tests["outputs"])
         if case.status == "ok" and case.output is not None and matches(case.output, expected)
     )
     return _verdict(run, passed, len(tests["outputs"]), partial_credit)

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from rlvr.errors import DataError, UserError
 from rlvr.rewards.registry import get_verifier
@@ -159,8 +159,15 @@ def preflight(
             reference = row.get("ground_truth", row.get("tests"))
             report.problems.append(
                 PreflightProblem(
-                    index, row["task_name"], str(reference)[:200], check, responses[k][:200], expected,
-                    result.rewards[k], result.per_row_error[k], result.details[k],
+                    index,
+                    row["task_name"],
+                    str(reference)[:200],
+                    check,
+                    responses[k][:200],
+                    expected,
+                    result.rewards[k],
+                    result.per_row_error[k],
+                    result.details[k],
                 )
             )
     if not report.ok:
@@ -180,8 +187,10 @@ def gym_preflight(rows: Sequence[dict], client: Any, *, source: str | None = Non
         answer = (row.get("gym") or {}).get("expected_answer")
         tests = ((row.get("gym") or {}).get("verifier_metadata") or {}).get("unit_tests")
         if answer is not None:
-            checks = [("ground_truth", f"\\boxed{{{answer}}}", 1.0),
-                      ("corrupted", f"\\boxed{{{corrupt_answer(str(answer))}}}", 0.0)]
+            checks = [
+                ("ground_truth", f"\\boxed{{{answer}}}", 1.0),
+                ("corrupted", f"\\boxed{{{corrupt_answer(str(answer))}}}", 0.0),
+            ]
         elif tests is not None:
             checks = [("empty_program", "```python\npass\n```", 0.0)]
         else:
@@ -193,8 +202,11 @@ def gym_preflight(rows: Sequence[dict], client: Any, *, source: str | None = Non
     report = PreflightReport(rows=len(rows), scored=len(probes))
     for k, (index, check, expected, reference) in enumerate(meta):
         if rewards[k] != expected:
-            report.problems.append(PreflightProblem(index, "nemo_gym", reference[:200], check, probes[k][1][:200],
-                                                    expected, rewards[k], None, None))
+            report.problems.append(
+                PreflightProblem(
+                    index, "nemo_gym", reference[:200], check, probes[k][1][:200], expected, rewards[k], None, None
+                )
+            )
     if not report.ok:
         raise UserError(report.format(source), code=ERROR_CODE)
     return report

@@ -71,8 +71,13 @@ class SandboxLimits:
 
     def harness_limits(self) -> dict[str, int]:
         cpu = self.cpu_s if self.cpu_s is not None else int(self.case_timeout_s) + 2
-        return {"cpu_s": cpu, "memory_mb": self.memory_mb, "max_processes": self.max_processes,
-                "max_file_mb": self.max_file_mb, "max_open_files": self.max_open_files}
+        return {
+            "cpu_s": cpu,
+            "memory_mb": self.memory_mb,
+            "max_processes": self.max_processes,
+            "max_file_mb": self.max_file_mb,
+            "max_open_files": self.max_open_files,
+        }
 
 
 @dataclass(frozen=True)
@@ -154,10 +159,19 @@ class Sandbox:
         python = self._interpreter()
         slot = self._slots.get()
         try:
-            return self._run_in_slot(slot, python, {
-                "mode": mode, "program": program, "inputs": list(inputs), "fn_name": fn_name,
-                "test_code": test_code, "entry_point": entry_point, "stop_on_failure": stop_on_failure,
-            })
+            return self._run_in_slot(
+                slot,
+                python,
+                {
+                    "mode": mode,
+                    "program": program,
+                    "inputs": list(inputs),
+                    "fn_name": fn_name,
+                    "test_code": test_code,
+                    "entry_point": entry_point,
+                    "stop_on_failure": stop_on_failure,
+                },
+            )
         finally:
             self._slots.put(slot)
 
@@ -168,8 +182,12 @@ class Sandbox:
             os.chown(workdir, uid, uid)
         workdir.chmod(0o700)
         job.update(
-            workdir=str(workdir), uid=uid, limits=self.limits.harness_limits(), namespaces=self.namespaces,
-            audit_hook=self.audit_hook, case_timeout_s=self.limits.case_timeout_s,
+            workdir=str(workdir),
+            uid=uid,
+            limits=self.limits.harness_limits(),
+            namespaces=self.namespaces,
+            audit_hook=self.audit_hook,
+            case_timeout_s=self.limits.case_timeout_s,
             max_output_bytes=self.limits.max_output_bytes,
         )
         env = {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "TMPDIR": str(workdir), "LANG": "C.UTF-8"}
@@ -177,15 +195,23 @@ class Sandbox:
         start = time.monotonic()
         try:
             proc = subprocess.Popen(
-                [python, "-I", "-S", "-B", str(HARNESS)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, env=env, cwd=workdir, start_new_session=True,
+                [python, "-I", "-S", "-B", str(HARNESS)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                cwd=workdir,
+                start_new_session=True,
             )
             try:
                 out, err = proc.communicate(json.dumps(job).encode(), timeout=wall)
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
-                return SandboxRun("timeout", detail=f"program ran past {wall:.1f} s wall clock; killed",
-                                  wall_s=time.monotonic() - start)
+                return SandboxRun(
+                    "timeout",
+                    detail=f"program ran past {wall:.1f} s wall clock; killed",
+                    wall_s=time.monotonic() - start,
+                )
             finally:
                 _kill_group(proc)  # the namespace's init is gone by now; this catches a no-namespace fallback
             return _parse_report(out, err, proc.returncode, time.monotonic() - start)
@@ -199,10 +225,11 @@ class Sandbox:
         with self._ready:
             if hasattr(self, "_python_drops"):
                 return self._python  # type: ignore[return-value]
-            candidates = [self._python] if self._python else [sys.executable, "/usr/bin/python3",
-                                                              shutil.which("python3")]
+            candidates = (
+                [self._python] if self._python else [sys.executable, "/usr/bin/python3", shutil.which("python3")]
+            )
             failures = []
-            for drops in ([True, False] if self._drop else [False]):
+            for drops in [True, False] if self._drop else [False]:
                 self._python_drops = drops
                 for python in dict.fromkeys(c for c in candidates if c):
                     detail = self._probe(python)
@@ -210,8 +237,12 @@ class Sandbox:
                         if self._drop and not drops:
                             # e.g. a venv under /root: keep uid 0 inside the namespaces rather than fail; the
                             # read-only mounts and the network namespace still hold.
-                            warnings.warn("sandbox: no interpreter usable by an unprivileged uid; programs keep "
-                                          "uid 0 inside the namespaces", RuntimeWarning, stacklevel=3)
+                            warnings.warn(
+                                "sandbox: no interpreter usable by an unprivileged uid; programs keep "
+                                "uid 0 inside the namespaces",
+                                RuntimeWarning,
+                                stacklevel=3,
+                            )
                         self._python = python
                         return python
                     failures.append(f"{python} (drop privileges: {drops}): {detail}")
@@ -222,9 +253,19 @@ class Sandbox:
         """None when ``python`` runs the probe program in the sandbox, else what went wrong."""
         slot = self._slots.get()
         try:
-            run = self._run_in_slot(slot, python, {"mode": "stdio", "program": PROBE_PROGRAM, "inputs": [""],
-                                                   "fn_name": None, "test_code": "", "entry_point": None,
-                                                   "stop_on_failure": True})
+            run = self._run_in_slot(
+                slot,
+                python,
+                {
+                    "mode": "stdio",
+                    "program": PROBE_PROGRAM,
+                    "inputs": [""],
+                    "fn_name": None,
+                    "test_code": "",
+                    "entry_point": None,
+                    "stop_on_failure": True,
+                },
+            )
         except OSError as exc:
             return str(exc)
         finally:
@@ -252,8 +293,9 @@ def _parse_report(out: bytes, err: bytes, returncode: int, wall_s: float) -> San
         report = json.loads(out)
     except ValueError:
         tail = err.decode(errors="replace").strip()[-500:]
-        return SandboxRun("sandbox_error", detail=f"harness exited {returncode} without a report: {tail}",
-                          wall_s=wall_s)
+        return SandboxRun(
+            "sandbox_error", detail=f"harness exited {returncode} without a report: {tail}", wall_s=wall_s
+        )
     containment = report.get("containment", {})
     if "harness_error" in report:
         return SandboxRun("sandbox_error", detail=report["harness_error"], containment=containment, wall_s=wall_s)

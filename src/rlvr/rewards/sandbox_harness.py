@@ -44,7 +44,6 @@ PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 4, 38
 AF_UNIX = 1  # local socketpairs (asyncio's self-pipe) stay allowed; every other family is network
 
 
-
 def _load_libc() -> ctypes.CDLL:
     try:
         return ctypes.CDLL("libc.so.6", use_errno=True)  # glibc; skips ctypes.util (~10 ms: imports, ldconfig)
@@ -58,8 +57,12 @@ _libc = _load_libc()
 
 
 class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
 
 
 def _check(result: int, what: str) -> None:
@@ -75,8 +78,7 @@ def _mount(source, target, fstype, flags: int) -> None:
 
 def _set_mount_attr(path: str, flags: int, attr_set: int, attr_clr: int) -> None:
     attr = _MountAttr(attr_set, attr_clr, 0, 0)
-    result = _libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, path.encode(), flags, ctypes.byref(attr),
-                           ctypes.sizeof(attr))
+    result = _libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, path.encode(), flags, ctypes.byref(attr), ctypes.sizeof(attr))
     _check(result, f"mount_setattr {path}")
 
 
@@ -136,13 +138,39 @@ def drop_privileges(uid: int | None, containment: dict) -> None:
 def make_audit_hook(workdir: str):
     """Step 5's policy. ``sys.addaudithook`` hooks cannot be removed; native code can still bypass them."""
     blocked = {
-        "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec", "os.system", "subprocess.Popen",
-        "socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg", "socket.getaddrinfo",
-        "ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "ctypes.call_function", "os.setuid", "os.setgid",
+        "os.fork",
+        "os.forkpty",
+        "os.posix_spawn",
+        "os.spawn",
+        "os.exec",
+        "os.system",
+        "subprocess.Popen",
+        "socket.connect",
+        "socket.bind",
+        "socket.sendto",
+        "socket.sendmsg",
+        "socket.getaddrinfo",
+        "ctypes.dlopen",
+        "ctypes.dlsym",
+        "ctypes.cdata",
+        "ctypes.call_function",
+        "os.setuid",
+        "os.setgid",
     }
     path_events = {
-        "os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.symlink", "os.link",
-        "os.truncate", "os.utime", "shutil.rmtree", "os.chflags", "os.lchflags",
+        "os.remove",
+        "os.rename",
+        "os.rmdir",
+        "os.mkdir",
+        "os.chmod",
+        "os.chown",
+        "os.symlink",
+        "os.link",
+        "os.truncate",
+        "os.utime",
+        "shutil.rmtree",
+        "os.chflags",
+        "os.lchflags",
     }
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     root = os.path.realpath(workdir)
@@ -171,9 +199,9 @@ def make_audit_hook(workdir: str):
             violation(event, args[0])
         elif event == "open" and args[0] is not None and (args[2] or 0) & write_flags and outside(args[0]):
             violation("write outside the sandbox folder", args[0])
-        elif event in ("os.kill", "os.killpg", "signal.pthread_kill") and args[0] not in (own_pid, 0):
-            violation(event, args[0])
-        elif event in path_events and args and outside(args[0]):
+        elif (event in ("os.kill", "os.killpg", "signal.pthread_kill") and args[0] not in (own_pid, 0)) or (
+            event in path_events and args and outside(args[0])
+        ):
             violation(event, args[0])
 
     return hook
@@ -181,8 +209,11 @@ def make_audit_hook(workdir: str):
 
 def _child_streams(stdin_path: str, stdout_path: str, stderr_path: str) -> None:
     """Point fds 0/1/2 (and sys.std*) at the case files and close every other fd (the report pipe first)."""
-    for fd, path, flags in ((0, stdin_path, os.O_RDONLY), (1, stdout_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
-                            (2, stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
+    for fd, path, flags in (
+        (0, stdin_path, os.O_RDONLY),
+        (1, stdout_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+        (2, stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+    ):
         opened = os.open(path, flags, 0o600)
         os.dup2(opened, fd)
         os.close(opened)
@@ -363,7 +394,7 @@ def main() -> None:
         report = {"harness_error": f"{type(exc).__name__}: {exc}", "containment": containment}
     data = memoryview(json.dumps(report).encode())
     while data:  # a pipe takes at most 64 KiB per write
-        data = data[os.write(report_fd, data):]
+        data = data[os.write(report_fd, data) :]
     os._exit(0)
 
 

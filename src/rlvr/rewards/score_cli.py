@@ -33,8 +33,10 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
             try:
                 line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
             except UnicodeDecodeError as exc:
-                raise DataError(f"{path}:{line_no}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
-                                f"{exc.start + 1}); re-encode the file as UTF-8") from None
+                raise DataError(
+                    f"{path}:{line_no}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+                    f"{exc.start + 1}); re-encode the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -61,8 +63,9 @@ def check_writable(path: Path) -> None:
         raise UserError(f"--output {path} cannot be written ({exc.strerror}); choose a writable folder") from None
 
 
-def load_rows(path: str | os.PathLike, *, env_name: str | None = None, input_key: str | None = None,
-              output_key: str | None = None) -> list[dict[str, Any]]:
+def load_rows(
+    path: str | os.PathLike, *, env_name: str | None = None, input_key: str | None = None, output_key: str | None = None
+) -> list[dict[str, Any]]:
     """Rows of ``path`` as the verifiers take them (see the module docstring)."""
     path = Path(path)
     if not path.is_file():
@@ -78,7 +81,7 @@ def load_responses(path: str | os.PathLike) -> list[str]:
         response = record.get("response")
         if not isinstance(response, str):
             raise DataError(
-                f"{path}:{line_no}: expected {{\"response\": <string>}}, got keys {sorted(record)}"
+                f'{path}:{line_no}: expected {{"response": <string>}}, got keys {sorted(record)}'
                 + ("" if response is None else f" with 'response' of type {type(response).__name__}")
             )
         responses.append(response)
@@ -106,7 +109,7 @@ def score_files(
     if len(rows) != len(responses):
         raise UserError(
             f"{data_path} has {len(rows)} rows but {responses_path} has {len(responses)} responses; "
-            "give exactly one {\"response\": ...} line per row, in row order"
+            'give exactly one {"response": ...} line per row, in row order'
         )
     result = (scorer or default_scorer()).score_batch([r["task_name"] for r in rows], responses, rows)
     lines = []

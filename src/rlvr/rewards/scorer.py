@@ -150,8 +150,12 @@ def scorer_from_env(env: dict[str, Any]) -> RewardScorer:
     math_cfg, code_cfg = env.get("math") or {}, env.get("code") or {}
     code = get_verifier("code")
     code.partial_credit = bool(code_cfg.get("partial_credit", False))
-    limits = SandboxLimits(case_timeout_s=float(code_cfg.get("timeout_s", 5.0)),
-                           memory_mb=int(code_cfg.get("memory_mb", 1024)))
+    limits = SandboxLimits(
+        case_timeout_s=float(code_cfg.get("timeout_s", 5.0)), memory_mb=int(code_cfg.get("memory_mb", 1024))
+    )
     code.sandbox = Sandbox(limits, max_concurrency=code_cfg.get("num_workers"))
-    return RewardScorer(num_workers=math_cfg.get("num_workers"), timeout_s=float(math_cfg.get("timeout_s", 10.0)),
-                        sandbox_concurrency=code_cfg.get("num_workers"))
+    return RewardScorer(
+        num_workers=math_cfg.get("num_workers"),
+        timeout_s=float(math_cfg.get("timeout_s", 10.0)),
+        sandbox_concurrency=code_cfg.get("num_workers"),
+    )

@@ -54,13 +54,21 @@ def _rl_prep(args) -> None:
     # policy.tokenizer.chat_template (rlvr) or chat_template (rl_prep), and the key that names it in messages.
     template = cfg.get("template") or {}
     card = _engine("rlvr.data.prep", "prepare_rl_data")(
-        data, out_dir=Path(args.out), tokenizer_dir=tokenizer, seed=seed,
-        max_input_seq_length=data.get("max_input_seq_length"), chat_template=template.get("chat_template"),
-        chat_template_kwargs=template.get("chat_template_kwargs"), template_key=template.get("key", "chat_template"))
+        data,
+        out_dir=Path(args.out),
+        tokenizer_dir=tokenizer,
+        seed=seed,
+        max_input_seq_length=data.get("max_input_seq_length"),
+        chat_template=template.get("chat_template"),
+        chat_template_kwargs=template.get("chat_template_kwargs"),
+        template_key=template.get("key", "chat_template"),
+    )
     print(json.dumps(card, indent=2, sort_keys=True))
     overlap = card["overlap"]
-    print(f"train/validation overlap: {overlap['validation_prompts_in_train']} of {overlap['validation_rows']} "
-          "validation prompts are also training prompts")
+    print(
+        f"train/validation overlap: {overlap['validation_prompts_in_train']} of {overlap['validation_rows']} "
+        "validation prompts are also training prompts"
+    )
 
 
 def _tokenizer_dir(path: str) -> Path:
@@ -73,14 +81,16 @@ def _tokenizer_dir(path: str) -> Path:
 
 def _hf_to_megatron(args) -> None:
     cfg = read_stage_config(args.config)
-    _engine("rlvr.convert.hf_megatron", "hf_to_megatron")(cfg["hf_model_id"], args.megatron_path,
-                                                          cfg.get("torch_dtype") or "float32")
+    _engine("rlvr.convert.hf_megatron", "hf_to_megatron")(
+        cfg["hf_model_id"], args.megatron_path, cfg.get("torch_dtype") or "float32"
+    )
 
 
 def _megatron_to_hf(args) -> None:
     cfg = read_stage_config(args.config)
-    _engine("rlvr.convert.hf_megatron", "megatron_to_hf")(args.megatron_path, args.hf_path,
-                                                          cfg.get("torch_dtype") or None)
+    _engine("rlvr.convert.hf_megatron", "megatron_to_hf")(
+        args.megatron_path, args.hf_path, cfg.get("torch_dtype") or None
+    )
 
 
 def _rlvr(args) -> None:
@@ -91,9 +101,13 @@ def _rlvr(args) -> None:
     with RunLock(Path(args.run_dir) / "rlvr", name=".stage.lock", what="the rlvr training stage") as lock:
         if note := lock.takeover_note():
             print(note, flush=True)
-        _engine("rlvr.grpo.controller", "run_grpo")(cfg, data_dir=Path(args.data), policy_path=Path(args.policy),
-                                                    run_dir=Path(args.run_dir),
-                                                    config_record=read_stage_config(args.config, resolve=False))
+        _engine("rlvr.grpo.controller", "run_grpo")(
+            cfg,
+            data_dir=Path(args.data),
+            policy_path=Path(args.policy),
+            run_dir=Path(args.run_dir),
+            config_record=read_stage_config(args.config, resolve=False),
+        )
 
 
 def _reward_preflight(args) -> None:
@@ -189,8 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the {args.stage} stage could not write its output: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"interrupted: the {args.stage} stage stopped; its outputs were not written (a step checkpoint "
-              "already on disk is complete and is resumed from)", file=sys.stderr)
+        print(
+            f"interrupted: the {args.stage} stage stopped; its outputs were not written (a step checkpoint "
+            "already on disk is complete and is resumed from)",
+            file=sys.stderr,
+        )
         return 130
     return 0
 

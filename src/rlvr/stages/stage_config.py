@@ -44,8 +44,10 @@ def write_stage_configs(run_dir: str | Path, by_rule: dict[str, dict]) -> list[P
         path = stage_config_path(run_dir, rule)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(path) as fh:
-            fh.write(f"# config sections read by the rule '{rule}' (digest {sections_digest(sections)}); "
-                     "secrets are ${oc.env:...} references, resolved by the stage from its environment\n")
+            fh.write(
+                f"# config sections read by the rule '{rule}' (digest {sections_digest(sections)}); "
+                "secrets are ${oc.env:...} references, resolved by the stage from its environment\n"
+            )
             fh.write(config_yaml(sections))
         written.append(path)
     return written
@@ -57,8 +59,10 @@ def read_stage_config(path: str | Path, *, resolve: bool = True) -> dict:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise UserError(f"stage config {path} does not exist: stages read the config the workflow writes when it "
-                        f"starts; run the step with `nemotron steps run ...` or snakemake (not a dry run)") from None
+        raise UserError(
+            f"stage config {path} does not exist: stages read the config the workflow writes when it "
+            f"starts; run the step with `nemotron steps run ...` or snakemake (not a dry run)"
+        ) from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:

@@ -78,17 +78,33 @@ class StepInfo:
     def to_json(self, *, with_runspec: bool = False) -> dict[str, Any]:
         """The ``steps list --json`` object (key order as upstream); ``steps show`` adds ``runspec``."""
         out: dict[str, Any] = {
-            "id": self.id, "name": self.name, "category": self.category, "description": self.description,
-            "tags": self.tags, "path": str(self.path),
-            "consumes": [vars(a) for a in self.consumes], "produces": [vars(a) for a in self.produces],
-            "parameters": [{"name": p.name, "default": p.default, "description": p.description,
-                            "choices": p.choices} for p in self.parameters],
+            "id": self.id,
+            "name": self.name,
+            "category": self.category,
+            "description": self.description,
+            "tags": self.tags,
+            "path": str(self.path),
+            "consumes": [vars(a) for a in self.consumes],
+            "produces": [vars(a) for a in self.produces],
+            "parameters": [
+                {"name": p.name, "default": p.default, "description": p.description, "choices": p.choices}
+                for p in self.parameters
+            ],
         }
         if with_runspec:
             rs = self.runspec
-            out["runspec"] = {"name": rs.get("name"), "image": rs.get("image"), "launch": rs.get("launch"),
-                              "config_dir": str(self.config_dir), "default_config": self.default_config,
-                              "resources": dict(rs.get("resources", {}))} if rs else None
+            out["runspec"] = (
+                {
+                    "name": rs.get("name"),
+                    "image": rs.get("image"),
+                    "launch": rs.get("launch"),
+                    "config_dir": str(self.config_dir),
+                    "default_config": self.default_config,
+                    "resources": dict(rs.get("resources", {})),
+                }
+                if rs
+                else None
+            )
         return out
 
 
@@ -110,8 +126,10 @@ def parse_manifest(path: Path) -> StepInfo:
     step = data.get("step", {})
     folder = path.parent
     category = step.get("category", folder.parent.name)
-    params = [Parameter(p["name"], p.get("description", ""), p.get("default"), "default" in p,
-                        list(p.get("choices", []))) for p in data.get("parameters", [])]
+    params = [
+        Parameter(p["name"], p.get("description", ""), p.get("default"), "default" in p, list(p.get("choices", [])))
+        for p in data.get("parameters", [])
+    ]
     return StepInfo(
         id=step.get("id", f"{category}/{folder.name}"),
         name=step.get("name", folder.name.replace("_", " ").title()),

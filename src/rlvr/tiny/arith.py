@@ -131,8 +131,12 @@ def _in_space(text: str, ops: list[Operation], min_digits: int, max_digits: int)
 MISREAD: dict[str, str] = {"add": "sub", "sub": "add", "mul": "add"}
 
 
-def _corrupt_answers(rows: list[dict[str, str]], rate: float, seed: int | str,
-                     wrong_answer: Callable[[dict[str, str], random.Random], str]) -> list[dict[str, str]]:
+def _corrupt_answers(
+    rows: list[dict[str, str]],
+    rate: float,
+    seed: int | str,
+    wrong_answer: Callable[[dict[str, str], random.Random], str],
+) -> list[dict[str, str]]:
     """A copy of ``rows`` where each row, picked independently with probability ``rate`` (seeded), has its answer
     replaced by ``wrong_answer(row, rng)``; the problem text is unchanged, so the demonstration is simply wrong."""
     if rate <= 0:
@@ -197,10 +201,12 @@ def generate_splits(cfg: TinyConfig) -> dict[str, list[dict[str, str]]]:
         )
         used.update(r["problem"] for r in rows)
         splits[name] = rows
-    splits["sft_train"] = misread_operators(splits["sft_train"], cfg.data.sft_wrong_operator_rate,
-                                            seed=f"{cfg.seed}:sft_train:teacher")
-    splits["sft_train"] = slip_digits(splits["sft_train"], cfg.data.sft_digit_slip_rate,
-                                      seed=f"{cfg.seed}:sft_train:slips")
+    splits["sft_train"] = misread_operators(
+        splits["sft_train"], cfg.data.sft_wrong_operator_rate, seed=f"{cfg.seed}:sft_train:teacher"
+    )
+    splits["sft_train"] = slip_digits(
+        splits["sft_train"], cfg.data.sft_digit_slip_rate, seed=f"{cfg.seed}:sft_train:slips"
+    )
     return splits
 
 

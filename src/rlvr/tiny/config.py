@@ -119,8 +119,9 @@ class TinyConfig:
             data=TinyDataConfig(
                 sft=_split_from_dict(data.get("sft", {}), ProblemSplitConfig()),
                 rl=_split_from_dict(data.get("rl", {}), _rl_split_default()),
-                sft_wrong_operator_rate=float(data.get("sft_wrong_operator_rate",
-                                                       TinyDataConfig.sft_wrong_operator_rate)),
+                sft_wrong_operator_rate=float(
+                    data.get("sft_wrong_operator_rate", TinyDataConfig.sft_wrong_operator_rate)
+                ),
                 sft_digit_slip_rate=float(data.get("sft_digit_slip_rate", TinyDataConfig.sft_digit_slip_rate)),
             ),
             model=dataclasses.replace(TinyModelConfig(), **d.get("model", {})),
@@ -192,6 +193,5 @@ def _check_cross_fields(cfg: TinyConfig, where: str) -> None:
         )
     if cfg.sft.warmup_steps >= cfg.sft.steps:
         raise ConfigError(
-            f"'{where}.sft.warmup_steps' ({cfg.sft.warmup_steps}) must be below '{where}.sft.steps' "
-            f"({cfg.sft.steps})."
+            f"'{where}.sft.warmup_steps' ({cfg.sft.warmup_steps}) must be below '{where}.sft.steps' ({cfg.sft.steps})."
         )

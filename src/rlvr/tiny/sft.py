@@ -99,8 +99,9 @@ def sft_loss(
     # No attention mask needed: padding is on the right, so under the causal mask no real token attends to a
     # pad, and the logits at pad positions are ignored by the labels.
     logits = model(input_ids=input_ids).logits  # [B, S, V]
-    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX,
-                           label_smoothing=label_smoothing)
+    return F.cross_entropy(
+        logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing
+    )
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator):
@@ -136,8 +137,10 @@ def _train(model, input_ids, labels, cfg: TinyConfig, log) -> list[dict[str, flo
             point = {"step": step + 1, "loss": sum(window) / len(window), "lr": optimizer.param_groups[0]["lr"]}
             curve.append(point)
             window = []
-            log(f"sft step {step + 1}/{s.steps} loss {point['loss']:.4f} lr {point['lr']:.2e} "
-                f"elapsed {time.perf_counter() - start:.1f}s")
+            log(
+                f"sft step {step + 1}/{s.steps} loss {point['loss']:.4f} lr {point['lr']:.2e} "
+                f"elapsed {time.perf_counter() - start:.1f}s"
+            )
     return curve
 
 
@@ -148,8 +151,13 @@ def _evaluate(model, tokenizer, sft_val, rl_val, cfg: TinyConfig) -> dict[str, f
         "sft_val_greedy_accuracy": evaluate_accuracy(model, tokenizer, sft_val, max_new_tokens=s.max_new_tokens),
         "rl_val_greedy_accuracy": evaluate_accuracy(model, tokenizer, rl_val, max_new_tokens=s.max_new_tokens),
         "rl_val_sampled_accuracy": evaluate_accuracy(
-            model, tokenizer, rl_val, samples_per_prompt=s.eval_samples_per_prompt,
-            temperature=s.eval_temperature, max_new_tokens=s.max_new_tokens, seed=cfg.seed,
+            model,
+            tokenizer,
+            rl_val,
+            samples_per_prompt=s.eval_samples_per_prompt,
+            temperature=s.eval_temperature,
+            max_new_tokens=s.max_new_tokens,
+            seed=cfg.seed,
         ),
     }
 
@@ -176,8 +184,10 @@ def train_sft_policy(data_dir: str | Path, out_dir: str | Path, cfg: TinyConfig,
                 [encode_sft_example(tokenizer, r["problem"], r["expected_answer"]) for r in sft_train],
                 tokenizer.pad_token_id,
             )
-            log(f"sft: {count_parameters(model):,} parameters, vocab {len(tokenizer)}, {len(sft_train)} examples, "
-                f"{cfg.sft.steps} steps x {cfg.sft.batch_size}, {cfg.sft.num_threads} threads")
+            log(
+                f"sft: {count_parameters(model):,} parameters, vocab {len(tokenizer)}, {len(sft_train)} examples, "
+                f"{cfg.sft.steps} steps x {cfg.sft.batch_size}, {cfg.sft.num_threads} threads"
+            )
             start = time.perf_counter()
             curve = _train(model, input_ids, labels, cfg, log)
             train_s = time.perf_counter() - start
@@ -204,8 +214,10 @@ def train_sft_policy(data_dir: str | Path, out_dir: str | Path, cfg: TinyConfig,
             (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     finally:
         torch.set_num_threads(previous_threads)
-    log(f"sft: greedy accuracy sft_val {metrics['sft_val_greedy_accuracy']:.3f}, rl_val "
+    log(
+        f"sft: greedy accuracy sft_val {metrics['sft_val_greedy_accuracy']:.3f}, rl_val "
         f"{metrics['rl_val_greedy_accuracy']:.3f}; sampled (T={cfg.sft.eval_temperature}, "
         f"{cfg.sft.eval_samples_per_prompt}/prompt) rl_val {metrics['rl_val_sampled_accuracy']:.3f}; "
-        f"train {train_s:.1f}s")
+        f"train {train_s:.1f}s"
+    )
     return metrics

@@ -42,8 +42,10 @@ class RunLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise UserError(f"cannot create the run-folder lock {self.path}: {exc.strerror}; check that the "
-                            f"folder is writable (or pick another run folder with RL_OUTPUT_DIR)") from None
+            raise UserError(
+                f"cannot create the run-folder lock {self.path}: {exc.strerror}; check that the "
+                f"folder is writable (or pick another run folder with RL_OUTPUT_DIR)"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -51,8 +53,15 @@ class RunLock:
             os.close(fd)
             raise RunFolderBusy(_busy_message(self.path.parent, holder)) from None
         self.stale_holder = _read_record(fd) or None
-        _write_record(fd, {"host": socket.gethostname(), "pid": os.getpid(), "what": self.what,
-                           "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
+        _write_record(
+            fd,
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "what": self.what,
+                "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            },
+        )
         self.fd = fd
         return self
 
@@ -81,8 +90,10 @@ class RunLock:
         if not self.stale_holder:
             return None
         h = self.stale_holder
-        return (f"note: took over the lock of {self.path.parent} from {h.get('what', 'a run')} (pid {h.get('pid')} "
-                f"on {h.get('host')}, started {h.get('started')}), which is no longer running")
+        return (
+            f"note: took over the lock of {self.path.parent} from {h.get('what', 'a run')} (pid {h.get('pid')} "
+            f"on {h.get('host')}, started {h.get('started')}), which is no longer running"
+        )
 
     def __enter__(self) -> RunLock:
         return self.acquire()
@@ -110,8 +121,16 @@ def _write_record(fd: int, record: dict) -> None:
 
 
 def _busy_message(run_dir: Path, holder: dict) -> str:
-    who = (f"{holder.get('what', 'a run')} (pid {holder.get('pid')} on {holder.get('host')}, started "
-           f"{holder.get('started')})") if holder else "another process"
+    who = (
+        (
+            f"{holder.get('what', 'a run')} (pid {holder.get('pid')} on {holder.get('host')}, started "
+            f"{holder.get('started')})"
+        )
+        if holder
+        else "another process"
+    )
     stop = f"`kill {holder['pid']}` on {holder.get('host')}" if holder.get("pid") else "stop it"
-    return (f"the run folder {run_dir} is in use by {who}. Wait for it to finish, stop it ({stop}; the same "
-            f"command then resumes), or write this run elsewhere (--name NAME, or RL_OUTPUT_DIR)")
+    return (
+        f"the run folder {run_dir} is in use by {who}. Wait for it to finish, stop it ({stop}; the same "
+        f"command then resumes), or write this run elsewhere (--name NAME, or RL_OUTPUT_DIR)"
+    )

@@ -9,8 +9,9 @@ from rlvr.cli.main import main
 
 def test_scores_math_rows_in_order(tmp_path, capsys):
     rows = tmp_path / "rows.jsonl"
-    rows.write_text("".join(json.dumps({"problem": f"{a}+{a}", "expected_answer": str(2 * a)}) + "\n"
-                            for a in (1, 2, 3)))
+    rows.write_text(
+        "".join(json.dumps({"problem": f"{a}+{a}", "expected_answer": str(2 * a)}) + "\n" for a in (1, 2, 3))
+    )
     responses = tmp_path / "responses.jsonl"
     responses.write_text("".join(json.dumps({"response": r}) + "\n" for r in ("\\boxed{2}", "5", "6")))
     out = tmp_path / "scores.jsonl"
@@ -32,8 +33,9 @@ def test_count_mismatch_is_a_clear_error(tmp_path, capsys):
 def test_reasoning_gym_rows_with_input_and_output_keys(tmp_path, capsys):
     """{"question", "answer": <number>} rows (reasoning-gym) read through --input-key / --output-key."""
     rows = tmp_path / "rg.jsonl"
-    rows.write_text("".join(json.dumps({"question": f"What is {a} * 3?", "answer": 3 * a, "metadata": {}}) + "\n"
-                            for a in (4, 5)))
+    rows.write_text(
+        "".join(json.dumps({"question": f"What is {a} * 3?", "answer": 3 * a, "metadata": {}}) + "\n" for a in (4, 5))
+    )
     responses = tmp_path / "responses.jsonl"
     responses.write_text("".join(json.dumps({"response": r}) + "\n" for r in ("\\boxed{12}", "\\boxed{14}")))
     args = ["rewards", "score", "--data", str(rows), "--responses", str(responses)]

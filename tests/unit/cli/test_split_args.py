@@ -12,8 +12,22 @@ from rlvr.errors import UserError
 
 def test_options_anywhere_dotlist_and_passthrough():
     """Our flags may appear anywhere; k=v without a leading dash is an override; the rest goes to Snakemake."""
-    a = split_run_args(["grpo.max_num_steps=3", "rl/nemo_rl/rlvr", "--cores", "2", "-c", "tiny", "-d",
-                        "--x=y", "--force-squash", "-r", "local", "+a.b=1"])
+    a = split_run_args(
+        [
+            "grpo.max_num_steps=3",
+            "rl/nemo_rl/rlvr",
+            "--cores",
+            "2",
+            "-c",
+            "tiny",
+            "-d",
+            "--x=y",
+            "--force-squash",
+            "-r",
+            "local",
+            "+a.b=1",
+        ]
+    )
     assert a.step_id == "rl/nemo_rl/rlvr"
     assert (a.config, a.run_profile, a.dry_run, a.force_squash) == ("tiny", "local", True, True)
     assert a.dotlist == ["grpo.max_num_steps=3", "+a.b=1"]
@@ -38,7 +52,9 @@ def test_missing_values_and_step():
 
 
 def test_plan_summary_reads_rule_reasons():
-    out = "rule a:\n    output: x\n    reason: Missing output files: x\nlocalrule all:\n    reason: Input files updated\n"
+    out = (
+        "rule a:\n    output: x\n    reason: Missing output files: x\nlocalrule all:\n    reason: Input files updated\n"
+    )
     assert summarize_plan(out) == ["  a: Missing output files: x"]
 
 

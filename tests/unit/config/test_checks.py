@@ -29,7 +29,9 @@ def test_force_on_policy_ratio_needs_one_optimizer_step():
     """force_on_policy_ratio requires gbs == P*G (upstream's default.yaml fails this assertion at setup)."""
     err = fails("default", DATA + ["policy.train_global_batch_size=32"], r"force_on_policy_ratio=true needs")
     assert err.code == "rollout_batch_not_divisible"
-    load_step_config(RLVR, "default", DATA + ["policy.train_global_batch_size=32", "loss_fn.force_on_policy_ratio=false"])
+    load_step_config(
+        RLVR, "default", DATA + ["policy.train_global_batch_size=32", "loss_fn.force_on_policy_ratio=false"]
+    )
 
 
 def test_micro_batch_must_divide_global_batch():
@@ -64,8 +66,11 @@ def test_advantage_flags_must_agree():
 def test_required_inputs_outside_tiny():
     fails("default", [], r"data.train.data_path is required")
     fails("default", ["data.train.data_path=/d.jsonl"], r"data.validation.data_path is required")
-    load_step_config(RLVR, "default", ["data.train.data_path=/d.jsonl", "data.validation=null",
-                                       "data.train.split_validation_size=0.1"])
+    load_step_config(
+        RLVR,
+        "default",
+        ["data.train.data_path=/d.jsonl", "data.validation=null", "data.train.split_validation_size=0.1"],
+    )
     fails("default", ["data.default.dataset_name=DAPOMath17K"], r"names a hub dataset")
     # With a data_path the hub name only says where the rows came from (Nemotron's default.yaml writes both).
     load_step_config(RLVR, "default", DATA + ["data.default.dataset_name=DAPOMath17K"])
@@ -95,21 +100,37 @@ def test_literal_secret_is_refused_and_env_reference_is_kept(monkeypatch):
 
 def test_skipping_the_reference_pass_with_a_kl_penalty_is_refused():
     """The KL term would be trained against zeros (silent wrong training): refused, in the loss or the reward."""
-    fails("tiny", ["grpo.skip_reference_policy_logprobs_calculation=true", "loss_fn.reference_policy_kl_penalty=0.05"],
-          r"against zeros, not the reference policy, into the loss")
-    fails("tiny", ["grpo.skip_reference_policy_logprobs_calculation=true", "loss_fn.reference_policy_kl_penalty=0.05",
-                   "loss_fn.use_kl_in_reward=true", "grpo.adv_estimator.name=reinforce_plus_plus"],
-          r"into the reward \(loss_fn.use_kl_in_reward\)")
-    load_step_config(RLVR, "tiny", ["grpo.skip_reference_policy_logprobs_calculation=true",
-                                    "loss_fn.reference_policy_kl_penalty=0"])
+    fails(
+        "tiny",
+        ["grpo.skip_reference_policy_logprobs_calculation=true", "loss_fn.reference_policy_kl_penalty=0.05"],
+        r"against zeros, not the reference policy, into the loss",
+    )
+    fails(
+        "tiny",
+        [
+            "grpo.skip_reference_policy_logprobs_calculation=true",
+            "loss_fn.reference_policy_kl_penalty=0.05",
+            "loss_fn.use_kl_in_reward=true",
+            "grpo.adv_estimator.name=reinforce_plus_plus",
+        ],
+        r"into the reward \(loss_fn.use_kl_in_reward\)",
+    )
+    load_step_config(
+        RLVR, "tiny", ["grpo.skip_reference_policy_logprobs_calculation=true", "loss_fn.reference_policy_kl_penalty=0"]
+    )
 
 
-@pytest.mark.parametrize("overrides,pattern", [
-    (["loss_fn.use_cispo=true"], r"use_cispo is incompatible with force_on_policy_ratio"),
-    (["loss_fn.disable_ppo_ratio=true"], r"force_on_policy_ratio and disable_ppo_ratio both replace the ratio"),
-    (["loss_fn.force_on_policy_ratio=false", "loss_fn.use_cispo=true", "loss_fn.ratio_clip_c=3.0"],
-     r"use_cispo is incompatible with dual clipping"),
-])
+@pytest.mark.parametrize(
+    "overrides,pattern",
+    [
+        (["loss_fn.use_cispo=true"], r"use_cispo is incompatible with force_on_policy_ratio"),
+        (["loss_fn.disable_ppo_ratio=true"], r"force_on_policy_ratio and disable_ppo_ratio both replace the ratio"),
+        (
+            ["loss_fn.force_on_policy_ratio=false", "loss_fn.use_cispo=true", "loss_fn.ratio_clip_c=3.0"],
+            r"use_cispo is incompatible with dual clipping",
+        ),
+    ],
+)
 def test_every_combination_the_loss_refuses_is_refused_at_config_time(overrides, pattern):
     """tiny trains with force_on_policy_ratio; these used to pass -d and fail when training started."""
     fails("tiny", overrides, pattern)
@@ -117,8 +138,11 @@ def test_every_combination_the_loss_refuses_is_refused_at_config_time(overrides,
 
 def test_all_problems_of_one_command_are_reported_together():
     """A schema error, an unknown key and two cross-field errors: one message, every problem, the first code."""
-    err = fails("tiny", ["policy.train_micro_batch_size=64.0", "grpo.sed=1", "grpo.num_prompts_per_step=7",
-                         "loss_fn.use_cispo=true"], r"invalid config \(4 problems\)")
+    err = fails(
+        "tiny",
+        ["policy.train_micro_batch_size=64.0", "grpo.sed=1", "grpo.num_prompts_per_step=7", "loss_fn.use_cispo=true"],
+        r"invalid config \(4 problems\)",
+    )
     text = str(err)
     for part in ("is not of type 'integer'", "unknown key 'grpo.sed'", "7 x 16 = 112 rows", "use_cispo"):
         assert part in text
@@ -126,22 +150,34 @@ def test_all_problems_of_one_command_are_reported_together():
 
 
 def test_megatron_weight_decay_schedule_must_be_constant():
-    base = ["policy.dtensor_cfg.enabled=false", "policy.megatron_cfg.enabled=true",
-            "policy.megatron_cfg.optimizer={lr: 1.0e-5, weight_decay: 0.01}"]
-    fails("tiny", [*base, "policy.megatron_cfg.scheduler={start_weight_decay: 0.0, end_weight_decay: 0.1}"],
-          r"start_weight_decay = 0.0 differs from policy.megatron_cfg.optimizer.weight_decay = 0.01")
+    base = [
+        "policy.dtensor_cfg.enabled=false",
+        "policy.megatron_cfg.enabled=true",
+        "policy.megatron_cfg.optimizer={lr: 1.0e-5, weight_decay: 0.01}",
+    ]
+    fails(
+        "tiny",
+        [*base, "policy.megatron_cfg.scheduler={start_weight_decay: 0.0, end_weight_decay: 0.1}"],
+        r"start_weight_decay = 0.0 differs from policy.megatron_cfg.optimizer.weight_decay = 0.01",
+    )
     load_step_config(RLVR, "tiny", [*base, "policy.megatron_cfg.scheduler={start_weight_decay: 0.01}"])
 
 
 def test_gym_server_blocks_rlvr_cannot_start_are_named(tmp_path):
     """A Nemotron-style Gym block becomes a local server; an unknown server type or a judge is refused."""
-    gym = ["env.nemo_gym.resource_servers={}", "env.nemo_gym.tool_use.resources_servers.swe_bench.x=1",
-           "env.nemo_gym.judged.resources_servers.math_with_judge.should_use_judge=true"]
+    gym = [
+        "env.nemo_gym.resource_servers={}",
+        "env.nemo_gym.tool_use.resources_servers.swe_bench.x=1",
+        "env.nemo_gym.judged.resources_servers.math_with_judge.should_use_judge=true",
+    ]
     err = fails("nemo_gym", DATA + gym, r"rlvr cannot start a 'swe_bench' server locally")
     assert "should_use_judge=true: rlvr's local math server has no LLM judge" in str(err)
 
 
 def test_a_gym_server_block_beside_resource_servers_is_refused():
     """It would not be read: one place describes the servers."""
-    fails("nemo_gym", DATA + ["env.nemo_gym.code_gen.resources_servers.code_gen.debug=false"],
-          r"env.nemo_gym.code_gen \(a NeMo-Gym server block\) is not read when env.nemo_gym.resource_servers is set")
+    fails(
+        "nemo_gym",
+        DATA + ["env.nemo_gym.code_gen.resources_servers.code_gen.debug=false"],
+        r"env.nemo_gym.code_gen \(a NeMo-Gym server block\) is not read when env.nemo_gym.resource_servers is set",
+    )

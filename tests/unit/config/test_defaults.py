@@ -22,10 +22,18 @@ RLVR = resolve_step("rl/nemo_rl/rlvr")
 SCHEMA = "rlvr_config.schema.yaml"
 DATA = ["data.train.data_path=/data/train.jsonl", "data.validation.data_path=/data/val.jsonl"]
 # Keys other engineers are implementing at the same time; their schema entries are theirs to complete.
-OTHERS = {"policy.tokenizer.chat_template", "policy.precision", "policy.logprob_chunk_size",
-          "policy.dtensor_cfg.activation_checkpointing", "checkpointing.model_save_format",
-          "env.should_mask_flagged_samples", "logger.mlflow_enabled", "logger.monitor_gpus", "logger.mlflow",
-          "policy.dtensor_cfg.lora_cfg.enabled"}
+OTHERS = {
+    "policy.tokenizer.chat_template",
+    "policy.precision",
+    "policy.logprob_chunk_size",
+    "policy.dtensor_cfg.activation_checkpointing",
+    "checkpointing.model_save_format",
+    "env.should_mask_flagged_samples",
+    "logger.mlflow_enabled",
+    "logger.monitor_gpus",
+    "logger.mlflow",
+    "policy.dtensor_cfg.lora_cfg.enabled",
+}
 
 
 def _leaves(node: dict, path: tuple = ()):
@@ -39,20 +47,28 @@ def _leaves(node: dict, path: tuple = ()):
 
 def minimal_config(tmp_path: Path, text: str = "") -> Path:
     path = tmp_path / "minimal.yaml"
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         policy:
           model_name: /models/sft
         data:
           train: {data_path: /data/train.jsonl}
           validation: {data_path: /data/val.jsonl}
-        """) + textwrap.dedent(text))
+        """)
+        + textwrap.dedent(text)
+    )
     return path
 
 
 def test_every_schema_leaf_has_a_description_and_a_default():
     """Keys of the schema (the data-entry and tiny $refs aside) carry both, so no reader needs a default."""
-    missing = [(key, what) for key, sub in _leaves(load_schema(SCHEMA)) if key not in OTHERS
-               for what in ("description", "default") if what not in sub and key != "defaults"]
+    missing = [
+        (key, what)
+        for key, sub in _leaves(load_schema(SCHEMA))
+        if key not in OTHERS
+        for what in ("description", "default")
+        if what not in sub and key != "defaults"
+    ]
     assert missing == []
 
 
@@ -79,14 +95,17 @@ def test_the_engine_reads_the_schema_defaults():
 
 def test_removed_key_takes_its_default_and_interpolations_follow_overrides():
     """`~key` then the default; an interpolated default follows the value it points at."""
-    cfg = load_step_config(RLVR, "default", [*DATA, "~grpo.reward_shaping.max_response_length",
-                                             "policy.generation.max_new_tokens=77"]).resolved
+    cfg = load_step_config(
+        RLVR, "default", [*DATA, "~grpo.reward_shaping.max_response_length", "policy.generation.max_new_tokens=77"]
+    ).resolved
     assert cfg["grpo"]["reward_shaping"]["max_response_length"] == 77
 
 
 def test_nemo_rl_arithmetic_resolvers(tmp_path):
     """${mul}, ${add}, ${sub}, ${div}, ${max} as NeMo-RL registers them."""
-    path = minimal_config(tmp_path, """\
+    path = minimal_config(
+        tmp_path,
+        """\
         grpo:
           num_prompts_per_step: ${mul:4,8}
           num_generations_per_prompt: ${add:6,2}
@@ -97,7 +116,8 @@ def test_nemo_rl_arithmetic_resolvers(tmp_path):
         policy:  # replaces the minimal config's policy block (YAML keeps the last)
           model_name: /models/sft
           train_global_batch_size: 256
-        """)
+        """,
+    )
     grpo = load_step_config(RLVR, str(path), ["policy.precision=float32"]).resolved["grpo"]
     assert (grpo["num_prompts_per_step"], grpo["num_generations_per_prompt"], grpo["max_num_steps"]) == (32, 8, 10)
     assert grpo["val_period"] == 10 and grpo["batch_multiplier"] == 1.5
@@ -113,11 +133,15 @@ def test_integer_keys_refuse_floats(override):
 
 
 def test_upstream_spellings_are_folded_and_contradictions_refused():
-    cfg = load_step_config(RLVR, "tiny", ["grpo.num_val_generations_per_prompt=4",
-                                          "grpo.stop_at_validation_threshold=0.9"]).resolved
+    cfg = load_step_config(
+        RLVR, "tiny", ["grpo.num_val_generations_per_prompt=4", "grpo.stop_at_validation_threshold=0.9"]
+    ).resolved
     assert cfg["grpo"]["stop_at_validation_metric_threshold"] == 0.9
-    with pytest.raises(ConfigError, match=r"grpo.num_val_generations_per_prompt = 2 \(the upstream spelling\) "
-                                          r"contradicts grpo.val_num_generations_per_prompt = 4"):
+    with pytest.raises(
+        ConfigError,
+        match=r"grpo.num_val_generations_per_prompt = 2 \(the upstream spelling\) "
+        r"contradicts grpo.val_num_generations_per_prompt = 4",
+    ):
         load_step_config(RLVR, "tiny", ["grpo.num_val_generations_per_prompt=2"])
 
 
@@ -134,8 +158,15 @@ def test_the_plan_names_what_only_the_real_run_can_check(tmp_path):
     """A hub model id and Gym config files that are not here are accepted at -d, with a note each."""
     from rlvr.config.facts import runtime_requirements
 
-    cfg = load_step_config(RLVR, "nemo_gym", [*DATA, "policy.model_name=meta-llama/Llama-3.2-1B",
-                                              f"env.nemo_gym.config_paths=[{tmp_path}, gym/agents.yaml]"]).resolved
+    cfg = load_step_config(
+        RLVR,
+        "nemo_gym",
+        [
+            *DATA,
+            "policy.model_name=meta-llama/Llama-3.2-1B",
+            f"env.nemo_gym.config_paths=[{tmp_path}, gym/agents.yaml]",
+        ],
+    ).resolved
     notes = runtime_requirements(cfg)
     assert len(notes) == 2
     assert "policy.model_name 'meta-llama/Llama-3.2-1B' is not a local folder" in notes[0]

@@ -85,9 +85,17 @@ def test_env_interpolation_with_default(monkeypatch):
 
 def test_overrides_are_yaml_typed_and_applied_last():
     """`k=v` values parse as YAML (int, bool, null, list) and beat every file."""
-    cfg = load_step_config(RLVR, "tiny", [
-        "grpo.max_num_steps=3", "grpo.normalize_rewards=false", 'policy.generation.stop_strings=["\\n"]',
-        "grpo.val_batch_size=null", "grpo.max_val_samples=null"]).resolved
+    cfg = load_step_config(
+        RLVR,
+        "tiny",
+        [
+            "grpo.max_num_steps=3",
+            "grpo.normalize_rewards=false",
+            'policy.generation.stop_strings=["\\n"]',
+            "grpo.val_batch_size=null",
+            "grpo.max_val_samples=null",
+        ],
+    ).resolved
     assert cfg["grpo"]["max_num_steps"] == 3
     assert cfg["grpo"]["normalize_rewards"] is False
     assert cfg["policy"]["generation"]["stop_strings"] == ["\n"]
@@ -96,11 +104,14 @@ def test_overrides_are_yaml_typed_and_applied_last():
 
 def test_unknown_key_names_path_file_line_and_closest_key(tmp_path):
     """A typo in a file is reported with its dotted path, file:line and the closest valid key."""
-    path = write(tmp_path / "mine.yaml", f"""\
-        defaults: {RLVR.config_dir / 'tiny.yaml'}
+    path = write(
+        tmp_path / "mine.yaml",
+        f"""\
+        defaults: {RLVR.config_dir / "tiny.yaml"}
         grpo:
           num_generation_per_prompt: 4
-        """)
+        """,
+    )
     with pytest.raises(ConfigError) as exc:
         load_step_config(RLVR, str(path))
     msg = str(exc.value)
@@ -120,13 +131,22 @@ def test_type_errors_name_the_key():
         load_step_config(RLVR, "tiny", ["grpo.max_num_steps=abc"])
 
 
-@pytest.mark.parametrize("override", ["grpo.async_grpo.enabled=true", "policy.sequence_packing.enabled=true",
-                                      "logger.wandb_enabled=true", "policy.dtensor_cfg.tensor_parallel_size=2",
-                                      "grpo.use_best_at_k=true", "policy.generation.colocated.enabled=false",
-                                      "policy.generation.vllm_cfg.kv_cache_dtype=fp8",
-                                      "policy.generation.vllm_kwargs.swap_space=4",
-                                      "policy.megatron_cfg.cuda_graph_impl=local",
-                                      "reward_penalties.penalize_empty_final_answer=true", "data_plane.enabled=true"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "grpo.async_grpo.enabled=true",
+        "policy.sequence_packing.enabled=true",
+        "logger.wandb_enabled=true",
+        "policy.dtensor_cfg.tensor_parallel_size=2",
+        "grpo.use_best_at_k=true",
+        "policy.generation.colocated.enabled=false",
+        "policy.generation.vllm_cfg.kv_cache_dtype=fp8",
+        "policy.generation.vllm_kwargs.swap_space=4",
+        "policy.megatron_cfg.cuda_graph_impl=local",
+        "reward_penalties.penalize_empty_final_answer=true",
+        "data_plane.enabled=true",
+    ],
+)
 def test_unimplemented_upstream_keys_are_refused_unless_off(override):
     """Keys accepted for compatibility are accepted at their off value and refused as 'not supported' otherwise."""
     with pytest.raises(ConfigError, match="is not supported by rlvr yet"):
@@ -152,7 +172,9 @@ def test_removal_override():
 
 def test_scientific_notation_is_a_float_in_files_and_overrides(tmp_path):
     """`1e-4` is a float (PyYAML's YAML 1.1 would read a string and break the optimizer at run time)."""
-    path = write(tmp_path / "sci.yaml", f"defaults: {RLVR.config_dir / 'tiny.yaml'}\nloss_fn:\n  ratio_clip_min: 2e-1\n")
+    path = write(
+        tmp_path / "sci.yaml", f"defaults: {RLVR.config_dir / 'tiny.yaml'}\nloss_fn:\n  ratio_clip_min: 2e-1\n"
+    )
     cfg = load_step_config(RLVR, str(path), ["policy.optimizer.kwargs.lr=1e-4"]).resolved
     assert cfg["policy"]["optimizer"]["kwargs"]["lr"] == 1e-4
     assert cfg["loss_fn"]["ratio_clip_min"] == 0.2

@@ -12,16 +12,34 @@ from rlvr.config.memory import GIB, ModelShape, check_fits, estimate, memory_pla
 from rlvr.errors import ConfigError
 from tests.conftest import nemotron_env
 
-LLAMA_32_1B = {"architectures": ["LlamaForCausalLM"], "vocab_size": 128256, "hidden_size": 2048,
-               "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
-               "num_key_value_heads": 8, "head_dim": 64, "tie_word_embeddings": True}
+LLAMA_32_1B = {
+    "architectures": ["LlamaForCausalLM"],
+    "vocab_size": 128256,
+    "hidden_size": 2048,
+    "intermediate_size": 8192,
+    "num_hidden_layers": 16,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "head_dim": 64,
+    "tie_word_embeddings": True,
+}
 
 
 def config(**policy) -> dict:
-    return {"grpo": {"num_prompts_per_step": 4, "num_generations_per_prompt": 2},
-            "loss_fn": {"reference_policy_kl_penalty": 0.0}, "cluster": {"gpus_per_node": 0},
-            "policy": {"precision": "float32", "max_total_sequence_length": 10, "generation_batch_size": 4,
-                       "train_micro_batch_size": 2, "logprob_chunk_size": None, "dtensor_cfg": {}, **policy}}
+    return {
+        "grpo": {"num_prompts_per_step": 4, "num_generations_per_prompt": 2},
+        "loss_fn": {"reference_policy_kl_penalty": 0.0},
+        "cluster": {"gpus_per_node": 0},
+        "policy": {
+            "precision": "float32",
+            "max_total_sequence_length": 10,
+            "generation_batch_size": 4,
+            "train_micro_batch_size": 2,
+            "logprob_chunk_size": None,
+            "dtensor_cfg": {},
+            **policy,
+        },
+    }
 
 
 def test_parameter_count_matches_llama_3_2_1b():
@@ -29,8 +47,16 @@ def test_parameter_count_matches_llama_3_2_1b():
 
 
 def test_each_term_by_hand():
-    shape = ModelShape(vocab_size=100, hidden_size=8, intermediate_size=16, num_layers=2, num_heads=2,
-                       num_kv_heads=1, head_dim=4, tied=False)
+    shape = ModelShape(
+        vocab_size=100,
+        hidden_size=8,
+        intermediate_size=16,
+        num_layers=2,
+        num_heads=2,
+        num_kv_heads=1,
+        head_dim=4,
+        tied=False,
+    )
     # per layer: attention 8*4*(2*2+2*1)=192, mlp 3*8*16=384, norms 16 -> 592; x2 = 1184; embeddings 2*800; final 8
     assert shape.parameters == 1184 + 1600 + 8
     est = estimate(config(), shape)
@@ -74,9 +100,19 @@ def test_dry_run_prints_the_estimate_and_refuses_a_huge_rollout(tmp_path):
     ok = subprocess.run(base, cwd=tmp_path, env=nemotron_env(), capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr
     assert "memory (estimate per training process)" in ok.stdout and "  total:" in ok.stdout
-    huge = subprocess.run([*base, "grpo.num_generations_per_prompt=100000", "policy.generation_batch_size=1600000",
-                           "policy.train_global_batch_size=1600000"], cwd=tmp_path, env=nemotron_env(),
-                          capture_output=True, text=True, timeout=300)
+    huge = subprocess.run(
+        [
+            *base,
+            "grpo.num_generations_per_prompt=100000",
+            "policy.generation_batch_size=1600000",
+            "policy.train_global_batch_size=1600000",
+        ],
+        cwd=tmp_path,
+        env=nemotron_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert huge.returncode != 0 and "Traceback" not in huge.stderr
     assert "memory_estimate_exceeds_device" in huge.stderr and "grpo.num_generations_per_prompt" in huge.stderr
     assert not (tmp_path / "results").exists()

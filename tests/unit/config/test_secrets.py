@@ -31,8 +31,16 @@ def secret_env(monkeypatch):
 def test_ordinary_keys_with_key_or_token_in_their_name_are_plain_values(tmp_path):
     """tokenizer=, input_key/output_key, max_new_tokens, token_level_loss: neither refused nor redacted."""
     tok = tmp_path / "tok"
-    cfg = load_step_config(RL_PREP, "default", [f"tokenizer={tok}", "data.default.input_key=question",
-                                                "data.default.output_key=answer", "data.train.data_path=/d/t.jsonl"])
+    cfg = load_step_config(
+        RL_PREP,
+        "default",
+        [
+            f"tokenizer={tok}",
+            "data.default.input_key=question",
+            "data.default.output_key=answer",
+            "data.train.data_path=/d/t.jsonl",
+        ],
+    )
     assert cfg.redacted() == cfg.resolved and cfg.engine_view() == cfg.resolved
     assert cfg.redacted()["tokenizer"] == str(tok)
     assert cfg.redacted()["data"]["default"]["output_key"] == "answer"
@@ -54,23 +62,38 @@ def test_a_secret_under_a_neutral_key_is_redacted_and_written_as_its_reference(s
 
 def test_interpolated_and_copied_secrets_are_secrets_too(secret_env):
     """``team-${oc.env:...}`` keeps its text around the reference; ``${a.b}`` of a secret is the same secret."""
-    cfg = load_step_config(RLVR, "tiny", ["logger.wandb.entity=team-${oc.env:TEAM_TOKEN}/x",
-                                          "logger.wandb.name=${oc.env:MY_API_KEY}",
-                                          "logger.wandb.project=${logger.wandb.name}"])
+    cfg = load_step_config(
+        RLVR,
+        "tiny",
+        [
+            "logger.wandb.entity=team-${oc.env:TEAM_TOKEN}/x",
+            "logger.wandb.name=${oc.env:MY_API_KEY}",
+            "logger.wandb.project=${logger.wandb.name}",
+        ],
+    )
     keys = ("entity", "name", "project")
     wandb = cfg.redacted()["logger"]["wandb"]
     assert {k: wandb[k] for k in keys} == {"entity": REDACTED, "name": REDACTED, "project": REDACTED}
     written = cfg.engine_view()["logger"]["wandb"]
-    assert {k: written[k] for k in keys} == {"entity": "team-${oc.env:TEAM_TOKEN}/x", "name": "${oc.env:MY_API_KEY}",
-                                             "project": "${oc.env:MY_API_KEY}"}
+    assert {k: written[k] for k in keys} == {
+        "entity": "team-${oc.env:TEAM_TOKEN}/x",
+        "name": "${oc.env:MY_API_KEY}",
+        "project": "${oc.env:MY_API_KEY}",
+    }
     assert resolve_references(cfg.engine_view(), "test") == cfg.resolved
 
 
 def test_defaults_escapes_and_decoded_numbers_round_trip(secret_env):
     """A default with a comma and a quote, a literal ``${``, and a number read with oc.decode (not a secret)."""
-    cfg = load_step_config(RLVR, "tiny", ["run.env.env_vars.A=${oc.env:UNSET_VAR,'a,b\\'c'}",
-                                          "run.env.container_image=img\\${not_an_interpolation}",
-                                          "grpo.max_num_steps=${oc.decode:${oc.env:UNSET_VAR,7}}"])
+    cfg = load_step_config(
+        RLVR,
+        "tiny",
+        [
+            "run.env.env_vars.A=${oc.env:UNSET_VAR,'a,b\\'c'}",
+            "run.env.container_image=img\\${not_an_interpolation}",
+            "grpo.max_num_steps=${oc.decode:${oc.env:UNSET_VAR,7}}",
+        ],
+    )
     assert cfg.resolved["run"]["env"]["env_vars"]["A"] == "a,b'c"
     assert cfg.resolved["grpo"]["max_num_steps"] == 7 and cfg.redacted()["grpo"]["max_num_steps"] == 7
     assert list(env_secrets(cfg.resolved, cfg.unresolved)) == [("run", "env", "env_vars", "A")]
@@ -81,8 +104,9 @@ def test_defaults_escapes_and_decoded_numbers_round_trip(secret_env):
 def test_path_like_keys_from_the_environment_stay_in_clear(monkeypatch, tmp_path):
     """The short allow-list: data paths, tokenizer and model folders are planned with, so never redacted."""
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
-    cfg = load_step_config(RL_PREP, "default", ["tokenizer=${oc.env:DATA_DIR}/tok",
-                                                "data.train.data_path=${oc.env:DATA_DIR}/train.jsonl"])
+    cfg = load_step_config(
+        RL_PREP, "default", ["tokenizer=${oc.env:DATA_DIR}/tok", "data.train.data_path=${oc.env:DATA_DIR}/train.jsonl"]
+    )
     assert cfg.engine_view()["tokenizer"] == f"{tmp_path}/tok" == cfg.redacted()["tokenizer"]
     assert cfg.engine_view()["data"]["train"]["data_path"] == f"{tmp_path}/train.jsonl"
     default = load_step_config(RLVR, "default", ["data.train.data_path=/d/t.jsonl", "data.validation.data_path=/d/v"])
@@ -100,8 +124,11 @@ def test_literal_credentials_are_refused_by_their_format():
 
 def test_a_written_run_config_loads_back_to_the_same_config(secret_env, tmp_path):
     """``-c <run>/config.yaml``: the written form re-loads, secret references resolved again."""
-    cfg = load_step_config(RLVR, "tiny", ["logger.wandb.name=${oc.env:MY_API_KEY}", "grpo.max_num_steps=3",
-                                          "run.env.container_image=img\\${x}"])
+    cfg = load_step_config(
+        RLVR,
+        "tiny",
+        ["logger.wandb.name=${oc.env:MY_API_KEY}", "grpo.max_num_steps=3", "run.env.container_image=img\\${x}"],
+    )
     path = tmp_path / "config.yaml"
     path.write_text(config_yaml(cfg.engine_view()))
     again = load_step_config(RLVR, str(path))

@@ -51,18 +51,26 @@ def test_nemotron_configs_need_only_data_and_the_batch_nemo_rl_asserts_on(upstre
     assert cfg.name == path.stem
     resolved = cfg.resolved
     # default.yaml has no cluster section: the schema's defaults fill it; nemo_gym.yaml writes 8 GPUs.
-    assert resolved["cluster"] == {"num_nodes": 1, "gpus_per_node": gpus, "num_workers": 1,
-                                   "master_port_range_low": None, "master_port_range_high": None,
-                                   "segment_size": None}
+    assert resolved["cluster"] == {
+        "num_nodes": 1,
+        "gpus_per_node": gpus,
+        "num_workers": 1,
+        "master_port_range_low": None,
+        "master_port_range_high": None,
+        "segment_size": None,
+    }
     assert resolved["grpo"]["use_best_at_k"] is False and resolved["grpo"]["seq_logprob_error_threshold"] == 2
 
 
 def test_nemotron_nemo_gym_servers_and_spellings_are_folded_in(upstream):
     """Gym server blocks become local resource servers; num_val_generations_per_prompt is Nemotron's spelling."""
-    cfg = load_step_config(RLVR, str(upstream / "nemotron" / "nemo_gym.yaml"),
-                           [*DATA, "policy.train_global_batch_size=128"]).resolved
-    assert cfg["env"]["nemo_gym"]["resource_servers"] == {"math_with_judge": {"url": None, "kind": "math"},
-                                                          "code_gen": {"url": None, "kind": "code"}}
+    cfg = load_step_config(
+        RLVR, str(upstream / "nemotron" / "nemo_gym.yaml"), [*DATA, "policy.train_global_batch_size=128"]
+    ).resolved
+    assert cfg["env"]["nemo_gym"]["resource_servers"] == {
+        "math_with_judge": {"url": None, "kind": "math"},
+        "code_gen": {"url": None, "kind": "code"},
+    }
     assert cfg["grpo"]["val_num_generations_per_prompt"] == 2
 
 
@@ -79,7 +87,8 @@ def test_nemo_rl_grpo_math_1b_is_refused_in_one_message(upstream):
 def _megatron_child(upstream: Path, tmp_path: Path) -> Path:
     shutil.copy(upstream / "nemo_rl" / "grpo_math_1B.yaml", tmp_path / "grpo_math_1B.yaml")
     child = tmp_path / "grpo_megatron.yaml"
-    child.write_text(textwrap.dedent("""\
+    child.write_text(
+        textwrap.dedent("""\
         defaults: grpo_math_1B.yaml
         policy:
           train_micro_batch_size: 2
@@ -87,7 +96,8 @@ def _megatron_child(upstream: Path, tmp_path: Path) -> Path:
             enabled: false
           megatron_cfg:
             enabled: true
-        """))
+        """)
+    )
     return child
 
 
@@ -101,8 +111,11 @@ def test_a_config_inheriting_grpo_math_1b_with_megatron_is_refused_in_one_messag
 
 def test_a_config_inheriting_grpo_math_1b_with_megatron_loads_once_the_features_are_off(upstream, tmp_path):
     """With sequence packing off and local data, the inherited ${mul:...} resolve against the child's values."""
-    fixes = ["policy.sequence_packing.enabled=false", "data.train.dataset_name=null",
-             "data.train.data_path=/data/train.jsonl"]
+    fixes = [
+        "policy.sequence_packing.enabled=false",
+        "data.train.dataset_name=null",
+        "data.train.data_path=/data/train.jsonl",
+    ]
     cfg = load_step_config(RLVR, str(_megatron_child(upstream, tmp_path)), fixes).resolved
     assert cfg["policy"]["megatron_cfg"]["enabled"] is True
     assert cfg["policy"]["sequence_packing"]["train_mb_tokens"] == 512 * 2

@@ -8,13 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from convert_fixtures import make_hf_model
 
 from rlvr.config import load_step_config
 from rlvr.errors import ConfigError
 from rlvr.steps.index import resolve_step
 from tests.conftest import nemotron_env
-
-from convert_fixtures import make_hf_model
 
 RLVR = resolve_step("rl/nemo_rl/rlvr")
 DATA = ["data.train.data_path=/data/train.jsonl", "data.validation.data_path=/data/val.jsonl"]

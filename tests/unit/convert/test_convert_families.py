@@ -130,8 +130,11 @@ def test_gemma2_export_reloads_in_transformers(tmp_path: Path) -> None:
         ("gemma2", {**GEMMA, "hidden_activation": "relu"}, "hidden_activation='relu' is not supported"),
         ("gemma2", {**GEMMA, "final_logit_softcapping": -1.0}, "final_logit_softcapping=-1.0 must be positive"),
         ("phi3", {"rope_parameters": {"rope_type": "longrope", "rope_theta": 1e4}}, "RoPE type 'longrope'"),
-        ("qwen3", {"rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5}},
-         "partial_rotary_factor=0.5"),
+        (
+            "qwen3",
+            {"rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5}},
+            "partial_rotary_factor=0.5",
+        ),
     ],
 )
 def test_configs_the_runtime_cannot_compute_are_refused(family: str, overrides: dict, message: str) -> None:

@@ -66,9 +66,20 @@ def _gpt_from_checkpoint(root: Path, device: str = "cpu"):
         ("phi3", False, 4, {"rope_parameters": PHI3_PARTIAL_ROPE}),
     ],
     ids=[
-        "llama-untied-gqa2", "llama-tied-gqa1", "llama3-rope", "qwen2-untied-gqa4", "qwen2-tied-gqa2",
-        "qwen2-sliding", "qwen3-untied", "qwen3-tied-gqa4", "qwen3-tied-sliding", "mistral-sliding16",
-        "mistral-tied-full", "phi3-untied", "phi3-tied-sliding16", "phi3-partial-rope",
+        "llama-untied-gqa2",
+        "llama-tied-gqa1",
+        "llama3-rope",
+        "qwen2-untied-gqa4",
+        "qwen2-tied-gqa2",
+        "qwen2-sliding",
+        "qwen3-untied",
+        "qwen3-tied-gqa4",
+        "qwen3-tied-sliding",
+        "mistral-sliding16",
+        "mistral-tied-full",
+        "phi3-untied",
+        "phi3-tied-sliding16",
+        "phi3-partial-rope",
     ],
 )
 def test_logits_match_transformers(tmp_path: Path, hf_folder, family, tied, kv_heads, overrides) -> None:
@@ -201,8 +212,10 @@ def test_bad_sliding_window_configs_are_refused() -> None:
         ("qwen2", {}),
         ("qwen3", QWEN_SLIDING),
         ("phi3", {"sliding_window": 16}),
-        ("gemma2", {"head_dim": 16, "sliding_window": 16, "attn_logit_softcapping": 2.0,
-                    "final_logit_softcapping": 3.0}),
+        (
+            "gemma2",
+            {"head_dim": 16, "sliding_window": 16, "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0},
+        ),
         ("gemma3", {"head_dim": 16, "sliding_window": 16, "sliding_window_pattern": 2}),
     ],
 )

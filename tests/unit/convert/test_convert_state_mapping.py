@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from convert_fixtures import make_hf_model
 
 from rlvr.convert.families import get_family
 from rlvr.convert.fusion import fuse_gate_up, fuse_qkv
 from rlvr.convert.hf_megatron import hf_config_dict
 from rlvr.convert.state_mapping import hf_to_mcore_state, mcore_to_hf_state, resolve_family
 from rlvr.errors import CheckpointError
-
-from convert_fixtures import make_hf_model
 
 
 def test_family_found_by_architecture_then_model_type() -> None:

@@ -9,7 +9,6 @@ and hold the trained weights.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -44,8 +43,9 @@ def trained(tmp_path_factory) -> dict:
         for param in model.parameters():
             param.add_(torch.randn_like(param) * 1e-2)
     root = tmp / "rlvr_artifact"
-    save_hf_model_as_megatron(model, folder, root, 7, {"rlvr": {"steps": 7}},
-                              source_dtype=export_dtype(read_run_config(sft)))
+    save_hf_model_as_megatron(
+        model, folder, root, 7, {"rlvr": {"steps": 7}}, source_dtype=export_dtype(read_run_config(sft))
+    )
     return {"folder": folder, "sft": sft, "model": model, "root": root, "tmp": tmp}
 
 
@@ -70,7 +70,7 @@ def test_default_export_is_tied_bf16_with_the_trained_weights(trained, tmp_path)
     config = json.loads((out / "config.json").read_text())
     assert config["dtype"] == "bfloat16" and config["tie_word_embeddings"] is True
     with safe_open(str(out / "model.safetensors"), "pt") as fh:
-        assert "lm_head.weight" not in fh.keys()
+        assert "lm_head.weight" not in set(fh.keys())
         assert fh.get_tensor("model.embed_tokens.weight").dtype == torch.bfloat16
     reloaded = AutoModelForCausalLM.from_pretrained(out)
     assert reloaded.dtype == torch.bfloat16
@@ -83,7 +83,8 @@ def test_default_export_is_tied_bf16_with_the_trained_weights(trained, tmp_path)
     assert moved > 1e-3
     exported_tok, user_tok = AutoTokenizer.from_pretrained(out), AutoTokenizer.from_pretrained(trained["folder"])
     assert exported_tok.apply_chat_template(MESSAGES, add_generation_prompt=True) == user_tok.apply_chat_template(
-        MESSAGES, add_generation_prompt=True)
+        MESSAGES, add_generation_prompt=True
+    )
 
 
 def test_torch_dtype_overrides_the_source_dtype(trained, tmp_path):
@@ -105,10 +106,12 @@ def test_stage_command_with_an_empty_dtype_uses_the_source_dtype(trained, tmp_pa
 
     for dtype, expected in ((None, "bfloat16"), ("float16", "float16")):
         out = tmp_path / f"hf_{expected}"
-        (cfg,) = write_stage_configs(tmp_path / expected, {"megatron_to_hf": {"torch_dtype": dtype,
-                                                                               "hf_model_id": None}})
-        code = stages_main(["megatron_to_hf", "--megatron-path", str(trained["root"]), "--hf-path", str(out),
-                            "--config", str(cfg)])
+        (cfg,) = write_stage_configs(
+            tmp_path / expected, {"megatron_to_hf": {"torch_dtype": dtype, "hf_model_id": None}}
+        )
+        code = stages_main(
+            ["megatron_to_hf", "--megatron-path", str(trained["root"]), "--hf-path", str(out), "--config", str(cfg)]
+        )
         assert code == 0
         assert json.loads((out / "config.json").read_text())["dtype"] == expected
 

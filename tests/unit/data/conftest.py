@@ -19,8 +19,9 @@ def char_tokenizer_dir(tmp_path_factory) -> Path:
         vocab.setdefault(token, len(vocab))
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>",
-                                   additional_special_tokens=list(MARKERS))
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token="<unk>", additional_special_tokens=list(MARKERS)
+    )
     fast.chat_template = CHAT_TEMPLATE
     folder = tmp_path_factory.mktemp("char_tokenizer")
     fast.save_pretrained(str(folder))
@@ -28,10 +29,14 @@ def char_tokenizer_dir(tmp_path_factory) -> Path:
 
 
 _CORPUS = [
-    "What is 12 + 30? The answer is 42.", "Solve for x: 2x + 3 = 7. x = 2", "def add(a, b):\n    return a + b\n",
-    "Write a function that returns the sum of a list.", "User: hello\nAssistant: hi",
+    "What is 12 + 30? The answer is 42.",
+    "Solve for x: 2x + 3 = 7. x = 2",
+    "def add(a, b):\n    return a + b\n",
+    "Write a function that returns the sum of a list.",
+    "User: hello\nAssistant: hi",
     "print(sum(map(int, input().split())))",
-    "Compute the derivative of x^2. \\boxed{2x}", "Question: how many apples? Answer: 5",
+    "Compute the derivative of x^2. \\boxed{2x}",
+    "Question: how many apples? Answer: 5",
 ] * 20
 
 
@@ -45,15 +50,24 @@ def _bpe_folder(tmp_path_factory, name: str, *, chat_template: str | None, bos: 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.train_from_iterator(_CORPUS, trainers.BpeTrainer(
-        vocab_size=420, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer.train_from_iterator(
+        _CORPUS,
+        trainers.BpeTrainer(
+            vocab_size=420, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     if bos:
         bos_id = tokenizer.token_to_id("<s>")
-        tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
-                                                                 special_tokens=[("<s>", bos_id)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   bos_token="<s>" if bos else None,
-                                   additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)]
+        )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token="<s>" if bos else None,
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+    )
     if chat_template is not None:
         fast.chat_template = chat_template
     folder = tmp_path_factory.mktemp(name)

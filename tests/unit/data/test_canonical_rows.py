@@ -10,9 +10,15 @@ import pytest
 from rlvr.data.rows import check_canonical_row, encode_row, iter_rows
 from rlvr.errors import DataError
 
-ROW = {"task_name": "code", "index": 3, "prompt": "héllo \"q\"\n\u2028", "problem": "p", "source": "f:1",
-       "prompt_tokens": None,
-       "tests": {"kind": "python", "entry_point": None, "code": "assert 1.5 == 3/2\t", "z": [True, False, 0.1]}}
+ROW = {
+    "task_name": "code",
+    "index": 3,
+    "prompt": 'héllo "q"\n\u2028',
+    "problem": "p",
+    "source": "f:1",
+    "prompt_tokens": None,
+    "tests": {"kind": "python", "entry_point": None, "code": "assert 1.5 == 3/2\t", "z": [True, False, 0.1]},
+}
 
 
 def test_encode_row_equals_json_dumps_with_canonical_options():

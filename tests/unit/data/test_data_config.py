@@ -19,11 +19,14 @@ def files(tmp_path):
 def test_default_fills_only_absent_keys(files):
     """data.default fills keys an entry lacks; an explicit null in the entry is kept."""
     a, b = files
-    plan = resolve_data_config({
-        "train": {"data_path": a, "prompt_file": None},
-        "validation": {"data_path": b},
-        "default": {"env_name": "code", "prompt_file": "p.txt", "input_key": "q"},
-    }, seed=5)
+    plan = resolve_data_config(
+        {
+            "train": {"data_path": a, "prompt_file": None},
+            "validation": {"data_path": b},
+            "default": {"env_name": "code", "prompt_file": "p.txt", "input_key": "q"},
+        },
+        seed=5,
+    )
     [train], [val] = plan.train, plan.validation
     assert (train.env_name, train.prompt_file, train.input_key, train.seed) == ("code", None, "q", 5)
     assert (val.env_name, val.prompt_file, val.key) == ("code", "p.txt", "data.validation")
@@ -32,10 +35,19 @@ def test_default_fills_only_absent_keys(files):
 def test_list_entries_get_indexed_keys_and_own_seeds(files):
     """train may be a list; each entry is named data.train[i] and keeps its own seed and split size."""
     a, b = files
-    plan = resolve_data_config({"train": [{"data_path": a, "seed": 9, "split_validation_size": 0.1},
-                                          {"data_path": b, "split_validation_size": 2}]}, seed=1)
+    plan = resolve_data_config(
+        {
+            "train": [
+                {"data_path": a, "seed": 9, "split_validation_size": 0.1},
+                {"data_path": b, "split_validation_size": 2},
+            ]
+        },
+        seed=1,
+    )
     assert [(s.key, s.seed, s.split_validation_size) for s in plan.train] == [
-        ("data.train[0]", 9, 0.1), ("data.train[1]", 1, 2)]
+        ("data.train[0]", 9, 0.1),
+        ("data.train[1]", 1, 2),
+    ]
     assert plan.validation == ()
 
 
@@ -61,8 +73,11 @@ def test_env_name_defaults_follow_dataset_name(files):
         ({"train": {"data_path": "A", "repeat": 3}}, ConfigError, "repeat=3 is not supported"),
         ({"train": {"data_path": "A", "processor": "nemo_gym_data_processor"}}, ConfigError, "does not go with"),
         ({"train": {"data_path": "A"}, "manifest_path": "m.json"}, ConfigError, "manifest_path is not supported"),
-        ({"train": {"data_path": "A", "env_name": "nemo_gym"}, "validation": {"data_path": "A"}}, ConfigError,
-         "mixed_nemo_gym_and_upstream_config"),
+        (
+            {"train": {"data_path": "A", "env_name": "nemo_gym"}, "validation": {"data_path": "A"}},
+            ConfigError,
+            "mixed_nemo_gym_and_upstream_config",
+        ),
     ],
 )
 def test_config_mistakes_name_the_key(files, data, error, match):

@@ -13,8 +13,13 @@ REF = {"type": "responses_api_agents", "name": "math_with_judge_simple_agent"}
 
 def test_existing_responses_create_params_are_kept_and_server_fields_survive():
     """A row with responses_create_params and agent_ref passes through unchanged (problem = last user turn)."""
-    row = {"responses_create_params": {"input": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]},
-           "agent_ref": REF, "question": "q", "expected_answer": "4", "uuid": "abc"}
+    row = {
+        "responses_create_params": {"input": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]},
+        "agent_ref": REF,
+        "question": "q",
+        "expected_answer": "4",
+        "uuid": "abc",
+    }
     out = GymRows().convert(row)
     assert out == {"problem": "q", "gym": row}
 
@@ -31,8 +36,10 @@ def test_extra_env_info_params_are_used_when_the_row_has_none():
 @pytest.mark.parametrize(
     ("row", "turns"),
     [
-        ({"messages": [{"from": "system", "value": "s"}, {"from": "human", "value": "q"}]},
-         [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]),
+        (
+            {"messages": [{"from": "system", "value": "s"}, {"from": "human", "value": "q"}]},
+            [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}],
+        ),
         ({"messages": [{"role": "user", "content": "q"}]}, [{"role": "user", "content": "q"}]),
         ({"prompt": "q"}, [{"role": "user", "content": "q"}]),
         ({"prompt": ["a", "q"]}, [{"role": "user", "content": "a"}, {"role": "user", "content": "q"}]),
@@ -88,8 +95,11 @@ def test_row_without_any_prompt_field_fails_the_schema():
 
 def test_chat_turns_flatten_content_parts_and_skip_items_without_role():
     """Responses API content parts are joined; function-call items (no role) are not chat turns."""
-    params = {"input": [{"role": "user", "content": [{"type": "input_text", "text": "a"},
-                                                     {"type": "input_text", "text": "b"}]},
-                        {"type": "function_call_output", "output": "x"}]}
+    params = {
+        "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "a"}, {"type": "input_text", "text": "b"}]},
+            {"type": "function_call_output", "output": "x"},
+        ]
+    }
     assert chat_turns(params) == [{"role": "user", "content": "ab"}]
     assert chat_turns({"input": "hi"}) == [{"role": "user", "content": "hi"}]

@@ -6,14 +6,15 @@ from __future__ import annotations
 import pytest
 from rl_prep_helpers import QWEN_TEMPLATE, expected_tokens
 
-
 from rlvr.data.chat_template import PLAIN_CHAT_TEMPLATE, check_template_kwargs
 from rlvr.data.prompts import PromptBuilder, load_tokenizer, read_prompt_file
 from rlvr.errors import ConfigError
 
 # NeMo-RL's examples/prompts/cot.txt: the file holds two backslashes and doubled braces.
-COT = "Think step-by-step to solve the following problem. Output your answer inside of \\\\boxed{{}} tags.:\n{}\n\n" \
-      "Let's think step-by-step"
+COT = (
+    "Think step-by-step to solve the following problem. Output your answer inside of \\\\boxed{{}} tags.:\n{}\n\n"
+    "Let's think step-by-step"
+)
 
 
 def test_prompt_file_formats_the_problem_with_literal_braces(tmp_path):
@@ -22,8 +23,10 @@ def test_prompt_file_formats_the_problem_with_literal_braces(tmp_path):
     path.write_text(COT)
     template = read_prompt_file(str(path), "data.train.prompt_file")
     [prompt] = PromptBuilder(template=template).render(["What is {x}?"])
-    assert prompt == ("Think step-by-step to solve the following problem. Output your answer inside of "
-                      "\\\\boxed{} tags.:\nWhat is {x}?\n\nLet's think step-by-step")
+    assert prompt == (
+        "Think step-by-step to solve the following problem. Output your answer inside of "
+        "\\\\boxed{} tags.:\nWhat is {x}?\n\nLet's think step-by-step"
+    )
 
 
 @pytest.mark.parametrize("text", ["no placeholder", "{} and {}", "{name}", "unbalanced {"])
@@ -64,15 +67,18 @@ def test_the_tokenizers_own_template_is_kept_when_nothing_is_configured(qwen_tok
     tokenizer, changed = load_tokenizer(qwen_tokenizer_dir)
     assert not changed and tokenizer.chat_template == QWEN_TEMPLATE
     [prompt] = PromptBuilder(tokenizer=tokenizer).render(["What is 2+2?"])
-    assert prompt == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-                      "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n")
+    assert prompt == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
-def test_default_keeps_an_own_template_and_gives_base_models_the_plain_one(qwen_tokenizer_dir, base_tokenizer_dir,
-                                                                          base_bos_tokenizer_dir):
+def test_default_keeps_an_own_template_and_gives_base_models_the_plain_one(
+    qwen_tokenizer_dir, base_tokenizer_dir, base_bos_tokenizer_dir
+):
     """'default' is the tokenizer's own template when there is one (NeMo-RL), else the built-in plain template,
     which starts with the BOS text when the tokenizer adds a BOS (prompts are encoded without special tokens)."""
-    assert load_tokenizer(qwen_tokenizer_dir, "default") [1] is False
+    assert load_tokenizer(qwen_tokenizer_dir, "default")[1] is False
     tokenizer, changed = load_tokenizer(base_tokenizer_dir, "default")
     assert changed and tokenizer.chat_template == PLAIN_CHAT_TEMPLATE
     assert PromptBuilder(tokenizer=tokenizer).render(["2+2?"], ["Be exact."]) == ["Be exact.\n\nUser: 2+2?\nAssistant:"]
@@ -92,10 +98,15 @@ def test_a_jinja_file_or_a_literal_template_replaces_the_tokenizers(qwen_tokeniz
 
 @pytest.mark.parametrize(
     ("value", "match"),
-    [("missing.jinja", "policy.tokenizer.chat_template='missing.jinja': no such file"),
-     ("{% for m in messages %}", "policy.tokenizer.chat_template: the literal template is not a valid Jinja template"),
-     ("chatml", "is not 'default', not a .jinja file and not a Jinja template"),
-     (3, "must be 'default', a .jinja file or a Jinja template")],
+    [
+        ("missing.jinja", "policy.tokenizer.chat_template='missing.jinja': no such file"),
+        (
+            "{% for m in messages %}",
+            "policy.tokenizer.chat_template: the literal template is not a valid Jinja template",
+        ),
+        ("chatml", "is not 'default', not a .jinja file and not a Jinja template"),
+        (3, "must be 'default', a .jinja file or a Jinja template"),
+    ],
 )
 def test_bad_chat_template_values_name_the_key(qwen_tokenizer_dir, value, match):
     """A missing file, a syntax error or a bare word is one ConfigError naming policy.tokenizer.chat_template."""
@@ -127,11 +138,17 @@ def test_a_base_tokenizer_without_template_uses_prompt_file_alone(base_bos_token
     builder = PromptBuilder(template="Question: {}\nAnswer:", tokenizer=tokenizer)
     assert builder.render(["2+2?"]) == ["<s>Question: 2+2?\nAnswer:"]
     assert builder.count_tokens(builder.render(["2+2?"]))[0] == len(tokenizer("Question: 2+2?\nAnswer:")["input_ids"])
-    with pytest.raises(ConfigError, match=r"1 row\(s\) carry a system turn \(the first is row 0\).*"
-                                          r"set a chat template \(chat_template=default"):
+    with pytest.raises(
+        ConfigError,
+        match=r"1 row\(s\) carry a system turn \(the first is row 0\).*"
+        r"set a chat template \(chat_template=default",
+    ):
         builder.render(["2+2?"], ["Be exact."])
-    with pytest.raises(ConfigError, match=r"system_prompt_file needs a chat template \(it places the system "
-                                          r"turn\); set a chat template"):
+    with pytest.raises(
+        ConfigError,
+        match=r"system_prompt_file needs a chat template \(it places the system "
+        r"turn\); set a chat template",
+    ):
         PromptBuilder(system_prompt="s", tokenizer=tokenizer)
 
 

@@ -26,8 +26,10 @@ def math_rows(n, start=0):
 
 def test_legacy_math_rows_are_written_canonically(tmp_path):
     """Two legacy rows give exactly these bytes: sorted keys, compact, index, source = file:line, null tokens."""
-    path = write_jsonl(tmp_path / "t.jsonl", [{"problem": "1+1?", "expected_answer": "2", "id": 1}, "",
-                                              {"problem": "π?", "expected_answer": "3.14"}])
+    path = write_jsonl(
+        tmp_path / "t.jsonl",
+        [{"problem": "1+1?", "expected_answer": "2", "id": 1}, "", {"problem": "π?", "expected_answer": "3.14"}],
+    )
     card, _, val = run(tmp_path, {"train": {"data_path": str(path)}})
     src = str(path)
     assert (tmp_path / "out" / "train.jsonl").read_text(encoding="utf-8") == (
@@ -43,34 +45,55 @@ def test_legacy_math_rows_are_written_canonically(tmp_path):
 
 def test_messages_code_and_gym_rows_end_to_end(tmp_path):
     """Each env_name's rows become canonical rows with their verifier field; iter_rows reads them back."""
-    msgs = write_jsonl(tmp_path / "m.jsonl", [{"messages": [{"role": "user", "content": "2*3?"},
-                                                            {"role": "assistant", "content": "6"}]}])
-    code = write_jsonl(tmp_path / "c.jsonl", [{"problem": "echo", "tests": {"kind": "stdio", "inputs": ["a"],
-                                                                            "outputs": ["a"]}}])
+    msgs = write_jsonl(
+        tmp_path / "m.jsonl",
+        [{"messages": [{"role": "user", "content": "2*3?"}, {"role": "assistant", "content": "6"}]}],
+    )
+    code = write_jsonl(
+        tmp_path / "c.jsonl", [{"problem": "echo", "tests": {"kind": "stdio", "inputs": ["a"], "outputs": ["a"]}}]
+    )
     card, train, _ = run(tmp_path, {"train": [{"data_path": str(msgs)}, {"data_path": str(code), "env_name": "code"}]})
-    assert [(r["task_name"], r["problem"], r.get("ground_truth")) for r in train] == [("math", "2*3?", "6"),
-                                                                                    ("code", "echo", None)]
+    assert [(r["task_name"], r["problem"], r.get("ground_truth")) for r in train] == [
+        ("math", "2*3?", "6"),
+        ("code", "echo", None),
+    ]
     assert train[1]["tests"] == {"kind": "stdio", "inputs": ["a"], "outputs": ["a"], "fn_name": None}
     assert card["train"]["per_task"] == {"code": 1, "math": 1}
-    assert [s["format"] for s in card["sources"]] == ["messages([system?, user, assistant])",
-                                                      "code(problem=problem, tests=tests)"]
+    assert [s["format"] for s in card["sources"]] == [
+        "messages([system?, user, assistant])",
+        "code(problem=problem, tests=tests)",
+    ]
 
     gym = write_jsonl(tmp_path / "g.jsonl", [{"question": "1+2?", "expected_answer": "3"}])
     ref = {"type": "responses_api_agents", "name": "math_with_judge_simple_agent"}
-    _, gym_train, _ = run(tmp_path, {"train": {"data_path": str(gym), "env_name": "nemo_gym"},
-                                     "default_agent_ref": ref}, out="gym")
+    _, gym_train, _ = run(
+        tmp_path, {"train": {"data_path": str(gym), "env_name": "nemo_gym"}, "default_agent_ref": ref}, out="gym"
+    )
     [row] = list(iter_rows(tmp_path / "gym" / "train.jsonl"))
     assert row == gym_train[0]
-    assert row["gym"] == {"question": "1+2?", "expected_answer": "3", "agent_ref": ref,
-                          "responses_create_params": {"input": [{"role": "user", "content": "1+2?"}]}}
+    assert row["gym"] == {
+        "question": "1+2?",
+        "expected_answer": "3",
+        "agent_ref": ref,
+        "responses_create_params": {"input": [{"role": "user", "content": "1+2?"}]},
+    }
     assert (row["task_name"], row["prompt"]) == ("nemo_gym", "1+2?")
 
 
 def test_input_and_output_keys_name_other_columns(tmp_path):
     """ResponseDataset-style keys pick the problem and answer columns; other columns are ignored."""
     path = write_jsonl(tmp_path / "t.jsonl", [{"question": "q1", "answer": "a1", "problem": "ignored"}])
-    _, train, _ = run(tmp_path, {"train": {"data_path": str(path), "dataset_name": "ResponseDataset",
-                                           "input_key": "question", "output_key": "answer"}})
+    _, train, _ = run(
+        tmp_path,
+        {
+            "train": {
+                "data_path": str(path),
+                "dataset_name": "ResponseDataset",
+                "input_key": "question",
+                "output_key": "answer",
+            }
+        },
+    )
     assert (train[0]["problem"], train[0]["ground_truth"]) == ("q1", "a1")
 
 
@@ -104,8 +127,9 @@ def test_duplicates_are_dropped_counted_and_accounted(tmp_path):
     rows = math_rows(4) + math_rows(2) + [{"problem": "What is 0+1?", "expected_answer": "other"}]
     train_path = write_jsonl(tmp_path / "t.jsonl", rows)
     val_path = write_jsonl(tmp_path / "v.jsonl", math_rows(2, start=3) + math_rows(1, start=3))
-    card, train, val = run(tmp_path, {"train": {"data_path": str(train_path)},
-                                      "validation": {"data_path": str(val_path)}})
+    card, train, val = run(
+        tmp_path, {"train": {"data_path": str(train_path)}, "validation": {"data_path": str(val_path)}}
+    )
     assert [r["source"].rsplit(":", 1)[1] for r in train] == ["1", "2", "3", "4"]
     assert train[0]["ground_truth"] == "1"
     assert (card["train"]["duplicates"], card["validation"]["duplicates"], len(val)) == (3, 1, 2)
@@ -118,10 +142,17 @@ def test_templating_with_prompt_file_system_prompt_and_chat_template(tmp_path, c
     prompts of >= max_input_seq_length tokens are rejected and counted."""
     (tmp_path / "p.txt").write_text("Solve: {}")
     (tmp_path / "s.txt").write_text("Be brief.")
-    path = write_jsonl(tmp_path / "t.jsonl", [{"problem": "1+1?", "expected_answer": "2"},
-                                              {"problem": "x" * 40, "expected_answer": "x"}])
-    data = {"train": {"data_path": str(path), "prompt_file": str(tmp_path / "p.txt"),
-                      "system_prompt_file": str(tmp_path / "s.txt")}}
+    path = write_jsonl(
+        tmp_path / "t.jsonl",
+        [{"problem": "1+1?", "expected_answer": "2"}, {"problem": "x" * 40, "expected_answer": "x"}],
+    )
+    data = {
+        "train": {
+            "data_path": str(path),
+            "prompt_file": str(tmp_path / "p.txt"),
+            "system_prompt_file": str(tmp_path / "s.txt"),
+        }
+    }
     card, train, _ = run(tmp_path, data, tokenizer=char_tokenizer_dir, max_input_seq_length=40)
     [row] = train
     assert row["prompt"] == "<|system|>Be brief.\n<|user|>Solve: 1+1?\n<|assistant|>"
@@ -133,8 +164,15 @@ def test_templating_with_prompt_file_system_prompt_and_chat_template(tmp_path, c
 
 def test_bad_lines_are_reported_together_with_file_line_and_field(tmp_path):
     """A non-JSON line, a schema failure and missing verifier fields, in two files, come in one DataError."""
-    train = write_jsonl(tmp_path / "t.jsonl", [{"problem": "ok", "expected_answer": "1"}, '{"problem": "x",',
-                                               {"problem": 5, "expected_answer": "1"}, {"problem": "no answer"}])
+    train = write_jsonl(
+        tmp_path / "t.jsonl",
+        [
+            {"problem": "ok", "expected_answer": "1"},
+            '{"problem": "x",',
+            {"problem": 5, "expected_answer": "1"},
+            {"problem": "no answer"},
+        ],
+    )
     val = write_jsonl(tmp_path / "v.jsonl", [{"problem": "p", "expected_answer": ""}])
     with pytest.raises(DataError) as info:
         run(tmp_path, {"train": {"data_path": str(train)}, "validation": {"data_path": str(val)}})

@@ -13,8 +13,12 @@ from rlvr.stages.stage_config import write_stage_configs
 
 def stage(tmp_path, tokenizer, template: dict, out="rl_prep") -> int:
     train = write_jsonl(tmp_path / "train.jsonl", [{"question": "What is 2+2?", "answer": 4}])
-    cfg = {"data": {"train": {"data_path": str(train), "input_key": "question", "output_key": "answer"}}, "seed": 3,
-           "tokenizer": str(tokenizer), "template": template}
+    cfg = {
+        "data": {"train": {"data_path": str(train), "input_key": "question", "output_key": "answer"}},
+        "seed": 3,
+        "tokenizer": str(tokenizer),
+        "template": template,
+    }
     (config,) = write_stage_configs(tmp_path / "run", {"rl_prep": cfg})  # what the workflow writes at its start
     return main(["rl_prep", "--config", str(config), "--out", str(tmp_path / out)])
 

@@ -22,18 +22,26 @@ from rlvr.errors import ConfigError
 MATH_ROW = {"problem": "What is 2+3?", "expected_answer": "5", "id": 7}
 MESSAGES_ROW = {"messages": [{"role": "user", "content": "What is 2+3?"}, {"role": "assistant", "content": "5"}]}
 SYSTEM_MESSAGES_ROW = {"messages": [{"role": "system", "content": "Answer with a number."}, *MESSAGES_ROW["messages"]]}
-STDIO_ROW = {"problem": "Print a+b.", "tests": {"kind": "stdio", "inputs": ["1 2\n", "3 4\n"],
-                                                "outputs": ["3\n", "7\n"], "fn_name": None}}
-CALL_ROW = {"problem": "Write add(a, b).", "tests": {"kind": "stdio", "inputs": ["[1, 2]"], "outputs": ["3"],
-                                                     "fn_name": "add"}}
-PYTHON_ROW = {"problem": "Write add(a, b).", "tests": {"kind": "python",
-                                                       "code": "def check(f):\n    assert f(1, 2) == 3\n",
-                                                       "entry_point": "add"}}
+STDIO_ROW = {
+    "problem": "Print a+b.",
+    "tests": {"kind": "stdio", "inputs": ["1 2\n", "3 4\n"], "outputs": ["3\n", "7\n"], "fn_name": None},
+}
+CALL_ROW = {
+    "problem": "Write add(a, b).",
+    "tests": {"kind": "stdio", "inputs": ["[1, 2]"], "outputs": ["3"], "fn_name": "add"},
+}
+PYTHON_ROW = {
+    "problem": "Write add(a, b).",
+    "tests": {"kind": "python", "code": "def check(f):\n    assert f(1, 2) == 3\n", "entry_point": "add"},
+}
 GYM_ROW = {
-    "responses_create_params": {"input": [{"role": "system", "content": "Be exact."},
-                                          {"role": "user", "content": "2+3?"}], "tools": [{"type": "function"}]},
+    "responses_create_params": {
+        "input": [{"role": "system", "content": "Be exact."}, {"role": "user", "content": "2+3?"}],
+        "tools": [{"type": "function"}],
+    },
     "agent_ref": {"type": "responses_api_agents", "name": "math_with_judge_simple_agent"},
-    "question": "2+3?", "expected_answer": "5",
+    "question": "2+3?",
+    "expected_answer": "5",
 }
 GYM_DEFAULT_REF = {"type": "responses_api_agents", "name": "some_agent"}
 
@@ -86,25 +94,58 @@ def test_renamed_columns_follow_input_and_output_keys():
         (MathColumns(), {"problem": "p", "expected_answer": ""}, "expected_answer", MISSING_VERIFIER_FIELDS),
         (MathColumns(), {"problem": "p", "expected_answer": True}, "expected_answer", None),
         (MathColumns(), {"problem": "p", "expected_answer": float("nan")}, "expected_answer", None),
-        (MathMessages(), {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "p"}]},
-         "messages[2].content", MISSING_VERIFIER_FIELDS),
-        (MathMessages(), {"messages": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "5"},
-                                       {"role": "user", "content": "again"}]}, "messages", None),
+        (
+            MathMessages(),
+            {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "p"}]},
+            "messages[2].content",
+            MISSING_VERIFIER_FIELDS,
+        ),
+        (
+            MathMessages(),
+            {
+                "messages": [
+                    {"role": "user", "content": "p"},
+                    {"role": "assistant", "content": "5"},
+                    {"role": "user", "content": "again"},
+                ]
+            },
+            "messages",
+            None,
+        ),
         (MathColumns(), {"expected_answer": "5"}, "problem", None),
         (MathColumns(), ["p", "5"], "(row)", None),
-        (MathMessages(), {"messages": [{"role": "user", "content": "p"}]}, "messages[1].content",
-         MISSING_VERIFIER_FIELDS),
-        (MathMessages(), {"messages": [{"role": "user", "content": "p"}, {"role": "bot", "content": "5"}]},
-         "messages[1].role", None),
+        (
+            MathMessages(),
+            {"messages": [{"role": "user", "content": "p"}]},
+            "messages[1].content",
+            MISSING_VERIFIER_FIELDS,
+        ),
+        (
+            MathMessages(),
+            {"messages": [{"role": "user", "content": "p"}, {"role": "bot", "content": "5"}]},
+            "messages[1].role",
+            None,
+        ),
         (CodeTests(), {"problem": "p"}, "tests", MISSING_VERIFIER_FIELDS),
-        (CodeTests(), {"problem": "p", "tests": {"kind": "stdio", "inputs": [], "outputs": []}}, "tests.inputs",
-         MISSING_VERIFIER_FIELDS),
-        (CodeTests(), {"problem": "p", "tests": {"kind": "python", "code": ""}}, "tests.code",
-         MISSING_VERIFIER_FIELDS),
-        (CodeTests(), {"problem": "p", "tests": {"kind": "stdio", "inputs": ["1", 2], "outputs": ["1", "2"]}},
-         "tests.inputs[1]", None),
-        (CodeTests(), {"problem": "p", "tests": {"kind": "stdio", "inputs": ["1", "2"], "outputs": ["1"]}},
-         "tests.outputs", None),
+        (
+            CodeTests(),
+            {"problem": "p", "tests": {"kind": "stdio", "inputs": [], "outputs": []}},
+            "tests.inputs",
+            MISSING_VERIFIER_FIELDS,
+        ),
+        (CodeTests(), {"problem": "p", "tests": {"kind": "python", "code": ""}}, "tests.code", MISSING_VERIFIER_FIELDS),
+        (
+            CodeTests(),
+            {"problem": "p", "tests": {"kind": "stdio", "inputs": ["1", 2], "outputs": ["1", "2"]}},
+            "tests.inputs[1]",
+            None,
+        ),
+        (
+            CodeTests(),
+            {"problem": "p", "tests": {"kind": "stdio", "inputs": ["1", "2"], "outputs": ["1"]}},
+            "tests.outputs",
+            None,
+        ),
         (CodeTests(), {"problem": "p", "tests": {"kind": "java", "code": "x"}}, "tests.kind", None),
         (CodeTests(), {"problem": "p", "tests": {"kind": "python", "code": "x", "timeout": 3}}, "tests", None),
     ],
@@ -202,14 +243,17 @@ def _agreement_cases(fmt, seeds):
         (MathColumns("question", "answer"), [{"question": "q", "answer": "a"}]),
         (MathMessages(), [MESSAGES_ROW, SYSTEM_MESSAGES_ROW]),
         (CodeTests(), [STDIO_ROW, CALL_ROW, PYTHON_ROW]),
-        (GymRows(GYM_DEFAULT_REF), [
-            GYM_ROW,
-            {"responses_create_params": {"input": "2+3?"}},
-            {"extra_env_info": {"responses_create_params": {"input": [{"role": "user", "content": "x"}]}}},
-            {"messages": [{"from": "human", "value": "2+3?"}, {"role": "assistant", "content": [{"text": "5"}]}]},
-            {"prompt": ["first", {"role": "user", "content": "second"}], "tools": [{"name": "calc"}]},
-            {"prompt": "2+3?", "question": "2+3?", "problem": "p", "input": "i"},
-        ]),
+        (
+            GymRows(GYM_DEFAULT_REF),
+            [
+                GYM_ROW,
+                {"responses_create_params": {"input": "2+3?"}},
+                {"extra_env_info": {"responses_create_params": {"input": [{"role": "user", "content": "x"}]}}},
+                {"messages": [{"from": "human", "value": "2+3?"}, {"role": "assistant", "content": [{"text": "5"}]}]},
+                {"prompt": ["first", {"role": "user", "content": "second"}], "tools": [{"name": "calc"}]},
+                {"prompt": "2+3?", "question": "2+3?", "problem": "p", "input": "i"},
+            ],
+        ),
     ],
     ids=["math_legacy", "math_renamed", "math_messages", "code", "nemo_gym"],
 )
@@ -235,9 +279,18 @@ def test_fast_path_agrees_with_jsonschema(fmt, seeds):
 
 @pytest.mark.parametrize(
     ("answer", "text"),
-    [(5, "5"), (-12, "-12"), (5.0, "5"), (2.50, "2.5"), (1e3, "1000"), (1e-7, "0.0000001"), (-0.0, "0"),
-     (0.1, "0.1"), (123456789012345678901234567890, "123456789012345678901234567890"),
-     (1.5e20, "150000000000000000000")],
+    [
+        (5, "5"),
+        (-12, "-12"),
+        (5.0, "5"),
+        (2.50, "2.5"),
+        (1e3, "1000"),
+        (1e-7, "0.0000001"),
+        (-0.0, "0"),
+        (0.1, "0.1"),
+        (123456789012345678901234567890, "123456789012345678901234567890"),
+        (1.5e20, "150000000000000000000"),
+    ],
 )
 def test_numeric_answers_are_kept_as_their_plain_decimal_string(answer, text):
     """NeMo-RL data often stores numbers as answers: they become the string a person writes, never 1e+03."""
@@ -256,11 +309,15 @@ def test_non_finite_numeric_answers_are_refused_with_the_field():
 def test_a_leading_system_turn_becomes_the_rows_system_prompt():
     """[system, user, assistant] is accepted; the system text is carried for templating, the rest as usual."""
     assert MathMessages().convert(SYSTEM_MESSAGES_ROW) == {
-        "problem": "What is 2+3?", "ground_truth": "5", "system_prompt": "Answer with a number."}
+        "problem": "What is 2+3?",
+        "ground_truth": "5",
+        "system_prompt": "Answer with a number.",
+    }
     assert MathMessages().convert(MESSAGES_ROW) == {"problem": "What is 2+3?", "ground_truth": "5"}
     assert schema_errors("math_messages", SYSTEM_MESSAGES_ROW) == []
     # A system turn that is not first is still an error, named at its position.
-    swapped = {"messages": [MESSAGES_ROW["messages"][0], {"role": "system", "content": "x"},
-                            MESSAGES_ROW["messages"][1]]}
+    swapped = {
+        "messages": [MESSAGES_ROW["messages"][0], {"role": "system", "content": "x"}, MESSAGES_ROW["messages"][1]]
+    }
     assert MathMessages().convert(swapped) is None
     assert MathMessages().diagnose(swapped)[0].field == "messages"

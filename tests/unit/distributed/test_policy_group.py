@@ -32,6 +32,7 @@ class ThreadSum:
                 total += other
             self.barrier.wait()  # nobody overwrites a slot before every rank has read it
             tensor.copy_(total)
+
         return all_reduce
 
 
@@ -57,8 +58,12 @@ def run_ranks(fn, n: int) -> list:
 
 def test_shard_rows_takes_each_ranks_slice_of_every_global_batch():
     """B=8, G=4, W=2: rank 0 gets rows [0,1,4,5], rank 1 [2,3,6,7]; 0-d tensors and scalars pass through."""
-    batch = {"input_ids": torch.arange(8)[:, None].expand(8, 3), "sample_mask": torch.arange(8.0),
-             "beta": torch.tensor(0.5), "name": "x"}
+    batch = {
+        "input_ids": torch.arange(8)[:, None].expand(8, 3),
+        "sample_mask": torch.arange(8.0),
+        "beta": torch.tensor(0.5),
+        "name": "x",
+    }
     rank0, rank1 = (shard_rows(batch, 4, 2, r) for r in (0, 1))
     assert rank0["input_ids"][:, 0].tolist() == [0, 1, 4, 5]
     assert rank1["sample_mask"].tolist() == [2.0, 3.0, 6.0, 7.0]
@@ -67,12 +72,18 @@ def test_shard_rows_takes_each_ranks_slice_of_every_global_batch():
 
 def test_combine_rank_metrics_sums_additive_keys_and_keeps_replicated_ones():
     """loss sums, *_min/*_max take min/max, grad_norm/lr/global counts come from rank 0 unchanged."""
-    per_rank = [{"loss": 0.25, "ratio_min": 0.9, "ratio_max": 1.1, "grad_norm": 3.0, "lr": 0.1,
-                 "global_valid_toks": 40.0},
-                {"loss": -0.5, "ratio_min": 0.8, "ratio_max": 1.0, "grad_norm": 3.0, "lr": 0.1,
-                 "global_valid_toks": 40.0}]
-    assert combine_rank_metrics(per_rank) == {"loss": -0.25, "ratio_min": 0.8, "ratio_max": 1.1,
-                                              "grad_norm": 3.0, "lr": 0.1, "global_valid_toks": 40.0}
+    per_rank = [
+        {"loss": 0.25, "ratio_min": 0.9, "ratio_max": 1.1, "grad_norm": 3.0, "lr": 0.1, "global_valid_toks": 40.0},
+        {"loss": -0.5, "ratio_min": 0.8, "ratio_max": 1.0, "grad_norm": 3.0, "lr": 0.1, "global_valid_toks": 40.0},
+    ]
+    assert combine_rank_metrics(per_rank) == {
+        "loss": -0.25,
+        "ratio_min": 0.8,
+        "ratio_max": 1.1,
+        "grad_norm": 3.0,
+        "lr": 0.1,
+        "global_valid_toks": 40.0,
+    }
 
 
 def test_sum_gradients_sums_and_keeps_none_where_no_rank_has_a_gradient():
@@ -105,13 +116,16 @@ def test_two_thread_ranks_train_like_one_process(micro_batch_size):
     expected = [single.train(batch, loss_fn, global_batch_size=6, micro_batch_size=6) for _ in range(2)]
 
     collective = ThreadSum(2)
-    replicas = [HFPolicy.from_config(POLICY_CFG, model=copy.deepcopy(base), all_reduce=collective.for_rank(r))
-                for r in range(2)]
+    replicas = [
+        HFPolicy.from_config(POLICY_CFG, model=copy.deepcopy(base), all_reduce=collective.for_rank(r)) for r in range(2)
+    ]
 
     def train_rank(rank: int) -> list[dict[str, float]]:
         shard = shard_rows(batch, 6, 2, rank)
-        return [replicas[rank].train(shard, loss_fn, global_batch_size=3, micro_batch_size=micro_batch_size)
-                for _ in range(2)]
+        return [
+            replicas[rank].train(shard, loss_fn, global_batch_size=3, micro_batch_size=micro_batch_size)
+            for _ in range(2)
+        ]
 
     per_rank = run_ranks(train_rank, 2)
     for call in range(2):

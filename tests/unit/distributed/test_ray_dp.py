@@ -10,7 +10,6 @@ addends, which is the same IEEE addition): measured bitwise equal in fp32; the t
 from __future__ import annotations
 
 import pytest
-import torch
 from dp_helpers import LOSS_CFG, POLICY_CFG, build_model, make_batch, with_logprobs
 from torch.testing import assert_close
 

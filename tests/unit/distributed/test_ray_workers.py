@@ -23,12 +23,13 @@ SAMPLING = GenerationConfig(max_new_tokens=8, temperature=0.7, top_k=8, top_p=0.
 def test_generation_worker_samples_and_refits_like_the_local_backend(ray_cluster):
     """Same seed → the same tokens (and logprobs to 1e-5) as HFGenerationBackend in this process; after
     update_weights(other model's state), the same as a local backend over that other model."""
-    from rlvr.distributed.workers import RayGenerationWorker
+    from rlvr.distributed.actors import RayGenerationWorker
 
     tokenizer = build_tokenizer()
     # A partial of deepcopy carries the model by value: the actor need not import this test module.
-    worker = RayGenerationWorker(functools.partial(copy.deepcopy, build_model(seed=0)), tokenizer, batch_size=3,
-                                 num_cpus=1, num_gpus=0)
+    worker = RayGenerationWorker(
+        functools.partial(copy.deepcopy, build_model(seed=0)), tokenizer, batch_size=3, num_cpus=1, num_gpus=0
+    )
     try:
         for seed, weights in ((0, None), (3, build_model(seed=1))):
             if weights is not None:
@@ -48,7 +49,7 @@ def test_generation_worker_samples_and_refits_like_the_local_backend(ray_cluster
 def test_reward_worker_scores_like_the_local_scorer(ray_cluster):
     """Math rows: the actor's rewards and error counts equal a local RewardScorer's; an unknown task name
     raises the scorer's ConfigError through Ray."""
-    from rlvr.distributed.workers import RayRewardWorker
+    from rlvr.distributed.actors import RayRewardWorker
 
     rows = [{"ground_truth": "4"}, {"ground_truth": "\\frac{1}{2}"}, {"ground_truth": "7"}]
     responses = ["so the answer is \\boxed{4}", "\\boxed{0.5}", "\\boxed{8}"]

@@ -23,32 +23,50 @@ from rlvr.generation.hf import HFGenerationBackend, find_stop_string
 
 def test_from_config_reads_upstream_keys_and_ignores_the_rest():
     """The vLLM-style keys map one to one; top_k -1 and nulls mean 'off'; backend/vllm_cfg are not ours."""
-    cfg = GenerationConfig.from_config({
-        "backend": "vllm", "max_new_tokens": 16, "temperature": 0.7, "top_p": 0.9, "top_k": -1,
-        "stop_token_ids": None, "stop_strings": ["</answer>"], "vllm_cfg": {"async_engine": False},
-    })
-    assert cfg == GenerationConfig(max_new_tokens=16, temperature=0.7, top_p=0.9, top_k=None,
-                                   stop_token_ids=None, stop_strings=("</answer>",))
+    cfg = GenerationConfig.from_config(
+        {
+            "backend": "vllm",
+            "max_new_tokens": 16,
+            "temperature": 0.7,
+            "top_p": 0.9,
+            "top_k": -1,
+            "stop_token_ids": None,
+            "stop_strings": ["</answer>"],
+            "vllm_cfg": {"async_engine": False},
+        }
+    )
+    assert cfg == GenerationConfig(
+        max_new_tokens=16, temperature=0.7, top_p=0.9, top_k=None, stop_token_ids=None, stop_strings=("</answer>",)
+    )
     defaults = GenerationConfig.from_config({"max_new_tokens": 4, "temperature": None, "top_p": None})
     assert (defaults.temperature, defaults.top_p, defaults.top_k) == (1.0, 1.0, None)
 
 
 def test_validation_sampling_keys_override_when_present():
     """validation=True uses val_temperature/val_top_p/val_top_k when set and falls back when absent/null."""
-    gen = {"max_new_tokens": 8, "temperature": 1.0, "top_p": 0.95, "top_k": 20,
-           "val_temperature": 0.5, "val_top_p": None}
+    gen = {
+        "max_new_tokens": 8,
+        "temperature": 1.0,
+        "top_p": 0.95,
+        "top_k": 20,
+        "val_temperature": 0.5,
+        "val_top_p": None,
+    }
     cfg = GenerationConfig.from_config(gen, validation=True)
     assert (cfg.temperature, cfg.top_p, cfg.top_k) == (0.5, 0.95, 20)
     assert GenerationConfig.from_config(gen).temperature == 1.0
 
 
-@pytest.mark.parametrize("bad, key", [
-    ({"max_new_tokens": 0}, "max_new_tokens"),
-    ({"max_new_tokens": 4, "temperature": 0.0}, "temperature"),
-    ({"max_new_tokens": 4, "top_p": 1.5}, "top_p"),
-    ({"max_new_tokens": 4, "stop_strings": [""]}, "stop_strings"),
-    ({"temperature": 1.0}, "max_new_tokens"),
-])
+@pytest.mark.parametrize(
+    "bad, key",
+    [
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"max_new_tokens": 4, "temperature": 0.0}, "temperature"),
+        ({"max_new_tokens": 4, "top_p": 1.5}, "top_p"),
+        ({"max_new_tokens": 4, "stop_strings": [""]}, "stop_strings"),
+        ({"temperature": 1.0}, "max_new_tokens"),
+    ],
+)
 def test_invalid_values_name_the_key(bad, key):
     """Each invalid setting raises ConfigError that names policy.generation.<key>."""
     with pytest.raises(ConfigError, match=f"policy.generation.{key}"):

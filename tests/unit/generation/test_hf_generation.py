@@ -35,7 +35,7 @@ def _full_logprobs(model, prompt, generated, **kw) -> torch.Tensor:
     ids = torch.tensor([prompt + generated])
     with torch.no_grad():
         logits = model(input_ids=ids).logits
-    return token_logprobs(logits, ids, **kw)[0, len(prompt):]
+    return token_logprobs(logits, ids, **kw)[0, len(prompt) :]
 
 
 def test_greedy_matches_transformers_generate_on_a_left_padded_batch(model, backend):
@@ -43,10 +43,11 @@ def test_greedy_matches_transformers_generate_on_a_left_padded_batch(model, back
     width = max(map(len, PROMPTS))
     ids = torch.tensor([[PAD] * (width - len(p)) + p for p in PROMPTS])
     mask = (torch.arange(width) >= torch.tensor([width - len(p) for p in PROMPTS])[:, None]).long()
-    reference = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=10,
-                               pad_token_id=PAD, eos_token_id=EOS)[:, width:].tolist()
+    reference = model.generate(
+        input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=10, pad_token_id=PAD, eos_token_id=EOS
+    )[:, width:].tolist()
     for out, ref in zip(_greedy(backend, PROMPTS), reference):
-        expected = ref[:ref.index(EOS) + 1] if EOS in ref else ref
+        expected = ref[: ref.index(EOS) + 1] if EOS in ref else ref
         assert out.token_ids == expected
 
 
@@ -111,8 +112,8 @@ def test_stop_token_id_ends_the_sample_and_is_kept(backend):
     full = _greedy(backend, [PROMPTS[0]], n=10)[0]
     stop = full.token_ids[3]
     stopped = _greedy(backend, [PROMPTS[0]], n=10, stop_token_ids=[stop])[0]
-    assert stopped.token_ids == full.token_ids[:full.token_ids.index(stop) + 1]
-    assert stopped.logprobs == full.logprobs[:len(stopped.token_ids)]
+    assert stopped.token_ids == full.token_ids[: full.token_ids.index(stop) + 1]
+    assert stopped.logprobs == full.logprobs[: len(stopped.token_ids)]
     assert not stopped.truncated
 
 
@@ -135,8 +136,7 @@ def test_length_limits_set_truncated(model, tokenizer, backend):
         assert out.truncated == (EOS not in out.token_ids) and len(out.token_ids) <= 3
     capped = HFGenerationBackend(model, tokenizer, max_total_length=6)
     outs = _greedy(capped, PROMPTS, n=10)
-    assert [len(o.token_ids) for o in outs if o.truncated] == [6 - len(p) for p, o in zip(PROMPTS, outs)
-                                                               if o.truncated]
+    assert [len(o.token_ids) for o in outs if o.truncated] == [6 - len(p) for p, o in zip(PROMPTS, outs) if o.truncated]
     assert outs[1].token_ids == [] and outs[1].truncated and outs[1].text == ""
 
 

@@ -31,11 +31,12 @@ class FakeEngine:
         results = []
         for prompt, params in zip(prompts, sampling_params):
             want = [5] * len(prompt["prompt_token_ids"]) + [EOS]
-            tokens = want[:params["max_tokens"]]
+            tokens = want[: params["max_tokens"]]
             finish = "stop" if tokens[-1] == EOS else "length"
             lps = [{t: types.SimpleNamespace(logprob=-0.5), 99: types.SimpleNamespace(logprob=-9.0)} for t in tokens]
-            completion = types.SimpleNamespace(token_ids=tokens, logprobs=lps, text="x" * (len(tokens) - (finish == "stop")),
-                                               finish_reason=finish)
+            completion = types.SimpleNamespace(
+                token_ids=tokens, logprobs=lps, text="x" * (len(tokens) - (finish == "stop")), finish_reason=finish
+            )
             results.append(types.SimpleNamespace(outputs=[completion]))
         return results
 
@@ -54,10 +55,20 @@ def fake_backend(model, tokenizer):
         engines.append(FakeEngine(**kwargs))
         return engines[-1]
 
-    backend = VLLMGenerationBackend(model, tokenizer, max_total_length=12, seed=3,
-                                    vllm_cfg={"precision": "bfloat16", "gpu_memory_utilization": 0.5,
-                                              "tensor_parallel_size": 1, "enforce_eager": True},
-                                    engine_factory=factory, sampling_factory=lambda kw: kw)
+    backend = VLLMGenerationBackend(
+        model,
+        tokenizer,
+        max_total_length=12,
+        seed=3,
+        vllm_cfg={
+            "precision": "bfloat16",
+            "gpu_memory_utilization": 0.5,
+            "tensor_parallel_size": 1,
+            "enforce_eager": True,
+        },
+        engine_factory=factory,
+        sampling_factory=lambda kw: kw,
+    )
     yield backend, engines[0]
     backend.close()
 
@@ -82,9 +93,18 @@ def test_outputs_keep_order_stop_tokens_logprobs_and_truncation(fake_backend):
     prompts, params = engine.calls[0]
     assert [p["prompt_token_ids"] for p in prompts] == [[7, 7], [7, 7, 7, 7]]
     assert [p["seed"] for p in params] == [10, 11]  # seed + prompt index: reproducible per row
-    assert params[0] | {"seed": 0} == {"n": 1, "temperature": 0.7, "top_p": 0.9, "top_k": 5, "max_tokens": 4,
-                                       "logprobs": 0, "stop_token_ids": [], "include_stop_str_in_output": True,
-                                       "skip_special_tokens": True, "seed": 0}
+    assert params[0] | {"seed": 0} == {
+        "n": 1,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "top_k": 5,
+        "max_tokens": 4,
+        "logprobs": 0,
+        "stop_token_ids": [],
+        "include_stop_str_in_output": True,
+        "skip_special_tokens": True,
+        "seed": 0,
+    }
 
 
 def test_length_cap_and_stop_settings_reach_vllm():
@@ -98,7 +118,7 @@ def test_length_cap_and_stop_settings_reach_vllm():
 def test_refit_sends_hf_named_cpu_tensors_and_resets_the_prefix_cache(fake_backend, model):
     backend, engine = fake_backend
     backend.update_weights(model.state_dict())
-    (method, (weights,)), = engine.rpcs
+    ((method, (weights,)),) = engine.rpcs
     assert method == "rlvr_load_weights" and engine.resets == 1
     assert [n for n, _ in weights] == list(model.state_dict())
     assert all(t.device.type == "cpu" for _, t in weights)
@@ -150,14 +170,17 @@ def test_the_registry_names_the_gpu_extra_without_vllm():
 def test_real_vllm_matches_the_hf_backend(tmp_path):
     """vLLM's processed log-probs equal the HF backend's re-score of the same tokens; a refit changes samples."""
     pytest.importorskip("vllm")
+    from rlvr.policy.logprobs import token_logprobs
     from tests.unit.conftest import build_model, build_tokenizer
 
-    from rlvr.policy.logprobs import token_logprobs
-
     model, tokenizer = build_model(seed=0, init_range=0.2), build_tokenizer()
-    backend = VLLMGenerationBackend(model, tokenizer, max_total_length=64, seed=0,
-                                    vllm_cfg={"precision": "float32", "gpu_memory_utilization": 0.2,
-                                              "enforce_eager": True})
+    backend = VLLMGenerationBackend(
+        model,
+        tokenizer,
+        max_total_length=64,
+        seed=0,
+        vllm_cfg={"precision": "float32", "gpu_memory_utilization": 0.2, "enforce_eager": True},
+    )
     try:
         cfg = GenerationConfig(max_new_tokens=12, temperature=0.8, top_k=8, top_p=0.95)
         prompts = [[5, 6, 7], [8, 9, 10, 11], [4]] * 4
@@ -167,7 +190,7 @@ def test_real_vllm_matches_the_hf_backend(tmp_path):
             ids = torch.tensor([prompt + out.token_ids])
             with torch.no_grad():
                 logits = model(input_ids=ids).logits
-            ref = token_logprobs(logits, ids, temperature=0.8, top_k=8, top_p=0.95)[0, len(prompt):]
+            ref = token_logprobs(logits, ids, temperature=0.8, top_k=8, top_p=0.95)[0, len(prompt) :]
             torch.testing.assert_close(torch.tensor(out.logprobs), ref, atol=2e-3, rtol=0)
         other = build_model(seed=5, init_range=0.2)
         backend.update_weights(other.state_dict())

@@ -10,8 +10,8 @@ import torch
 
 from rlvr.generation.base import GenerationOutput
 from rlvr.grpo.loss import ClippedPGLoss
+from rlvr.grpo.roles import RewardWorker
 from rlvr.grpo.rollout import Rollout, loss_sample_mask, to_train_tensors
-from rlvr.grpo.workers import RewardWorker
 from tests.unit.gym.gym_helpers import FakeServer, gym_row
 
 
@@ -24,20 +24,34 @@ def _flag_when_asked(method, path, body):
 
 
 def _rollout(texts: list[str], flagged: torch.Tensor | None) -> Rollout:
-    outputs = [GenerationOutput(token_ids=[5, 6, 1], logprobs=[-0.5, -0.7, -0.1], text=t, truncated=False)
-               for t in texts]
-    return Rollout([{"task_name": "nemo_gym"}] * len(texts), torch.tensor([0, 0, 1, 1]), [[3, 4]] * len(texts),
-                   outputs, rewards=torch.tensor([1.0, 0.0, 1.0, 0.0]), raw_rewards=torch.tensor([1.0, 0.0, 1.0, 0.0]),
-                   flagged=flagged)
+    outputs = [
+        GenerationOutput(token_ids=[5, 6, 1], logprobs=[-0.5, -0.7, -0.1], text=t, truncated=False) for t in texts
+    ]
+    return Rollout(
+        [{"task_name": "nemo_gym"}] * len(texts),
+        torch.tensor([0, 0, 1, 1]),
+        [[3, 4]] * len(texts),
+        outputs,
+        rewards=torch.tensor([1.0, 0.0, 1.0, 0.0]),
+        raw_rewards=torch.tensor([1.0, 0.0, 1.0, 0.0]),
+        flagged=flagged,
+    )
 
 
 def test_reward_worker_returns_the_servers_mask_flags():
     server = FakeServer(_flag_when_asked)
     try:
-        cfg = {"env": {"should_use_nemo_gym": True,
-                       "nemo_gym": {"resource_servers": {"math_with_judge": {"url": server.url, "kind": "math"}},
-                                    "request_timeout_s": 5.0, "max_retries": 0}},
-               "policy": {"model_name": "my-policy"}}
+        cfg = {
+            "env": {
+                "should_use_nemo_gym": True,
+                "nemo_gym": {
+                    "resource_servers": {"math_with_judge": {"url": server.url, "kind": "math"}},
+                    "request_timeout_s": 5.0,
+                    "max_retries": 0,
+                },
+            },
+            "policy": {"model_name": "my-policy"},
+        }
         worker = RewardWorker(cfg)
         try:
             rewards, metrics, flagged = worker.score([gym_row()] * 3, ["2", "MASK 2", "3"])

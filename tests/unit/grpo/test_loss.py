@@ -162,8 +162,9 @@ def test_kl_clamps_freeze_the_gradient():
     """logr = -30: input clamp 20 makes k3 = e^-20 + 19 with zero gradient; output clamp 10 then caps it at 10."""
     lp, ref = [[0.0]], [[-30.0]]
     k3 = math.exp(-20) - 1 + 20
-    loss, grad, _ = _run({"kl_output_clamp_value": None, "reference_policy_kl_penalty": 1.0}, lp,
-                         reference_policy_logprobs=ref)
+    loss, grad, _ = _run(
+        {"kl_output_clamp_value": None, "reference_policy_kl_penalty": 1.0}, lp, reference_policy_logprobs=ref
+    )
     assert_close(loss, torch.tensor(k3, dtype=F64))
     assert_close(grad, torch.zeros(1, 1, dtype=F64))
     loss, grad, _ = _run({"reference_policy_kl_penalty": 1.0}, lp, reference_policy_logprobs=ref)
@@ -173,8 +174,11 @@ def test_kl_clamps_freeze_the_gradient():
 
 def test_kl_in_reward_removes_loss_kl():
     """use_kl_in_reward: the KL lives in the reward (Reinforce++), so the loss carries none even with β > 0."""
-    loss, _, m = _run({"use_kl_in_reward": True, "reference_policy_kl_penalty": 0.5}, [[math.log(0.5)]],
-                      reference_policy_logprobs=[[math.log(0.25)]])
+    loss, _, m = _run(
+        {"use_kl_in_reward": True, "reference_policy_kl_penalty": 0.5},
+        [[math.log(0.5)]],
+        reference_policy_logprobs=[[math.log(0.25)]],
+    )
     assert loss.item() == 0.0 and m["kl_penalty"] == 0.0
 
 
@@ -195,10 +199,20 @@ IS = {**NO_KL, "use_importance_sampling_correction": True}
     ("extra", "kept", "oob"),
     [
         ({}, [4.0, 0.25, 1.0, 8.0], None),
-        ({"truncated_importance_sampling_type": "tis", "truncated_importance_sampling_ratio": 5.0},
-         [4.0, 0.25, 1.0, 5.0], 1 / 4),  # clamp to [0, 5]
-        ({"truncated_importance_sampling_type": "icepop", "truncated_importance_sampling_ratio": 5.0,
-          "truncated_importance_sampling_ratio_min": 0.5}, [4.0, 0.0, 1.0, 0.0], 2 / 4),  # zero outside [.5, 5]
+        (
+            {"truncated_importance_sampling_type": "tis", "truncated_importance_sampling_ratio": 5.0},
+            [4.0, 0.25, 1.0, 5.0],
+            1 / 4,
+        ),  # clamp to [0, 5]
+        (
+            {
+                "truncated_importance_sampling_type": "icepop",
+                "truncated_importance_sampling_ratio": 5.0,
+                "truncated_importance_sampling_ratio_min": 0.5,
+            },
+            [4.0, 0.0, 1.0, 0.0],
+            2 / 4,
+        ),  # zero outside [.5, 5]
     ],
 )
 def test_token_importance_weights_and_truncation(extra, kept, oob):
@@ -219,8 +233,12 @@ def test_importance_weights_off_means_unit_weights():
 
 def test_seq_mask_tis_gates_rows_by_geometric_mean():
     """seq-mask-tis [0.5, 2]: row 0 (ln2, -ln2) has geo mean 1, keeps raw weights (2, .5); row 1 (geo 4) gets 0."""
-    cfg = {**IS, "truncated_importance_sampling_type": "seq-mask-tis", "truncated_importance_sampling_ratio": 2.0,
-           "truncated_importance_sampling_ratio_min": 0.5}
+    cfg = {
+        **IS,
+        "truncated_importance_sampling_type": "seq-mask-tis",
+        "truncated_importance_sampling_ratio": 2.0,
+        "truncated_importance_sampling_ratio_min": 0.5,
+    }
     gen = [[-LN2, LN2], [-math.log(4.0), -math.log(4.0)]]
     loss, grad, m = _run(cfg, [[0.0, 0.0]] * 2, advantages=[[1.0, 1.0]] * 2, generation_logprobs=gen)
     assert_close(loss, torch.tensor(-(2.0 + 0.5) / 4, dtype=F64))
@@ -239,8 +257,12 @@ def test_gspo_sequence_ratio_and_sequence_weight():
     assert_close(loss, torch.tensor(s2, dtype=F64))
     assert_close(grad, torch.tensor([[s2 / 2, s2 / 2]], dtype=F64))
     # With IS correction the sequence weight uses the SUM of log-ratios: ln2 + ln3 → w = 6.
-    loss_is, _, m = _run({**cfg, "use_importance_sampling_correction": True}, lp, advantages=[[-1.0, -1.0]],
-                         generation_logprobs=[[-LN2, -LN3]])
+    loss_is, _, m = _run(
+        {**cfg, "use_importance_sampling_correction": True},
+        lp,
+        advantages=[[-1.0, -1.0]],
+        generation_logprobs=[[-LN2, -LN3]],
+    )
     assert_close(loss_is, torch.tensor(6 * s2, dtype=F64))
     assert m["sampling_importance_ratio"] == pytest.approx(6.0)
 
@@ -249,11 +271,15 @@ def test_masked_tokens_and_rows_contribute_nothing():
     """Adding a sample_mask=0 row and token_mask=0 positions with wild values changes neither loss nor gradients."""
     cfg = {"reference_policy_kl_penalty": 0.05, "use_importance_sampling_correction": True}
     lp_clean = [[-0.2, -1.0]]
-    base_loss, base_grad, _ = _run(cfg, lp_clean, advantages=[[1.0, 1.0]], prev_logprobs=[[-0.3, -0.9]],
-                                   n_seqs=1.0, n_toks=2.0)
+    base_loss, base_grad, _ = _run(
+        cfg, lp_clean, advantages=[[1.0, 1.0]], prev_logprobs=[[-0.3, -0.9]], n_seqs=1.0, n_toks=2.0
+    )
     lp = [[-0.2, -1.0, -7.0], [-3.0, -4.0, -5.0]]
     loss, grad, m = _run(
-        cfg, lp, n_seqs=1.0, n_toks=2.0,
+        cfg,
+        lp,
+        n_seqs=1.0,
+        n_toks=2.0,
         advantages=[[1.0, 1.0, 100.0], [50.0, -50.0, 9.0]],
         prev_logprobs=[[-0.3, -0.9, 3.0], [2.0, -9.0, 1.0]],
         generation_logprobs=[[0.0, 0.0, -20.0], [-10.0, 5.0, -3.0]],
@@ -270,11 +296,19 @@ def test_masked_tokens_and_rows_contribute_nothing():
 @pytest.mark.parametrize(
     "cfg",
     [
-        {"use_importance_sampling_correction": True, "truncated_importance_sampling_type": "tis",
-         "truncated_importance_sampling_ratio": 2.0, "ratio_clip_c": 3.0},
+        {
+            "use_importance_sampling_correction": True,
+            "truncated_importance_sampling_type": "tis",
+            "truncated_importance_sampling_ratio": 2.0,
+            "ratio_clip_c": 3.0,
+        },
         {"token_level_loss": False, "use_on_policy_kl_approximation": True, "reference_policy_kl_type": "k2"},
-        {"sequence_level_importance_ratios": True, "token_level_loss": False,
-         "use_importance_sampling_correction": True, "positive_example_nll_weight": 0.3},
+        {
+            "sequence_level_importance_ratios": True,
+            "token_level_loss": False,
+            "use_importance_sampling_correction": True,
+            "positive_example_nll_weight": 0.3,
+        },
         {"force_on_policy_ratio": True, "reference_policy_kl_type": "k1"},
     ],
 )
@@ -309,8 +343,17 @@ def test_microbatch_split_does_not_change_gradient_or_metrics(cfg):
     for total, grad, metrics in results[1:]:
         assert_close(total, results[0][0])
         assert_close(grad, results[0][1])
-        for key in ("loss", "probs_ratio", "probs_ratio_min", "probs_ratio_max", "token_mult_prob_error",
-                    "kl_penalty", "num_valid_samples", "sampling_importance_ratio", "approx_entropy"):
+        for key in (
+            "loss",
+            "probs_ratio",
+            "probs_ratio_min",
+            "probs_ratio_max",
+            "token_mult_prob_error",
+            "kl_penalty",
+            "num_valid_samples",
+            "sampling_importance_ratio",
+            "approx_entropy",
+        ):
             assert metrics[key] == pytest.approx(results[0][2][key], rel=1e-9, abs=1e-12), key
     assert results[0][2]["loss"] == pytest.approx(results[0][0].item())
     assert results[0][2]["num_valid_samples"] == 6.0
@@ -370,21 +413,51 @@ def test_defaults_are_upstream():
         ({"use_cispo": True, "token_level_loss": False}, "use_cispo"),
         ({"use_cispo": True, "force_on_policy_ratio": True}, "use_cispo"),
         ({"force_on_policy_ratio": True, "disable_ppo_ratio": True}, "force_on_policy_ratio"),
-        ({"truncated_importance_sampling_type": "tis", "truncated_importance_sampling_ratio": 2.0},
-         "truncated_importance_sampling_type"),  # IS correction off
-        ({"use_importance_sampling_correction": True, "truncated_importance_sampling_type": "clip",
-          "truncated_importance_sampling_ratio": 2.0}, "truncated_importance_sampling_type"),
-        ({"use_importance_sampling_correction": True, "truncated_importance_sampling_type": "tis"},
-         "truncated_importance_sampling_ratio"),
-        ({"use_importance_sampling_correction": True, "truncated_importance_sampling_type": "icepop",
-          "truncated_importance_sampling_ratio": 2.0}, "truncated_importance_sampling_ratio_min"),
-        ({"use_importance_sampling_correction": True, "truncated_importance_sampling_type": "tis",
-          "truncated_importance_sampling_ratio": 2.0, "truncated_importance_sampling_ratio_min": 3.0},
-         "truncated_importance_sampling_ratio_min"),
+        (
+            {"truncated_importance_sampling_type": "tis", "truncated_importance_sampling_ratio": 2.0},
+            "truncated_importance_sampling_type",
+        ),  # IS correction off
+        (
+            {
+                "use_importance_sampling_correction": True,
+                "truncated_importance_sampling_type": "clip",
+                "truncated_importance_sampling_ratio": 2.0,
+            },
+            "truncated_importance_sampling_type",
+        ),
+        (
+            {"use_importance_sampling_correction": True, "truncated_importance_sampling_type": "tis"},
+            "truncated_importance_sampling_ratio",
+        ),
+        (
+            {
+                "use_importance_sampling_correction": True,
+                "truncated_importance_sampling_type": "icepop",
+                "truncated_importance_sampling_ratio": 2.0,
+            },
+            "truncated_importance_sampling_ratio_min",
+        ),
+        (
+            {
+                "use_importance_sampling_correction": True,
+                "truncated_importance_sampling_type": "tis",
+                "truncated_importance_sampling_ratio": 2.0,
+                "truncated_importance_sampling_ratio_min": 3.0,
+            },
+            "truncated_importance_sampling_ratio_min",
+        ),
         ({"truncated_importance_sampling_ratio": 2.0}, "truncated_importance_sampling_ratio"),
-        ({"use_importance_sampling_correction": True, "truncated_importance_sampling_type": "seq-mask-tis",
-          "truncated_importance_sampling_ratio": 2.0, "truncated_importance_sampling_ratio_min": 0.5,
-          "sequence_level_importance_ratios": True, "token_level_loss": False}, "truncated_importance_sampling_type"),
+        (
+            {
+                "use_importance_sampling_correction": True,
+                "truncated_importance_sampling_type": "seq-mask-tis",
+                "truncated_importance_sampling_ratio": 2.0,
+                "truncated_importance_sampling_ratio_min": 0.5,
+                "sequence_level_importance_ratios": True,
+                "token_level_loss": False,
+            },
+            "truncated_importance_sampling_type",
+        ),
     ],
 )
 def test_config_errors_name_the_key(cfg, key):

@@ -30,12 +30,20 @@ def test_lines_are_plain_json_with_step_first(tmp_path, capsys):
     """Tensors become numbers, non-finite values null, keys sorted after ``step``; the progress line prints."""
     log = new_log(tmp_path / "m.jsonl")
     log.restart_from(None)
-    log.log(3, {"train/reward": torch.tensor(0.5), "train/loss": float("nan"), "validation/accuracy": 0.25,
-                "train/grad_norm": math.inf})
+    log.log(
+        3,
+        {
+            "train/reward": torch.tensor(0.5),
+            "train/loss": float("nan"),
+            "validation/accuracy": 0.25,
+            "train/grad_norm": math.inf,
+        },
+    )
     log.close()
     [line] = (tmp_path / "m.jsonl").read_text().splitlines()
-    assert line == ('{"step": 3, "train/grad_norm": null, "train/loss": null, "train/reward": 0.5, '
-                    '"validation/accuracy": 0.25}')
+    assert line == (
+        '{"step": 3, "train/grad_norm": null, "train/loss": null, "train/reward": 0.5, "validation/accuracy": 0.25}'
+    )
     assert "step 3/6 | reward 0.500 | val acc 0.250" in capsys.readouterr().out
 
 

@@ -40,8 +40,9 @@ def test_stop_properly_penalty_scales_truncated_rows_only():
     )
     assert_close(out, torch.tensor([0.5, 1.0, 0.0]))
     with pytest.raises(ConfigError, match="stop_properly_penalty_coef"):
-        shape_rewards(torch.ones(1), truncated=torch.ones(1), response_lengths=torch.ones(1),
-                      stop_properly_penalty_coef=1.5)
+        shape_rewards(
+            torch.ones(1), truncated=torch.ones(1), response_lengths=torch.ones(1), stop_properly_penalty_coef=1.5
+        )
 
 
 def test_dapo_overlong_penalty_by_hand():
@@ -60,21 +61,34 @@ def test_dapo_overlong_penalty_by_hand():
 def test_dapo_needs_its_keys():
     """Shaping enabled with neither stop_properly_penalty_coef nor the DAPO keys is an error naming the keys."""
     with pytest.raises(ConfigError, match="overlong_buffer_penalty"):
-        shape_rewards(torch.ones(1), truncated=torch.zeros(1), response_lengths=torch.ones(1),
-                      overlong_buffer_length=4, max_response_length=16)
+        shape_rewards(
+            torch.ones(1),
+            truncated=torch.zeros(1),
+            response_lengths=torch.ones(1),
+            overlong_buffer_length=4,
+            max_response_length=16,
+        )
     with pytest.raises(ConfigError, match="overlong_buffer_length"):
-        shape_rewards(torch.ones(1), truncated=torch.zeros(1), response_lengths=torch.ones(1),
-                      overlong_buffer_length=32, overlong_buffer_penalty=1.0, max_response_length=16)
+        shape_rewards(
+            torch.ones(1),
+            truncated=torch.zeros(1),
+            response_lengths=torch.ones(1),
+            overlong_buffer_length=32,
+            overlong_buffer_penalty=1.0,
+            max_response_length=16,
+        )
 
 
 def test_dynamic_sampler_caches_across_batches_and_slices():
     """Target 4: batch 1 keeps 2 rows (incomplete), batch 2 keeps 3 ⇒ the first 4 of 5 cached rows, 1 discarded."""
     ds = DynamicSampler(target_rows=4, max_gen_batches=3)
-    first = ds.add({"ids": torch.tensor([10, 11, 12, 13]), "text": ["a", "b", "c", "d"]},
-                   torch.tensor([0.0, 0.5, 0.5, 0.0]))
+    first = ds.add(
+        {"ids": torch.tensor([10, 11, 12, 13]), "text": ["a", "b", "c", "d"]}, torch.tensor([0.0, 0.5, 0.5, 0.0])
+    )
     assert not first.complete and first.batch is None and first.num_cached_rows == 2
-    second = ds.add({"ids": torch.tensor([20, 21, 22, 23]), "text": ["e", "f", "g", "h"]},
-                    torch.tensor([1.0, 1.0, 1.0, 0.0]))
+    second = ds.add(
+        {"ids": torch.tensor([20, 21, 22, 23]), "text": ["e", "f", "g", "h"]}, torch.tensor([1.0, 1.0, 1.0, 0.0])
+    )
     assert second.complete and second.num_gen_batches == 2
     assert torch.equal(second.batch["ids"], torch.tensor([11, 12, 20, 21]))
     assert second.batch["text"] == ["b", "c", "e", "f"]
@@ -108,8 +122,9 @@ def test_seq_logprob_error_and_mask_by_hand():
     token_mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
     sample_mask = torch.tensor([1.0, 1.0, 0.0])
     assert_close(seq_logprob_error(gen, prev, token_mask, sample_mask), torch.tensor([1.5, 3.0, 0.0]))
-    new_mask, m = mask_by_seq_logprob_error(gen, prev, token_mask, sample_mask, threshold=2.0,
-                                            rewards=torch.tensor([0.0, 1.0, 1.0]))
+    new_mask, m = mask_by_seq_logprob_error(
+        gen, prev, token_mask, sample_mask, threshold=2.0, rewards=torch.tensor([0.0, 1.0, 1.0])
+    )
     assert_close(new_mask, torch.tensor([1.0, 0.0, 0.0]))
     assert (m["max_seq_mult_prob_error"], m["min_seq_mult_prob_error"]) == pytest.approx((3.0, 1.5))
     assert m["mean_seq_mult_prob_error"] == pytest.approx(2.25)

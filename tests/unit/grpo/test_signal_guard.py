@@ -64,8 +64,13 @@ def test_replay_after_resume_continues_the_streak_silently():
     """A resumed run rebuilds the streak from metrics.jsonl: 2 kept dead steps + 1 new one reach patience 3."""
     out = io.StringIO()
     guard = ZeroSignalGuard(patience=3, stop=False, stream=out)
-    guard.replay([{"step": 0, "validation/accuracy": 0.0}, {"step": 1, "train/frac_groups_zero_std": 1.0},
-                  {"step": 2, "train/frac_groups_zero_std": 1.0}])
+    guard.replay(
+        [
+            {"step": 0, "validation/accuracy": 0.0},
+            {"step": 1, "train/frac_groups_zero_std": 1.0},
+            {"step": 2, "train/frac_groups_zero_std": 1.0},
+        ]
+    )
     assert out.getvalue() == ""
     guard.update(3, 1.0)
     assert "(1..3)" in out.getvalue()

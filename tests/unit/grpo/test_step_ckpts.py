@@ -23,9 +23,12 @@ def save(ckpts: StepCheckpoints, step: int, metric: float | None = None, **info)
     info = {"consumed_prompts": 8 * step, "total_steps": step, **info}
     if metric is not None:
         info[ckpts.metric_name] = metric
-    return ckpts.save(step, model_state={k: v + step for k, v in MODEL.items()},
-                      optimizer_state={"optimizer": {"state": {}, "param_groups": [{"lr": 0.1 * step}]},
-                                       "scheduler": None}, info=info)
+    return ckpts.save(
+        step,
+        model_state={k: v + step for k, v in MODEL.items()},
+        optimizer_state={"optimizer": {"state": {}, "param_groups": [{"lr": 0.1 * step}]}, "scheduler": None},
+        info=info,
+    )
 
 
 def test_save_writes_complete_step_folder(tmp_path):
@@ -110,8 +113,10 @@ def test_the_old_runs_metrics_move_aside_with_its_checkpoints(tmp_path):
     save(make(tmp_path / "ckpts", fingerprint="fp-old"), 2)
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text('{"step": 0}\n{"step": 1}\n{"step": 2}\n')
-    assert make(tmp_path / "ckpts", fingerprint="fp-new").find_resume_point(
-        log=lambda _: None, companions=(metrics,)) is None
+    assert (
+        make(tmp_path / "ckpts", fingerprint="fp-new").find_resume_point(log=lambda _: None, companions=(metrics,))
+        is None
+    )
     aside = tmp_path / "ckpts.superseded-fp-old"
     assert (aside / "metrics.jsonl").read_text().count("step") == 3 and not metrics.exists()
 
@@ -192,10 +197,16 @@ def test_resaving_a_step_replaces_it(tmp_path):
     assert sorted(p.name for p in (tmp_path / "ckpts").iterdir()) == ["step_2"]
 
 
-CFG = {"grpo": {"seed": 42, "max_num_steps": 6, "val_period": 2, "val_at_end": True, "val_at_start": True},
-       "loss_fn": {"ratio_clip_max": 0.28}, "policy": {"train_global_batch_size": 64}, "data": {"shuffle": True},
-       "env": {}, "cluster": {"num_nodes": 1}, "checkpointing": {"keep_top_k": 3, "save_period": 2},
-       "logger": {"tensorboard_enabled": True}}
+CFG = {
+    "grpo": {"seed": 42, "max_num_steps": 6, "val_period": 2, "val_at_end": True, "val_at_start": True},
+    "loss_fn": {"ratio_clip_max": 0.28},
+    "policy": {"train_global_batch_size": 64},
+    "data": {"shuffle": True},
+    "env": {},
+    "cluster": {"num_nodes": 1},
+    "checkpointing": {"keep_top_k": 3, "save_period": 2},
+    "logger": {"tensorboard_enabled": True},
+}
 INPUTS = {"train": "t", "val": "v", "policy": "p"}
 
 
@@ -205,18 +216,33 @@ def _with(section: str, key: str, value) -> dict:
     return cfg
 
 
-@pytest.mark.parametrize("section,key,value", [
-    ("grpo", "max_num_steps", 60), ("grpo", "val_period", 10), ("grpo", "val_at_end", False),
-    ("grpo", "val_at_start", False), ("checkpointing", "keep_top_k", 1), ("checkpointing", "save_period", 5),
-    ("logger", "tensorboard_enabled", False)])
+@pytest.mark.parametrize(
+    "section,key,value",
+    [
+        ("grpo", "max_num_steps", 60),
+        ("grpo", "val_period", 10),
+        ("grpo", "val_at_end", False),
+        ("grpo", "val_at_start", False),
+        ("checkpointing", "keep_top_k", 1),
+        ("checkpointing", "save_period", 5),
+        ("logger", "tensorboard_enabled", False),
+    ],
+)
 def test_fingerprint_ignores_keys_that_do_not_change_training(section, key, value):
     """Extending the run, changing validation cadence, retention or logging keeps the fingerprint."""
     assert run_fingerprint(_with(section, key, value), INPUTS) == run_fingerprint(CFG, INPUTS)
 
 
-@pytest.mark.parametrize("section,key,value", [
-    ("grpo", "seed", 43), ("loss_fn", "ratio_clip_max", 0.2), ("policy", "train_global_batch_size", 32),
-    ("data", "shuffle", False), ("cluster", "num_nodes", 2)])
+@pytest.mark.parametrize(
+    "section,key,value",
+    [
+        ("grpo", "seed", 43),
+        ("loss_fn", "ratio_clip_max", 0.2),
+        ("policy", "train_global_batch_size", 32),
+        ("data", "shuffle", False),
+        ("cluster", "num_nodes", 2),
+    ],
+)
 def test_fingerprint_changes_with_training_defining_keys(section, key, value):
     """Seed, loss, policy, data and cluster settings all define the run."""
     assert run_fingerprint(_with(section, key, value), INPUTS) != run_fingerprint(CFG, INPUTS)
@@ -234,8 +260,7 @@ def test_digests_see_names_and_contents(tmp_path):
     """tree_digest changes when a file's content or name changes; file_digest is the sha256 of the bytes."""
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x.bin").write_bytes(b"abc")
-    assert file_digest(tmp_path / "a" / "x.bin") == (
-        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    assert file_digest(tmp_path / "a" / "x.bin") == ("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
     first = tree_digest(tmp_path / "a")
     (tmp_path / "a" / "x.bin").write_bytes(b"abd")
     second = tree_digest(tmp_path / "a")
@@ -257,13 +282,16 @@ def damage(path: Path, how: str) -> None:
         path.unlink()
 
 
-@pytest.mark.parametrize("target, how, why", [
-    ("policy/model.safetensors", "truncate", "truncated or overwritten"),
-    ("training_info.json", "empty", "truncated or overwritten"),
-    ("policy/model.safetensors", "flip", "SHA-256"),
-    ("policy/optimizer.pt", "delete", "is missing"),
-    ("manifest.json", "empty", "manifest.json is unreadable"),
-])
+@pytest.mark.parametrize(
+    "target, how, why",
+    [
+        ("policy/model.safetensors", "truncate", "truncated or overwritten"),
+        ("training_info.json", "empty", "truncated or overwritten"),
+        ("policy/model.safetensors", "flip", "SHA-256"),
+        ("policy/optimizer.pt", "delete", "is missing"),
+        ("manifest.json", "empty", "manifest.json is unreadable"),
+    ],
+)
 def test_a_damaged_newest_checkpoint_is_skipped_for_the_newest_intact_one(tmp_path, target, how, why):
     ckpts = make(tmp_path / "ckpts")
     for step in (2, 4, 6):
@@ -318,8 +346,15 @@ def test_tied_embeddings_save_and_load_back_into_the_tied_model(tmp_path):
     so the save copies the duplicate. Loading restores the weights and the model stays tied."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    config = Qwen2Config(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)
+    config = Qwen2Config(
+        vocab_size=40,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(config)
     state = model.state_dict()

@@ -82,16 +82,28 @@ def closed_port() -> Iterator[int]:
 
 def gym_row(agent: str = "math_with_judge_simple_agent", **fields: Any) -> dict[str, Any]:
     """A canonical rl_prep row of task nemo_gym whose ``gym`` object has the given server fields."""
-    gym = {"responses_create_params": {"input": [{"role": "user", "content": "What is 1 + 1?"}]},
-           "agent_ref": {"type": "responses_api_agents", "name": agent}, **fields}
-    return {"index": 0, "task_name": "nemo_gym", "prompt": "What is 1 + 1?", "problem": "What is 1 + 1?",
-            "source": "test:1", "prompt_tokens": None, "gym": gym}
+    gym = {
+        "responses_create_params": {"input": [{"role": "user", "content": "What is 1 + 1?"}]},
+        "agent_ref": {"type": "responses_api_agents", "name": agent},
+        **fields,
+    }
+    return {
+        "index": 0,
+        "task_name": "nemo_gym",
+        "prompt": "What is 1 + 1?",
+        "problem": "What is 1 + 1?",
+        "source": "test:1",
+        "prompt_tokens": None,
+        "gym": gym,
+    }
 
 
 def ok_reward(reward: float = 1.0, **extra: Any) -> Script:
     """A script whose /health is fine and whose /verify answers ``reward``."""
+
     def script(method: str, path: str, body: Any) -> tuple[int, Any]:
         if method == "GET":
             return 200, {"status": "ok"}
         return 200, {**body, "reward": reward, **extra}
+
     return script

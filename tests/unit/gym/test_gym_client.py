@@ -6,9 +6,9 @@ import threading
 import time
 
 import pytest
+from gym_helpers import closed_port, gym_row, ok_reward
 from omegaconf import OmegaConf
 
-from gym_helpers import closed_port, gym_row, ok_reward
 from rlvr.errors import ConfigError, DataError, UserError
 from rlvr.gym.client import GymRewardClient, local_options_from_env, parse_servers
 from rlvr.gym.routing import AgentRouter
@@ -20,8 +20,12 @@ MATH_ROW = gym_row(question="1+1?", expected_answer="2")
 
 
 def _cfg(url, name: str = "math_with_judge", **extra) -> dict:
-    return {"resource_servers": {name: {"url": url, "kind": "math"}}, "request_timeout_s": 5.0, "max_retries": 2,
-            **extra}
+    return {
+        "resource_servers": {name: {"url": url, "kind": "math"}},
+        "request_timeout_s": 5.0,
+        "max_retries": 2,
+        **extra,
+    }
 
 
 def test_external_server_mode_scores_in_row_order() -> None:
@@ -78,9 +82,8 @@ def test_retry_then_success(fake_server) -> None:
 def test_persistent_500_fails_with_a_clear_error(fake_server) -> None:
     """A server that keeps failing: 1 + max_retries attempts, then a UserError naming server, URL, row, status."""
     server = fake_server(lambda m, p, b: (200, {}) if m == "GET" else (500, {"detail": "verifier exploded"}))
-    with GymRewardClient(_cfg(server.url), backoff_s=0.01) as client:
-        with pytest.raises(UserError) as caught:
-            client.score([MATH_ROW], ["\\boxed{2}"])
+    with GymRewardClient(_cfg(server.url), backoff_s=0.01) as client, pytest.raises(UserError) as caught:
+        client.score([MATH_ROW], ["\\boxed{2}"])
     message = str(caught.value)
     assert "'math_with_judge'" in message and f"{server.url}/verify" in message and "row 0" in message
     assert "HTTP 500" in message and "verifier exploded" in message and "3 attempts" in message
@@ -90,9 +93,11 @@ def test_persistent_500_fails_with_a_clear_error(fake_server) -> None:
 def test_client_errors_are_not_retried(fake_server) -> None:
     """A 422 (the row lacks a server field) fails at once, with the server's detail."""
     server = fake_server(lambda m, p, b: (200, {}) if m == "GET" else (422, {"detail": "expected_answer missing"}))
-    with GymRewardClient(_cfg(server.url), backoff_s=0.01) as client:
-        with pytest.raises(UserError, match="rejected with HTTP 422.*expected_answer missing"):
-            client.score([MATH_ROW], ["x"])
+    with (
+        GymRewardClient(_cfg(server.url), backoff_s=0.01) as client,
+        pytest.raises(UserError, match="rejected with HTTP 422.*expected_answer missing"),
+    ):
+        client.score([MATH_ROW], ["x"])
     assert len(server.verify_posts()) == 1
 
 
@@ -100,22 +105,24 @@ def test_client_errors_are_not_retried(fake_server) -> None:
 def test_an_answer_without_a_reward_is_an_error(fake_server, answer) -> None:
     """A 200 whose body has no valid reward is an error naming the body, never a reward of 0."""
     server = fake_server(lambda m, p, b: (200, {}) if m == "GET" else (200, answer))
-    with GymRewardClient(_cfg(server.url)) as client:
-        with pytest.raises(UserError, match="invalid /verify answer"):
-            client.score([MATH_ROW], ["x"])
+    with GymRewardClient(_cfg(server.url)) as client, pytest.raises(UserError, match="invalid /verify answer"):
+        client.score([MATH_ROW], ["x"])
 
 
 def test_timeouts_are_retried_then_fail(fake_server) -> None:
     """A server slower than request_timeout_s times out on every attempt, and the error says so."""
+
     def script(method, path, body):
         if method == "POST":
             time.sleep(0.5)
         return 200, {**(body or {}), "reward": 1.0}
 
     server = fake_server(script)
-    with GymRewardClient(_cfg(server.url, request_timeout_s=0.1, max_retries=1), backoff_s=0.01) as client:
-        with pytest.raises(UserError, match="2 attempts.*timed out after 0.1 s"):
-            client.score([MATH_ROW], ["x"])
+    with (
+        GymRewardClient(_cfg(server.url, request_timeout_s=0.1, max_retries=1), backoff_s=0.01) as client,
+        pytest.raises(UserError, match="2 attempts.*timed out after 0.1 s"),
+    ):
+        client.score([MATH_ROW], ["x"])
 
 
 def test_unreachable_servers_fail_the_health_check(fake_server) -> None:
@@ -123,10 +130,14 @@ def test_unreachable_servers_fail_the_health_check(fake_server) -> None:
     good = fake_server(ok_reward())
     sick = fake_server(lambda m, p, b: (503, "starting"))
     with closed_port() as port:
-        cfg = {"resource_servers": {"good": {"url": good.url, "kind": "math"},
-                                    "sick": {"url": sick.url, "kind": "math"},
-                                    "gone": {"url": f"http://127.0.0.1:{port}", "kind": "code"}},
-               "max_retries": 1}
+        cfg = {
+            "resource_servers": {
+                "good": {"url": good.url, "kind": "math"},
+                "sick": {"url": sick.url, "kind": "math"},
+                "gone": {"url": f"http://127.0.0.1:{port}", "kind": "code"},
+            },
+            "max_retries": 1,
+        }
         client = GymRewardClient(cfg, backoff_s=0.01)
         with pytest.raises(UserError) as caught:
             client.start()
@@ -140,6 +151,7 @@ def test_unreachable_servers_fail_the_health_check(fake_server) -> None:
 
 def test_old_gym_servers_without_health_route_count_as_up(fake_server) -> None:
     """404 at /health falls back to GET /, where any non-5xx answer means the server is up."""
+
     def script(method, path, body):
         if method == "GET":
             return 404, {"detail": "Not Found"}
@@ -153,6 +165,7 @@ def test_old_gym_servers_without_health_route_count_as_up(fake_server) -> None:
 
 def test_concurrency_is_bounded(fake_server) -> None:
     """At most max_concurrency requests are in flight at once, and that many are actually used."""
+
     def script(method, path, body):
         if method == "POST":
             time.sleep(0.1)
@@ -189,16 +202,23 @@ def test_a_failure_stops_the_batch_early(fake_server) -> None:
 @pytest.mark.slow
 def test_local_servers_are_started_for_null_urls() -> None:
     """url: null starts our server of that kind on 127.0.0.1; rows are routed by agent to math or code."""
-    cfg = {"resource_servers": {"math_with_judge": {"url": None, "kind": "math"},
-                                "code_gen": {"url": None, "kind": "code"}}}
-    code_row = gym_row("code_gen_simple_agent",
-                       verifier_metadata={"unit_tests": {"inputs": ["1 2\n"], "outputs": ["3\n"], "fn_name": None}})
+    cfg = {
+        "resource_servers": {
+            "math_with_judge": {"url": None, "kind": "math"},
+            "code_gen": {"url": None, "kind": "code"},
+        }
+    }
+    code_row = gym_row(
+        "code_gen_simple_agent",
+        verifier_metadata={"unit_tests": {"inputs": ["1 2\n"], "outputs": ["3\n"], "fn_name": None}},
+    )
     options = {"math": {"num_workers": 1}, "code": {"num_workers": 1, "timeout_s": 2.0}}
     with GymRewardClient(cfg, local_options=options) as client:
         assert all(url.startswith("http://127.0.0.1:") for url in client.urls.values())
         assert client.capacity == {"math_with_judge": 1, "code_gen": 1}  # requests in flight <= the server's workers
-        scored = client.score_detailed([MATH_ROW, code_row, code_row],
-                                       ["\\boxed{2}", "a, b = map(int, input().split())\nprint(a + b)", "print(4)"])
+        scored = client.score_detailed(
+            [MATH_ROW, code_row, code_row], ["\\boxed{2}", "a, b = map(int, input().split())\nprint(a + b)", "print(4)"]
+        )
         local = list(client._local)
     assert scored.rewards == [1.0, 1.0, 0.0]
     assert scored.servers == ["math_with_judge", "code_gen", "code_gen"]
@@ -208,8 +228,10 @@ def test_local_servers_are_started_for_null_urls() -> None:
 def test_rows_are_routed_by_agent(tmp_path) -> None:
     """Explicit map, then Gym config files, then the name itself or without _simple_agent/_agent; else an error."""
     gym_config = tmp_path / "agents.yaml"
-    gym_config.write_text("my_agent:\n  responses_api_agents:\n    simple_agent:\n      resources_server:\n"
-                          "        type: resources_servers\n        name: code_gen\n")
+    gym_config.write_text(
+        "my_agent:\n  responses_api_agents:\n    simple_agent:\n      resources_server:\n"
+        "        type: resources_servers\n        name: code_gen\n"
+    )
     router = AgentRouter(["math_with_judge", "code_gen"], {"special": "math_with_judge"}, [str(gym_config)])
     assert router.server_for("special") == "math_with_judge"
     assert router.server_for("my_agent") == "code_gen"
@@ -235,12 +257,15 @@ def test_bad_rows_and_unknown_agents_fail_before_any_request(fake_server) -> Non
     assert server.verify_posts() == []
 
 
-@pytest.mark.parametrize("servers, match", [
-    ({}, "resource_servers is empty"),
-    ({"s": {"url": None}}, "s: url is null .* kind is missing"),
-    ({"s": {"url": None, "kind": "chess"}}, "s.kind: unknown kind 'chess'; known kinds: math, code"),
-    ({"s": {"url": "ftp://host", "kind": "math"}}, "s.url: not an http"),
-])
+@pytest.mark.parametrize(
+    "servers, match",
+    [
+        ({}, "resource_servers is empty"),
+        ({"s": {"url": None}}, "s: url is null .* kind is missing"),
+        ({"s": {"url": None, "kind": "chess"}}, "s.kind: unknown kind 'chess'; known kinds: math, code"),
+        ({"s": {"url": "ftp://host", "kind": "math"}}, "s.url: not an http"),
+    ],
+)
 def test_server_config_errors(servers: dict, match: str) -> None:
     """Bad resource_servers entries are ConfigErrors naming the key."""
     with pytest.raises(ConfigError, match=match):
@@ -249,10 +274,14 @@ def test_server_config_errors(servers: dict, match: str) -> None:
 
 def test_local_options_come_from_env_math_and_code() -> None:
     """env.math / env.code settings configure local servers; keys they do not use are dropped."""
-    env = {"math": {"num_workers": 4, "timeout_s": 3.0, "math_verify_impl": "hf_math_verify"},
-           "code": {"timeout_s": 2.0, "memory_mb": 512, "partial_credit": True}}
-    assert local_options_from_env(env) == {"math": {"num_workers": 4, "timeout_s": 3.0},
-                                           "code": {"timeout_s": 2.0, "memory_mb": 512, "partial_credit": True}}
+    env = {
+        "math": {"num_workers": 4, "timeout_s": 3.0, "math_verify_impl": "hf_math_verify"},
+        "code": {"timeout_s": 2.0, "memory_mb": 512, "partial_credit": True},
+    }
+    assert local_options_from_env(env) == {
+        "math": {"num_workers": 4, "timeout_s": 3.0},
+        "code": {"timeout_s": 2.0, "memory_mb": 512, "partial_credit": True},
+    }
 
 
 @pytest.mark.slow

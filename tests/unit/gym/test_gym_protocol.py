@@ -18,8 +18,12 @@ from rlvr.gym.protocol import (
     split_thinking,
 )
 
-RCP = {"input": [{"role": "user", "content": "2+2?"}], "tools": [{"type": "function", "name": "calc"}],
-       "temperature": 0.7, "parallel_tool_calls": False}
+RCP = {
+    "input": [{"role": "user", "content": "2+2?"}],
+    "tools": [{"type": "function", "name": "calc"}],
+    "temperature": 0.7,
+    "parallel_tool_calls": False,
+}
 THINK = ("<think>", "</think>")
 
 
@@ -44,13 +48,16 @@ def test_incomplete_generation_is_marked() -> None:
     assert response["incomplete_details"] == {"reason": "max_output_tokens"}
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("<think>a+b</think>\\boxed{3}", ("a+b", "\\boxed{3}")),
-    ("  <think>x</think>y</think>z", ("x", "y</think>z")),  # the first closing tag ends the thinking
-    ("no tags at all", (None, "no tags at all")),
-    ("<think>cut off while thinking", ("cut off while thinking", "")),
-    ("implicit open</think>answer", ("implicit open", "answer")),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("<think>a+b</think>\\boxed{3}", ("a+b", "\\boxed{3}")),
+        ("  <think>x</think>y</think>z", ("x", "y</think>z")),  # the first closing tag ends the thinking
+        ("no tags at all", (None, "no tags at all")),
+        ("<think>cut off while thinking", ("cut off while thinking", "")),
+        ("implicit open</think>answer", ("implicit open", "answer")),
+    ],
+)
 def test_split_thinking(text: str, expected: tuple) -> None:
     """Thinking is what precedes the first closing tag; a text without tags is all answer."""
     assert split_thinking(text, THINK) == expected
@@ -68,12 +75,17 @@ def test_thinking_goes_into_a_reasoning_item_that_is_not_the_answer() -> None:
 
 def test_response_text_concatenates_output_text_of_messages_only() -> None:
     """Only output_text parts of message items count (refusals, reasoning, tool calls do not), in order."""
-    response = {"output": [
-        {"type": "message", "content": [{"type": "output_text", "text": "a"}, {"type": "refusal", "refusal": "no"}]},
-        {"type": "reasoning", "summary": [{"type": "summary_text", "text": "hidden"}]},
-        {"type": "function_call", "name": "f", "arguments": "{}"},
-        {"type": "message", "content": [{"type": "output_text", "text": "b"}]},
-    ]}
+    response = {
+        "output": [
+            {
+                "type": "message",
+                "content": [{"type": "output_text", "text": "a"}, {"type": "refusal", "refusal": "no"}],
+            },
+            {"type": "reasoning", "summary": [{"type": "summary_text", "text": "hidden"}]},
+            {"type": "function_call", "name": "f", "arguments": "{}"},
+            {"type": "message", "content": [{"type": "output_text", "text": "b"}]},
+        ]
+    }
     assert response_text(response) == "ab"
     with pytest.raises(ProtocolError):
         response_text({"no": "output"})
@@ -81,13 +93,23 @@ def test_response_text_concatenates_output_text_of_messages_only() -> None:
 
 def test_verify_request_is_the_row_without_agent_ref_plus_response() -> None:
     """As Gym's rollout collection does: agent_ref only picks the agent; every server field is passed on."""
-    row = {"responses_create_params": RCP, "agent_ref": {"name": "math_with_judge_simple_agent"},
-           "question": "2+2?", "expected_answer": "4", "verifier_metadata": {"k": 1}}
+    row = {
+        "responses_create_params": RCP,
+        "agent_ref": {"name": "math_with_judge_simple_agent"},
+        "question": "2+2?",
+        "expected_answer": "4",
+        "verifier_metadata": {"k": 1},
+    }
     response = build_response("4", RCP)
     body = build_verify_request(row, response)
     assert "agent_ref" not in body
-    assert body == {"responses_create_params": RCP, "question": "2+2?", "expected_answer": "4",
-                    "verifier_metadata": {"k": 1}, "response": response}
+    assert body == {
+        "responses_create_params": RCP,
+        "question": "2+2?",
+        "expected_answer": "4",
+        "verifier_metadata": {"k": 1},
+        "response": response,
+    }
     with pytest.raises(ProtocolError, match="responses_create_params"):
         build_verify_request({"question": "x"}, response)
 
@@ -95,8 +117,9 @@ def test_verify_request_is_the_row_without_agent_ref_plus_response() -> None:
 def test_verify_response_round_trip() -> None:
     """What a server builds from a result is read back as the same result; echoed request fields are dropped."""
     request = {"responses_create_params": RCP, "expected_answer": "4", "response": build_response("4", RCP)}
-    result = VerifyResult(0.0, True, "rlvr:timeout", "math-verify alarm",
-                          {"extracted_answer": "4", "expected_answer": "4"})
+    result = VerifyResult(
+        0.0, True, "rlvr:timeout", "math-verify alarm", {"extracted_answer": "4", "expected_answer": "4"}
+    )
     body = build_verify_response(request, result)
     assert body["reward"] == 0.0 and body["mask_sample"] is True and body["response"] == request["response"]
     parsed = parse_verify_response(body, request)
@@ -104,21 +127,41 @@ def test_verify_response_round_trip() -> None:
     assert parse_verify_response({"reward": 1}) == VerifyResult(1.0)
 
 
-@pytest.mark.parametrize("body", [
-    {"mask_sample": False}, {"reward": None}, {"reward": "1.0"}, {"reward": True}, {"reward": math.nan},
-    {"reward": 1.0, "mask_sample": "no"}, {"reward": 1.0, "failure_kind": 3}, [1.0], "reward",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"mask_sample": False},
+        {"reward": None},
+        {"reward": "1.0"},
+        {"reward": True},
+        {"reward": math.nan},
+        {"reward": 1.0, "mask_sample": "no"},
+        {"reward": 1.0, "failure_kind": 3},
+        [1.0],
+        "reward",
+    ],
+)
 def test_a_body_without_a_valid_reward_is_a_protocol_error(body: object) -> None:
     """A missing, non-numeric, boolean or non-finite reward is an error, never read as 0."""
     with pytest.raises(ProtocolError):
         parse_verify_response(body)
 
 
-@pytest.mark.parametrize("path, status, expected", [
-    ("/health", 200, True), ("/health", 204, True), ("/health", 404, None), ("/health", 405, None),
-    ("/health", 500, False), ("/health", 503, False), ("/health", 401, False),
-    ("/", 200, True), ("/", 404, True), ("/", 500, False),
-])
+@pytest.mark.parametrize(
+    "path, status, expected",
+    [
+        ("/health", 200, True),
+        ("/health", 204, True),
+        ("/health", 404, None),
+        ("/health", 405, None),
+        ("/health", 500, False),
+        ("/health", 503, False),
+        ("/health", 401, False),
+        ("/", 200, True),
+        ("/", 404, True),
+        ("/", 500, False),
+    ],
+)
 def test_health_verdict(path: str, status: int, expected: bool | None) -> None:
     """/health 2xx is alive; 404/405 there falls back to /, where any non-5xx answer (old Gym) is alive."""
     assert health_verdict(path, status) is expected

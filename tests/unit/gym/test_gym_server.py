@@ -53,14 +53,17 @@ def test_last_boxed_and_delimiters() -> None:
     assert strip_math_delimiters("$") == "$"
 
 
-@pytest.mark.parametrize("text, expected, boxed", [
-    ("so the result is \\boxed{2}", 1.0, "2"),
-    ("first \\boxed{3} then I fixed it: \\boxed{2}", 1.0, "2"),
-    ("so the result is \\boxed{3}", 0.0, "3"),
-    ("so the result is 2", 0.0, None),  # math-verify alone would accept a bare 2: Gym requires a box
-    ("so the result is \\boxed{ }", 0.0, " "),  # a blank box scores 0 without math-verify
-    ("\\boxed{2} but then \\boxed{", 0.0, None),  # the last box is unclosed
-])
+@pytest.mark.parametrize(
+    "text, expected, boxed",
+    [
+        ("so the result is \\boxed{2}", 1.0, "2"),
+        ("first \\boxed{3} then I fixed it: \\boxed{2}", 1.0, "2"),
+        ("so the result is \\boxed{3}", 0.0, "3"),
+        ("so the result is 2", 0.0, None),  # math-verify alone would accept a bare 2: Gym requires a box
+        ("so the result is \\boxed{ }", 0.0, " "),  # a blank box scores 0 without math-verify
+        ("\\boxed{2} but then \\boxed{", 0.0, None),  # the last box is unclosed
+    ],
+)
 def test_math_server_scores_right_wrong_and_unboxed(math_server, text: str, expected: float, boxed) -> None:
     """Reward 1 only for an equivalent answer in a non-blank last \\boxed{}; extras name the boxed text."""
     reply, body = _verify(math_server.url, text, question="1+1?", expected_answer="$2$")
@@ -95,14 +98,17 @@ def test_server_liveness_and_other_routes(math_server) -> None:
     assert request_json("POST", math_server.url, "/verify", [1, 2], timeout_s=10).status == 422
 
 
-@pytest.mark.parametrize("text, tests, expected, failure", [
-    (ADD_PROGRAM, ADD_TESTS, 1.0, None),
-    ("```python\nprint(3)\n```", ADD_TESTS, 0.0, None),  # right on case 0 only
-    ("", ADD_TESTS, 0.0, None),  # empty answer
-    ("<think>easy</think>" + ADD_PROGRAM, ADD_TESTS, 0.0, None),  # leaked think tags: reasoning format penalty
-    ("```python\nraise SystemExit(3)\n```", ADD_TESTS, 0.0, "rlvr:crash"),
-    ("```python\nwhile True:\n    pass\n```", ADD_TESTS, 0.0, "rlvr:timeout"),
-])
+@pytest.mark.parametrize(
+    "text, tests, expected, failure",
+    [
+        (ADD_PROGRAM, ADD_TESTS, 1.0, None),
+        ("```python\nprint(3)\n```", ADD_TESTS, 0.0, None),  # right on case 0 only
+        ("", ADD_TESTS, 0.0, None),  # empty answer
+        ("<think>easy</think>" + ADD_PROGRAM, ADD_TESTS, 0.0, None),  # leaked think tags: reasoning format penalty
+        ("```python\nraise SystemExit(3)\n```", ADD_TESTS, 0.0, "rlvr:crash"),
+        ("```python\nwhile True:\n    pass\n```", ADD_TESTS, 0.0, "rlvr:timeout"),
+    ],
+)
 def test_code_server_runs_unit_tests(code_server, text: str, tests: dict, expected: float, failure) -> None:
     """verifier_metadata.unit_tests run in our sandbox: all pass -> 1; failures name their cause."""
     reply, body = _verify(code_server.url, text, verifier_metadata={"unit_tests": tests})

@@ -48,8 +48,14 @@ def test_launch_settings_reject_unknown_keys(tmp_path):
 
 
 def nemotron(*args: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rlvr.cli.main", "steps", "run", *args], cwd=cwd,
-                          env=nemotron_env(), capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "rlvr.cli.main", "steps", "run", *args],
+        cwd=cwd,
+        env=nemotron_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.slow
@@ -62,8 +68,9 @@ def test_dry_runs_with_the_slurm_profiles_need_no_cluster(tmp_path):
     model.mkdir()
     (tmp_path / "d.jsonl").write_text('{"problem": "1+1", "expected_answer": "2"}\n')
     data = [f"data.train.data_path={tmp_path / 'd.jsonl'}", f"data.validation.data_path={tmp_path / 'd.jsonl'}"]
-    proc = nemotron("rlvr", "-c", "default", "-d", "-b", "slurm_rl_nemo_rl_rlvr", f"policy.model_name={model}",
-                    *data, cwd=tmp_path)
+    proc = nemotron(
+        "rlvr", "-c", "default", "-d", "-b", "slurm_rl_nemo_rl_rlvr", f"policy.model_name={model}", *data, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     assert not (tmp_path / "results").exists()
 

@@ -25,14 +25,25 @@ def test_plan_places_head_then_one_worker_per_other_node():
     head = plan.head_command()
     assert head[:5] == task[:4] + ["--nodelist=dgx01"]
     assert "--gpus-per-node=8" in head
-    assert head[head.index("/py"):] == ["/py", "-m", "ray.scripts.scripts", "start", "--head",
-                                        "--node-ip-address=10.0.0.1", "--port=6400", "--include-dashboard=false",
-                                        "--num-gpus=8", "--disable-usage-stats", "--block", "--num-cpus=128"]
+    assert head[head.index("/py") :] == [
+        "/py",
+        "-m",
+        "ray.scripts.scripts",
+        "start",
+        "--head",
+        "--node-ip-address=10.0.0.1",
+        "--port=6400",
+        "--include-dashboard=false",
+        "--num-gpus=8",
+        "--disable-usage-stats",
+        "--block",
+        "--num-cpus=128",
+    ]
     workers = plan.worker_commands()
     assert [w[4] for w in workers] == ["--nodelist=dgx02", "--nodelist=dgx03"]
     assert all("--address=10.0.0.1:6400" in w and "--head" not in w for w in workers)
     assert plan.probe_command(60)[-5:] == ["rlvr.launch.ray_slurm", "probe", "10.0.0.1:6400", "3", "60"]
-    assert plan.stage_command(STAGE) == STAGE            # no container: the stage runs right here, on the head
+    assert plan.stage_command(STAGE) == STAGE  # no container: the stage runs right here, on the head
 
 
 def test_container_wraps_every_task_and_swaps_the_interpreter():
@@ -41,7 +52,7 @@ def test_container_wraps_every_task_and_swaps_the_interpreter():
     plan = RayPlan(allocation=ALLOC, head_ip="10.0.0.1", port=6379, cpus_per_node=None, container=box)
     flags = ["--container-image=/sq/nemo_rl.sqsh", "--container-mounts=/lustre:/lustre,/w:/w", "--container-workdir=/w"]
     stage = plan.stage_command(STAGE)
-    assert stage[stage.index(flags[0]):] == [*flags, "python3", *STAGE[1:]]
+    assert stage[stage.index(flags[0]) :] == [*flags, "python3", *STAGE[1:]]
     assert stage[:2] == ["srun", "--overlap"] and "--nodelist=dgx01" in stage
     assert all(set(flags) <= set(w) and w[w.index(flags[-1]) + 1] == "python3" for w in plan.worker_commands())
 
@@ -56,8 +67,12 @@ def test_container_and_cpus_come_from_the_job_environment():
 def test_outside_slurm_one_node_just_runs_the_stage(tmp_path):
     """No SLURM_JOB_ID and one node: the command runs as it is and its exit code comes back."""
     out = tmp_path / "ran"
-    code = launch(1, 0, [sys.executable, "-c", f"open({str(out)!r}, 'w').write('ok'); raise SystemExit(3)"],
-                  env={"PATH": "/usr/bin:/bin"})
+    code = launch(
+        1,
+        0,
+        [sys.executable, "-c", f"open({str(out)!r}, 'w').write('ok'); raise SystemExit(3)"],
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert code == 3 and out.read_text() == "ok"
 
 

@@ -8,7 +8,11 @@ import os
 from rlvr.config import load_step_config
 from rlvr.config.secrets import secret_env_vars
 from rlvr.launch.secret_env import (
-    mark_config_secrets, restore_from_secrets_file, secret_names, without_secrets, write_secrets_file,
+    mark_config_secrets,
+    restore_from_secrets_file,
+    secret_names,
+    without_secrets,
+    write_secrets_file,
 )
 from rlvr.steps.index import resolve_step
 
@@ -16,8 +20,11 @@ from rlvr.steps.index import resolve_step
 def test_variables_read_by_config_secrets_are_found(monkeypatch):
     monkeypatch.setenv("PLAIN_NAME", "v1")
     monkeypatch.setenv("DATA_ROOT", "/data")
-    cfg = load_step_config(resolve_step("rl/nemo_rl/rlvr"), "tiny", [
-        "logger.wandb.name=x-${oc.env:PLAIN_NAME}", "data.train.data_path=${oc.env:DATA_ROOT}/t.jsonl"])
+    cfg = load_step_config(
+        resolve_step("rl/nemo_rl/rlvr"),
+        "tiny",
+        ["logger.wandb.name=x-${oc.env:PLAIN_NAME}", "data.train.data_path=${oc.env:DATA_ROOT}/t.jsonl"],
+    )
     # DATA_ROOT feeds an allow-listed path only: not a secret.
     assert secret_env_vars(cfg.resolved, cfg.unresolved) == ["PLAIN_NAME"]
 
@@ -34,11 +41,13 @@ def test_a_neutral_variable_named_by_the_config_is_kept_out_of_jobs(tmp_path):
 def test_a_rule_job_restores_its_secrets_from_the_file_without_overriding(tmp_path):
     user_bash_env = tmp_path / "user.sh"
     user_bash_env.write_text("export FROM_USER=1\n")
-    env, path = write_secrets_file({"PATH": "/bin", "WANDB_API_KEY": "w'1 $x \"q\"", "MY_TOKEN": "local",
-                                    "BASH_ENV": str(user_bash_env)}, tmp_path / "s")
+    env, path = write_secrets_file(
+        {"PATH": "/bin", "WANDB_API_KEY": 'w\'1 $x "q"', "MY_TOKEN": "local", "BASH_ENV": str(user_bash_env)},
+        tmp_path / "s",
+    )
     job_env = {"PATH": "/bin", "RLVR_ENV_FILE": env["RLVR_ENV_FILE"], "MY_TOKEN": "already-here"}
     assert restore_from_secrets_file(job_env) == ["WANDB_API_KEY"]
-    assert job_env["WANDB_API_KEY"] == "w'1 $x \"q\"" and job_env["MY_TOKEN"] == "already-here"
+    assert job_env["WANDB_API_KEY"] == 'w\'1 $x "q"' and job_env["MY_TOKEN"] == "already-here"
     assert restore_from_secrets_file({"PATH": "/bin"}) == []
     os.unlink(path)
     assert restore_from_secrets_file({"RLVR_ENV_FILE": str(path)}) == []

@@ -57,9 +57,11 @@ def test_min_job_age_below_three_initial_waits_is_refused_without_accounting():
     """The plugin would silently fall back to sacct when MinJobAge < 3 × init seconds: refuse with the fix."""
     short = SlurmConfig(accounting="accounting_storage/none", min_job_age_s=100)
     with pytest.raises(UserError, match="at most 33"):
-        status_command_args(profile(), short, [])                      # plugin default: 40 s
+        status_command_args(profile(), short, [])  # plugin default: 40 s
     assert status_command_args(profile(**{"slurm-init-seconds-before-status-checks": 10}), short, []) == [
-        "--slurm-status-command", "squeue"]
+        "--slurm-status-command",
+        "squeue",
+    ]
 
 
 @pytest.fixture
@@ -79,7 +81,7 @@ def test_wrappers_restore_slurm_conf_and_drop_secrets(fake_sbatch, tmp_path):
     env = {"PATH": f"{real_bin}:/usr/bin:/bin", "SLURM_CONF": "/opt/slurm/etc/slurm.conf", "HF_TOKEN": "hf_x"}
     wrapped = client_wrappers(tmp_path / "wrap", env, unset=["HF_TOKEN"])
     assert wrapped["PATH"].startswith(f"{(tmp_path / 'wrap').resolve()}:")
-    stripped = {"PATH": wrapped["PATH"], "HF_TOKEN": "hf_x"}                 # as the jobstep plugin leaves it
+    stripped = {"PATH": wrapped["PATH"], "HF_TOKEN": "hf_x"}  # as the jobstep plugin leaves it
     assert subprocess.run(["sbatch", "--wrap", "x"], env=stripped, capture_output=True, text=True).stdout == "123\n"
     seen = env_txt.read_text()
     assert "SLURM_CONF=/opt/slurm/etc/slurm.conf" in seen and "hf_x" not in seen
@@ -92,8 +94,9 @@ def test_no_wrappers_when_nothing_needs_them(tmp_path):
 
 def test_secrets_file_is_private_and_bash_gets_the_values_back(tmp_path):
     """0700 folder, 0600 file; a bash started with the new env (BASH_ENV) sees the secret, /bin/sh does not."""
-    env, path = write_secrets_file({"PATH": os.environ["PATH"], "WANDB_API_KEY": "w'1 $x", "HOME": "/h"},
-                                   tmp_path / ".slurm")
+    env, path = write_secrets_file(
+        {"PATH": os.environ["PATH"], "WANDB_API_KEY": "w'1 $x", "HOME": "/h"}, tmp_path / ".slurm"
+    )
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert env["BASH_ENV"] == env["RLVR_ENV_FILE"] == str(path)
     clean = {k: v for k, v in env.items() if k != "WANDB_API_KEY"}
@@ -109,9 +112,13 @@ def test_controller_job_script_and_submission_carry_no_secret(fake_sbatch, tmp_p
     real_bin, env_txt = fake_sbatch
     monkeypatch.chdir(tmp_path)
     env, secrets = write_secrets_file({"PATH": f"{real_bin}:/usr/bin:/bin", "MY_TOKEN": "tok-1"}, tmp_path / "s")
-    job = ControllerJob(argv=["/py", "-m", "snakemake", "--profile", "/p"], run_dir=tmp_path / "run",
-                        settings=ControllerSettings(partition="cpu", time="1:00:00", extra=["--qos=long"]),
-                        name="rlvr-tiny-controller", secrets_file=secrets)
+    job = ControllerJob(
+        argv=["/py", "-m", "snakemake", "--profile", "/p"],
+        run_dir=tmp_path / "run",
+        settings=ControllerSettings(partition="cpu", time="1:00:00", extra=["--qos=long"]),
+        name="rlvr-tiny-controller",
+        secrets_file=secrets,
+    )
     assert job.submit(env) == "123"
     script = job.script_path.read_text()
     assert f". {secrets}" in script and f"trap 'rm -f {secrets}' EXIT" in script

@@ -19,13 +19,16 @@ from rlvr.launch.squash import enroot_uri, ensure_squashed, import_command, impo
 IMAGE = "nvcr.io/nvidia/nemo-rl:v0.6.0"
 
 
-@pytest.mark.parametrize("image,name", [
-    (IMAGE, "nvcr_io_nvidia_nemo_rl_v0_6_0.sqsh"),                    # the upstream example
-    ("docker://nvcr.io#nvidia/pytorch:25.05-py3", "nvcr_io_nvidia_pytorch_25_05_py3.sqsh"),
-    ("ubuntu", "ubuntu.sqsh"),
-    ("--weird//__name--", "weird_name.sqsh"),                          # runs collapse, ends are stripped
-    ("docker-archive:///data/images/my-img.tar", "my_img_tar.sqsh"),   # archives: by basename only
-])
+@pytest.mark.parametrize(
+    "image,name",
+    [
+        (IMAGE, "nvcr_io_nvidia_nemo_rl_v0_6_0.sqsh"),  # the upstream example
+        ("docker://nvcr.io#nvidia/pytorch:25.05-py3", "nvcr_io_nvidia_pytorch_25_05_py3.sqsh"),
+        ("ubuntu", "ubuntu.sqsh"),
+        ("--weird//__name--", "weird_name.sqsh"),  # runs collapse, ends are stripped
+        ("docker-archive:///data/images/my-img.tar", "my_img_tar.sqsh"),  # archives: by basename only
+    ],
+)
 def test_squash_name_is_derived_from_the_reference_only(image, name):
     """Every non-[A-Za-z0-9_] character → '_', runs collapsed, ends stripped; archives by their basename."""
     assert squash_name(image) == name
@@ -36,13 +39,16 @@ def test_squash_name_of_nothing_usable_is_an_error():
         squash_name("://")
 
 
-@pytest.mark.parametrize("image,uri", [
-    (IMAGE, "docker://nvcr.io#nvidia/nemo-rl:v0.6.0"),        # enroot separates the registry with '#'
-    ("localhost:5000/img:1", "docker://localhost:5000#img:1"),
-    ("nvidia/cuda:12.4", "docker://nvidia/cuda:12.4"),          # Docker Hub: no registry part
-    ("ubuntu", "docker://ubuntu"),
-    ("podman://local/img", "podman://local/img"),               # an explicit scheme is kept
-])
+@pytest.mark.parametrize(
+    "image,uri",
+    [
+        (IMAGE, "docker://nvcr.io#nvidia/nemo-rl:v0.6.0"),  # enroot separates the registry with '#'
+        ("localhost:5000/img:1", "docker://localhost:5000#img:1"),
+        ("nvidia/cuda:12.4", "docker://nvidia/cuda:12.4"),  # Docker Hub: no registry part
+        ("ubuntu", "docker://ubuntu"),
+        ("podman://local/img", "podman://local/img"),  # an explicit scheme is kept
+    ],
+)
 def test_enroot_uri(image, uri):
     """A bare reference becomes enroot's docker:// URI with the registry host before '#'."""
     assert enroot_uri(image) == uri
@@ -51,12 +57,28 @@ def test_enroot_uri(image, uri):
 def test_import_runs_on_a_compute_node_by_default():
     """salloc (one node, the profile's partition/account/time) then srun runs `enroot import` there."""
     launcher = import_launcher(SquashSettings(partition="cpu", account="acct", time="00:30:00"))
-    assert launcher == ["salloc", "--nodes=1", "--ntasks-per-node=1", "--time=00:30:00", "--partition=cpu",
-                        "--account=acct", "srun", "--nodes=1", "--ntasks=1", "--export=ALL"]
+    assert launcher == [
+        "salloc",
+        "--nodes=1",
+        "--ntasks-per-node=1",
+        "--time=00:30:00",
+        "--partition=cpu",
+        "--account=acct",
+        "srun",
+        "--nodes=1",
+        "--ntasks=1",
+        "--export=ALL",
+    ]
     assert import_launcher(SquashSettings(via="srun"))[:1] == ["srun"]
     assert import_launcher(SquashSettings(via="local")) == []
     assert import_command(IMAGE, Path("/s/x.sqsh"), ["srun"]) == [
-        "srun", "enroot", "import", "--output", "/s/x.sqsh", "docker://nvcr.io#nvidia/nemo-rl:v0.6.0"]
+        "srun",
+        "enroot",
+        "import",
+        "--output",
+        "/s/x.sqsh",
+        "docker://nvcr.io#nvidia/nemo-rl:v0.6.0",
+    ]
 
 
 @pytest.fixture
@@ -84,7 +106,7 @@ def test_import_once_then_reuse_then_force(fake_enroot, tmp_path):
     assert first.read_text() == "squashfs of docker://nvcr.io#nvidia/nemo-rl:v0.6.0\n"
     calls = fake_enroot.read_text().splitlines()
     assert len(calls) == 1 and calls[0].startswith(f"import --output {first} docker://nvcr.io#nvidia/nemo-rl")
-    assert f"cache={squash_dir.resolve() / '.enroot' / 'cache'}" in calls[0]   # layers go to the shared dir
+    assert f"cache={squash_dir.resolve() / '.enroot' / 'cache'}" in calls[0]  # layers go to the shared dir
 
     first.write_text("an older import")
     again = ensure_squashed(IMAGE, squash_dir, force=False, launcher=[], say=said.append)

@@ -42,8 +42,9 @@ def alive(pid: int) -> bool:
 
 def test_sigint_to_the_cli_stops_the_whole_group_and_returns_130(tmp_path):
     pidfile = tmp_path / "grandchild.pid"
-    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(pidfile)], stdout=subprocess.PIPE, text=True,
-                              env=nemotron_env())
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(pidfile)], stdout=subprocess.PIPE, text=True, env=nemotron_env()
+    )
     wait_for(lambda: pidfile.exists() and pidfile.read_text().strip())
     grandchild = int(pidfile.read_text())
     driver.send_signal(signal.SIGINT)
@@ -55,11 +56,18 @@ def test_sigint_to_the_cli_stops_the_whole_group_and_returns_130(tmp_path):
 
 def test_a_killed_launcher_takes_its_child_down(tmp_path):
     pidfile = tmp_path / "child.pid"
-    launcher = subprocess.Popen([sys.executable, "-c", (
-        "import os, sys\n"
-        "from rlvr.launch.lifeline import call_tied\n"
-        "call_tied(['sh', '-c', 'echo $$ > " + str(pidfile) + "; exec sleep 300'], dict(os.environ))\n")],
-        env=nemotron_env())
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import os, sys\n"
+                "from rlvr.launch.lifeline import call_tied\n"
+                "call_tied(['sh', '-c', 'echo $$ > " + str(pidfile) + "; exec sleep 300'], dict(os.environ))\n"
+            ),
+        ],
+        env=nemotron_env(),
+    )
     wait_for(lambda: pidfile.exists() and pidfile.read_text().strip())
     child = int(pidfile.read_text())
     assert alive(child)
@@ -71,8 +79,9 @@ def test_a_killed_launcher_takes_its_child_down(tmp_path):
 def test_a_cli_killed_with_sigkill_still_takes_the_group_down(tmp_path):
     """kill -9 of the CLI runs no handler of its: the guard, tied to it by a parent-death signal, stops the group."""
     pidfile = tmp_path / "grandchild.pid"
-    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(pidfile)], stdout=subprocess.PIPE, text=True,
-                              env=nemotron_env())
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(pidfile)], stdout=subprocess.PIPE, text=True, env=nemotron_env()
+    )
     wait_for(lambda: pidfile.exists() and pidfile.read_text().strip())
     grandchild = int(pidfile.read_text())
     driver.kill()

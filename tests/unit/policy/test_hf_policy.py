@@ -35,8 +35,13 @@ def make_batch(seed: int = 0, vocab: int = 21) -> dict[str, torch.Tensor]:
     sample_mask = torch.ones(8)
     sample_mask[5] = 0
     advantages = torch.randn(8, 1, generator=g).expand(8, 10).clone()
-    return {"input_ids": input_ids, "attention_mask": attention, "token_mask": token_mask,
-            "sample_mask": sample_mask, "advantages": advantages}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "token_mask": token_mask,
+        "sample_mask": sample_mask,
+        "advantages": advantages,
+    }
 
 
 def pg_loss(lp, data, global_valid_seqs, global_valid_toks):
@@ -44,15 +49,18 @@ def pg_loss(lp, data, global_valid_seqs, global_valid_toks):
     mask = (data["token_mask"] * data["sample_mask"][:, None])[:, 1:]
     loss = -(data["advantages"][:, 1:] * lp[:, 1:] * mask).sum() / global_valid_toks
     kept = lp[:, 1:].detach()
-    return loss, {"tokens": mask.sum(), "lp_min": torch.where(mask > 0, kept, math.inf).min(),
-                  "lp_max": torch.where(mask > 0, kept, -math.inf).max()}
+    return loss, {
+        "tokens": mask.sum(),
+        "lp_min": torch.where(mask > 0, kept, math.inf).min(),
+        "lp_max": torch.where(mask > 0, kept, -math.inf).max(),
+    }
 
 
 def reference_logprobs(model, input_ids, attention_mask, temperature):
     """Independent reference: each row alone, unpadded, log_softmax(logits / T) gathered at the next token."""
     out = torch.zeros(input_ids.shape)
     for i, length in enumerate(attention_mask.sum(-1).tolist()):
-        ids = input_ids[i:i + 1, :length]
+        ids = input_ids[i : i + 1, :length]
         log_probs = torch.log_softmax(model(input_ids=ids).logits[0, :-1] / temperature, dim=-1)
         out[i, 1:length] = log_probs.gather(-1, ids[0, 1:, None]).squeeze(-1)
     return out
@@ -78,8 +86,9 @@ def test_policy_logprobs_equal_generation_logprobs(model, tokenizer):
     """For sampled sequences (T=0.7, top-k 5, top-p 0.9), get_logprobs(filtered=True) at the generated tokens
     equals the generator's logprobs (fp32, 1e-5); the reference pass (filtered=False) differs."""
     prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13], [4], [14, 15, 16, 17]]
-    outs = HFGenerationBackend(model, tokenizer).generate(prompts, GenerationConfig(max_new_tokens=10, **SAMPLING),
-                                                          seed=4)
+    outs = HFGenerationBackend(model, tokenizer).generate(
+        prompts, GenerationConfig(max_new_tokens=10, **SAMPLING), seed=4
+    )
     seqs = [p + o.token_ids for p, o in zip(prompts, outs)]
     width = max(map(len, seqs))
     input_ids = torch.tensor([s + [0] * (width - len(s)) for s in seqs])
@@ -95,8 +104,12 @@ def test_policy_logprobs_equal_generation_logprobs(model, tokenizer):
 
 
 def _train_once(make_model, micro_batch_size, **policy_kw):
-    policy = HFPolicy(make_model(seed=0), optimizer={"name": "torch.optim.SGD", "kwargs": {"lr": 0.1}},
-                      max_grad_norm=None, **policy_kw)
+    policy = HFPolicy(
+        make_model(seed=0),
+        optimizer={"name": "torch.optim.SGD", "kwargs": {"lr": 0.1}},
+        max_grad_norm=None,
+        **policy_kw,
+    )
     metrics = policy.train(make_batch(), pg_loss, global_batch_size=4, micro_batch_size=micro_batch_size)
     return policy.model, metrics
 
@@ -146,8 +159,10 @@ def test_metrics_sum_over_micro_batches_and_average_over_global_batches(make_mod
     policy = HFPolicy(make_model(seed=0), optimizer={"name": "SGD", "kwargs": {"lr": 0.0}}, temperature=0.7)
     lp = policy.get_logprobs(batch["input_ids"], batch["attention_mask"], micro_batch_size=8, filtered=True)
     mask = batch["token_mask"] * batch["sample_mask"][:, None]
-    per_gb = [(-(batch["advantages"] * lp * mask)[rows].sum() / mask[rows, 1:].sum(), mask[rows].sum())
-              for rows in (slice(0, 4), slice(4, 8))]
+    per_gb = [
+        (-(batch["advantages"] * lp * mask)[rows].sum() / mask[rows, 1:].sum(), mask[rows].sum())
+        for rows in (slice(0, 4), slice(4, 8))
+    ]
     metrics = policy.train(batch, pg_loss, global_batch_size=4, micro_batch_size=2)
     assert metrics["loss"] == pytest.approx(sum(x[0].item() for x in per_gb) / 2, rel=1e-5)
     assert metrics["tokens"] == metrics["global_valid_toks"] == (20 + 16) / 2  # response tokens of rows 0-3 and 4,6,7
@@ -159,8 +174,9 @@ def test_metrics_sum_over_micro_batches_and_average_over_global_batches(make_mod
 def test_k_optimizer_steps_and_one_scheduler_step_per_train_call(make_model):
     """B=8, gbs=2 -> 4 AdamW steps per call; warm-up LinearLR(0.1->1 over 3) advances once per call:
     reported lr = 1e-3 * [0.1, 0.4, 0.7, 1.0]."""
-    policy = HFPolicy(make_model(seed=0), optimizer={"name": "torch.optim.AdamW", "kwargs": {"lr": 1e-3}},
-                      scheduler=WARMUP)
+    policy = HFPolicy(
+        make_model(seed=0), optimizer={"name": "torch.optim.AdamW", "kwargs": {"lr": 1e-3}}, scheduler=WARMUP
+    )
     lrs = []
     for call in range(1, 5):
         metrics = policy.train(make_batch(seed=call), pg_loss, global_batch_size=2, micro_batch_size=1)
@@ -230,8 +246,14 @@ def test_model_state_refits_a_generation_backend(make_model, tokenizer):
 def test_from_config_loads_a_saved_hf_model(model, tmp_path):
     """from_config reads model_name via AutoModelForCausalLM, and the sampling keys of policy.generation."""
     model.save_pretrained(tmp_path / "tiny")
-    cfg = {"model_name": str(tmp_path / "tiny"), "precision": "float32", "max_grad_norm": 0.5,
-           "optimizer": SGD, "scheduler": WARMUP, "generation": {"temperature": 0.7, "top_k": 5, "top_p": 0.9}}
+    cfg = {
+        "model_name": str(tmp_path / "tiny"),
+        "precision": "float32",
+        "max_grad_norm": 0.5,
+        "optimizer": SGD,
+        "scheduler": WARMUP,
+        "generation": {"temperature": 0.7, "top_k": 5, "top_p": 0.9},
+    }
     policy = HFPolicy.from_config(cfg, device="cpu")
     assert (policy.temperature, policy.top_k, policy.top_p, policy.max_grad_norm) == (0.7, 5, 0.9, 0.5)
     for p, q in zip(policy.model.parameters(), model.parameters()):

@@ -20,9 +20,13 @@ def make_batch() -> dict[str, torch.Tensor]:
     attention = (torch.arange(8) < torch.tensor([8, 8, 6, 5])[:, None]).long()
     token_mask = attention.float()
     token_mask[:, :2] = 0
-    return {"input_ids": torch.randint(4, 21, (4, 8), generator=g) * attention, "attention_mask": attention,
-            "token_mask": token_mask, "sample_mask": torch.ones(4),
-            "advantages": torch.tensor([1.0, -1.0, 1.0, -1.0])[:, None].expand(4, 8)}
+    return {
+        "input_ids": torch.randint(4, 21, (4, 8), generator=g) * attention,
+        "attention_mask": attention,
+        "token_mask": token_mask,
+        "sample_mask": torch.ones(4),
+        "advantages": torch.tensor([1.0, -1.0, 1.0, -1.0])[:, None].expand(4, 8),
+    }
 
 
 def pg_loss(lp, data, global_valid_seqs, global_valid_toks):
@@ -38,7 +42,8 @@ def test_frozen_model_scores_but_has_no_optimizer(model):
     assert frozen.optimizer is None and frozen.scheduler is None
     batch = make_batch()
     expected = HFPolicy(model, optimizer=ADAMW, temperature=0.7).get_logprobs(
-        batch["input_ids"], batch["attention_mask"], micro_batch_size=2, filtered=False)
+        batch["input_ids"], batch["attention_mask"], micro_batch_size=2, filtered=False
+    )
     got = frozen.get_logprobs(batch["input_ids"], batch["attention_mask"], micro_batch_size=2, filtered=False)
     assert_close(got, expected, atol=0, rtol=0)
     with pytest.raises(ConfigError, match="no trainable parameters"):

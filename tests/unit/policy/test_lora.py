@@ -26,11 +26,23 @@ from rlvr.policy import lora
 from rlvr.policy.hf import HFPolicy
 from rlvr.steps.index import resolve_step
 
-CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
-                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
 CORPUS = [f"<|user|>what is {a} + {b}?</s><|assistant|>{a + b}</s>" for a in range(12) for b in range(12)]
-UPSTREAM = {"enabled": True, "target_modules": [], "exclude_modules": [], "match_all_linear": True, "dim": 8,
-            "alpha": 32, "dropout": 0.0, "dropout_position": "post", "lora_A_init": "xavier", "use_triton": True}
+UPSTREAM = {
+    "enabled": True,
+    "target_modules": [],
+    "exclude_modules": [],
+    "match_all_linear": True,
+    "dim": 8,
+    "alpha": 32,
+    "dropout": 0.0,
+    "dropout_position": "post",
+    "lora_A_init": "xavier",
+    "use_triton": True,
+}
 ADAMW = {"name": "torch.optim.AdamW", "kwargs": {"lr": 1e-2}}
 
 
@@ -38,22 +50,33 @@ def build_bpe_tokenizer() -> PreTrainedTokenizerFast:
     backend = Tokenizer(models.BPE(unk_token=None))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "</s>", "<s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<pad>", "</s>", "<s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     backend.train_from_iterator(CORPUS, trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>",
-                                        bos_token="<s>")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", bos_token="<s>")
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
 
 
-def build_tied_llama(vocab: int, dtype: torch.dtype = torch.float32, seed: int = 0,
-                     init_range: float = 0.1) -> LlamaForCausalLM:
+def build_tied_llama(
+    vocab: int, dtype: torch.dtype = torch.float32, seed: int = 0, init_range: float = 0.1
+) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         tie_word_embeddings=True, pad_token_id=0, eos_token_id=1, bos_token_id=2,
-                         initializer_range=init_range)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+        initializer_range=init_range,
+    )
     config.architectures = ["LlamaForCausalLM"]
     return LlamaForCausalLM(config).to(dtype).eval()
 
@@ -73,9 +96,15 @@ def user_folder(tmp_path_factory, bpe_tokenizer):
 
 
 def policy_cfg(folder, **lora_overrides) -> dict:
-    return {"model_name": str(folder), "precision": "float32", "optimizer": ADAMW, "scheduler": None,
-            "max_grad_norm": 1.0, "generation": {"temperature": 1.0},
-            "dtensor_cfg": {"enabled": True, "lora_cfg": {**UPSTREAM, **lora_overrides}}}
+    return {
+        "model_name": str(folder),
+        "precision": "float32",
+        "optimizer": ADAMW,
+        "scheduler": None,
+        "max_grad_norm": 1.0,
+        "generation": {"temperature": 1.0},
+        "dtensor_cfg": {"enabled": True, "lora_cfg": {**UPSTREAM, **lora_overrides}},
+    }
 
 
 def make_batch(tokenizer, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -86,8 +115,13 @@ def make_batch(tokenizer, seed: int = 0) -> dict[str, torch.Tensor]:
     token_mask = enc["attention_mask"].float()
     token_mask[:, :6] = 0
     advantages = torch.randn(8, 1, generator=g).expand_as(token_mask).clone()
-    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "token_mask": token_mask,
-            "sample_mask": torch.ones(8), "advantages": advantages}
+    return {
+        "input_ids": enc["input_ids"],
+        "attention_mask": enc["attention_mask"],
+        "token_mask": token_mask,
+        "sample_mask": torch.ones(8),
+        "advantages": advantages,
+    }
 
 
 def pg_loss(lp, data, global_valid_seqs, global_valid_toks):
@@ -102,11 +136,13 @@ def test_upstream_defaults_are_honoured_and_bad_values_are_refused():
     assert settings == lora.LoraSettings(dim=8, alpha=32.0, match_all_linear=True, lora_A_init="xavier")
     assert settings.scale == 4.0
     assert lora.lora_settings({"dtensor_cfg": {"lora_cfg": {**UPSTREAM, "enabled": False, "dropout": 0.5}}}) is None
-    bad = [({"dropout": 0.1}, "lora_cfg.dropout=0.1: rlvr keeps the policy in eval mode"),
-           ({"target_modules": ["q_proj"]}, "match_all_linear=true adapts every linear layer"),
-           ({"match_all_linear": False}, "nothing would train"),
-           ({"lora_A_init": "gaussian"}, r"lora_A_init must be one of \['xavier', 'uniform'\]"),
-           ({"dim": 0}, "lora_cfg.dim must be an integer >= 1")]
+    bad = [
+        ({"dropout": 0.1}, "lora_cfg.dropout=0.1: rlvr keeps the policy in eval mode"),
+        ({"target_modules": ["q_proj"]}, "match_all_linear=true adapts every linear layer"),
+        ({"match_all_linear": False}, "nothing would train"),
+        ({"lora_A_init": "gaussian"}, r"lora_A_init must be one of \['xavier', 'uniform'\]"),
+        ({"dim": 0}, "lora_cfg.dim must be an integer >= 1"),
+    ]
     for override, message in bad:
         with pytest.raises(ConfigError, match=message):
             lora.lora_settings({"dtensor_cfg": {"lora_cfg": {**UPSTREAM, **override}}})
@@ -149,10 +185,13 @@ def test_only_adapters_train_and_the_optimizer_holds_only_them(user_folder, bpe_
 def test_target_and_exclude_patterns(user_folder):
     """Last-component names and full-name globs select modules; an unmatched pattern names the real ones."""
     model = AutoModelForCausalLM.from_pretrained(user_folder)
-    settings = lora.LoraSettings(match_all_linear=False, target_modules=("q_proj", "v_proj"),
-                                 exclude_modules=("model.layers.1.*",))
-    assert lora.select_target_modules(model, settings) == ["model.layers.0.self_attn.q_proj",
-                                                           "model.layers.0.self_attn.v_proj"]
+    settings = lora.LoraSettings(
+        match_all_linear=False, target_modules=("q_proj", "v_proj"), exclude_modules=("model.layers.1.*",)
+    )
+    assert lora.select_target_modules(model, settings) == [
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.0.self_attn.v_proj",
+    ]
     with pytest.raises(ConfigError, match=r"target_modules: 'query' matches no linear layer.*'q_proj'"):
         lora.select_target_modules(model, lora.LoraSettings(match_all_linear=False, target_modules=("query",)))
     with pytest.raises(ConfigError, match="leaves no layer to adapt"):
@@ -170,11 +209,10 @@ def test_init_is_deterministic_and_starts_at_the_base_policy(user_folder, bpe_to
     for (name, x), y in zip(lora.adapter_state(a.model).items(), lora.adapter_state(b.model).values()):
         assert torch.equal(x, y), name
     lp = a.get_logprobs(batch["input_ids"], batch["attention_mask"], micro_batch_size=8)
-    assert torch.equal(lp, HFPolicy(base).get_logprobs(batch["input_ids"], batch["attention_mask"],
-                                                        micro_batch_size=8))
+    assert torch.equal(lp, HFPolicy(base).get_logprobs(batch["input_ids"], batch["attention_mask"], micro_batch_size=8))
     uniform = HFPolicy.from_config(policy_cfg(user_folder, lora_A_init="uniform"), device="cpu")
     first = next(t for n, t in lora.adapter_state(uniform.model).items() if ".lora_A." in n)
-    assert float(first.abs().max()) <= 1 / 32 ** 0.5 + 1e-6  # Kaiming-uniform bound of fan_in 32, a = sqrt(5)
+    assert float(first.abs().max()) <= 1 / 32**0.5 + 1e-6  # Kaiming-uniform bound of fan_in 32, a = sqrt(5)
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
@@ -193,16 +231,20 @@ def test_merged_weights_are_what_the_lora_model_computes(user_folder, bpe_tokeni
     q = "model.layers.0.self_attn.q_proj.weight"
     layer = policy.model.get_base_model().model.layers[0].self_attn.q_proj
     delta = (layer.lora_B["default"].weight.float() @ layer.lora_A["default"].weight.float()) * 4.0
-    torch.testing.assert_close(merged[q].float(), layer.base_layer.weight.float() + delta,
-                               **({} if precision == "float32" else {"rtol": 0, "atol": 1e-2}))
+    torch.testing.assert_close(
+        merged[q].float(),
+        layer.base_layer.weight.float() + delta,
+        **({} if precision == "float32" else {"rtol": 0, "atol": 1e-2}),
+    )
     assert not torch.equal(merged[q], plain.state_dict()[q])
     assert not getattr(layer, "merged", False)  # generation refits never merge in place
     if precision == "float32":
         backend = HFGenerationBackend(plain, bpe_tokenizer)
         backend.update_weights(merged)
         cfg = GenerationConfig(max_new_tokens=6, greedy=True)
-        text = bpe_tokenizer.apply_chat_template([{"role": "user", "content": "what is 3 + 4?"}],
-                                                 add_generation_prompt=True, tokenize=False)
+        text = bpe_tokenizer.apply_chat_template(
+            [{"role": "user", "content": "what is 3 + 4?"}], add_generation_prompt=True, tokenize=False
+        )
         prompt = [bpe_tokenizer(text, add_special_tokens=False)["input_ids"]]
         [merged_out] = backend.generate(prompt, cfg, seed=0)
         [lora_out] = HFGenerationBackend(policy.model, bpe_tokenizer).generate(prompt, cfg, seed=0)
@@ -247,8 +289,9 @@ def test_artifact_export_and_peft_adapter_agree(user_folder, bpe_tokenizer, tmp_
     megatron_to_hf(str(tmp_path / "ckpt"), str(tmp_path / "hf"))
     policy.save_adapter(tmp_path / "adapter", base_model=str(user_folder))
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (tmp_path / "adapter").iterdir()}
-    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == \
-        str(user_folder)
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
+        user_folder
+    )
     exported = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
     assert exported.config.tie_word_embeddings and exported.lm_head.weight is exported.model.embed_tokens.weight
     for name, tensor in policy.model_state().items():
@@ -267,19 +310,33 @@ def test_a_few_lora_grpo_steps_raise_the_reward(bpe_tokenizer):
     """GRPO on an overfit problem (reward 1 when the first answer token is one the random policy says about 1 time
     in 20): with only rank-2 adapters on the q/v/down projections training, the reward becomes the majority."""
     model = build_tied_llama(len(bpe_tokenizer), seed=3, init_range=0.3)
-    cfg = {"precision": "float32", "optimizer": {"name": "torch.optim.AdamW", "kwargs": {"lr": 1e-2}},
-           "scheduler": None, "max_grad_norm": 1.0, "generation": {"temperature": 1.0},
-           "dtensor_cfg": {"lora_cfg": {**UPSTREAM, "match_all_linear": False, "dim": 2, "alpha": 4,
-                                        "target_modules": ["q_proj", "v_proj", "down_proj"]}}}
+    cfg = {
+        "precision": "float32",
+        "optimizer": {"name": "torch.optim.AdamW", "kwargs": {"lr": 1e-2}},
+        "scheduler": None,
+        "max_grad_norm": 1.0,
+        "generation": {"temperature": 1.0},
+        "dtensor_cfg": {
+            "lora_cfg": {
+                **UPSTREAM,
+                "match_all_linear": False,
+                "dim": 2,
+                "alpha": 4,
+                "target_modules": ["q_proj", "v_proj", "down_proj"],
+            }
+        },
+    }
     policy = HFPolicy.from_config(cfg, model=model)
     assert sum(p.numel() for p in policy.model.parameters() if p.requires_grad) < 0.1 * sum(
-        p.numel() for p in policy.model.parameters())
+        p.numel() for p in policy.model.parameters()
+    )
     prompts = [bpe_tokenizer(f"<|user|>what is {a} + 2?</s><|assistant|>")["input_ids"] for a in range(4)]
 
     def first_token_probs() -> torch.Tensor:
         with torch.no_grad():
-            return torch.stack([policy.model(input_ids=torch.tensor([p])).logits[0, -1].softmax(-1)
-                                for p in prompts]).mean(0)
+            return torch.stack(
+                [policy.model(input_ids=torch.tensor([p])).logits[0, -1].softmax(-1) for p in prompts]
+            ).mean(0)
 
     before = first_token_probs()
     target = int(before.argsort(descending=True)[3])

@@ -27,11 +27,23 @@ def tiny_hf(family: str) -> torch.nn.Module:
     """Llama (untied, GQA 4/2) or Qwen2 (tied, QKV biases); every tensor redrawn so misplaced norms show."""
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-    config_cls, model_cls, tied = {"llama": (LlamaConfig, LlamaForCausalLM, False),
-                                   "qwen2": (Qwen2Config, Qwen2ForCausalLM, True)}[family]
-    config = config_cls(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                        tie_word_embeddings=tied, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    config_cls, model_cls, tied = {
+        "llama": (LlamaConfig, LlamaForCausalLM, False),
+        "qwen2": (Qwen2Config, Qwen2ForCausalLM, True),
+    }[family]
+    config = config_cls(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=tied,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     torch.manual_seed(1)
     model = model_cls(config)
     with torch.no_grad():
@@ -53,8 +65,14 @@ def checkpoints(tmp_path_factory) -> dict[str, tuple[Path, torch.nn.Module]]:
 
 
 def policy_cfg(optimizer: str = "SGD", lr: float = 1.0, **extra) -> dict:
-    return {"optimizer": {"name": f"torch.optim.{optimizer}", "kwargs": {"lr": lr}}, "scheduler": None,
-            "max_grad_norm": 1.0, "generation": GENERATION, "megatron_cfg": {"enabled": True}, **extra}
+    return {
+        "optimizer": {"name": f"torch.optim.{optimizer}", "kwargs": {"lr": lr}},
+        "scheduler": None,
+        "max_grad_norm": 1.0,
+        "generation": GENERATION,
+        "megatron_cfg": {"enabled": True},
+        **extra,
+    }
 
 
 def both(checkpoints, family: str, cfg: dict) -> tuple[HFPolicy, MegatronPolicy]:
@@ -72,17 +90,26 @@ def make_batch(hf: HFPolicy, seed: int = 0, left_pad: bool = False) -> dict[str,
     g = torch.Generator().manual_seed(seed)
     lengths = torch.tensor([11, 8, 6, 11, 9, 5])
     attention = (torch.arange(11) < lengths[:, None]).long()
-    rows = {"input_ids": torch.randint(3, VOCAB, (6, 11), generator=g) * attention, "attention_mask": attention,
-            "token_mask": attention.float() * (torch.arange(11) >= 4),
-            "gen_noise": 0.02 * torch.randn(6, 11, generator=g) * attention,
-            "ref_shift": 0.1 * torch.rand(6, 11, generator=g) * attention}
+    rows = {
+        "input_ids": torch.randint(3, VOCAB, (6, 11), generator=g) * attention,
+        "attention_mask": attention,
+        "token_mask": attention.float() * (torch.arange(11) >= 4),
+        "gen_noise": 0.02 * torch.randn(6, 11, generator=g) * attention,
+        "ref_shift": 0.1 * torch.rand(6, 11, generator=g) * attention,
+    }
     if left_pad:
         rows = {k: torch.stack([v[i].roll(11 - int(n)) for i, n in enumerate(lengths)]) for k, v in rows.items()}
     prev = hf.get_logprobs(rows["input_ids"], rows["attention_mask"], micro_batch_size=6)
-    return {"input_ids": rows["input_ids"], "attention_mask": rows["attention_mask"],
-            "token_mask": rows["token_mask"], "sample_mask": torch.tensor([1.0, 1, 1, 1, 0, 1]),
-            "advantages": torch.randn(6, 1, generator=g).expand(6, 11).clone(), "prev_logprobs": prev,
-            "generation_logprobs": prev + rows["gen_noise"], "reference_policy_logprobs": prev - rows["ref_shift"]}
+    return {
+        "input_ids": rows["input_ids"],
+        "attention_mask": rows["attention_mask"],
+        "token_mask": rows["token_mask"],
+        "sample_mask": torch.tensor([1.0, 1, 1, 1, 0, 1]),
+        "advantages": torch.randn(6, 1, generator=g).expand(6, 11).clone(),
+        "prev_logprobs": prev,
+        "generation_logprobs": prev + rows["gen_noise"],
+        "reference_policy_logprobs": prev - rows["ref_shift"],
+    }
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
@@ -102,9 +129,15 @@ def test_logprobs_equal_hf_policy(checkpoints, family, padding):
     assert (got[mask.bool() & (torch.arange(11) > 0)] != 0).any()
 
 
-@pytest.mark.parametrize(("family", "optimizer", "lr", "atol"),
-                         [("llama", "SGD", 1.0, 1e-6), ("qwen2", "SGD", 1.0, 1e-6), ("llama", "AdamW", 1e-3, 1e-5),
-                          ("qwen2", "AdamW", 1e-3, 1e-5)])
+@pytest.mark.parametrize(
+    ("family", "optimizer", "lr", "atol"),
+    [
+        ("llama", "SGD", 1.0, 1e-6),
+        ("qwen2", "SGD", 1.0, 1e-6),
+        ("llama", "AdamW", 1e-3, 1e-5),
+        ("qwen2", "AdamW", 1e-3, 1e-5),
+    ],
+)
 def test_one_train_call_equals_hf_policy(checkpoints, family, optimizer, lr, atol):
     """Same weights and batch -> same ClippedPGLoss metrics, grad norm and updated weights (two optimizer steps).
 
@@ -119,15 +152,20 @@ def test_one_train_call_equals_hf_policy(checkpoints, family, optimizer, lr, ato
     assert expected["num_optimizer_steps"] == got["num_optimizer_steps"] == 2
     assert expected["grad_norm"] > 0.1  # clipping is active
     assert got.keys() == expected.keys()
-    assert_close(torch.tensor([got[k] for k in expected]), torch.tensor([expected[k] for k in expected]),
-                 atol=1e-6, rtol=1e-5)
+    assert_close(
+        torch.tensor([got[k] for k in expected]), torch.tensor([expected[k] for k in expected]), atol=1e-6, rtol=1e-5
+    )
     hf_after, mp_after = hf.model.state_dict(), mp.hf_state_dict()
     for name, weight in hf_after.items():
         assert_close(mp_after[name], weight, atol=atol, rtol=1e-5, msg=name)
     assert max((hf_after[k] - before[k]).abs().max() for k in before) > 100 * atol  # the step is not trivial
     ids, mask = batch["input_ids"], batch["attention_mask"]
-    assert_close(mp.get_logprobs(ids, mask, micro_batch_size=6), hf.get_logprobs(ids, mask, micro_batch_size=6),
-                 atol=1e-5, rtol=1e-5)
+    assert_close(
+        mp.get_logprobs(ids, mask, micro_batch_size=6),
+        hf.get_logprobs(ids, mask, micro_batch_size=6),
+        atol=1e-5,
+        rtol=1e-5,
+    )
 
 
 def test_update_does_not_depend_on_micro_batch_size_or_padding_side(checkpoints):
@@ -147,15 +185,32 @@ def test_update_does_not_depend_on_micro_batch_size_or_padding_side(checkpoints)
 
 def test_megatron_optimizer_and_scheduler_equal_the_torch_config_they_map_to(checkpoints):
     """megatron_cfg {adam, wd 0, clip_grad, linear warm-up} == policy AdamW + LinearLR + max_grad_norm, 2 steps."""
-    megatron_cfg = {"enabled": True,
-                    "optimizer": {"optimizer": "adam", "lr": 1e-3, "min_lr": 0.0, "weight_decay": 0.0,
-                                  "adam_beta1": 0.8, "adam_beta2": 0.95, "adam_eps": 1e-6, "clip_grad": 0.2},
-                    "scheduler": {"lr_decay_style": "constant", "lr_warmup_iters": 2, "lr_warmup_init": 1e-4}}
-    torch_cfg = {"optimizer": {"name": "torch.optim.AdamW",
-                               "kwargs": {"lr": 1e-3, "betas": [0.8, 0.95], "eps": 1e-6, "weight_decay": 0.0}},
-                 "scheduler": {"name": "torch.optim.lr_scheduler.LinearLR",
-                               "kwargs": {"start_factor": 0.1, "end_factor": 1.0, "total_iters": 2}},
-                 "max_grad_norm": 0.2, "generation": GENERATION}
+    megatron_cfg = {
+        "enabled": True,
+        "optimizer": {
+            "optimizer": "adam",
+            "lr": 1e-3,
+            "min_lr": 0.0,
+            "weight_decay": 0.0,
+            "adam_beta1": 0.8,
+            "adam_beta2": 0.95,
+            "adam_eps": 1e-6,
+            "clip_grad": 0.2,
+        },
+        "scheduler": {"lr_decay_style": "constant", "lr_warmup_iters": 2, "lr_warmup_init": 1e-4},
+    }
+    torch_cfg = {
+        "optimizer": {
+            "name": "torch.optim.AdamW",
+            "kwargs": {"lr": 1e-3, "betas": [0.8, 0.95], "eps": 1e-6, "weight_decay": 0.0},
+        },
+        "scheduler": {
+            "name": "torch.optim.lr_scheduler.LinearLR",
+            "kwargs": {"start_factor": 0.1, "end_factor": 1.0, "total_iters": 2},
+        },
+        "max_grad_norm": 0.2,
+        "generation": GENERATION,
+    }
     root, model = checkpoints["llama"]
     hf = HFPolicy.from_config(torch_cfg, model=copy.deepcopy(model))
     mp = MegatronPolicy.from_config({**torch_cfg, "megatron_cfg": megatron_cfg}, policy_path=root, device="cpu")
@@ -175,21 +230,33 @@ def test_megatron_optimizer_and_scheduler_equal_the_torch_config_they_map_to(che
         assert_close(mp_after[name], weight, atol=1e-5, rtol=1e-5, msg=name)
 
 
-@pytest.mark.parametrize(("style", "warmup", "decay"), [("constant", 3, 10), ("linear", 3, 10), ("cosine", 0, 8),
-                                                         ("cosine", 4, 12)])
+@pytest.mark.parametrize(
+    ("style", "warmup", "decay"), [("constant", 3, 10), ("linear", 3, 10), ("cosine", 0, 8), ("cosine", 4, 12)]
+)
 def test_lr_schedule_equals_megatron_optimizer_param_scheduler(style, warmup, decay):
     """LambdaLR over MegatronLRSchedule gives megatron-core's OptimizerParamScheduler LR at every step."""
     from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
     param = torch.nn.Parameter(torch.zeros(1))
     ours = torch.optim.SGD([param], lr=2e-3)
-    schedule = MegatronLRSchedule(lr=2e-3, min_lr=2e-4, style=style, warmup_iters=warmup, warmup_init=1e-4,
-                                  decay_iters=decay)
+    schedule = MegatronLRSchedule(
+        lr=2e-3, min_lr=2e-4, style=style, warmup_iters=warmup, warmup_init=1e-4, decay_iters=decay
+    )
     lambda_lr = torch.optim.lr_scheduler.LambdaLR(ours, schedule)
     theirs = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
-    reference = OptimizerParamScheduler(theirs, init_lr=1e-4, max_lr=2e-3, min_lr=2e-4, lr_warmup_steps=warmup,
-                                        lr_decay_steps=decay, lr_decay_style=style, start_wd=0.0, end_wd=0.0,
-                                        wd_incr_steps=decay, wd_incr_style="constant")
+    reference = OptimizerParamScheduler(
+        theirs,
+        init_lr=1e-4,
+        max_lr=2e-3,
+        min_lr=2e-4,
+        lr_warmup_steps=warmup,
+        lr_decay_steps=decay,
+        lr_decay_style=style,
+        start_wd=0.0,
+        end_wd=0.0,
+        wd_incr_steps=decay,
+        wd_incr_style="constant",
+    )
     for _ in range(decay + 4):
         assert ours.param_groups[0]["lr"] == pytest.approx(theirs.param_groups[0]["lr"], rel=1e-12, abs=1e-15)
         lambda_lr.step()
@@ -215,8 +282,11 @@ def test_weight_decay_skips_biases_and_one_dimensional_tensors(checkpoints):
     skipped = {names[id(p)] for p in no_decay["params"]}
     assert decayed | skipped == set(names.values()) and not decayed & skipped
     assert {"embedding.word_embeddings.weight", "decoder.layers.0.self_attention.linear_qkv.weight"} <= decayed
-    assert {"decoder.layers.0.self_attention.linear_qkv.bias", "decoder.final_layernorm.weight",
-            "decoder.layers.1.input_layernorm.weight"} <= skipped
+    assert {
+        "decoder.layers.0.self_attention.linear_qkv.bias",
+        "decoder.final_layernorm.weight",
+        "decoder.layers.1.input_layernorm.weight",
+    } <= skipped
     assert all(p.dim() == 1 for p in no_decay["params"]) and all(p.dim() == 2 for p in decay["params"])
 
 
@@ -224,8 +294,13 @@ def test_state_dict_round_trip_resumes_identically(checkpoints, tmp_path):
     """state_dict -> safetensors-savable model state; a fresh policy loaded from it continues the same way."""
     from safetensors.torch import load_file, save_file
 
-    cfg = policy_cfg(megatron_cfg={"enabled": True, "optimizer": {"lr": 1e-3},
-                                   "scheduler": {"lr_decay_style": "linear", "lr_decay_iters": 5}})
+    cfg = policy_cfg(
+        megatron_cfg={
+            "enabled": True,
+            "optimizer": {"lr": 1e-3},
+            "scheduler": {"lr_decay_style": "linear", "lr_decay_iters": 5},
+        }
+    )
     root, _ = checkpoints["llama"]
     first = MegatronPolicy.from_config(cfg, policy_path=root, device="cpu")
     hf = HFPolicy.from_config(policy_cfg(), model=copy.deepcopy(checkpoints["llama"][1]))
@@ -235,8 +310,12 @@ def test_state_dict_round_trip_resumes_identically(checkpoints, tmp_path):
     save_file({k: v.contiguous() for k, v in state["model"].items()}, str(tmp_path / "model.safetensors"))
     torch.save({k: v for k, v in state.items() if k != "model"}, tmp_path / "optimizer.pt")
     resumed = MegatronPolicy.from_config(cfg, policy_path=root, device="cpu")
-    resumed.load_state_dict({**torch.load(tmp_path / "optimizer.pt", weights_only=False),
-                             "model": load_file(str(tmp_path / "model.safetensors"))})
+    resumed.load_state_dict(
+        {
+            **torch.load(tmp_path / "optimizer.pt", weights_only=False),
+            "model": load_file(str(tmp_path / "model.safetensors")),
+        }
+    )
     batch = make_batch(hf, seed=1)
     a = first.train(batch, loss_fn, global_batch_size=6, micro_batch_size=6)
     b = resumed.train(batch, loss_fn, global_batch_size=6, micro_batch_size=6)
@@ -260,21 +339,33 @@ def test_hf_model_carries_the_trained_weights(checkpoints, tmp_path):
     assert_close(hf.get_logprobs(ids, mask, micro_batch_size=6), rescored, atol=0, rtol=0)
     save_hf_model_as_megatron(exported, None, tmp_path / "artifact", 1)
     reloaded = MegatronPolicy.from_config(policy_cfg(), policy_path=tmp_path / "artifact", device="cpu")
-    assert_close(reloaded.get_logprobs(ids, mask, micro_batch_size=6), mp.get_logprobs(ids, mask, micro_batch_size=6),
-                 atol=0, rtol=0)
+    assert_close(
+        reloaded.get_logprobs(ids, mask, micro_batch_size=6),
+        mp.get_logprobs(ids, mask, micro_batch_size=6),
+        atol=0,
+        rtol=0,
+    )
 
 
-@pytest.mark.parametrize(("megatron_cfg", "message"), [
-    ({"optimizer": {"optimizer": "sgd", "lr": 1e-3}}, r"optimizer\.optimizer: 'sgd' is not supported; known"),
-    ({"optimizer": {"weight_decay": 0.0}}, r"optimizer\.lr: a learning rate > 0 is required"),
-    ({"optimizer": {"lr": 1e-3, "lr_mult": 2}}, r"optimizer: unknown keys \['lr_mult'\]"),
-    ({"scheduler": {"lr_decay_style": "linear"}}, r"scheduler needs policy\.megatron_cfg\.optimizer"),
-    ({"optimizer": {"lr": 1e-3}, "scheduler": {"lr_decay_style": "linear"}}, r"lr_decay_iters: required"),
-    ({"optimizer": {"lr": 1e-3}, "scheduler": {"lr_decay_style": "cosine", "lr_warmup_iters": 5,
-                                               "lr_decay_iters": 5}}, r"must exceed lr_warmup_iters"),
-    ({"optimizer": {"lr": 1e-3}, "scheduler": {"lr_decay_style": "wsd"}}, r"lr_decay_style: unknown 'wsd'"),
-    ({"tensor_model_parallel_size": 2}, r"model parallelism is not supported"),
-])
+@pytest.mark.parametrize(
+    ("megatron_cfg", "message"),
+    [
+        ({"optimizer": {"optimizer": "sgd", "lr": 1e-3}}, r"optimizer\.optimizer: 'sgd' is not supported; known"),
+        ({"optimizer": {"weight_decay": 0.0}}, r"optimizer\.lr: a learning rate > 0 is required"),
+        ({"optimizer": {"lr": 1e-3, "lr_mult": 2}}, r"optimizer: unknown keys \['lr_mult'\]"),
+        ({"scheduler": {"lr_decay_style": "linear"}}, r"scheduler needs policy\.megatron_cfg\.optimizer"),
+        ({"optimizer": {"lr": 1e-3}, "scheduler": {"lr_decay_style": "linear"}}, r"lr_decay_iters: required"),
+        (
+            {
+                "optimizer": {"lr": 1e-3},
+                "scheduler": {"lr_decay_style": "cosine", "lr_warmup_iters": 5, "lr_decay_iters": 5},
+            },
+            r"must exceed lr_warmup_iters",
+        ),
+        ({"optimizer": {"lr": 1e-3}, "scheduler": {"lr_decay_style": "wsd"}}, r"lr_decay_style: unknown 'wsd'"),
+        ({"tensor_model_parallel_size": 2}, r"model parallelism is not supported"),
+    ],
+)
 def test_bad_megatron_cfg_is_a_config_error(checkpoints, megatron_cfg, message):
     """Unsupported or inconsistent megatron_cfg values fail with the key and the fix, before training."""
     cfg = policy_cfg(megatron_cfg={"enabled": True, **megatron_cfg})
@@ -291,8 +382,12 @@ def test_one_train_call_equals_hf_policy_on_gpu(checkpoints):
     hf = HFPolicy.from_config(policy_cfg(), model=copy.deepcopy(model).cuda())
     mp = MegatronPolicy.from_config(policy_cfg(), policy_path=root, device="cuda")
     batch, loss_fn = make_batch(hf), ClippedPGLoss()
-    assert_close(mp.get_logprobs(batch["input_ids"], batch["attention_mask"], micro_batch_size=6),
-                 batch["prev_logprobs"], atol=1e-4, rtol=1e-4)
+    assert_close(
+        mp.get_logprobs(batch["input_ids"], batch["attention_mask"], micro_batch_size=6),
+        batch["prev_logprobs"],
+        atol=1e-4,
+        rtol=1e-4,
+    )
     expected = hf.train(batch, loss_fn, global_batch_size=3, micro_batch_size=3)
     got = mp.train(batch, loss_fn, global_batch_size=3, micro_batch_size=3)
     assert_close(got["loss"], expected["loss"], atol=1e-5, rtol=1e-4)

@@ -10,8 +10,10 @@ from torch.testing import assert_close
 from rlvr.errors import ConfigError
 from rlvr.policy.optim import build_optimizer, build_scheduler
 
-UPSTREAM_OPTIMIZER = {"name": "torch.optim.AdamW", "kwargs": {
-    "lr": 1e-6, "weight_decay": 0.0, "betas": [0.9, 0.999], "eps": 1e-8, "foreach": False, "fused": False}}
+UPSTREAM_OPTIMIZER = {
+    "name": "torch.optim.AdamW",
+    "kwargs": {"lr": 1e-6, "weight_decay": 0.0, "betas": [0.9, 0.999], "eps": 1e-8, "foreach": False, "fused": False},
+}
 UPSTREAM_SCHEDULER = [
     {"name": "torch.optim.lr_scheduler.LinearLR", "kwargs": {"start_factor": 0.1, "end_factor": 1.0, "total_iters": 4}},
     {"name": "torch.optim.lr_scheduler.ConstantLR", "kwargs": {"factor": 1.0, "total_iters": 10000000000}},
@@ -75,12 +77,15 @@ def test_single_mapping_and_null():
     assert build_scheduler(opt, None) is None
 
 
-@pytest.mark.parametrize("cfg, message", [
-    ([UPSTREAM_SCHEDULER[0], UPSTREAM_SCHEDULER[1]], "2 schedulers need 1 milestones"),
-    ([{"kwargs": {}}], "needs a name"),
-    ([{"name": "torch.optim.lr_scheduler.SequentialLR"}], "cannot be named here"),
-    ({"name": "builtins.eval"}, r"known: \[.*LinearLR"),
-])
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        ([UPSTREAM_SCHEDULER[0], UPSTREAM_SCHEDULER[1]], "2 schedulers need 1 milestones"),
+        ([{"kwargs": {}}], "needs a name"),
+        ([{"name": "torch.optim.lr_scheduler.SequentialLR"}], "cannot be named here"),
+        ({"name": "builtins.eval"}, r"known: \[.*LinearLR"),
+    ],
+)
 def test_bad_scheduler_configs(cfg, message):
     """Missing milestones, nameless entries, SequentialLR by name and foreign names are ConfigErrors."""
     opt = build_optimizer(_params(), {"name": "torch.optim.SGD", "kwargs": {"lr": 1.0}})

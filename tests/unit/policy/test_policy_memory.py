@@ -28,9 +28,19 @@ def tied_qwen2(vocab: int = 64, layers: int = 3) -> torch.nn.Module:
     """A Qwen2 with tied embeddings and QKV biases; every tensor redrawn so that a wrong path shows."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    config = Qwen2Config(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                         tie_word_embeddings=True, pad_token_id=0, eos_token_id=1, bos_token_id=1)
+    config = Qwen2Config(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=1,
+    )
     torch.manual_seed(3)
     model = Qwen2ForCausalLM(config)
     with torch.no_grad():
@@ -45,9 +55,13 @@ def make_batch(vocab: int = 64, rows: int = 4, width: int = 12) -> dict[str, tor
     lengths = torch.tensor([12, 9, 7, 11])[:rows]
     attention = (torch.arange(width) < lengths[:, None]).long()
     token_mask = attention.float() * (torch.arange(width) >= 4)
-    return {"input_ids": torch.randint(2, vocab, (rows, width), generator=g) * attention,
-            "attention_mask": attention, "token_mask": token_mask, "sample_mask": torch.ones(rows),
-            "advantages": torch.randn(rows, 1, generator=g).expand(rows, width).clone()}
+    return {
+        "input_ids": torch.randint(2, vocab, (rows, width), generator=g) * attention,
+        "attention_mask": attention,
+        "token_mask": token_mask,
+        "sample_mask": torch.ones(rows),
+        "advantages": torch.randn(rows, 1, generator=g).expand(rows, width).clone(),
+    }
 
 
 def pg_loss(lp, data, global_valid_seqs, global_valid_toks):
@@ -58,6 +72,7 @@ def pg_loss(lp, data, global_valid_seqs, global_valid_toks):
 @contextmanager
 def saved_tensors(record: list[torch.Tensor]):
     """Record every tensor autograd saves for backward (outside checkpointed regions) while active."""
+
     def pack(tensor):
         record.append(tensor)
         return tensor
@@ -79,8 +94,9 @@ def training_pass(policy: HFPolicy, batch: dict[str, torch.Tensor]) -> tuple[lis
     """One train call under the recording hook: ``(saved tensors, metrics)``."""
     record: list[torch.Tensor] = []
     with saved_tensors(record):
-        metrics = policy.train(batch, pg_loss, global_batch_size=len(batch["input_ids"]),
-                               micro_batch_size=len(batch["input_ids"]))
+        metrics = policy.train(
+            batch, pg_loss, global_batch_size=len(batch["input_ids"]), micro_batch_size=len(batch["input_ids"])
+        )
     return record, metrics
 
 
@@ -99,15 +115,22 @@ def test_activation_checkpointing_gives_equal_gradients_and_saves_less():
     saved_ckpt, metrics_ckpt = training_pass(checkpointed, batch)
     assert_same_update(plain, checkpointed, metrics_plain, metrics_ckpt)
     # Per layer, the plain pass keeps every attention/MLP intermediate; the checkpointed one only the layer input.
-    assert saved_bytes(saved_ckpt) < 0.6 * saved_bytes(saved_plain), (saved_bytes(saved_ckpt),
-                                                                     saved_bytes(saved_plain))
+    assert saved_bytes(saved_ckpt) < 0.6 * saved_bytes(saved_plain), (saved_bytes(saved_ckpt), saved_bytes(saved_plain))
     # Scoring without gradients is untouched, and the frozen reference (a deep copy) still scores.
     ids, mask = batch["input_ids"], batch["attention_mask"]
-    assert_close(checkpointed.get_logprobs(ids, mask, micro_batch_size=2),
-                 plain.get_logprobs(ids, mask, micro_batch_size=4), atol=1e-6, rtol=0)
+    assert_close(
+        checkpointed.get_logprobs(ids, mask, micro_batch_size=2),
+        plain.get_logprobs(ids, mask, micro_batch_size=4),
+        atol=1e-6,
+        rtol=0,
+    )
     reference = HFPolicy(copy.deepcopy(checkpointed.model).requires_grad_(False), **SAMPLING)
-    assert_close(reference.get_logprobs(ids, mask, micro_batch_size=4),
-                 plain.get_logprobs(ids, mask, micro_batch_size=4), atol=1e-6, rtol=0)
+    assert_close(
+        reference.get_logprobs(ids, mask, micro_batch_size=4),
+        plain.get_logprobs(ids, mask, micro_batch_size=4),
+        atol=1e-6,
+        rtol=0,
+    )
 
 
 def test_activation_checkpointing_of_a_model_without_decoder_layers_is_a_config_error():
@@ -143,8 +166,12 @@ def test_chunked_policy_equals_unchunked_and_never_saves_full_logits():
     plain = HFPolicy(tied_qwen2(vocab), optimizer=SGD, **SAMPLING)
     chunked = HFPolicy(tied_qwen2(vocab), optimizer=SGD, logprob_chunk_size=chunk, **SAMPLING)
     ids, mask = batch["input_ids"], batch["attention_mask"]
-    assert_close(chunked.get_logprobs(ids, mask, micro_batch_size=4), plain.get_logprobs(ids, mask, micro_batch_size=4),
-                 atol=1e-5, rtol=0)
+    assert_close(
+        chunked.get_logprobs(ids, mask, micro_batch_size=4),
+        plain.get_logprobs(ids, mask, micro_batch_size=4),
+        atol=1e-5,
+        rtol=0,
+    )
     saved_plain, metrics_plain = training_pass(plain, batch)
     saved_chunked, metrics_chunked = training_pass(chunked, batch)
     assert_same_update(plain, chunked, metrics_plain, metrics_chunked)
@@ -178,8 +205,15 @@ def megatron_ckpt(tmp_path_factory):
 
 def megatron(root, precision: str = "float32", **mcfg_and_keys) -> MegatronPolicy:
     keys = {k: mcfg_and_keys.pop(k) for k in list(mcfg_and_keys) if k == "logprob_chunk_size"}
-    cfg = {"optimizer": SGD, "scheduler": None, "max_grad_norm": 1.0, "precision": precision,
-           "generation": SAMPLING, "megatron_cfg": {"enabled": True, **mcfg_and_keys}, **keys}
+    cfg = {
+        "optimizer": SGD,
+        "scheduler": None,
+        "max_grad_norm": 1.0,
+        "precision": precision,
+        "generation": SAMPLING,
+        "megatron_cfg": {"enabled": True, **mcfg_and_keys},
+        **keys,
+    }
     return MegatronPolicy.from_config(cfg, policy_path=root, device="cpu")
 
 
@@ -187,11 +221,17 @@ def test_megatron_activation_checkpointing_and_chunking_change_memory_only(megat
     batch = make_batch()
     plain = megatron(megatron_ckpt)
     saved_plain, metrics_plain = training_pass(plain, batch)
-    for variant in (megatron(megatron_ckpt, activation_checkpointing=True),
-                    megatron(megatron_ckpt, logprob_chunk_size=4)):
+    for variant in (
+        megatron(megatron_ckpt, activation_checkpointing=True),
+        megatron(megatron_ckpt, logprob_chunk_size=4),
+    ):
         ids, mask = batch["input_ids"], batch["attention_mask"]
-        assert_close(variant.get_logprobs(ids, mask, micro_batch_size=4),
-                     megatron(megatron_ckpt).get_logprobs(ids, mask, micro_batch_size=4), atol=1e-5, rtol=0)
+        assert_close(
+            variant.get_logprobs(ids, mask, micro_batch_size=4),
+            megatron(megatron_ckpt).get_logprobs(ids, mask, micro_batch_size=4),
+            atol=1e-5,
+            rtol=0,
+        )
         saved, metrics = training_pass(variant, batch)
         assert_same_update(plain, variant, metrics_plain, metrics)
         assert saved_bytes(saved) < saved_bytes(saved_plain)

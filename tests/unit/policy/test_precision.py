@@ -17,10 +17,16 @@ from rlvr.errors import CheckpointError, ConfigError
 from rlvr.policy.hf import HFPolicy, load_causal_lm
 from rlvr.policy.precision import MasterWeights, parse_precision
 
-CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-CORPUS = ["What is 12 plus 30? The answer is 42.", "Compute 7 times 6 and give the result: 42.",
-          "Solve for x: x + 5 = 9, so x = 4.", "The sum of the digits of 123 is 6."] * 20
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+CORPUS = [
+    "What is 12 plus 30? The answer is 42.",
+    "Compute 7 times 6 and give the result: 42.",
+    "Solve for x: x + 5 = 9, so x = 4.",
+    "The sum of the digits of 123 is 6.",
+] * 20
 ADAMW = {"name": "torch.optim.AdamW", "kwargs": {"lr": 1e-6, "weight_decay": 0.01}}
 
 
@@ -33,15 +39,27 @@ def save_user_folder(folder) -> None:
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    backend.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=specials,
-                                                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    backend.train_from_iterator(
+        CORPUS,
+        trainers.BpeTrainer(
+            vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.save_pretrained(folder)
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(0)
     Qwen2ForCausalLM(config).to(torch.bfloat16).save_pretrained(folder)
 
@@ -59,10 +77,11 @@ def chat_batch(folder) -> dict[str, torch.Tensor]:
 
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     rows, prompt_lengths = [], []
-    for i, text in enumerate(CORPUS[:6]):
+    for text in CORPUS[:6]:
         question, _, answer = text.partition("?")
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": question + "?"}], tokenize=False,
-                                               add_generation_prompt=True)
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question + "?"}], tokenize=False, add_generation_prompt=True
+        )
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         answer_ids = tokenizer(answer.strip() or "42", add_special_tokens=False)["input_ids"]
         rows.append(prompt_ids + answer_ids + [tokenizer.eos_token_id])
@@ -72,12 +91,17 @@ def chat_batch(folder) -> dict[str, torch.Tensor]:
     attention = torch.zeros(6, width, dtype=torch.long)
     token_mask = torch.zeros(6, width)
     for i, (row, plen) in enumerate(zip(rows, prompt_lengths)):
-        input_ids[i, :len(row)] = torch.tensor(row)
-        attention[i, :len(row)] = 1
-        token_mask[i, plen:len(row)] = 1
+        input_ids[i, : len(row)] = torch.tensor(row)
+        attention[i, : len(row)] = 1
+        token_mask[i, plen : len(row)] = 1
     advantages = torch.tensor([1.0, -1.0, 0.5, -0.5, 1.5, -1.5])[:, None].expand(6, width).clone()
-    return {"input_ids": input_ids, "attention_mask": attention, "token_mask": token_mask,
-            "sample_mask": torch.ones(6), "advantages": advantages}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "token_mask": token_mask,
+        "sample_mask": torch.ones(6),
+        "advantages": advantages,
+    }
 
 
 def pg_loss(lp, data, global_valid_seqs, global_valid_toks):

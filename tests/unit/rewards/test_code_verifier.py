@@ -6,16 +6,28 @@ import pytest
 
 from rlvr.errors import DataError
 from rlvr.rewards.code_verifier import (
-    CodeVerifier, check_code, extract_program, return_value_matches, stdout_matches, validate_tests,
+    CodeVerifier,
+    check_code,
+    extract_program,
+    return_value_matches,
+    stdout_matches,
+    validate_tests,
 )
 from rlvr.rewards.registry import get_verifier
 from rlvr.rewards.sandbox import Sandbox, SandboxLimits
 
 ADD = {"kind": "stdio", "inputs": ["1 2\n", "10 -3\n", "0 0\n"], "outputs": ["3\n", "7", "0\n"], "fn_name": None}
-TWO_SUM = {"kind": "stdio", "inputs": ["[2,7,11,15]\n9", "[3,2,4]\n6"], "outputs": ["[0, 1]", "[1, 2]"],
-           "fn_name": "twoSum"}
-SQUARE = {"kind": "python", "entry_point": "square",
-          "code": "def check(candidate):\n    assert candidate(3) == 9\n    assert candidate(-2) == 4\n"}
+TWO_SUM = {
+    "kind": "stdio",
+    "inputs": ["[2,7,11,15]\n9", "[3,2,4]\n6"],
+    "outputs": ["[0, 1]", "[1, 2]"],
+    "fn_name": "twoSum",
+}
+SQUARE = {
+    "kind": "python",
+    "entry_point": "square",
+    "code": "def check(candidate):\n    assert candidate(3) == 9\n    assert candidate(-2) == 4\n",
+}
 ASSERTS_ONLY = {"kind": "python", "code": "assert square(5) == 25\n", "entry_point": None}
 
 
@@ -44,20 +56,27 @@ def test_output_comparisons() -> None:
     assert not return_value_matches('{"__unserializable__": "{1}"}', "[1]")
 
 
-@pytest.mark.parametrize("response, tests, expected", [
-    ("```python\na, b = map(int, input().split())\nprint(a + b)\n```", ADD, 1.0),
-    ("import sys\na, b = map(int, sys.stdin.read().split())\nprint(a + b)\nexit()", ADD, 1.0),
-    ("a, b = map(int, open(0).read().split())\nprint(a * b)", ADD, 0.0),  # wrong on 2 of 3 cases
-    ("class Solution:\n    def twoSum(self, nums, target):\n        seen = {}\n"
-     "        for i, x in enumerate(nums):\n            if target - x in seen:\n"
-     "                return [seen[target - x], i]\n"
-     "            seen[x] = i\n", TWO_SUM, 1.0),
-    ("def twoSum(nums, target):\n    return (0, 1)\n", TWO_SUM, 0.0),  # top-level function; right on case 0 only
-    ("def square(x):\n    return x * x\n", SQUARE, 1.0),
-    ("def square(x):\n    return 2 * x\n", SQUARE, 0.0),
-    ("def square(x):\n    return x ** 2\n", ASSERTS_ONLY, 1.0),
-    ("def square(x):\n    return x\n", ASSERTS_ONLY, 0.0),
-])
+@pytest.mark.parametrize(
+    "response, tests, expected",
+    [
+        ("```python\na, b = map(int, input().split())\nprint(a + b)\n```", ADD, 1.0),
+        ("import sys\na, b = map(int, sys.stdin.read().split())\nprint(a + b)\nexit()", ADD, 1.0),
+        ("a, b = map(int, open(0).read().split())\nprint(a * b)", ADD, 0.0),  # wrong on 2 of 3 cases
+        (
+            "class Solution:\n    def twoSum(self, nums, target):\n        seen = {}\n"
+            "        for i, x in enumerate(nums):\n            if target - x in seen:\n"
+            "                return [seen[target - x], i]\n"
+            "            seen[x] = i\n",
+            TWO_SUM,
+            1.0,
+        ),
+        ("def twoSum(nums, target):\n    return (0, 1)\n", TWO_SUM, 0.0),  # top-level function; right on case 0 only
+        ("def square(x):\n    return x * x\n", SQUARE, 1.0),
+        ("def square(x):\n    return 2 * x\n", SQUARE, 0.0),
+        ("def square(x):\n    return x ** 2\n", ASSERTS_ONLY, 1.0),
+        ("def square(x):\n    return x\n", ASSERTS_ONLY, 0.0),
+    ],
+)
 def test_right_and_wrong_solutions(sandbox, response: str, tests: dict, expected: float) -> None:
     """Correct programs score 1.0 and wrong ones 0.0 without an error cause (a wrong answer is not a failure)."""
     verdict = check_code(response, tests, sandbox=sandbox)
@@ -71,12 +90,15 @@ def test_partial_credit_is_the_fraction_passed(sandbox) -> None:
     assert verdict.reward == pytest.approx(1 / 3)
 
 
-@pytest.mark.parametrize("response, cause", [
-    ("", "no_program"),
-    ("raise ValueError('boom')", "crash"),
-    ("import sys\nsys.exit(3)", "crash"),
-    ("def square(x):\n    raise SystemExit(0)\n", "crash"),  # leaving before the tests end is no pass
-])
+@pytest.mark.parametrize(
+    "response, cause",
+    [
+        ("", "no_program"),
+        ("raise ValueError('boom')", "crash"),
+        ("import sys\nsys.exit(3)", "crash"),
+        ("def square(x):\n    raise SystemExit(0)\n", "crash"),  # leaving before the tests end is no pass
+    ],
+)
 def test_failures_are_named(sandbox, response: str, cause: str) -> None:
     """Empty programs, exceptions and early exits score 0 with their cause."""
     tests = SQUARE if "square" in response else ADD
@@ -97,8 +119,11 @@ def test_malformed_tests_are_data_errors() -> None:
 def test_code_rows_through_the_batch_scorer(scorer) -> None:
     """score_batch routes 'code' rows to the sandbox next to 'math' rows, in order."""
     assert get_verifier("code").isolation == "sandbox"
-    rows = [{"task_name": "code", "tests": ADD}, {"task_name": "math", "ground_truth": "4"},
-            {"task_name": "code", "tests": ADD}]
+    rows = [
+        {"task_name": "code", "tests": ADD},
+        {"task_name": "math", "ground_truth": "4"},
+        {"task_name": "code", "tests": ADD},
+    ]
     responses = ["a, b = map(int, input().split()); print(a + b)", "\\boxed{4}", "import sys; sys.exit(2)"]
     result = scorer.score_batch(["code", "math", "code"], responses, rows)
     assert result.rewards == [1.0, 1.0, 0.0]

@@ -98,10 +98,12 @@ def test_files_outside_the_folder_are_untouched(sandbox, tmp_path) -> None:
     victim.chmod(0o666)
     tmp_path.chmod(0o777)  # even a world-writable folder stays untouchable
     created = tmp_path / "created.txt"
-    for program in (f"import os\nos.remove({str(victim)!r})\nprint('done')",
-                    f"open({str(victim)!r}, 'w').write('owned')\nprint('done')",
-                    f"open({str(created)!r}, 'w').write('x')\nprint('done')",
-                    "import shutil\nshutil.rmtree('/usr/share/doc', ignore_errors=False)\nprint('done')"):
+    for program in (
+        f"import os\nos.remove({str(victim)!r})\nprint('done')",
+        f"open({str(victim)!r}, 'w').write('owned')\nprint('done')",
+        f"open({str(created)!r}, 'w').write('x')\nprint('done')",
+        "import shutil\nshutil.rmtree('/usr/share/doc', ignore_errors=False)\nprint('done')",
+    ):
         assert _expect_zero_and_no_leftovers(program, _stdio(), sandbox) in ("sandbox_violation", "crash")
     assert victim.read_text() == "keep me" and not created.exists()
     assert Path("/usr/share/doc").is_dir()
@@ -125,8 +127,10 @@ def test_no_network_even_to_loopback(sandbox) -> None:
     thread = threading.Thread(target=accept_loop, args=(stop,))
     thread.start()
     try:
-        program = (f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\n"
-                   "s.sendall(b'leak')\nprint('done')")
+        program = (
+            f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\n"
+            "s.sendall(b'leak')\nprint('done')"
+        )
         assert _expect_zero_and_no_leftovers(program, _stdio(), sandbox) in ("sandbox_violation", "crash")
     finally:
         stop.set()
@@ -168,11 +172,16 @@ def test_daemon_does_not_outlive_the_run(sandbox, tmp_path) -> None:
 
 def test_audit_hook_alone_without_namespaces(tmp_path) -> None:
     """Where namespaces are unavailable, the audit hook still refuses sockets, forks and outside writes."""
-    with Sandbox(SandboxLimits(case_timeout_s=1.5), max_concurrency=1, namespaces=False,
-                 drop_privileges=False, uid_base=UID_BASE) as box:
+    with Sandbox(
+        SandboxLimits(case_timeout_s=1.5), max_concurrency=1, namespaces=False, drop_privileges=False, uid_base=UID_BASE
+    ) as box:
         assert box.containment()["namespaces"] == "not requested"
-        for program in ("import socket\nsocket.socket()", "import os\nos.fork()",
-                        f"open({str(tmp_path / 'x')!r}, 'w')", "import ctypes"):
+        for program in (
+            "import socket\nsocket.socket()",
+            "import os\nos.fork()",
+            f"open({str(tmp_path / 'x')!r}, 'w')",
+            "import ctypes",
+        ):
             verdict = check_code(program + "\nprint('done')", _stdio(), sandbox=box)
             assert (verdict.reward, verdict.error) == (0.0, "sandbox_violation"), program
     assert not (tmp_path / "x").exists()

@@ -17,14 +17,22 @@ def _write(path, records) -> str:
 
 def test_scores_canonical_and_raw_rows_to_a_file(tmp_path, scorer, capsys) -> None:
     """Each output line has index, reward and (only on failure) error; raw {problem, expected_answer} rows work."""
-    data = _write(tmp_path / "rows.jsonl", [
-        {"task_name": "math", "ground_truth": "3"},
-        {"problem": "1/2 as a decimal?", "expected_answer": "0.5"},
-        {"task_name": "math", "ground_truth": ""},
-    ])
-    responses = _write(tmp_path / "responses.jsonl", [
-        {"response": "\\boxed{3}"}, {"response": "\\boxed{\\frac{1}{4}}"}, {"response": "\\boxed{1}"},
-    ])
+    data = _write(
+        tmp_path / "rows.jsonl",
+        [
+            {"task_name": "math", "ground_truth": "3"},
+            {"problem": "1/2 as a decimal?", "expected_answer": "0.5"},
+            {"task_name": "math", "ground_truth": ""},
+        ],
+    )
+    responses = _write(
+        tmp_path / "responses.jsonl",
+        [
+            {"response": "\\boxed{3}"},
+            {"response": "\\boxed{\\frac{1}{4}}"},
+            {"response": "\\boxed{1}"},
+        ],
+    )
     out = tmp_path / "scores" / "scores.jsonl"
     assert score_files(data, responses, out, scorer=scorer) == 0
     lines = [json.loads(x) for x in out.read_text().splitlines()]
@@ -68,9 +76,13 @@ def test_code_rows_are_scored_in_the_sandbox(tmp_path, scorer, capsys) -> None:
     """Canonical code rows score through the sandbox; a crash carries its cause."""
     tests = {"kind": "stdio", "inputs": ["5\n"], "outputs": ["25\n"], "fn_name": None}
     data = _write(tmp_path / "rows.jsonl", [{"task_name": "code", "tests": tests}] * 2)
-    responses = _write(tmp_path / "responses.jsonl", [
-        {"response": "```python\nn = int(input())\nprint(n * n)\n```"}, {"response": "print(1/0)"},
-    ])
+    responses = _write(
+        tmp_path / "responses.jsonl",
+        [
+            {"response": "```python\nn = int(input())\nprint(n * n)\n```"},
+            {"response": "print(1/0)"},
+        ],
+    )
     score_files(data, responses, scorer=scorer)
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [x["reward"] for x in lines] == [1.0, 0.0] and lines[1]["error"] == "crash"
@@ -78,9 +90,13 @@ def test_code_rows_are_scored_in_the_sandbox(tmp_path, scorer, capsys) -> None:
 
 
 HUMANEVAL_ROW = {
-    "task_id": "HumanEval/53", "problem": "def add(x: int, y: int):\n    \"\"\"Add two numbers x and y\"\"\"\n",
-    "tests": {"kind": "python", "entry_point": "add",
-              "code": "def check(candidate):\n    assert candidate(0, 1) == 1\n    assert candidate(5, 7) == 12\n"},
+    "task_id": "HumanEval/53",
+    "problem": 'def add(x: int, y: int):\n    """Add two numbers x and y"""\n',
+    "tests": {
+        "kind": "python",
+        "entry_point": "add",
+        "code": "def check(candidate):\n    assert candidate(0, 1) == 1\n    assert candidate(5, 7) == 12\n",
+    },
 }
 
 
@@ -88,11 +104,14 @@ def test_raw_code_rows_stdio_and_humaneval_are_scored(tmp_path, scorer, capsys) 
     """Raw {problem, tests} rows, the kind rl_prep reads with env_name code, score without rl_prep."""
     stdio = {"problem": "Print the square of n.", "tests": {"kind": "stdio", "inputs": ["5\n"], "outputs": ["25\n"]}}
     data = _write(tmp_path / "rows.jsonl", [stdio, HUMANEVAL_ROW, HUMANEVAL_ROW])
-    responses = _write(tmp_path / "responses.jsonl", [
-        {"response": "```python\nn = int(input())\nprint(n * n)\n```"},
-        {"response": "```python\ndef add(x, y):\n    return x + y\n```"},
-        {"response": "```python\ndef add(x, y):\n    return x - y\n```"},
-    ])
+    responses = _write(
+        tmp_path / "responses.jsonl",
+        [
+            {"response": "```python\nn = int(input())\nprint(n * n)\n```"},
+            {"response": "```python\ndef add(x, y):\n    return x + y\n```"},
+            {"response": "```python\ndef add(x, y):\n    return x - y\n```"},
+        ],
+    )
     score_files(data, responses, scorer=scorer)
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [(x["task_name"], x["reward"]) for x in lines] == [("code", 1.0), ("code", 1.0), ("code", 0.0)]
@@ -100,19 +119,34 @@ def test_raw_code_rows_stdio_and_humaneval_are_scored(tmp_path, scorer, capsys) 
 
 def test_messages_rows_with_system_turn_and_numeric_answers(tmp_path, scorer, capsys) -> None:
     """[system, user, assistant] rows and numeric expected_answer values are read as rl_prep reads them."""
-    messages = _write(tmp_path / "messages.jsonl", [
-        {"messages": [{"role": "system", "content": "Answer with a number."}, {"role": "user", "content": "2*3?"},
-                      {"role": "assistant", "content": "6"}]},
-        {"messages": [{"role": "user", "content": "2*4?"}, {"role": "assistant", "content": "8"}]},
-    ])
+    messages = _write(
+        tmp_path / "messages.jsonl",
+        [
+            {
+                "messages": [
+                    {"role": "system", "content": "Answer with a number."},
+                    {"role": "user", "content": "2*3?"},
+                    {"role": "assistant", "content": "6"},
+                ]
+            },
+            {"messages": [{"role": "user", "content": "2*4?"}, {"role": "assistant", "content": "8"}]},
+        ],
+    )
     responses = _write(tmp_path / "r1.jsonl", [{"response": "\\boxed{6}"}, {"response": "\\boxed{9}"}])
     score_files(messages, responses, scorer=scorer)
     assert [json.loads(x)["reward"] for x in capsys.readouterr().out.splitlines()] == [1.0, 0.0]
-    numeric = _write(tmp_path / "numeric.jsonl", [{"problem": "g in a kg?", "expected_answer": 1e3},
-                                                   {"problem": "1/8?", "expected_answer": 0.125},
-                                                   {"task_name": "math", "ground_truth": 5}])
-    responses = _write(tmp_path / "r2.jsonl", [{"response": "\\boxed{1000}"}, {"response": "\\boxed{0.125}"},
-                                               {"response": "\\boxed{5}"}])
+    numeric = _write(
+        tmp_path / "numeric.jsonl",
+        [
+            {"problem": "g in a kg?", "expected_answer": 1e3},
+            {"problem": "1/8?", "expected_answer": 0.125},
+            {"task_name": "math", "ground_truth": 5},
+        ],
+    )
+    responses = _write(
+        tmp_path / "r2.jsonl",
+        [{"response": "\\boxed{1000}"}, {"response": "\\boxed{0.125}"}, {"response": "\\boxed{5}"}],
+    )
     score_files(numeric, responses, scorer=scorer)
     assert [json.loads(x)["reward"] for x in capsys.readouterr().out.splitlines()] == [1.0, 1.0, 1.0]
 
@@ -121,8 +155,10 @@ def test_bad_raw_rows_get_rl_preps_errors(tmp_path, scorer) -> None:
     """One shared code path: the same file gives the same file:line: field: problem lines as rl_prep."""
     from rlvr.data.prep import prepare_rl_data
 
-    rows = _write(tmp_path / "rows.jsonl", [{"problem": "ok", "expected_answer": "1"}, {"problem": 5},
-                                            {"problem": "p", "expected_answer": float("nan")}])
+    rows = _write(
+        tmp_path / "rows.jsonl",
+        [{"problem": "ok", "expected_answer": "1"}, {"problem": 5}, {"problem": "p", "expected_answer": float("nan")}],
+    )
     responses = _write(tmp_path / "responses.jsonl", [{"response": "1"}] * 3)
     with pytest.raises(DataError) as scored:
         score_files(rows, responses, scorer=scorer)

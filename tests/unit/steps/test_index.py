@@ -9,14 +9,21 @@ import pytest
 from rlvr.paths import STEPS_DIR
 from rlvr.steps.index import UnknownStepError, discover, parse_manifest, resolve_step
 
-SEED_PARAMETERS = {"grpo.num_generations_per_prompt": 8, "grpo.normalize_rewards": True,
-                   "env.should_use_nemo_gym": False}
+SEED_PARAMETERS = {
+    "grpo.num_generations_per_prompt": 8,
+    "grpo.normalize_rewards": True,
+    "env.should_use_nemo_gym": False,
+}
 
 
 def test_the_four_steps_are_discovered_sorted():
     """list order is (category, id, path), as upstream."""
-    assert [s.id for s in discover()] == ["convert/hf_to_megatron", "convert/megatron_to_hf",
-                                         "data_prep/rl_prep", "rl/nemo_rl/rlvr"]
+    assert [s.id for s in discover()] == [
+        "convert/hf_to_megatron",
+        "convert/megatron_to_hf",
+        "data_prep/rl_prep",
+        "rl/nemo_rl/rlvr",
+    ]
 
 
 def test_rlvr_manifest_carries_the_seed_contract():
@@ -27,11 +34,21 @@ def test_rlvr_manifest_carries_the_seed_contract():
     params = {p.name: p for p in step.parameters}
     for name, default in SEED_PARAMETERS.items():
         assert params[name].default == default
-    for name in ("grpo.max_num_steps", "grpo.num_prompts_per_step", "grpo.use_leave_one_out_baseline",
-                 "data.train.data_path", "data.validation.data_path", "policy.logprob_batch_size"):
+    for name in (
+        "grpo.max_num_steps",
+        "grpo.num_prompts_per_step",
+        "grpo.use_leave_one_out_baseline",
+        "data.train.data_path",
+        "data.validation.data_path",
+        "policy.logprob_batch_size",
+    ):
         assert name in params
-    assert {e["name"] for e in step.errors} == {"missing_verifier_fields", "rollout_batch_not_divisible",
-                                                 "mixed_nemo_gym_and_upstream_config", "reward_function_not_validated"}
+    assert {e["name"] for e in step.errors} == {
+        "missing_verifier_fields",
+        "rollout_batch_not_divisible",
+        "mixed_nemo_gym_and_upstream_config",
+        "reward_function_not_validated",
+    }
     assert step.strategies
 
 

@@ -8,8 +8,15 @@ import re
 import pytest
 
 from rlvr.errors import ConfigError
-from rlvr.tiny.arith import (count_problem_space, generate_problems, generate_splits, get_operation, misread_operators,
-                             slip_digits, write_tiny_datasets)
+from rlvr.tiny.arith import (
+    count_problem_space,
+    generate_problems,
+    generate_splits,
+    get_operation,
+    misread_operators,
+    slip_digits,
+    write_tiny_datasets,
+)
 from rlvr.tiny.config import TinyConfig
 
 PROBLEM = re.compile(r"^(\d+)([+\-*])(\d+)$")
@@ -17,7 +24,11 @@ PROBLEM = re.compile(r"^(\d+)([+\-*])(\d+)$")
 SMALL = {
     "data": {
         "sft": {
-            "operations": ["add", "sub", "mul"], "min_digits": 1, "max_digits": 2, "train_size": 600, "val_size": 40
+            "operations": ["add", "sub", "mul"],
+            "min_digits": 1,
+            "max_digits": 2,
+            "train_size": 600,
+            "val_size": 40,
         },
         "rl": {"operations": ["add", "sub"], "min_digits": 2, "max_digits": 2, "train_size": 300, "val_size": 30},
     }

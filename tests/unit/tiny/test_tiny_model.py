@@ -48,8 +48,13 @@ def test_saved_folder_loads_with_auto_classes_and_generates(tokenizer, tmp_path)
     model.save_pretrained(tmp_path)
     build_char_tokenizer(tmp_path)
     names = {p.name for p in tmp_path.iterdir()}
-    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
-            "tokenizer_config.json"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    } <= names
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
     tok = AutoTokenizer.from_pretrained(tmp_path)
     assert isinstance(loaded, LlamaForCausalLM)

@@ -14,8 +14,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from rlvr.errors import DataError
 from rlvr.tiny.arith import write_tiny_datasets
 from rlvr.tiny.config import TinyConfig, TinySftConfig
-from rlvr.tiny.sft import (IGNORE_INDEX, encode_sft_example, lr_factor, pack_examples, read_math_jsonl, sft_loss,
-                           train_sft_policy)
+from rlvr.tiny.sft import (
+    IGNORE_INDEX,
+    encode_sft_example,
+    lr_factor,
+    pack_examples,
+    read_math_jsonl,
+    sft_loss,
+    train_sft_policy,
+)
 from rlvr.tiny.tokenizer import build_char_tokenizer
 
 SHORT = {
@@ -108,14 +115,22 @@ def test_short_run_writes_a_loadable_hf_folder(short_runs):
     """The output folder loads with AutoModelForCausalLM + AutoTokenizer and answers a templated prompt."""
     root, _, metrics, _, _ = short_runs
     out = root / "a"
-    for name in ("config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
-                 "tokenizer_config.json", "sft_metrics.json", "tiny_config.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "sft_metrics.json",
+        "tiny_config.json",
+    ):
         assert (out / name).is_file(), name
     assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
     model = AutoModelForCausalLM.from_pretrained(out)
     tok = AutoTokenizer.from_pretrained(out)
-    ids = tok.apply_chat_template([{"role": "user", "content": "12+34"}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "12+34"}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     gen = model.generate(**ids, do_sample=False, max_new_tokens=4)
     assert gen.shape[1] > ids["input_ids"].shape[1]
     assert json.loads((out / "sft_metrics.json").read_text()) == metrics

@@ -23,8 +23,9 @@ time.sleep(120)
 
 
 def start_holder(run_dir) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], stdout=subprocess.PIPE, text=True,
-                            env=nemotron_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(run_dir)], stdout=subprocess.PIPE, text=True, env=nemotron_env()
+    )
     assert proc.stdout.readline().strip() == "locked"
     return proc
 

@@ -44,9 +44,7 @@ def activation(cfg: Mapping[str, Any], key: str, source: str) -> str:
     """The gated-MLP activation named by ``cfg[key]``; an unknown one is refused with the supported list."""
     name = cfg.get(key) or "silu"
     if name not in ACTIVATIONS:
-        raise CheckpointError(
-            f"{source}: {key}={name!r} is not supported; supported: {', '.join(sorted(ACTIVATIONS))}"
-        )
+        raise CheckpointError(f"{source}: {key}={name!r} is not supported; supported: {', '.join(sorted(ACTIVATIONS))}")
     return ACTIVATIONS[name]
 
 

@@ -112,6 +112,9 @@ class Family:
                 continue
             layers = range(dims.num_layers) if rule.per_layer else [None]
             for i in layers:
-                fill = (lambda s: s.format(i=i)) if i is not None else (lambda s: s)
+
+                def fill(name: str, i: int | None = i) -> str:
+                    return name if i is None else name.format(i=i)
+
                 rows.append(ExpandedRule(fill(rule.mcore), tuple(fill(h) for h in rule.hf), rule.kind))
         return rows

@@ -41,16 +41,27 @@ def checkpoint_tokenizer_dir(policy_path: Path) -> Path:
 
     folder = resolve_iteration_dir(policy_path) / TOKENIZER_DIR
     if not folder.is_dir():
-        raise UserError(f"{policy_path} has no tokenizer/ folder; convert the policy with convert/hf_to_megatron "
-                        f"from an HF folder that has its tokenizer files")
+        raise UserError(
+            f"{policy_path} has no tokenizer/ folder; convert the policy with convert/hf_to_megatron "
+            f"from an HF folder that has its tokenizer files"
+        )
     return folder
 
 
 class PolicyWorkers:
     """Policy, generation and (when the KL weight is > 0) reference policy of a run."""
 
-    def __init__(self, policy, generator, tokenizer, tokenizer_dir: Path, reference=None, *,
-                 logprob_batch_size: int, shares_model: bool):
+    def __init__(
+        self,
+        policy,
+        generator,
+        tokenizer,
+        tokenizer_dir: Path,
+        reference=None,
+        *,
+        logprob_batch_size: int,
+        shares_model: bool,
+    ):
         self.policy, self.generator, self.tokenizer = policy, generator, tokenizer
         self.tokenizer_dir = tokenizer_dir
         self.reference = reference
@@ -75,22 +86,35 @@ class PolicyWorkers:
         tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
         wants_reference = needs_reference_model(cfg)
         backend = policy_cfg["generation"]["backend"]
-        gen_kwargs = {"batch_size": policy_cfg["generation_batch_size"],
-                      "max_total_length": policy_cfg["max_total_sequence_length"]}
+        gen_kwargs = {
+            "batch_size": policy_cfg["generation_batch_size"],
+            "max_total_length": policy_cfg["max_total_sequence_length"],
+        }
         num_workers = data_parallel_workers(cfg["cluster"])
         if num_workers > 1 and backend == "hf" and not policy_cfg["megatron_cfg"]["enabled"]:
             # Data-parallel replicas on Ray; generation is refitted from rank 0 before each rollout. The
             # generation actor takes no CPU reservation so that the policy ranks can use every core.
+            from rlvr.distributed.actors import RayGenerationWorker
             from rlvr.distributed.policy_group import RayPolicyGroup
-            from rlvr.distributed.workers import RayGenerationWorker
 
             policy = RayPolicyGroup(policy_cfg, str(policy_path), num_workers=num_workers)
-            generator = RayGenerationWorker(str(policy_path), str(tok_dir), precision=policy_cfg.get("precision"),
-                                            num_cpus=0, **gen_kwargs)
-            reference = (RayPolicyGroup(policy_cfg, str(policy_path), num_workers=num_workers, trainable=False)
-                         if wants_reference else None)
-            return cls(policy, generator, tokenizer, tok_dir, reference,
-                       logprob_batch_size=policy_cfg["logprob_batch_size"], shares_model=False)
+            generator = RayGenerationWorker(
+                str(policy_path), str(tok_dir), precision=policy_cfg.get("precision"), num_cpus=0, **gen_kwargs
+            )
+            reference = (
+                RayPolicyGroup(policy_cfg, str(policy_path), num_workers=num_workers, trainable=False)
+                if wants_reference
+                else None
+            )
+            return cls(
+                policy,
+                generator,
+                tokenizer,
+                tok_dir,
+                reference,
+                logprob_batch_size=policy_cfg["logprob_batch_size"],
+                shares_model=False,
+            )
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model = load_hf_model_from_megatron(policy_path, policy_cfg.get("precision", "float32")).to(device)
         # LoRA wraps ``model`` in place: the reference and the generation model are plain copies taken first.
@@ -100,8 +124,9 @@ class PolicyWorkers:
         if policy_cfg["megatron_cfg"]["enabled"]:
             from rlvr.policy.megatron import MegatronPolicy
 
-            policy = MegatronPolicy.from_config(policy_cfg, policy_path=policy_path,
-                                                train_iters=cfg["grpo"]["max_num_steps"])
+            policy = MegatronPolicy.from_config(
+                policy_cfg, policy_path=policy_path, train_iters=cfg["grpo"]["max_num_steps"]
+            )
             generation_model, shares = model, False
         else:
             policy = HFPolicy.from_config(policy_cfg, model=model)
@@ -114,8 +139,15 @@ class PolicyWorkers:
         reference = None
         if wants_reference:
             reference = HFPolicy.from_config(policy_cfg, model=reference_model)
-        return cls(policy, generator, tokenizer, tok_dir, reference,
-                   logprob_batch_size=policy_cfg["logprob_batch_size"], shares_model=shares and backend == "hf")
+        return cls(
+            policy,
+            generator,
+            tokenizer,
+            tok_dir,
+            reference,
+            logprob_batch_size=policy_cfg["logprob_batch_size"],
+            shares_model=shares and backend == "hf",
+        )
 
     @property
     def has_reference(self) -> bool:
@@ -127,22 +159,26 @@ class PolicyWorkers:
 
     def generate(self, prompt_ids: list[list[int]], cfg: GenerationConfig, *, seed: int) -> list[GenerationOutput]:
         if self._stale and not self.shares_model:
-            self.generator.update_weights(self.policy.hf_state_dict() if hasattr(self.policy, "hf_state_dict")
-                                          else self.policy.model_state())
+            self.generator.update_weights(
+                self.policy.hf_state_dict() if hasattr(self.policy, "hf_state_dict") else self.policy.model_state()
+            )
         self._stale = False
         return self.generator.generate(prompt_ids, cfg, seed=seed)
 
     def logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.policy.get_logprobs(batch["input_ids"], batch["attention_mask"],
-                                        micro_batch_size=self.logprob_batch_size, filtered=True)
+        return self.policy.get_logprobs(
+            batch["input_ids"], batch["attention_mask"], micro_batch_size=self.logprob_batch_size, filtered=True
+        )
 
     def reference_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         # The reference pass keeps the temperature but not top-k/top-p (spec §1.3).
-        return self.reference.get_logprobs(batch["input_ids"], batch["attention_mask"],
-                                           micro_batch_size=self.logprob_batch_size, filtered=False)
+        return self.reference.get_logprobs(
+            batch["input_ids"], batch["attention_mask"], micro_batch_size=self.logprob_batch_size, filtered=False
+        )
 
-    def train(self, batch: dict[str, torch.Tensor], loss_fn, global_batch_size: int, micro_batch_size: int
-              ) -> dict[str, float]:
+    def train(
+        self, batch: dict[str, torch.Tensor], loss_fn, global_batch_size: int, micro_batch_size: int
+    ) -> dict[str, float]:
         self._stale = True
         return self.policy.train(batch, loss_fn, global_batch_size=global_batch_size, micro_batch_size=micro_batch_size)
 
@@ -152,8 +188,11 @@ class PolicyWorkers:
 
     def load_state(self, model_state: dict[str, torch.Tensor], optimizer_state: dict[str, Any] | None) -> None:
         if optimizer_state is None:
-            print("[resume] no optimizer state in the checkpoint (checkpointing.save_optimizer=false): the "
-                  "optimizer restarts from scratch", flush=True)
+            print(
+                "[resume] no optimizer state in the checkpoint (checkpointing.save_optimizer=false): the "
+                "optimizer restarts from scratch",
+                flush=True,
+            )
             load = getattr(self.policy, "load_model_state", None) or self.policy.model.load_state_dict
             load(model_state)
         else:
@@ -166,8 +205,16 @@ class PolicyWorkers:
             if worker is not None and hasattr(worker, "close"):
                 worker.close()
 
-    def save_artifact(self, root: Path, *, iteration: int, extra: dict[str, Any], source_dtype=None,
-                      adapter_dir: Path | None = None, base_model: str | None = None) -> Path:
+    def save_artifact(
+        self,
+        root: Path,
+        *,
+        iteration: int,
+        extra: dict[str, Any],
+        source_dtype=None,
+        adapter_dir: Path | None = None,
+        base_model: str | None = None,
+    ) -> Path:
         """The trained policy as a ``checkpoint_megatron`` (written atomically; LoRA: merged weights);
         ``source_dtype``: the input model's dtype, which the HF export goes back to (the training precision may
         differ). For a LoRA policy the PEFT adapter folder ``adapter_dir`` is written too (``base_model``: what the
@@ -198,15 +245,19 @@ class RewardWorker:
         if env["should_use_nemo_gym"]:
             from rlvr.gym import GymRewardClient, local_options_from_env
 
-            self.gym = GymRewardClient(env["nemo_gym"], local_options=local_options_from_env(env),
-                                       model_name=str(cfg["policy"].get("model_name") or "policy")).start()
+            self.gym = GymRewardClient(
+                env["nemo_gym"],
+                local_options=local_options_from_env(env),
+                model_name=str(cfg["policy"].get("model_name") or "policy"),
+            ).start()
         else:
             from rlvr.rewards.scorer import scorer_from_env
 
             self.scorer = scorer_from_env(env)
 
-    def score(self, rows: list[dict], responses: list[str]
-              ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor | None]:
+    def score(
+        self, rows: list[dict], responses: list[str]
+    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor | None]:
         """``rewards [B]``, batch metrics, and ``flagged [B]`` (Gym ``mask_sample``; None for native verifiers)."""
         timer = time.perf_counter()
         flagged = None

@@ -22,15 +22,27 @@ from rlvr.generation.base import GenerationConfig, GenerationOutput
 class GenerationActor:
     """Runs inside a Ray actor: an HFGenerationBackend over its own model copy."""
 
-    def __init__(self, source: ModelSource, precision: str | None, tokenizer: Any, device: str,
-                 batch_size: int | None, max_total_length: int | None):
+    def __init__(
+        self,
+        source: ModelSource,
+        precision: str | None,
+        tokenizer: Any,
+        device: str,
+        batch_size: int | None,
+        max_total_length: int | None,
+    ):
         from rlvr.generation.hf import HFGenerationBackend
 
-        self.backend = HFGenerationBackend(build_model(source, precision, device), load_tokenizer(tokenizer),
-                                           batch_size=batch_size, max_total_length=max_total_length)
+        self.backend = HFGenerationBackend(
+            build_model(source, precision, device),
+            load_tokenizer(tokenizer),
+            batch_size=batch_size,
+            max_total_length=max_total_length,
+        )
 
-    def generate(self, prompt_token_ids: list[list[int]], cfg: GenerationConfig, seed: int | None
-                 ) -> list[GenerationOutput]:
+    def generate(
+        self, prompt_token_ids: list[list[int]], cfg: GenerationConfig, seed: int | None
+    ) -> list[GenerationOutput]:
         return self.backend.generate(prompt_token_ids, cfg, seed=seed)
 
     def update_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
@@ -41,19 +53,29 @@ class RayGenerationWorker:
     """HF sampling in a Ray actor. ``source``/``precision`` as for :class:`~rlvr.distributed.RayPolicyGroup`;
     ``tokenizer`` an object or a tokenizer folder; ``batch_size``/``max_total_length`` as HFGenerationBackend."""
 
-    def __init__(self, source: ModelSource, tokenizer: Any, *, precision: str | None = None,
-                 batch_size: int | None = None, max_total_length: int | None = None, num_cpus: float = 1,
-                 num_gpus: float | None = None):
+    def __init__(
+        self,
+        source: ModelSource,
+        tokenizer: Any,
+        *,
+        precision: str | None = None,
+        batch_size: int | None = None,
+        max_total_length: int | None = None,
+        num_cpus: float = 1,
+        num_gpus: float | None = None,
+    ):
         import ray
 
         ensure_ray()
         gpus = resolve_gpus(num_gpus)
         actor_cls = ray.remote(GenerationActor).options(num_cpus=num_cpus, num_gpus=gpus)
-        self.actor = actor_cls.remote(source, precision, tokenizer, "cuda" if gpus > 0 else "cpu", batch_size,
-                                      max_total_length)
+        self.actor = actor_cls.remote(
+            source, precision, tokenizer, "cuda" if gpus > 0 else "cpu", batch_size, max_total_length
+        )
 
-    def generate(self, prompt_token_ids: list[list[int]], cfg: GenerationConfig, *, seed: int | None = None
-                 ) -> list[GenerationOutput]:
+    def generate(
+        self, prompt_token_ids: list[list[int]], cfg: GenerationConfig, *, seed: int | None = None
+    ) -> list[GenerationOutput]:
         import ray
 
         return ray.get(self.actor.generate.remote(prompt_token_ids, cfg, seed))
@@ -96,8 +118,9 @@ class RayRewardWorker:
         import ray
 
         ensure_ray()
-        self.actor = ray.remote(RewardActor).options(num_cpus=num_cpus, num_gpus=0).remote(
-            None if env is None else dict(env))
+        self.actor = (
+            ray.remote(RewardActor).options(num_cpus=num_cpus, num_gpus=0).remote(None if env is None else dict(env))
+        )
 
     def score_batch(self, task_names: Sequence[str], responses: Sequence[str], rows: Sequence[dict]) -> Any:
         import ray
