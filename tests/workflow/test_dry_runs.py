@@ -149,24 +149,13 @@ def _upstream(relative: str) -> Path:
 
 
 def test_nemotrons_own_default_yaml_plans_with_a_hub_model(tmp_path):
-    """Nemotron's default.yaml with -c PATH (no cluster section, Nemotron-only keys, a hub model): it plans once
-    the one batch problem NeMo-RL asserts on is fixed, and says the model must be downloadable at run time."""
+    """Nemotron's default.yaml with -c PATH (no cluster section, Nemotron-only keys, a hub model) plans given only
+    data paths; the plan says the model must be downloadable at run time and how its force_on_policy_ratio with
+    3 optimizer steps per GRPO step (which NeMo-RL asserts on) is run."""
     config = str(_upstream("nemotron/default.yaml"))
     proc = nemotron("steps", "run", "rlvr", "-c", config, "-d", *data_files(tmp_path), cwd=tmp_path)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "invalid config (1 problem)" in proc.stderr and "policy.train_global_batch_size=96" in proc.stderr
-    proc = nemotron(
-        "steps",
-        "run",
-        "rlvr",
-        "-c",
-        config,
-        "-d",
-        *data_files(tmp_path),
-        "policy.train_global_batch_size=96",
-        cwd=tmp_path,
-    )
     assert proc.returncode == 0, proc.stderr
+    assert "note: loss_fn.force_on_policy_ratio=true with 3 optimizer steps per GRPO step" in proc.stdout
     assert "rlvr: Missing output files" in proc.stdout
     assert "note: policy.model_name 'meta-llama/Llama-3.2-1B-Instruct' is not a local folder" in proc.stdout
     assert not (tmp_path / "results").exists()

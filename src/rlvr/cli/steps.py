@@ -190,7 +190,7 @@ def summarize_plan(output: str) -> list[str]:
 
 def run_step(tokens: list[str]) -> int:
     from rlvr.config import load_step_config
-    from rlvr.config.facts import runtime_requirements
+    from rlvr.config.facts import plan_notes
     from rlvr.config.files import is_path_like
     from rlvr.config.secrets import secret_env_vars
     from rlvr.launch.profile import load_profile
@@ -242,7 +242,7 @@ def run_step(tokens: list[str]) -> int:
         plan = summarize_plan(proc.stdout)
         print("── plan " + "─" * 56)
         print("\n".join(plan) if plan else "  nothing to do: every output is up to date")
-        for note in runtime_requirements(cfg.resolved):
+        for note in plan_notes(cfg.resolved):
             print(f"  note: {note}")
         return 0
     lock = _lock_run_folder(rdir, step, cfg)

@@ -46,11 +46,16 @@ def check_batch_arithmetic(cfg: dict) -> None:
             f"not a multiple of policy.train_global_batch_size = {gbs}; change one of them",
             code=code,
         )
-    if loss.get("force_on_policy_ratio") and rollout != gbs:
+    # NeMo-RL asserts one optimizer step per GRPO step here. rlvr also accepts several when the truncated
+    # importance weight corrects the drift of the later mini-batches (see config/facts.py::plan_notes); without
+    # that correction they would be trained as on-policy although the policy has already moved.
+    if loss["force_on_policy_ratio"] and rollout != gbs and not loss["use_importance_sampling_correction"]:
         raise ConfigError(
-            f"loss_fn.force_on_policy_ratio=true needs exactly one optimizer step per GRPO step, i.e. "
-            f"policy.train_global_batch_size == {prompts} x {gens} = {rollout} (it is {gbs}); set "
-            f"policy.train_global_batch_size={rollout} or loss_fn.force_on_policy_ratio=false",
+            f"loss_fn.force_on_policy_ratio=true with {rollout // gbs} optimizer steps per GRPO step "
+            f"({prompts} x {gens} = {rollout} rollouts, policy.train_global_batch_size={gbs}) treats the later "
+            f"mini-batches as on-policy although the policy has moved; set policy.train_global_batch_size={rollout} "
+            f"(one step, exactly on-policy), or loss_fn.use_importance_sampling_correction=true (the drift is "
+            f"corrected by the importance weight), or loss_fn.force_on_policy_ratio=false",
             code=code,
         )
     if gbs % mbs:

@@ -20,8 +20,35 @@ def needs_reference_model(cfg: dict[str, Any]) -> bool:
     return cfg["loss_fn"]["reference_policy_kl_penalty"] > 0
 
 
-def runtime_requirements(cfg: dict[str, Any]) -> list[str]:
-    """What a dry run cannot check but the real run needs, one sentence each (printed with the plan)."""
+def optimizer_steps_per_grpo_step(cfg: dict[str, Any]) -> int:
+    """K = rollouts per step / ``policy.train_global_batch_size`` (the checks make it a whole number)."""
+    grpo = cfg["grpo"]
+    return grpo["num_prompts_per_step"] * grpo["num_generations_per_prompt"] // cfg["policy"]["train_global_batch_size"]
+
+
+def plan_notes(cfg: dict[str, Any]) -> list[str]:
+    """Sentences printed with the plan: where this run departs from what NeMo-RL would do, then what a dry run
+    cannot check but the real run needs."""
+    return _departures_from_nemo_rl(cfg) + _runtime_requirements(cfg)
+
+
+def _departures_from_nemo_rl(cfg: dict[str, Any]) -> list[str]:
+    steps = optimizer_steps_per_grpo_step(cfg)
+    if not (cfg["loss_fn"]["force_on_policy_ratio"] and steps > 1):
+        return []
+    # Nemotron's shipped default.yaml / nemo_gym.yaml are in this case (12 x 8 and 16 x 8 rollouts, batch 32);
+    # NeMo-RL refuses it at set-up. The importance weight exp(lp - lp_gen) (truncated) is what keeps the later
+    # mini-batches honest: with it off, the checks refuse the combination.
+    return [
+        f"loss_fn.force_on_policy_ratio=true with {steps} optimizer steps per GRPO step (NeMo-RL refuses this): "
+        f"each mini-batch's PPO ratio is 1, and the drift of mini-batches 2..{steps} from the generating policy is "
+        f"corrected by the truncated importance weight (loss_fn.use_importance_sampling_correction); set "
+        f"policy.train_global_batch_size={steps * cfg['policy']['train_global_batch_size']} for exactly on-policy "
+        f"steps"
+    ]
+
+
+def _runtime_requirements(cfg: dict[str, Any]) -> list[str]:
     notes = []
     model = (cfg.get("policy") or {}).get("model_name")
     if model and not Path(str(model)).expanduser().exists():

@@ -25,13 +25,24 @@ def test_rollout_not_multiple_of_global_batch():
     assert err.code == "rollout_batch_not_divisible"
 
 
-def test_force_on_policy_ratio_needs_one_optimizer_step():
-    """force_on_policy_ratio requires gbs == P*G (upstream's default.yaml fails this assertion at setup)."""
-    err = fails("default", DATA + ["policy.train_global_batch_size=32"], r"force_on_policy_ratio=true needs")
+def test_force_on_policy_ratio_with_several_optimizer_steps_needs_the_importance_weight():
+    """NeMo-RL asserts gbs == P*G with force_on_policy_ratio. rlvr accepts several optimizer steps per GRPO step
+    when the truncated importance weight corrects the later mini-batches' drift (and says so in the plan), and
+    refuses them without it, naming the three ways out."""
+    from rlvr.config.facts import optimizer_steps_per_grpo_step, plan_notes
+
+    few = DATA + ["policy.train_global_batch_size=32"]  # default: 32 prompts x 8 = 256 rollouts, 8 steps
+    no_is = ["loss_fn.use_importance_sampling_correction=false", "loss_fn.truncated_importance_sampling_type=null"]
+    err = fails("default", [*few, *no_is], r"8 optimizer steps per GRPO")
     assert err.code == "rollout_batch_not_divisible"
-    load_step_config(
-        RLVR, "default", DATA + ["policy.train_global_batch_size=32", "loss_fn.force_on_policy_ratio=false"]
-    )
+    for fix in ("policy.train_global_batch_size=256", "use_importance_sampling_correction=true", "ratio=false"):
+        assert fix in str(err)
+    cfg = load_step_config(RLVR, "default", [*few, "loss_fn.use_importance_sampling_correction=true"]).resolved
+    assert optimizer_steps_per_grpo_step(cfg) == 8
+    (note,) = [n for n in plan_notes(cfg) if "force_on_policy_ratio" in n]
+    assert "8 optimizer steps per GRPO step (NeMo-RL refuses this)" in note and "=256 for exactly" in note
+    one_step = load_step_config(RLVR, "default", [*few, "loss_fn.force_on_policy_ratio=false"]).resolved
+    assert not [n for n in plan_notes(one_step) if "force_on_policy_ratio" in n]
 
 
 def test_micro_batch_must_divide_global_batch():

@@ -156,7 +156,7 @@ def test_locate_key_of_the_top_level_and_of_absent_keys(tmp_path):
 
 def test_the_plan_names_what_only_the_real_run_can_check(tmp_path):
     """A hub model id and Gym config files that are not here are accepted at -d, with a note each."""
-    from rlvr.config.facts import runtime_requirements
+    from rlvr.config.facts import plan_notes
 
     cfg = load_step_config(
         RLVR,
@@ -167,7 +167,7 @@ def test_the_plan_names_what_only_the_real_run_can_check(tmp_path):
             f"env.nemo_gym.config_paths=[{tmp_path}, gym/agents.yaml]",
         ],
     ).resolved
-    notes = runtime_requirements(cfg)
+    notes = plan_notes(cfg)
     assert len(notes) == 2
     assert "policy.model_name 'meta-llama/Llama-3.2-1B' is not a local folder" in notes[0]
     assert "env.nemo_gym.config_paths[1] 'gym/agents.yaml' does not exist here" in notes[1]

@@ -41,15 +41,19 @@ def refusal(path: Path, overrides: list[str]) -> str:
 
 
 @pytest.mark.parametrize("name,rows,gpus", [("default.yaml", 12 * 8, 1), ("nemo_gym.yaml", 16 * 8, 8)])
-def test_nemotron_configs_need_only_data_and_the_batch_nemo_rl_asserts_on(upstream, name, rows, gpus):
-    """Given only data paths, the single problem left is the one NeMo-RL asserts on at setup
-    (force_on_policy_ratio with several optimizer steps per GRPO step); with that fixed the config loads."""
+def test_nemotron_configs_load_given_only_data_paths(upstream, name, rows, gpus):
+    """Given only data paths, Nemotron's files load. Their force_on_policy_ratio with rows/32 optimizer steps per
+    GRPO step (NeMo-RL asserts on it at setup) runs with the importance weight they switch on, and the plan
+    says so, naming the batch size for exactly on-policy steps."""
+    from rlvr.config.facts import plan_notes
+
     path = upstream / "nemotron" / name
-    message = refusal(path, DATA)
-    assert message.startswith("invalid config (1 problem)") and "force_on_policy_ratio=true needs" in message
-    cfg = load_step_config(RLVR, str(path), [*DATA, f"policy.train_global_batch_size={rows}"])
+    cfg = load_step_config(RLVR, str(path), DATA)
     assert cfg.name == path.stem
     resolved = cfg.resolved
+    (note,) = [n for n in plan_notes(resolved) if "force_on_policy_ratio" in n]
+    assert f"with {rows // 32} optimizer steps per GRPO step" in note
+    assert f"policy.train_global_batch_size={rows} for exactly on-policy steps" in note
     # default.yaml has no cluster section: the schema's defaults fill it; nemo_gym.yaml writes 8 GPUs.
     assert resolved["cluster"] == {
         "num_nodes": 1,
@@ -64,9 +68,7 @@ def test_nemotron_configs_need_only_data_and_the_batch_nemo_rl_asserts_on(upstre
 
 def test_nemotron_nemo_gym_servers_and_spellings_are_folded_in(upstream):
     """Gym server blocks become local resource servers; num_val_generations_per_prompt is Nemotron's spelling."""
-    cfg = load_step_config(
-        RLVR, str(upstream / "nemotron" / "nemo_gym.yaml"), [*DATA, "policy.train_global_batch_size=128"]
-    ).resolved
+    cfg = load_step_config(RLVR, str(upstream / "nemotron" / "nemo_gym.yaml"), DATA).resolved
     assert cfg["env"]["nemo_gym"]["resource_servers"] == {
         "math_with_judge": {"url": None, "kind": "math"},
         "code_gen": {"url": None, "kind": "code"},

@@ -97,6 +97,26 @@ def test_force_on_policy_ratio_is_plain_policy_gradient():
     assert m["probs_ratio"] == pytest.approx(1.0)
 
 
+def test_force_on_policy_ratio_on_a_later_mini_batch_is_corrected_by_the_truncated_is_weight():
+    """Nemotron's default.yaml: force_on_policy_ratio with 3 optimizer steps per GRPO step. On mini-batch 2 the
+    policy has moved (lp != lp_gen); the ratio stays 1, and the importance weight w = min(exp(lp - lp_gen), 5)
+    (detached) carries the drift: ℓ_t = -A·w·r with r = exp(lp - sg(lp))."""
+    cfg = {
+        **NO_KL,
+        "force_on_policy_ratio": True,
+        "use_importance_sampling_correction": True,
+        "truncated_importance_sampling_ratio": 5.0,
+        "truncated_importance_sampling_type": "tis",
+    }
+    lp = [[math.log(0.5), math.log(0.9)]]
+    gen = [[math.log(0.25), math.log(0.1)]]  # w = [2, 9 -> truncated to 5]
+    loss, grad, m = _run(cfg, lp, advantages=[[1.0, -1.0]], generation_logprobs=gen, prev_logprobs=[[0.0, 0.0]])
+    # ℓ = [-1·2, +1·5] → mean (−2 + 5)/2 = 1.5; dℓ/dlp = -A·w / N = [-1, 2.5].
+    assert_close(loss, torch.tensor(1.5, dtype=F64))
+    assert_close(grad, torch.tensor([[-1.0, 2.5]], dtype=F64))
+    assert m["probs_ratio"] == pytest.approx(1.0)
+
+
 def test_disable_ppo_ratio_is_reinforce():
     """disable_ppo_ratio: ℓ = -A·lp, so loss = -mean(A·lp) and gradient = -A/N."""
     loss, grad, _ = _run({**NO_KL, "disable_ppo_ratio": True}, [[-0.5, -2.0]], advantages=[[2.0, -1.0]])
