@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= megatron,distributed,slurm,lepton,test,tracking
 
-.PHONY: setup run test test-learning dry-run clean
+.PHONY: setup run test test-learning lint dry-run clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,13 @@ dry-run: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# Code style and workflow lints, before the tests in CI (.ci/run): ruff's formatter and linter (config in
+# pyproject.toml), then Snakemake's own linter over the Snakefile and rules/.
+lint: setup
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/snakemake --lint
 
 # The whole tiny run checked for its learning goal (about 6 minutes on two idle cores).
 test-learning: setup
