@@ -225,6 +225,12 @@ def check_advantage_estimator(cfg: dict) -> None:
     for key in ("normalize_rewards", "use_leave_one_out_baseline"):  # null follows the top-level key, as upstream
         adv.setdefault(key, grpo[key])
     build_advantage_estimator(adv, cfg["loss_fn"])
+    low, high = grpo["advantage_clip_low"], grpo["advantage_clip_high"]
+    if low is not None and high is not None and low > high:
+        raise ConfigError(
+            f"grpo.advantage_clip_low ({low}) is greater than grpo.advantage_clip_high ({high}): every advantage "
+            "would be clamped to one value; set advantage_clip_low <= advantage_clip_high"
+        )
 
 
 def check_reference_policy(cfg: dict) -> None:

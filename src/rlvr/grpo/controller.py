@@ -3,8 +3,9 @@
 One step, in NeMo-RL's order (spec §1.2): take ``num_prompts_per_step`` prompts → repeat each
 ``num_generations_per_prompt`` times → generate → score → reward scaling → reward shaping → (dynamic sampling:
 keep rows with reward spread, generate more if short) → overlong filtering and prompt-length masks →
-previous-policy log-probs (skipped with ``force_on_policy_ratio``) and reference log-probs (only when the KL
-weight is > 0) → sequence log-prob error mask → advantages (+ clip) → ``rollout / train_global_batch_size``
+previous-policy log-probs (skipped with ``force_on_policy_ratio`` unless the error mask or
+``loss_fn.use_kl_in_reward`` reads them) and reference log-probs (only when the KL weight is > 0) → sequence
+log-prob error mask → advantages over the tokens that train (+ clip) → ``rollout / train_global_batch_size``
 optimizer steps and one LR-scheduler step → validation → metrics → checkpoint.
 
 Algorithm switches and what each changes:
@@ -76,7 +77,11 @@ class GRPOController:
         policy_path: Path,
         run_dir: Path,
         config_record: dict[str, Any] | None = None,
+        workers: PolicyWorkers | None = None,
+        rewards: RewardWorker | None = None,
     ):
+        """``workers`` / ``rewards``: roles built by the caller (tests pass a fake policy, generator and verifier);
+        None builds them from ``cfg``."""
         self.cfg = cfg
         self.config_record = config_record or cfg  # secrets as ${oc.env:...} references when given
         self.grpo, self.policy_cfg, self.loss_cfg = cfg["grpo"], cfg["policy"], cfg["loss_fn"]
@@ -86,7 +91,9 @@ class GRPOController:
         self.val_rows = load_rows(Path(data_dir) / "val.jsonl")
         torch.manual_seed(self.grpo["seed"])
         # rl_prep's tokenizer/ (when it wrote one) carries the chat template the prompts were made with.
-        self.workers = PolicyWorkers.build(with_prepared_tokenizer(cfg, data_dir), Path(policy_path))
+        if workers is None:
+            workers = PolicyWorkers.build(with_prepared_tokenizer(cfg, data_dir), Path(policy_path))
+        self.workers = workers
         from rlvr.convert.artifact import read_run_config
         from rlvr.convert.hf_megatron import export_dtype
 
@@ -94,7 +101,7 @@ class GRPOController:
         # What a LoRA adapter applies to: the user's policy, the tiny SFT's HF folder, else the checkpoint read.
         tiny_sft = Path(run_dir) / "tiny_sft" / "policy" if (cfg.get("tiny") or {}).get("enabled") else None
         self.base_model = self.policy_cfg.get("model_name") or str(tiny_sft or policy_path)
-        self.rewards = RewardWorker(cfg)
+        self.rewards = RewardWorker(cfg) if rewards is None else rewards
         self.train_prompt_ids = self.workers.encode([r["prompt"] for r in self.train_rows])
         self.val_prompt_ids = self.workers.encode([r["prompt"] for r in self.val_rows])
         self.loss_fn = ClippedPGLoss(self.loss_cfg)
@@ -264,7 +271,12 @@ class GRPOController:
             mask_flagged=bool(self.cfg["env"]["should_mask_flagged_samples"]),
         )
         timer = time.perf_counter()
-        needs_prev = not self.loss_cfg.get("force_on_policy_ratio") or self.grpo.get("seq_logprob_error_threshold")
+        # force_on_policy_ratio needs no prev pass for the loss, but the error mask and a KL in the reward read it.
+        needs_prev = (
+            not self.loss_cfg["force_on_policy_ratio"]
+            or self.grpo["seq_logprob_error_threshold"] is not None
+            or self.loss_cfg["use_kl_in_reward"]
+        )
         batch["prev_logprobs"] = (
             self.workers.logprobs(batch) if needs_prev else torch.zeros_like(batch["generation_logprobs"])
         )
@@ -288,7 +300,7 @@ class GRPOController:
         adv = self.estimator(
             rollout.rewards,
             rollout.group_ids,
-            batch["token_mask"],
+            batch["token_mask"] * batch["sample_mask"].unsqueeze(-1),  # the tokens that train (whitening set)
             prev_logprobs=batch["prev_logprobs"],
             reference_logprobs=batch["reference_policy_logprobs"],
         )
