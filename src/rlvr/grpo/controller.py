@@ -162,6 +162,17 @@ class GRPOController:
             return torch.arange(n)
         return torch.randperm(n, generator=torch.Generator().manual_seed(self.grpo["seed"] * 7919 + epoch))
 
+    def _prompts_per_batch(self) -> int:
+        """Prompts of one generation batch: ``num_prompts_per_step`` (× ``batch_multiplier`` with dynamic sampling)."""
+        dynamic = self.grpo["use_dynamic_sampling"]
+        return int(self.grpo["num_prompts_per_step"] * (self.grpo["batch_multiplier"] if dynamic else 1))
+
+    def _epochs_done(self) -> bool:
+        """No whole generation batch is left in ``max_num_epochs``: the step just trained is the last one."""
+        count = self._prompts_per_batch()
+        per_epoch = len(self.train_rows) // count * count
+        return self.consumed_prompts >= per_epoch * self.grpo["max_num_epochs"]
+
     def _next_prompts(self, count: int) -> list[int] | None:
         """The next ``count`` prompt indices (drop_last within an epoch); None after ``max_num_epochs``."""
         per_epoch = len(self.train_rows) // count * count
@@ -225,7 +236,7 @@ class GRPOController:
         """One step's rollout, regenerating while dynamic sampling is short of rows."""
         g = self.grpo["num_generations_per_prompt"]
         dynamic = self.grpo["use_dynamic_sampling"]
-        count = int(self.grpo["num_prompts_per_step"] * (self.grpo["batch_multiplier"] if dynamic else 1))
+        count = self._prompts_per_batch()
         parts, offset, batches = [], 0, 0
         while True:
             index = self._next_prompts(count)
@@ -427,7 +438,7 @@ class GRPOController:
             if metrics is None:
                 break  # max_num_epochs reached
             step += 1
-            last = step >= max_steps
+            last = step >= max_steps or self._epochs_done()  # upstream's is_last: the last batch of the last epoch
             val = self.validate() if self._should_validate(step, last) else {}
             metrics.update(val)
             saved = self._maybe_save(step, last, metrics)
