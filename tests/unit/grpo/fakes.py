@@ -234,6 +234,17 @@ class Harness:
         return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def row_values(batch, key="advantages"):
+    """One value per row: ``batch[key]`` is the same on every generated token of a row (checked)."""
+    tm = batch["token_mask"].bool()
+    values = []
+    for i in range(tm.shape[0]):
+        on_tokens = batch[key][i][tm[i]]
+        assert torch.all(on_tokens == on_tokens[0]), f"row {i}: {key} differs between tokens"
+        values.append(float(on_tokens[0]))
+    return values
+
+
 def _write_rows(path: Path, pairs: Sequence[tuple[str, str]]) -> None:
     rows = [
         {"index": i, "task_name": "math", "prompt": p, "problem": p, "ground_truth": gt, "source": f"t:{i + 1}"}

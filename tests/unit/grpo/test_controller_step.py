@@ -16,7 +16,7 @@ from torch.testing import assert_close
 
 from rlvr.errors import ConfigError
 from tests.unit.conftest import EOS
-from tests.unit.grpo.fakes import Reply, build_controller, grpo_config, token_logprob
+from tests.unit.grpo.fakes import Reply, build_controller, grpo_config, row_values, token_logprob
 
 S3 = math.sqrt(1 / 3)
 EPS = 1e-6  # added to the std before dividing (advantages.NORMALIZE_EPSILON, as upstream)
@@ -29,17 +29,6 @@ def run_step(tmp_path, cfg, script=MIXED, **kwargs):
     h = build_controller(tmp_path, cfg, script, **kwargs)
     metrics = h.controller.train_step(1)
     return metrics, h.policy.trained[-1].batch, h
-
-
-def row_values(batch, key="advantages"):
-    """One value per row: ``batch[key]`` is the same on every generated token of a row (checked)."""
-    tm = batch["token_mask"].bool()
-    values = []
-    for i in range(tm.shape[0]):
-        on_tokens = batch[key][i][tm[i]]
-        assert torch.all(on_tokens == on_tokens[0]), f"row {i}: {key} differs between tokens"
-        values.append(float(on_tokens[0]))
-    return values
 
 
 def test_a_step_generates_each_prompt_G_times_and_trains_on_every_row(tmp_path):
