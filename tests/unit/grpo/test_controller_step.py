@@ -15,7 +15,8 @@ import torch
 from torch.testing import assert_close
 
 from rlvr.errors import ConfigError
-from tests.unit.conftest import EOS
+from rlvr.policy.hf import HFPolicy
+from tests.unit.conftest import EOS, build_model
 from tests.unit.grpo.fakes import Reply, build_controller, grpo_config, row_values, token_logprob
 
 S3 = math.sqrt(1 / 3)
@@ -220,6 +221,25 @@ def test_k_optimizer_steps_per_grpo_step(tmp_path):
     assert batch["input_ids"].shape[0] == 8 and (call.global_batch_size, call.micro_batch_size) == (4, 4)
     assert [s.rows for s in call.steps] == [range(0, 4), range(4, 8)]
     assert h.policy.scheduler_steps == 1 and metrics["train/num_optimizer_steps"] == 2
+
+
+def test_k_optimizer_steps_with_the_real_hf_policy(tmp_path):
+    """The same split with the real HF policy (a 2-layer Llama over the character vocabulary) in the fake's
+    place: each GRPO step takes 2 AdamW steps and one scheduler step, and changes the weights."""
+    cfg = grpo_config(
+        "loss_fn.force_on_policy_ratio=false",
+        "policy.train_global_batch_size=4",
+        "policy.train_micro_batch_size=2",
+    )
+    policy = HFPolicy.from_config(cfg["policy"], model=build_model())
+    script = {**MIXED, "3+3=": ["6", "x"], "4+4=": ["8", "x"]}
+    h = build_controller(tmp_path, cfg, script, policy=policy)
+    for step in (1, 2):
+        before = policy.model.lm_head.weight.detach().clone()
+        metrics = h.controller.train_step(step)
+        assert metrics["train/num_optimizer_steps"] == 2 and policy.scheduler.last_epoch == step
+        assert {int(state["step"]) for state in policy.optimizer.state.values()} == {2 * step}
+        assert not torch.equal(before, policy.model.lm_head.weight)
 
 
 def whiten(values: torch.Tensor) -> torch.Tensor:
