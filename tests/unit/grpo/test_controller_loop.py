@@ -171,3 +171,44 @@ def test_generation_is_refitted_once_after_each_training_step(tmp_path, shares_m
     _, h = fit(tmp_path, "grpo.max_num_steps=2", "grpo.val_period=1", shares_model=shares_model)
     versions = [int(u["version"]) for u in h.generator.weight_updates]
     assert versions == ([] if shares_model else [1, 2])
+
+
+def test_validation_takes_max_val_samples_in_batches_of_val_batch_size(tmp_path):
+    """Four validation prompts, max_val_samples=2, val_batch_size=1: two generation calls, the first two prompts."""
+    val = [("1+2=", "3"), ("2+3=", "5"), ("3+4=", "7"), ("4+5=", "9")]
+    script = {**SCRIPT, "3+4=": ["7"], "4+5=": ["9"]}
+    _, h = fit(
+        tmp_path, "grpo.val_at_start=true", "grpo.max_val_samples=2", "grpo.val_batch_size=1", script=script, val=val
+    )
+    assert [c.prompts for c in h.generator.calls[:2]] == [["1+2="], ["2+3="]]
+    assert h.metrics_lines()[0]["validation/accuracy"] == 1.0  # the first reply of each: "3", "5"
+
+
+def test_early_stop_at_the_validation_threshold_saves_that_step(tmp_path):
+    """stop_at_validation_metric: validation/accuracy reaches 0.75 at step 1 (val_period=1): the run stops there,
+    saved although step 1 is not a save_period step."""
+    summary, h = fit(
+        tmp_path,
+        "grpo.max_num_steps=5",
+        "grpo.val_period=1",
+        "grpo.val_num_generations_per_prompt=2",
+        "grpo.stop_at_validation_metric=validation/accuracy",
+        "grpo.stop_at_validation_metric_threshold=0.75",
+        "checkpointing.enabled=true",
+        "checkpointing.save_period=10",
+    )
+    assert summary["final_step"] == 1 and len(h.policy.trained) == 1
+    assert sorted(p.name for p in (h.run_dir / "rlvr" / "ckpts").iterdir()) == ["step_1"]
+
+
+def _seeds_and_order(tmp_path, seed: int):
+    _, h = fit(tmp_path, f"grpo.seed={seed}", "data.shuffle=true", "grpo.max_num_steps=2")
+    return [(c.seed, c.prompts[::4]) for c in h.generator.calls]
+
+
+def test_grpo_seed_decides_the_data_order_and_the_sampling_seeds(tmp_path):
+    """The same seed repeats both exactly; another seed changes the sampling seeds (and, here, the order)."""
+    first = _seeds_and_order(tmp_path / "a", 1)
+    assert _seeds_and_order(tmp_path / "b", 1) == first
+    other = _seeds_and_order(tmp_path / "c", 2)
+    assert [s for s, _ in other] != [s for s, _ in first] and [p for _, p in other] != [p for _, p in first]
