@@ -149,6 +149,8 @@ class GRPOController:
             sinks=[self.tracker] if self.tracker else None,
         )
         self.signal_guard = ZeroSignalGuard.from_config(self.grpo)
+        # Every prompt drawn, extra dynamic-sampling batches included: the data position a resume continues from
+        # (upstream's consumed_samples metric adds only num_prompts_per_step per step).
         self.consumed_prompts = 0
         self.sampler = DynamicSampler(
             self.grpo["num_prompts_per_step"] * self.grpo["num_generations_per_prompt"],
@@ -453,7 +455,8 @@ class GRPOController:
             threshold = self.grpo.get("stop_at_validation_metric_threshold")
             if stop_metric and val and threshold is not None and val.get(stop_metric, -float("inf")) >= threshold:
                 print(f"[early stop] {stop_metric} = {val[stop_metric]} >= {threshold}", flush=True)
-                self._maybe_save(step, True, metrics)
+                if saved is None:  # a save_period step is already written
+                    self._maybe_save(step, True, metrics)
                 break
         self.metrics.close()
         return self._finish(step, time.perf_counter() - wall)

@@ -146,6 +146,7 @@ class FakePolicy:
         self.scheduler_steps = 0
         self.version = 0  # optimizer steps taken (the "weights")
         self.loaded: list[dict[str, Any]] = []
+        self.saved_versions: list[int] = []  # the version of each state_dict taken (one per checkpoint save)
 
     def logprobs_of(self, input_ids: torch.Tensor) -> torch.Tensor:
         """``[B, S]``: a value at every position (prompt and padding too); the masks must ignore what is not trained."""
@@ -180,6 +181,7 @@ class FakePolicy:
         return {"version": torch.tensor(float(self.version))}
 
     def state_dict(self) -> dict[str, Any]:
+        self.saved_versions.append(self.version)
         return {"model": self.model_state(), "optimizer": {"steps": self.version}}
 
     def load_model_state(self, model_state: Mapping[str, torch.Tensor]) -> None:

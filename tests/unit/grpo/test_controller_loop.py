@@ -184,9 +184,10 @@ def test_validation_takes_max_val_samples_in_batches_of_val_batch_size(tmp_path)
     assert h.metrics_lines()[0]["validation/accuracy"] == 1.0  # the first reply of each: "3", "5"
 
 
-def test_early_stop_at_the_validation_threshold_saves_that_step(tmp_path):
+@pytest.mark.parametrize("save_period", [10, 1])
+def test_early_stop_at_the_validation_threshold_saves_that_step_once(tmp_path, save_period):
     """stop_at_validation_metric: validation/accuracy reaches 0.75 at step 1 (val_period=1): the run stops there,
-    saved although step 1 is not a save_period step."""
+    saved once whether or not step 1 is a save_period step."""
     summary, h = fit(
         tmp_path,
         "grpo.max_num_steps=5",
@@ -195,10 +196,11 @@ def test_early_stop_at_the_validation_threshold_saves_that_step(tmp_path):
         "grpo.stop_at_validation_metric=validation/accuracy",
         "grpo.stop_at_validation_metric_threshold=0.75",
         "checkpointing.enabled=true",
-        "checkpointing.save_period=10",
+        f"checkpointing.save_period={save_period}",
     )
     assert summary["final_step"] == 1 and len(h.policy.trained) == 1
     assert sorted(p.name for p in (h.run_dir / "rlvr" / "ckpts").iterdir()) == ["step_1"]
+    assert h.policy.saved_versions == [1]
 
 
 def _seeds_and_order(tmp_path, seed: int):
