@@ -257,7 +257,7 @@ def _write_rows(path: Path, pairs: Sequence[tuple[str, str]]) -> None:
 
 def _write_policy_folder(folder: Path) -> Path:
     """A checkpoint_megatron stub: the controller reads only its run_config.yaml (the export's dtype)."""
-    (folder / "iter_0000000").mkdir(parents=True)
+    (folder / "iter_0000000").mkdir(parents=True, exist_ok=True)
     (folder / "latest_checkpointed_iteration.txt").write_text("0")
     (folder / "iter_0000000" / "run_config.yaml").write_text(
         "model:\n  hf_config: {architectures: [LlamaForCausalLM]}\n  source_dtype: bfloat16\n"
@@ -280,7 +280,7 @@ def build_controller(
     exists exactly when the real builder would make one (``needs_reference_model``); its log-probs are twice the
     policy's, so the per-token KL between them varies with the token."""
     data_dir = tmp_path / "data"
-    data_dir.mkdir(parents=True)
+    data_dir.mkdir(parents=True, exist_ok=True)  # a second controller over the same folders resumes
     _write_rows(data_dir / "train.jsonl", train)
     _write_rows(data_dir / "val.jsonl", val)
     tokenizer = build_tokenizer()

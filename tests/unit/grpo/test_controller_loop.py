@@ -10,7 +10,7 @@ import json
 import pytest
 
 from rlvr.errors import UserError
-from tests.unit.grpo.fakes import build_controller, grpo_config
+from tests.unit.grpo.fakes import FakePolicy, build_controller, grpo_config
 
 # Every training prompt has reward spread ([1, 0, 1, 0]); the validation replies score [1, 0] and [1, 1].
 SCRIPT = {
@@ -214,3 +214,29 @@ def test_grpo_seed_decides_the_data_order_and_the_sampling_seeds(tmp_path):
     assert _seeds_and_order(tmp_path / "b", 1) == first
     other = _seeds_and_order(tmp_path / "c", 2)
     assert [s for s, _ in other] != [s for s, _ in first] and [p for _, p in other] != [p for _, p in first]
+
+
+class CrashingPolicy(FakePolicy):
+    """Dies in the third train call, as a killed run would."""
+
+    def train(self, batch, loss_fn, **kwargs):
+        if len(self.trained) == 2:
+            raise RuntimeError("killed")
+        return super().train(batch, loss_fn, **kwargs)
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+    """save_period=2, killed in step 3: the same run again loads step 2's weights and data position and trains
+    steps 3-4 on the next prompts (the second epoch); every step is logged once."""
+    overrides = [
+        "grpo.max_num_steps=4",
+        "grpo.max_num_epochs=2",
+        "checkpointing.enabled=true",
+        "checkpointing.save_period=2",
+    ]
+    with pytest.raises(RuntimeError, match="killed"):
+        fit(tmp_path, *overrides, policy=CrashingPolicy())
+    summary, h = fit(tmp_path, *overrides)
+    assert [int(m["version"]) for m in h.policy.loaded] == [2] and h.policy.version == 4
+    assert [c.prompts[::4] for c in h.generator.calls] == [["1+1=", "2+2="], ["3+3=", "4+4="]]
+    assert [m["step"] for m in h.metrics_lines()] == [1, 2, 3, 4] and summary["final_step"] == 4
