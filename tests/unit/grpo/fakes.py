@@ -214,7 +214,9 @@ class RecordingRoles(PolicyWorkers):
     """The real roles object holding the fakes; the final export is recorded instead of written (the fake policy
     has no transformers model; the export is tested in tests/unit/convert and the workflow tests)."""
 
-    exported: list[dict[str, Any]]
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.exported: list[dict[str, Any]] = []
 
     def save_artifact(self, root: Path, *, iteration: int, extra: dict[str, Any], **kwargs) -> Path:
         self.exported.append({"root": root, "iteration": iteration, "extra": extra, **kwargs})
@@ -296,7 +298,6 @@ def build_controller(
         logprob_batch_size=cfg["policy"]["logprob_batch_size"],
         shares_model=shares_model,
     )
-    roles.exported = []
     rewards = FakeRewards(cfg["env"], flag_marker)
     run_dir = tmp_path / "run"
     controller = GRPOController(
