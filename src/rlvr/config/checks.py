@@ -230,6 +230,21 @@ def check_advantage_estimator(cfg: dict) -> None:
     for key in ("normalize_rewards", "use_leave_one_out_baseline"):  # null follows the top-level key, as upstream
         adv.setdefault(key, grpo[key])
     build_advantage_estimator(adv, cfg["loss_fn"])
+    # Dynamic sampling keeps rows whose reference set (the group, or with LOO the other G - 1 rows) has a
+    # non-zero std; one sample never has one, so such a group size drops every row of every batch.
+    smallest = 3 if adv["use_leave_one_out_baseline"] else 2
+    if grpo["use_dynamic_sampling"] and grpo["num_generations_per_prompt"] < smallest:
+        raise ConfigError(
+            f"grpo.use_dynamic_sampling with grpo.num_generations_per_prompt = {grpo['num_generations_per_prompt']}"
+            f"{' and the leave-one-out baseline' if adv['use_leave_one_out_baseline'] else ''} would drop every row "
+            f"(a single sample has no reward spread); set num_generations_per_prompt >= {smallest}"
+        )
+    low, high = grpo["advantage_clip_low"], grpo["advantage_clip_high"]
+    if low is not None and high is not None and low > high:
+        raise ConfigError(
+            f"grpo.advantage_clip_low ({low}) is greater than grpo.advantage_clip_high ({high}): every advantage "
+            "would be clamped to one value; set advantage_clip_low <= advantage_clip_high"
+        )
 
 
 def check_reference_policy(cfg: dict) -> None:

@@ -3,8 +3,9 @@
 One step, in NeMo-RL's order (spec §1.2): take ``num_prompts_per_step`` prompts → repeat each
 ``num_generations_per_prompt`` times → generate → score → reward scaling → reward shaping → (dynamic sampling:
 keep rows with reward spread, generate more if short) → overlong filtering and prompt-length masks →
-previous-policy log-probs (skipped with ``force_on_policy_ratio``) and reference log-probs (only when the KL
-weight is > 0) → sequence log-prob error mask → advantages (+ clip) → ``rollout / train_global_batch_size``
+previous-policy log-probs (skipped with ``force_on_policy_ratio`` unless the error mask or
+``loss_fn.use_kl_in_reward`` reads them) and reference log-probs (only when the KL weight is > 0) → sequence
+log-prob error mask → advantages over the tokens that train (+ clip) → ``rollout / train_global_batch_size``
 optimizer steps and one LR-scheduler step → validation → metrics → checkpoint.
 
 Algorithm switches and what each changes:
@@ -76,7 +77,11 @@ class GRPOController:
         policy_path: Path,
         run_dir: Path,
         config_record: dict[str, Any] | None = None,
+        workers: PolicyWorkers | None = None,
+        rewards: RewardWorker | None = None,
     ):
+        """``workers`` / ``rewards``: roles built by the caller (tests pass a fake policy, generator and verifier);
+        None builds them from ``cfg``."""
         self.cfg = cfg
         self.config_record = config_record or cfg  # secrets as ${oc.env:...} references when given
         self.grpo, self.policy_cfg, self.loss_cfg = cfg["grpo"], cfg["policy"], cfg["loss_fn"]
@@ -86,7 +91,9 @@ class GRPOController:
         self.val_rows = load_rows(Path(data_dir) / "val.jsonl")
         torch.manual_seed(self.grpo["seed"])
         # rl_prep's tokenizer/ (when it wrote one) carries the chat template the prompts were made with.
-        self.workers = PolicyWorkers.build(with_prepared_tokenizer(cfg, data_dir), Path(policy_path))
+        if workers is None:
+            workers = PolicyWorkers.build(with_prepared_tokenizer(cfg, data_dir), Path(policy_path))
+        self.workers = workers
         from rlvr.convert.artifact import read_run_config
         from rlvr.convert.hf_megatron import export_dtype
 
@@ -94,7 +101,7 @@ class GRPOController:
         # What a LoRA adapter applies to: the user's policy, the tiny SFT's HF folder, else the checkpoint read.
         tiny_sft = Path(run_dir) / "tiny_sft" / "policy" if (cfg.get("tiny") or {}).get("enabled") else None
         self.base_model = self.policy_cfg.get("model_name") or str(tiny_sft or policy_path)
-        self.rewards = RewardWorker(cfg)
+        self.rewards = RewardWorker(cfg) if rewards is None else rewards
         self.train_prompt_ids = self.workers.encode([r["prompt"] for r in self.train_rows])
         self.val_prompt_ids = self.workers.encode([r["prompt"] for r in self.val_rows])
         self.loss_fn = ClippedPGLoss(self.loss_cfg)
@@ -142,6 +149,8 @@ class GRPOController:
             sinks=[self.tracker] if self.tracker else None,
         )
         self.signal_guard = ZeroSignalGuard.from_config(self.grpo)
+        # Every prompt drawn, extra dynamic-sampling batches included: the data position a resume continues from
+        # (upstream's consumed_samples metric adds only num_prompts_per_step per step).
         self.consumed_prompts = 0
         self.sampler = DynamicSampler(
             self.grpo["num_prompts_per_step"] * self.grpo["num_generations_per_prompt"],
@@ -154,6 +163,17 @@ class GRPOController:
         if not self.cfg["data"]["shuffle"]:
             return torch.arange(n)
         return torch.randperm(n, generator=torch.Generator().manual_seed(self.grpo["seed"] * 7919 + epoch))
+
+    def _prompts_per_batch(self) -> int:
+        """Prompts of one generation batch: ``num_prompts_per_step`` (× ``batch_multiplier`` with dynamic sampling)."""
+        dynamic = self.grpo["use_dynamic_sampling"]
+        return int(self.grpo["num_prompts_per_step"] * (self.grpo["batch_multiplier"] if dynamic else 1))
+
+    def _epochs_done(self) -> bool:
+        """No whole generation batch is left in ``max_num_epochs``: the step just trained is the last one."""
+        count = self._prompts_per_batch()
+        per_epoch = len(self.train_rows) // count * count
+        return self.consumed_prompts >= per_epoch * self.grpo["max_num_epochs"]
 
     def _next_prompts(self, count: int) -> list[int] | None:
         """The next ``count`` prompt indices (drop_last within an epoch); None after ``max_num_epochs``."""
@@ -218,7 +238,7 @@ class GRPOController:
         """One step's rollout, regenerating while dynamic sampling is short of rows."""
         g = self.grpo["num_generations_per_prompt"]
         dynamic = self.grpo["use_dynamic_sampling"]
-        count = int(self.grpo["num_prompts_per_step"] * (self.grpo["batch_multiplier"] if dynamic else 1))
+        count = self._prompts_per_batch()
         parts, offset, batches = [], 0, 0
         while True:
             index = self._next_prompts(count)
@@ -264,7 +284,12 @@ class GRPOController:
             mask_flagged=bool(self.cfg["env"]["should_mask_flagged_samples"]),
         )
         timer = time.perf_counter()
-        needs_prev = not self.loss_cfg.get("force_on_policy_ratio") or self.grpo.get("seq_logprob_error_threshold")
+        # force_on_policy_ratio needs no prev pass for the loss, but the error mask and a KL in the reward read it.
+        needs_prev = (
+            not self.loss_cfg["force_on_policy_ratio"]
+            or self.grpo["seq_logprob_error_threshold"] is not None
+            or self.loss_cfg["use_kl_in_reward"]
+        )
         batch["prev_logprobs"] = (
             self.workers.logprobs(batch) if needs_prev else torch.zeros_like(batch["generation_logprobs"])
         )
@@ -288,7 +313,7 @@ class GRPOController:
         adv = self.estimator(
             rollout.rewards,
             rollout.group_ids,
-            batch["token_mask"],
+            batch["token_mask"] * batch["sample_mask"].unsqueeze(-1),  # the tokens that train (whitening set)
             prev_logprobs=batch["prev_logprobs"],
             reference_logprobs=batch["reference_policy_logprobs"],
         )
@@ -415,7 +440,7 @@ class GRPOController:
             if metrics is None:
                 break  # max_num_epochs reached
             step += 1
-            last = step >= max_steps
+            last = step >= max_steps or self._epochs_done()  # upstream's is_last: the last batch of the last epoch
             val = self.validate() if self._should_validate(step, last) else {}
             metrics.update(val)
             saved = self._maybe_save(step, last, metrics)
@@ -430,7 +455,8 @@ class GRPOController:
             threshold = self.grpo.get("stop_at_validation_metric_threshold")
             if stop_metric and val and threshold is not None and val.get(stop_metric, -float("inf")) >= threshold:
                 print(f"[early stop] {stop_metric} = {val[stop_metric]} >= {threshold}", flush=True)
-                self._maybe_save(step, True, metrics)
+                if saved is None:  # a save_period step is already written
+                    self._maybe_save(step, True, metrics)
                 break
         self.metrics.close()
         return self._finish(step, time.perf_counter() - wall)
