@@ -243,6 +243,13 @@ class GRPOController:
         while True:
             index = self._next_prompts(count)
             if index is None:
+                if parts:  # dynamic sampling was still short of rows when the data ran out
+                    print(
+                        f"[end of data] step {step}: grpo.max_num_epochs={self.grpo['max_num_epochs']} ran out "
+                        f"after {batches} generation batch(es) with too few rows of non-zero reward spread; the "
+                        f"partial step is not trained",
+                        flush=True,
+                    )
                 return None
             batches += 1
             part = self._rollout(
@@ -438,7 +445,8 @@ class GRPOController:
         while step < max_steps:
             metrics = self.train_step(step + 1)
             if metrics is None:
-                break  # max_num_epochs reached
+                print(f"[end of data] grpo.max_num_epochs reached: the run ends at step {step}", flush=True)
+                break
             step += 1
             last = step >= max_steps or self._epochs_done()  # upstream's is_last: the last batch of the last epoch
             val = self.validate() if self._should_validate(step, last) else {}

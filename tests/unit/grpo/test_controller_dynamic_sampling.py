@@ -101,6 +101,17 @@ def test_too_few_rows_with_spread_after_max_gen_batches_stops_with_the_keys_to_c
         step(tmp_path, script, "grpo.dynamic_sampling_max_gen_batches=2")
 
 
+def test_data_running_out_mid_step_ends_the_run_with_a_message(tmp_path, capsys):
+    """One epoch of 4 prompts: batch 1 keeps 2 rows, batch 2 keeps none, and no batch is left: the partial step is
+    not trained, and the log says why rather than ending silently."""
+    script = {"1+1=": ["2"], "2+2=": ["4", "x"], "3+3=": ["6"], "4+4=": ["8"]}
+    h = build_controller(tmp_path, grpo_config(*DYNAMIC[:-1], "grpo.max_num_epochs=1"), script)
+    assert h.controller.train_step(1) is None
+    assert not h.policy.trained
+    out = capsys.readouterr().out
+    assert "[end of data] step 1: grpo.max_num_epochs=1 ran out after 2 generation batch(es)" in out
+
+
 def test_the_next_step_continues_after_every_prompt_drawn(tmp_path):
     """Step 1 drew 4 of the 6 prompts (two batches); step 2 starts at the fifth, not at the third."""
     train = [*TRAIN, ("1+3=", "4"), ("2+4=", "6")]
