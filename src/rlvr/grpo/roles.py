@@ -21,7 +21,8 @@ import torch
 from rlvr.config.checks import data_parallel_workers
 from rlvr.config.facts import needs_reference_model
 from rlvr.errors import DataError, UserError
-from rlvr.generation.base import GenerationConfig, GenerationOutput, make_generation_backend
+from rlvr.generation.base import GenerationBackend, GenerationConfig, GenerationOutput, make_generation_backend
+from rlvr.policy.base import LossFunction, Policy
 from rlvr.policy.lora import lora_settings
 from rlvr.utils.atomic import atomic_dir
 
@@ -49,15 +50,19 @@ def checkpoint_tokenizer_dir(policy_path: Path) -> Path:
 
 
 class PolicyWorkers:
-    """Policy, generation and (when the KL weight is > 0) reference policy of a run."""
+    """Policy, generation and (when the KL weight is > 0) reference policy of a run.
+
+    ``policy`` and ``reference`` are used only through the :class:`~rlvr.policy.base.Policy` protocol, the
+    generator only through :class:`~rlvr.generation.base.GenerationBackend`.
+    """
 
     def __init__(
         self,
-        policy,
-        generator,
+        policy: Policy,
+        generator: GenerationBackend,
         tokenizer,
         tokenizer_dir: Path,
-        reference=None,
+        reference: Policy | None = None,
         *,
         logprob_batch_size: int,
         shares_model: bool,
@@ -159,9 +164,7 @@ class PolicyWorkers:
 
     def generate(self, prompt_ids: list[list[int]], cfg: GenerationConfig, *, seed: int) -> list[GenerationOutput]:
         if self._stale and not self.shares_model:
-            self.generator.update_weights(
-                self.policy.hf_state_dict() if hasattr(self.policy, "hf_state_dict") else self.policy.model_state()
-            )
+            self.generator.update_weights(self.policy.hf_state_dict())
         self._stale = False
         return self.generator.generate(prompt_ids, cfg, seed=seed)
 
@@ -177,7 +180,7 @@ class PolicyWorkers:
         )
 
     def train(
-        self, batch: dict[str, torch.Tensor], loss_fn, global_batch_size: int, micro_batch_size: int
+        self, batch: dict[str, torch.Tensor], loss_fn: LossFunction, global_batch_size: int, micro_batch_size: int
     ) -> dict[str, float]:
         self._stale = True
         return self.policy.train(batch, loss_fn, global_batch_size=global_batch_size, micro_batch_size=micro_batch_size)
@@ -193,17 +196,20 @@ class PolicyWorkers:
                 "optimizer restarts from scratch",
                 flush=True,
             )
-            load = getattr(self.policy, "load_model_state", None) or self.policy.model.load_state_dict
-            load(model_state)
+            self.policy.load_model_state(model_state)
         else:
             self.policy.load_state_dict({"model": model_state, **optimizer_state})
         self._stale = True
 
     def close(self) -> None:
         """Stop actors of a distributed run (a no-op for in-process workers)."""
-        for worker in (self.policy, self.generator, self.reference):
-            if worker is not None and hasattr(worker, "close"):
-                worker.close()
+        for policy in (self.policy, self.reference):
+            if policy is not None:
+                policy.close()
+        # GenerationBackend has no close(): the HF backend holds nothing; vLLM and the Ray worker do.
+        close_generator = getattr(self.generator, "close", None)
+        if close_generator is not None:
+            close_generator()
 
     def save_artifact(
         self,
@@ -221,11 +227,11 @@ class PolicyWorkers:
         adapter applies to)."""
         from rlvr.convert.hf_megatron import save_hf_model_as_megatron
 
-        model = self.policy.hf_model() if hasattr(self.policy, "hf_model") else self.policy.model
+        model = self.policy.hf_model()
         with atomic_dir(root) as tmp:
             save_hf_model_as_megatron(model, self.tokenizer_dir, tmp, iteration, extra, source_dtype=source_dtype)
-        if adapter_dir is not None and getattr(self.policy, "is_lora", False):
-            self.policy.save_adapter(adapter_dir, base_model=base_model)
+        if adapter_dir is not None:
+            self.policy.save_adapter(adapter_dir, base_model=base_model)  # writes nothing unless LoRA
         return root
 
 
