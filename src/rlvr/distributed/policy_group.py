@@ -57,7 +57,7 @@ class PolicyActor:
         from rlvr.policy.hf import HFPolicy
 
         join_process_group(address, port, self.rank, self.world_size, backend)
-        model = build_model(self.source, self.policy_cfg.get("precision", "float32"), device)
+        model = build_model(self.source, self.policy_cfg["precision"], device)
         if not trainable:
             model.requires_grad_(False)
         broadcast_weights(model)
@@ -196,7 +196,7 @@ class RayPolicyGroup:
     def hf_model(self) -> torch.nn.Module:
         """A CPU HF model with the current weights (for the final artifact), built here from the same source."""
         if self._template is None:
-            self._template = build_model(self.source, self.policy_cfg.get("precision", "float32"), "cpu")
+            self._template = build_model(self.source, self.policy_cfg["precision"], "cpu")
         self._template.load_state_dict(self.hf_state_dict())
         return self._template
 

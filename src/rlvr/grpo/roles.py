@@ -104,7 +104,7 @@ class PolicyWorkers:
 
             policy = RayPolicyGroup(policy_cfg, str(policy_path), num_workers=num_workers)
             generator = RayGenerationWorker(
-                str(policy_path), str(tok_dir), precision=policy_cfg.get("precision"), num_cpus=0, **gen_kwargs
+                str(policy_path), str(tok_dir), precision=policy_cfg["precision"], num_cpus=0, **gen_kwargs
             )
             reference = (
                 RayPolicyGroup(policy_cfg, str(policy_path), num_workers=num_workers, trainable=False)
@@ -121,7 +121,7 @@ class PolicyWorkers:
                 shares_model=False,
             )
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = load_hf_model_from_megatron(policy_path, policy_cfg.get("precision", "float32")).to(device)
+        model = load_hf_model_from_megatron(policy_path, policy_cfg["precision"]).to(device)
         # LoRA wraps ``model`` in place: the reference and the generation model are plain copies taken first.
         # Generation then runs on merged weights W + s·BA, refitted after each step (no adapter matmuls per token).
         reference_model = copy.deepcopy(model).eval().requires_grad_(False) if wants_reference else None
@@ -254,7 +254,7 @@ class RewardWorker:
             self.gym = GymRewardClient(
                 env["nemo_gym"],
                 local_options=local_options_from_env(env),
-                model_name=str(cfg["policy"].get("model_name") or "policy"),
+                model_name=str(cfg["policy"]["model_name"] or "policy"),
             ).start()
         else:
             from rlvr.rewards.scorer import scorer_from_env

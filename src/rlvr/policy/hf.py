@@ -142,34 +142,35 @@ class HFPolicy:
         device: str | torch.device | None = None,
         all_reduce: AllReduce | None = None,
     ) -> HFPolicy:
-        """Build from the ``policy`` section; loads ``policy.model_name`` unless ``model`` is given.
+        """Build from the complete ``policy`` section (every key present, as the loader fills it); loads
+        ``policy.model_name`` unless ``model`` is given.
 
         With ``dtensor_cfg.lora_cfg.enabled`` a trainable ``model`` is wrapped (in place) with LoRA adapters and
         only those train; a frozen one (the reference policy) stays as it is.
         """
-        parse_precision(policy_cfg.get("precision", "float32"))  # refuse float16 even for a model loaded elsewhere
+        parse_precision(policy_cfg["precision"])  # refuse float16 even for a model loaded elsewhere
         if model is None:
             model = load_causal_lm(
                 policy_cfg["model_name"],
-                precision=policy_cfg.get("precision", "float32"),
-                overrides=policy_cfg.get("hf_config_overrides"),
+                precision=policy_cfg["precision"],
+                overrides=policy_cfg["hf_config_overrides"],
                 device=device,
             )
         lora_settings = lora.lora_settings(policy_cfg)
         if lora_settings is not None and any(p.requires_grad for p in model.parameters()):
             model = lora.apply_lora(model, lora_settings)
-        generation = policy_cfg.get("generation") or {}
+        generation = policy_cfg["generation"]
         return cls(
             model,
-            optimizer=policy_cfg.get("optimizer"),
-            scheduler=policy_cfg.get("scheduler"),
-            max_grad_norm=policy_cfg.get("max_grad_norm", 1.0),
-            temperature=_number(generation, "temperature", 1.0),
-            top_k=generation.get("top_k"),
-            top_p=_number(generation, "top_p", 1.0),
+            optimizer=policy_cfg["optimizer"],
+            scheduler=policy_cfg["scheduler"],
+            max_grad_norm=policy_cfg["max_grad_norm"],
+            temperature=float(generation["temperature"]),
+            top_k=generation["top_k"],
+            top_p=float(generation["top_p"]),
             all_reduce=all_reduce,
-            activation_checkpointing=bool((policy_cfg.get("dtensor_cfg") or {}).get("activation_checkpointing")),
-            logprob_chunk_size=policy_cfg.get("logprob_chunk_size"),
+            activation_checkpointing=bool(policy_cfg["dtensor_cfg"]["activation_checkpointing"]),
+            logprob_chunk_size=policy_cfg["logprob_chunk_size"],
         )
 
     def _build_optimizer(
@@ -418,11 +419,6 @@ def _reduce_bucket(grads: list[torch.Tensor], all_reduce: AllReduce) -> None:
     all_reduce(flat)
     for grad, chunk in zip(grads, flat.split([g.numel() for g in grads])):
         grad.copy_(chunk.view_as(grad))
-
-
-def _number(cfg: Mapping[str, Any], key: str, default: float) -> float:
-    value = cfg.get(key)
-    return default if value is None else float(value)
 
 
 def _rows(data: Mapping[str, Any], start: int, stop: int, total: int) -> dict[str, Any]:
