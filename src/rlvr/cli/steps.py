@@ -16,6 +16,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -23,6 +24,10 @@ from rlvr.errors import UserError
 from rlvr.launch.supervise import run_attached
 from rlvr.steps.index import StepInfo, discover, resolve_step
 from rlvr.utils.runlock import RunLock
+
+if TYPE_CHECKING:  # the CLI imports the config loader and the launchers only when a command needs them
+    from rlvr.config import StepConfig
+    from rlvr.launch.request import Launch, RunRequest
 
 CATEGORY_TITLES = {"rl": "Reinforcement Learning", "data_prep": "Data Preparation", "convert": "Conversion"}
 
@@ -201,11 +206,11 @@ def run_step(tokens: list[str]) -> int:
     _print_compiled(args, step, cfg, request)
     launch = prepare_launch(request)
     if request.dry_run:
-        return _dry_run(launch, cfg)
+        return _dry_run(launch, request, cfg)
     return _run(launch, request, step, cfg, tokens)
 
 
-def resolve_request(args: RunArgs, step: StepInfo):
+def resolve_request(args: RunArgs, step: StepInfo) -> tuple[StepConfig, RunRequest]:
     """The loaded config and the :class:`~rlvr.launch.request.RunRequest` handed to the executor."""
     from rlvr.config import load_step_config
     from rlvr.config.files import is_path_like
@@ -238,7 +243,7 @@ def resolve_request(args: RunArgs, step: StepInfo):
     return cfg, request
 
 
-def _print_compiled(args: RunArgs, step: StepInfo, cfg, request) -> None:
+def _print_compiled(args: RunArgs, step: StepInfo, cfg: StepConfig, request: RunRequest) -> None:
     """The run and config panels (secrets as ******) and, for rlvr, the memory estimate."""
     from rlvr.workflow import DEFAULT_STEP
 
@@ -250,8 +255,9 @@ def _print_compiled(args: RunArgs, step: StepInfo, cfg, request) -> None:
         _print_memory_plan(cfg.resolved, request.run_dir, local=request.profile.executor == "local")
 
 
-def _dry_run(launch, cfg) -> int:
-    """``-d``: Snakemake's plan (which rules would run, and why), then what the run will need at run time."""
+def _dry_run(launch: Launch, request: RunRequest, cfg: StepConfig) -> int:
+    """``-d``: the plans of the run, each under its own heading: Snakemake's (which rules would run, and why),
+    then what the run will need at run time. Nothing is written."""
     from rlvr.config.facts import runtime_requirements
 
     proc = subprocess.run(launch.argv, capture_output=True, text=True, env=launch.env)
@@ -266,7 +272,7 @@ def _dry_run(launch, cfg) -> int:
     return 0
 
 
-def _run(launch, request, step: StepInfo, cfg, tokens: list[str]) -> int:
+def _run(launch: Launch, request: RunRequest, step: StepInfo, cfg: StepConfig, tokens: list[str]) -> int:
     """Lock the run folder, record the config, then run Snakemake attached or hand it off (``-b``)."""
     try:
         lock = _lock_run_folder(request.run_dir, step, cfg)
