@@ -29,7 +29,7 @@ import shlex
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rlvr.errors import UserError
@@ -270,9 +270,8 @@ def prepare(request: RunRequest) -> Launch:
     env, secrets_file = write_secrets_file(env, request.run_dir / ".slurm")
     launch = local.launch_with(request, extra=request.passthrough + extra, env=env)
     secrets = _SecretsFile(secrets_file)
-    launch.cleanup = secrets.remove
-    launch.detach = lambda lock: submit_controller(launch, request, secrets)
-    return launch
+    # -b submits the controller as a batch job (not a local process); the secrets file goes with it.
+    return replace(launch, detach=lambda _lock: submit_controller(launch, request, secrets), cleanup=secrets.remove)
 
 
 @dataclass
