@@ -1,7 +1,8 @@
 """``nemotron steps list | show | run``: the Nemotron Steps CLI over the Snakemake workflow.
 
 ``run`` compiles the step's config with the shared loader (so every config error surfaces here, before any
-compute), prints it, then asks Snakemake to build the step's target and whatever it depends on. Its exit code is
+compute), prints it, hands the resolved request to the profile's executor (:mod:`rlvr.launch.executors`), and runs
+the Snakemake command it returns, which builds the step's target and whatever it depends on. Its exit code is
 Snakemake's. Option parsing follows the upstream splitter: our flags may appear anywhere, ``key=value`` tokens not
 starting with ``-`` are config overrides and everything else is passed through to Snakemake.
 """
@@ -13,9 +14,9 @@ import os
 import re
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -23,6 +24,10 @@ from rlvr.errors import UserError
 from rlvr.launch.supervise import run_attached
 from rlvr.steps.index import StepInfo, discover, resolve_step
 from rlvr.utils.runlock import RunLock
+
+if TYPE_CHECKING:  # the CLI imports the config loader and the launchers only when a command needs them
+    from rlvr.config import StepConfig
+    from rlvr.launch.request import Launch, RunRequest
 
 CATEGORY_TITLES = {"rl": "Reinforcement Learning", "data_prep": "Data Preparation", "convert": "Conversion"}
 
@@ -117,7 +122,9 @@ _VALUE_FLAGS = {
     "--batch": "batch_profile",
     "--name": "name",
 }
-_BOOL_FLAGS = {"-d": "dry_run", "--dry-run": "dry_run", "--force-squash": "force_squash", "--stage": None}
+_BOOL_FLAGS = {"-d": "dry_run", "--dry-run": "dry_run", "--force-squash": "force_squash"}
+# Upstream's splitter accepts --stage and then ignores it; a flag that does nothing is refused here instead.
+_REFUSED_FLAGS = {"--stage": "--stage does nothing in the Nemotron Steps CLI (nothing reads it); remove it"}
 
 
 # ``~key.path`` removes a key (it then takes its schema default); without this it would reach Snakemake as a target.
@@ -139,8 +146,9 @@ def split_run_args(tokens: list[str]) -> RunArgs:
                 inline = tokens[i]
             setattr(args, _VALUE_FLAGS[name], inline)
         elif tok in _BOOL_FLAGS:
-            if _BOOL_FLAGS[tok]:
-                setattr(args, _BOOL_FLAGS[tok], True)
+            setattr(args, _BOOL_FLAGS[tok], True)
+        elif tok in _REFUSED_FLAGS:
+            raise UserError(_REFUSED_FLAGS[tok])
         elif ("=" in tok and not tok.startswith("-")) or _REMOVAL.match(tok):
             args.dotlist.append(tok)
         elif args.step_id is None and not tok.startswith("-"):
@@ -189,81 +197,100 @@ def summarize_plan(output: str) -> list[str]:
 
 
 def run_step(tokens: list[str]) -> int:
-    from rlvr.config import load_step_config
-    from rlvr.config.facts import plan_notes
-    from rlvr.config.files import is_path_like
-    from rlvr.config.secrets import secret_env_vars
-    from rlvr.launch.profile import load_profile
-    from rlvr.launch.secret_env import mark_config_secrets
-    from rlvr.workflow import DEFAULT_STEP, WorkflowRequest, find_profile, run_dir, snakemake_argv
+    """``steps run``: parse, load and print the config, let the profile's executor prepare, then run or plan."""
+    from rlvr.launch.executors import prepare_launch
 
     args = split_run_args(tokens)
     step = resolve_step(args.step_id)
+    cfg, request = resolve_request(args, step)
+    _print_compiled(args, step, cfg, request)
+    launch = prepare_launch(request)
+    if request.dry_run:
+        return _dry_run(launch, request, cfg)
+    return _run(launch, request, step, cfg, tokens)
+
+
+def resolve_request(args: RunArgs, step: StepInfo) -> tuple[StepConfig, RunRequest]:
+    """The loaded config and the :class:`~rlvr.launch.request.RunRequest` handed to the executor."""
+    from rlvr.config import load_step_config
+    from rlvr.config.files import is_path_like
+    from rlvr.config.secrets import secret_env_vars
+    from rlvr.launch.profile import load_profile
+    from rlvr.launch.request import RunRequest
+    from rlvr.launch.secret_env import mark_config_secrets
+    from rlvr.workflow import DEFAULT_STEP, WorkflowRequest, find_profile, run_dir
+
     if args.name is not None:
         # --name is the run.name override, applied last; JSON quoting keeps "007" a string for the YAML parser.
         args.dotlist.append(f"run.name={json.dumps(args.name)}")
     cfg = load_step_config(step, args.config, args.dotlist)
-    profile_name = args.run_profile or args.batch_profile or "local"
-    profile = load_profile(find_profile(profile_name))
-    run_name = (cfg.resolved.get("run") or {}).get("name")
-    rdir = run_dir(step.id, cfg.name, run_name)
+    profile = load_profile(find_profile(args.run_profile or args.batch_profile or "local"))
+    run_name = (cfg.resolved.get("run") or {}).get("name")  # "run" is optional in the rl_prep and convert configs
     # The Snakefile re-loads the config: hand it an absolute path (cwd-independent) or the name.
     config_ref = str(cfg.path) if is_path_like(args.config or "") else (args.config or step.default_config)
-    request = WorkflowRequest(step=step.id, config=config_ref, overrides=args.dotlist)
+    request = RunRequest(
+        workflow=WorkflowRequest(step=step.id, config=config_ref, overrides=args.dotlist),
+        profile=profile,
+        run_dir=run_dir(step.id, cfg.name, run_name),
+        run_name=run_name or cfg.name,
+        env=mark_config_secrets(dict(os.environ), secret_env_vars(cfg.resolved, cfg.unresolved)),
+        passthrough=list(args.passthrough),
+        cluster=cfg.resolved["cluster"] if step.id == DEFAULT_STEP else None,
+        dry_run=args.dry_run,
+        detach=args.batch_profile is not None,
+        force_squash=args.force_squash,
+    )
+    return cfg, request
 
+
+def _print_compiled(args: RunArgs, step: StepInfo, cfg: StepConfig, request: RunRequest) -> None:
+    """The run and config panels (secrets as ******) and, for rlvr, the memory estimate."""
+    from rlvr.workflow import DEFAULT_STEP
+
+    profile_name = args.run_profile or args.batch_profile or "local"
     print("\nCompiled Configuration")
-    _print_panel("run", _run_section(args, step, rdir, profile_name, profile.executor))
+    _print_panel("run", _run_section(args, step, request.run_dir, profile_name, request.profile.executor))
     _print_panel("config", cfg.redacted())
     if step.id == DEFAULT_STEP:
-        _print_memory_plan(cfg.resolved, rdir, local=profile.executor == "local")
-    slurm = None
-    extra, env = (
-        list(args.passthrough),
-        mark_config_secrets(dict(os.environ), secret_env_vars(cfg.resolved, cfg.unresolved)),
-    )
-    if profile.executor == "slurm":
-        from rlvr.launch.slurm import prepare_run
+        _print_memory_plan(cfg.resolved, request.run_dir, local=request.profile.executor == "local")
 
-        cluster = (cfg.resolved.get("cluster") or {}) if step.id == DEFAULT_STEP else None
-        slurm = prepare_run(
-            profile, cluster, rdir, args.passthrough, env, force_squash=args.force_squash, dry_run=args.dry_run
-        )
-        extra, env = extra + slurm.extra, slurm.env
-    if args.dry_run:
-        proc = subprocess.run(
-            snakemake_argv(request, profile=profile.path, dry_run=True, extra=extra),
-            capture_output=True,
-            text=True,
-            env=env,
-        )
-        if proc.returncode:
-            sys.stderr.write(proc.stdout + proc.stderr)
-            return proc.returncode
-        plan = summarize_plan(proc.stdout)
-        print("── plan " + "─" * 56)
-        print("\n".join(plan) if plan else "  nothing to do: every output is up to date")
-        for note in plan_notes(cfg.resolved):
-            print(f"  note: {note}")
-        return 0
-    lock = _lock_run_folder(rdir, step, cfg)
+
+def _dry_run(launch: Launch, request: RunRequest, cfg: StepConfig) -> int:
+    """``-d``: the plans of the run, each under its own heading: Snakemake's (which rules would run, and why),
+    then what the run will need at run time. Nothing is written."""
+    from rlvr.config.facts import plan_notes
+
+    proc = subprocess.run(launch.argv, capture_output=True, text=True, env=launch.env)
+    if proc.returncode:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        return proc.returncode
+    plan = summarize_plan(proc.stdout)
+    print("── plan " + "─" * 56)
+    print("\n".join(plan) if plan else "  nothing to do: every output is up to date")
+    for note in plan_notes(cfg.resolved):
+        print(f"  note: {note}")
+    return 0
+
+
+def _run(launch: Launch, request: RunRequest, step: StepInfo, cfg: StepConfig, tokens: list[str]) -> int:
+    """Lock the run folder, record the config, then run Snakemake attached or hand it off (``-b``)."""
     try:
-        _write_config_record(rdir, cfg)
-        argv = snakemake_argv(request, profile=profile.path, extra=extra)
-        if args.batch_profile and slurm is not None:
-            return _submit_controller(argv, rdir, profile, run_name or cfg.name, slurm)
-        if args.batch_profile:
-            return _start_detached(argv, rdir, env, lock)
-        return run_attached(
-            argv,
-            env,
-            unlock_argv=snakemake_argv(request, profile=profile.path, extra=["--unlock"]),
-            on_interrupt=lambda: _print_resume_hint(rdir, tokens),
-        )
+        lock = _lock_run_folder(request.run_dir, step, cfg)
+        try:
+            _write_config_record(request.run_dir, cfg)
+            if request.detach:
+                print(launch.detach(lock))
+                return 0
+            return run_attached(
+                launch.argv,
+                launch.env,
+                unlock_argv=launch.unlock_argv,
+                on_interrupt=lambda: _print_resume_hint(request.run_dir, tokens),
+            )
+        finally:
+            lock.release()
     finally:
-        lock.release()
-        # A detached controller job still needs the run's secrets file (it removes it itself when done).
-        if slurm is not None and not args.batch_profile:
-            slurm.cleanup()
+        launch.cleanup()  # after a successful -b the detached run owns what it needs: nothing is removed
 
 
 def _print_memory_plan(resolved: dict, rdir: Path, *, local: bool) -> None:
@@ -306,45 +333,3 @@ def _write_config_record(rdir: Path, cfg) -> None:
             f"re-use with: -c {rdir / 'config.yaml'})\n"
         )
         fh.write(config_yaml(cfg.engine_view()))
-
-
-def _start_detached(argv: list[str], rdir: Path, env: dict[str, str], lock: RunLock) -> int:
-    log = rdir / "logs" / f"controller-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    # The detached Snakemake inherits the run-folder lock's descriptor, so the folder stays locked until it ends.
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(
-            argv,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env=env,
-            pass_fds=(lock.fd,),
-        )
-    lock.hand_over(proc.pid)
-    print(f"run folder: {rdir}\nlog file: {log}\njob id: local:{proc.pid}")
-    return 0
-
-
-def _submit_controller(argv: list[str], rdir: Path, profile, config_name: str, slurm) -> int:
-    """``-b`` on Slurm: the Snakemake controller becomes a batch job of its own; return once it is queued."""
-    from rlvr.launch.slurm import ControllerJob
-
-    job = ControllerJob(
-        argv=argv,
-        run_dir=rdir,
-        settings=profile.launch.controller,
-        name=f"rlvr-{config_name}-controller",
-        secrets_file=slurm.secrets_file,
-    )
-    try:
-        job_id = job.submit(slurm.env)
-    except BaseException:
-        slurm.cleanup()
-        raise
-    print(
-        f"run folder: {rdir}\nlog file: {job.log}\njob id: slurm:{job_id}\n"
-        f"follow it with: squeue -j {job_id}; tail -f {job.log}"
-    )
-    return 0

@@ -172,3 +172,11 @@ def load_step_config(step: StepInfo, config: str | None = None, overrides: list[
         raise error
     name = run_record_name(path, step.id) or path.stem
     return StepConfig(step.id, name, path, composed.files, overrides, resolved, unresolved)
+
+
+def complete_config(partial: dict, schema_name: str = "rlvr_config.schema.yaml") -> dict:
+    """``partial`` with every missing key filled from the schema's defaults and interpolation resolved, exactly
+    as :func:`load_step_config` does (without validation): the config an engine builder receives, for code that
+    builds one from a few keys (tests)."""
+    _, resolved, _ = _resolve(OmegaConf.create(partial), schema_name)
+    return resolved

@@ -13,7 +13,7 @@ listed in :data:`GYM_AGENT_VERIFIER_FIELDS`; other agents' rows pass through as 
 
 from __future__ import annotations
 
-from rlvr.data.formats import RowFormat
+from rlvr.data.row_format import RowFormat
 from rlvr.data.row_schemas import RowProblem
 
 #: Agent name -> dotted paths of the fields its resource server verifies with (Gym ``math_with_judge``: the

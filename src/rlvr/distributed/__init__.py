@@ -1,7 +1,6 @@
-"""Multi-worker runs on Ray: data-parallel policy replicas, and generation/reward workers as actors.
+"""Multi-worker runs on Ray: data-parallel policy replicas, and the generation worker as an actor.
 
-:class:`~rlvr.distributed.policy_group.RayPolicyGroup` has :class:`~rlvr.policy.hf.HFPolicy`'s interface;
-:class:`~rlvr.distributed.actors.RayGenerationWorker` and :class:`~rlvr.distributed.actors.RayRewardWorker`
-wrap the HF generation backend and the reward scorer. Import them from their modules: this package stays light
-(no ray, torch or transformers import).
+:class:`~rlvr.distributed.policy_group.RayPolicyGroup` implements :class:`~rlvr.policy.base.Policy`;
+:class:`~rlvr.distributed.actors.RayGenerationWorker` wraps the HF generation backend. Import them from their
+modules: this package stays light (no ray, torch or transformers import).
 """

@@ -1,16 +1,15 @@
-"""Generation and reward workers as Ray actors, behind the same methods as their in-process counterparts.
+"""The generation worker as a Ray actor, behind the same methods as its in-process counterpart.
 
 :class:`RayGenerationWorker` is a :class:`~rlvr.generation.base.GenerationBackend` (``generate``,
 ``update_weights``) whose :class:`~rlvr.generation.hf.HFGenerationBackend` lives in an actor with its own copy of
 the model; the controller refits it from the trainer's weights (``RayPolicyGroup.hf_state_dict()``) before a
-generation. :class:`RayRewardWorker` has :class:`~rlvr.rewards.scorer.RewardScorer`'s ``score_batch``/``close``,
-its verifier processes running on the actor's node. Inputs and outputs are plain picklable values, so results
-equal the in-process ones for the same model, seed and rows.
+generation. Inputs and outputs are plain picklable values, so results equal the in-process ones for the same
+model and seed. (Rewards are scored in the driver process: its verifier pool already runs in subprocesses.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -89,47 +88,4 @@ class RayGenerationWorker:
     def close(self) -> None:
         import ray
 
-        ray.kill(self.actor)
-
-
-class RewardActor:
-    """Runs inside a Ray actor: a RewardScorer configured from the ``env`` section."""
-
-    def __init__(self, env: Mapping[str, Any] | None):
-        from rlvr.rewards.scorer import RewardScorer, scorer_from_env
-
-        self.scorer = scorer_from_env(dict(env)) if env is not None else RewardScorer()
-
-    def score_batch(self, task_names: Sequence[str], responses: Sequence[str], rows: Sequence[dict]) -> Any:
-        return self.scorer.score_batch(task_names, responses, rows)
-
-    def close(self) -> None:
-        self.scorer.close()
-
-
-class RayRewardWorker:
-    """``RewardScorer`` in a Ray actor: ``score_batch(task_names, responses, rows) -> ScoreResult``, ``close()``.
-
-    ``env`` is the step config's ``env`` section (see :func:`rlvr.rewards.scorer.scorer_from_env`); ``None``
-    uses the scorer's defaults. Errors (unknown task, bad row) are raised here as the scorer raised them.
-    """
-
-    def __init__(self, env: Mapping[str, Any] | None = None, *, num_cpus: float = 1):
-        import ray
-
-        ensure_ray()
-        self.actor = (
-            ray.remote(RewardActor).options(num_cpus=num_cpus, num_gpus=0).remote(None if env is None else dict(env))
-        )
-
-    def score_batch(self, task_names: Sequence[str], responses: Sequence[str], rows: Sequence[dict]) -> Any:
-        import ray
-
-        return ray.get(self.actor.score_batch.remote(list(task_names), list(responses), list(rows)))
-
-    def close(self) -> None:
-        """Stop the scorer's verifier processes, then the actor."""
-        import ray
-
-        ray.get(self.actor.close.remote())
         ray.kill(self.actor)

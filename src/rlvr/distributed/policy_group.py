@@ -8,8 +8,9 @@ The semantics are NeMo-RL's and those of one process (the spec's "Training micro
 * per global batch, ``N_seq``/``N_tok`` are all-reduced sums over ranks and every rank's loss is divided by
   these global counts, so ``Σ_r ∇L_r`` is the full-batch gradient: gradients are all-reduced with SUM (not the
   mean), then every rank clips the same global norm and takes the same optimizer step;
-* metrics: the loss and loss-function metrics are summed over ranks as over micro-batches (``*_min``/``*_max``
-  take min/max); grad norm, lr and the global counts are identical on every rank and taken from rank 0;
+* metrics fold over ranks as :mod:`rlvr.policy.train_metrics` declares: the loss and loss-function metrics are
+  summed as over micro-batches (``*_min``/``*_max`` take min/max); grad norm, lr and the global counts are
+  identical on every rank and taken from rank 0;
 * :meth:`RayPolicyGroup.get_logprobs` splits the rows into ``W`` contiguous chunks and concatenates the
   answers in order.
 
@@ -37,9 +38,7 @@ from rlvr.distributed.runtime import (
     to_cpu,
 )
 from rlvr.errors import ConfigError
-
-# Train metrics that are the same on every rank after the all-reduces: not summed over ranks.
-REPLICATED_METRICS = frozenset({"grad_norm", "lr", "num_optimizer_steps", "global_valid_seqs", "global_valid_toks"})
+from rlvr.policy.train_metrics import Fold, fold
 
 
 class PolicyActor:
@@ -58,7 +57,7 @@ class PolicyActor:
         from rlvr.policy.hf import HFPolicy
 
         join_process_group(address, port, self.rank, self.world_size, backend)
-        model = build_model(self.source, self.policy_cfg.get("precision", "float32"), device)
+        model = build_model(self.source, self.policy_cfg["precision"], device)
         if not trainable:
             model.requires_grad_(False)
         broadcast_weights(model)
@@ -162,7 +161,7 @@ class RayPolicyGroup:
             )
             for rank, actor in enumerate(self.actors)
         ]
-        return combine_rank_metrics(ray.get(refs))
+        return fold(ray.get(refs), Fold.RANKS)
 
     def state_dict(self) -> dict[str, Any]:
         """Rank 0's model, optimizer and scheduler state (all ranks hold the same), on CPU."""
@@ -197,9 +196,13 @@ class RayPolicyGroup:
     def hf_model(self) -> torch.nn.Module:
         """A CPU HF model with the current weights (for the final artifact), built here from the same source."""
         if self._template is None:
-            self._template = build_model(self.source, self.policy_cfg.get("precision", "float32"), "cpu")
+            self._template = build_model(self.source, self.policy_cfg["precision"], "cpu")
         self._template.load_state_dict(self.hf_state_dict())
         return self._template
+
+    def save_adapter(self, folder, *, base_model: str | None) -> None:
+        """Nothing: LoRA runs in one process (``check_lora_config`` refuses it with several workers)."""
+        return None
 
     def close(self) -> None:
         """Leave the process group and stop the actors (Ray itself keeps running)."""
@@ -225,20 +228,4 @@ def shard_rows(batch: Mapping[str, Any], global_batch_size: int, num_workers: in
             rest = value.shape[1:]
             value = value.reshape(steps, num_workers, local, *rest)[:, rank].reshape(steps * local, *rest)
         out[key] = value
-    return out
-
-
-def combine_rank_metrics(per_rank: list[Mapping[str, float]]) -> dict[str, float]:
-    """Fold the ranks' train metrics: replicated keys from rank 0, ``*_min``/``*_max`` min/max, others summed."""
-    out: dict[str, float] = {}
-    for key in dict.fromkeys(k for metrics in per_rank for k in metrics):
-        values = [metrics[key] for metrics in per_rank if key in metrics]
-        if key in REPLICATED_METRICS:
-            out[key] = values[0]
-        elif key.endswith("_min"):
-            out[key] = min(values)
-        elif key.endswith("_max"):
-            out[key] = max(values)
-        else:
-            out[key] = sum(values)
     return out

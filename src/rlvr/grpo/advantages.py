@@ -25,6 +25,30 @@ import torch
 from rlvr.errors import ConfigError
 from rlvr.grpo.loss import get_kl_estimator
 
+AdvantageEstimator = Callable[..., torch.Tensor]
+
+# name -> estimator class; every class is built the same way: ``cls.from_config(adv_config, loss_config)``.
+ADVANTAGE_ESTIMATORS: dict[str, type] = {}
+
+# Upstream names we know but do not implement: choosing one is an error, never a silent fallback.
+_UNSUPPORTED_ESTIMATORS = ("gdpo", "opd")
+
+
+def register_advantage_estimator(name: str) -> Callable[[type], type]:
+    """Class decorator: register an estimator under ``name`` (``grpo.adv_estimator.name``).
+
+    The class provides ``from_config(adv_config, loss_config)`` (both complete sections: every key present) and
+    ``__call__(rewards [B], group_ids [B], mask [B, S], *, prev_logprobs=None, reference_logprobs=None) -> [B, S]``.
+    """
+
+    def register(cls: type) -> type:
+        cls.name = name
+        ADVANTAGE_ESTIMATORS[name] = cls
+        return cls
+
+    return register
+
+
 #: Added to the std before dividing, as upstream, so that tiny spreads do not explode the advantage.
 NORMALIZE_EPSILON = 1e-6
 
@@ -150,18 +174,24 @@ def _broadcast(adv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return adv.unsqueeze(-1).expand(mask.shape).contiguous()
 
 
+@register_advantage_estimator("grpo")
 class GRPOAdvantageEstimator:
     """``grpo``: group-relative advantage (module docstring), broadcast to ``[B, S]``.
 
     Config keys (``grpo.adv_estimator``): ``normalize_rewards`` (default True), ``use_leave_one_out_baseline``
-    (default True) — the HEAD code defaults, which apply when the block is absent.
+    (default True) — upstream NeMo-RL's code defaults, which apply when the block is absent.
     """
-
-    name = "grpo"
 
     def __init__(self, *, normalize_rewards: bool = True, use_leave_one_out_baseline: bool = True):
         self.normalize_rewards = normalize_rewards
         self.use_leave_one_out_baseline = use_leave_one_out_baseline
+
+    @classmethod
+    def from_config(cls, adv_config: Mapping[str, Any], loss_config: Mapping[str, Any]) -> GRPOAdvantageEstimator:
+        return cls(
+            normalize_rewards=bool(adv_config["normalize_rewards"]),
+            use_leave_one_out_baseline=bool(adv_config["use_leave_one_out_baseline"]),
+        )
 
     def __call__(
         self,
@@ -182,14 +212,13 @@ class GRPOAdvantageEstimator:
         return _broadcast(adv, mask)
 
 
+@register_advantage_estimator("reinforce_plus_plus")
 class ReinforcePlusPlusAdvantageEstimator:
     """``reinforce_plus_plus``: ``A = r - mean_group(r)`` (no LOO; plain ``r`` without ``minus_baseline``),
     broadcast to ``[B, S]``, optionally minus ``β·KL_t(prev, ref)`` per token (``loss_fn.use_kl_in_reward``),
     then whitened over the masked tokens of the whole batch: ``(A - μ) / sqrt(max(σ², 1e-8))`` with the
     population (biased) masked variance.
     """
-
-    name = "reinforce_plus_plus"
 
     def __init__(
         self,
@@ -207,6 +236,20 @@ class ReinforcePlusPlusAdvantageEstimator:
         self.kl_fn = get_kl_estimator(kl_type)
         self.kl_input_clamp_value = kl_input_clamp_value
         self.kl_output_clamp_value = kl_output_clamp_value
+
+    @classmethod
+    def from_config(
+        cls, adv_config: Mapping[str, Any], loss_config: Mapping[str, Any]
+    ) -> ReinforcePlusPlusAdvantageEstimator:
+        """``loss_config`` (``loss_fn``) supplies the KL settings folded into the reward."""
+        return cls(
+            minus_baseline=bool(adv_config["minus_baseline"]),
+            use_kl_in_reward=bool(loss_config["use_kl_in_reward"]),
+            kl_penalty=float(loss_config["reference_policy_kl_penalty"]),
+            kl_type=loss_config["reference_policy_kl_type"],
+            kl_input_clamp_value=loss_config["kl_input_clamp_value"],
+            kl_output_clamp_value=loss_config["kl_output_clamp_value"],
+        )
 
     def __call__(
         self,
@@ -240,17 +283,6 @@ class ReinforcePlusPlusAdvantageEstimator:
         mean = (adv * m).sum() / count
         var = ((adv - mean) ** 2 * m).sum() / count
         return ((adv - mean) * var.clamp(min=1e-8).rsqrt()).to(_output_dtype(rewards))
-
-
-AdvantageEstimator = Callable[..., torch.Tensor]
-
-ADVANTAGE_ESTIMATORS: dict[str, type] = {
-    GRPOAdvantageEstimator.name: GRPOAdvantageEstimator,
-    ReinforcePlusPlusAdvantageEstimator.name: ReinforcePlusPlusAdvantageEstimator,
-}
-
-# Upstream names we know but do not implement: choosing one is an error, never a silent fallback.
-_UNSUPPORTED_ESTIMATORS = ("gdpo", "opd")
 
 
 def get_advantage_estimator(name: str) -> type:
@@ -290,18 +322,5 @@ def build_advantage_estimator(
         raise ConfigError(
             "grpo.adv_estimator.reward_weights is only read by gdpo, which is not implemented; set it to null"
         )
-    cls = get_advantage_estimator(cfg["name"])
-    if cls is GRPOAdvantageEstimator:
-        return cls(
-            normalize_rewards=bool(cfg["normalize_rewards"]),
-            use_leave_one_out_baseline=bool(cfg["use_leave_one_out_baseline"]),
-        )
     loss = {**section_defaults("rlvr_config.schema.yaml", "loss_fn"), **(loss_config or {})}
-    return cls(
-        minus_baseline=bool(cfg["minus_baseline"]),
-        use_kl_in_reward=bool(loss["use_kl_in_reward"]),
-        kl_penalty=float(loss["reference_policy_kl_penalty"]),
-        kl_type=loss["reference_policy_kl_type"],
-        kl_input_clamp_value=loss["kl_input_clamp_value"],
-        kl_output_clamp_value=loss["kl_output_clamp_value"],
-    )
+    return get_advantage_estimator(cfg["name"]).from_config(cfg, loss)

@@ -32,8 +32,9 @@ Objective (minimised)::
 * ``positive_example_nll_weight`` = μ (VAPO): needs ``data["rewards"] [B]``; reduced with the same ``Red`` (upstream
   divides by the micro-batch's own correct-token count, which would break micro-batch invariance).
 
-Metrics are python floats, pre-divided by the global counts, so the caller combines micro-batches with
-:func:`combine_microbatch_metrics`: keys ending in ``_min`` are min-ed, ``_max`` max-ed, all others summed.
+Metrics are python floats, pre-divided by the global counts, so the policy folds micro-batches, optimizer steps and
+ranks as :mod:`rlvr.policy.train_metrics` declares: keys ending in ``_min`` are min-ed, ``_max`` max-ed, all
+others summed over micro-batches and ranks.
 Summed keys: ``loss, actor_loss, kl_penalty (= Red[κ], without β), positive_nll_loss`` (normalised like the loss);
 ``probs_ratio, probs_ratio_clamped, token_mult_prob_error, gen_kl_error, policy_kl_error, js_divergence_error,
 approx_entropy`` (÷ N_tok); ``sampling_importance_ratio`` (÷ N_seq for GSPO, else ÷ N_tok); ``is_oob_ratio`` (only
@@ -46,7 +47,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -458,19 +459,3 @@ class ClippedPGLoss:
             out[f"{name}_min"] = float(picked.min()) if picked.numel() else math.inf
             out[f"{name}_max"] = float(picked.max()) if picked.numel() else -math.inf
         return out
-
-
-def combine_microbatch_metrics(per_microbatch: Iterable[Mapping[str, float]]) -> dict[str, float]:
-    """Global-batch metrics from micro-batch metrics: ``*_min`` → min, ``*_max`` → max, everything else summed."""
-    out: dict[str, float] = {}
-    for metrics in per_microbatch:
-        for key, value in metrics.items():
-            if key not in out:
-                out[key] = float(value)
-            elif key.endswith("_min"):
-                out[key] = min(out[key], float(value))
-            elif key.endswith("_max"):
-                out[key] = max(out[key], float(value))
-            else:
-                out[key] += float(value)
-    return out

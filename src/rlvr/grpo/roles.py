@@ -21,7 +21,8 @@ import torch
 from rlvr.config.checks import data_parallel_workers
 from rlvr.config.facts import needs_reference_model
 from rlvr.errors import DataError, UserError
-from rlvr.generation.base import GenerationConfig, GenerationOutput, make_generation_backend
+from rlvr.generation.base import GenerationBackend, GenerationConfig, GenerationOutput, make_generation_backend
+from rlvr.policy.base import LossFunction, Policy
 from rlvr.policy.lora import lora_settings
 from rlvr.utils.atomic import atomic_dir
 
@@ -49,15 +50,19 @@ def checkpoint_tokenizer_dir(policy_path: Path) -> Path:
 
 
 class PolicyWorkers:
-    """Policy, generation and (when the KL weight is > 0) reference policy of a run."""
+    """Policy, generation and (when the KL weight is > 0) reference policy of a run.
+
+    ``policy`` and ``reference`` are used only through the :class:`~rlvr.policy.base.Policy` protocol, the
+    generator only through :class:`~rlvr.generation.base.GenerationBackend`.
+    """
 
     def __init__(
         self,
-        policy,
-        generator,
+        policy: Policy,
+        generator: GenerationBackend,
         tokenizer,
         tokenizer_dir: Path,
-        reference=None,
+        reference: Policy | None = None,
         *,
         logprob_batch_size: int,
         shares_model: bool,
@@ -72,10 +77,9 @@ class PolicyWorkers:
 
     @classmethod
     def build(cls, cfg: dict[str, Any], policy_path: Path) -> PolicyWorkers:
+        """The run's tokenizer, then its policy, generator and reference: data-parallel on Ray (several CPU
+        workers) or in this process (HF, LoRA or megatron-core)."""
         from transformers import AutoTokenizer
-
-        from rlvr.convert.hf_megatron import load_hf_model_from_megatron
-        from rlvr.policy.hf import HFPolicy
 
         policy_cfg = cfg["policy"]
         if policy_cfg["dtensor_cfg"]["enabled"]:
@@ -84,7 +88,6 @@ class PolicyWorkers:
             os.environ.update({k: str(v) for k, v in policy_cfg["dtensor_cfg"]["env_vars"].items()})
         tok_dir = Path(policy_cfg["tokenizer"]["name"] or checkpoint_tokenizer_dir(policy_path))
         tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
-        wants_reference = needs_reference_model(cfg)
         backend = policy_cfg["generation"]["backend"]
         gen_kwargs = {
             "batch_size": policy_cfg["generation_batch_size"],
@@ -92,53 +95,10 @@ class PolicyWorkers:
         }
         num_workers = data_parallel_workers(cfg["cluster"])
         if num_workers > 1 and backend == "hf" and not policy_cfg["megatron_cfg"]["enabled"]:
-            # Data-parallel replicas on Ray; generation is refitted from rank 0 before each rollout. The
-            # generation actor takes no CPU reservation so that the policy ranks can use every core.
-            from rlvr.distributed.actors import RayGenerationWorker
-            from rlvr.distributed.policy_group import RayPolicyGroup
-
-            policy = RayPolicyGroup(policy_cfg, str(policy_path), num_workers=num_workers)
-            generator = RayGenerationWorker(
-                str(policy_path), str(tok_dir), precision=policy_cfg.get("precision"), num_cpus=0, **gen_kwargs
-            )
-            reference = (
-                RayPolicyGroup(policy_cfg, str(policy_path), num_workers=num_workers, trainable=False)
-                if wants_reference
-                else None
-            )
-            return cls(
-                policy,
-                generator,
-                tokenizer,
-                tok_dir,
-                reference,
-                logprob_batch_size=policy_cfg["logprob_batch_size"],
-                shares_model=False,
-            )
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = load_hf_model_from_megatron(policy_path, policy_cfg.get("precision", "float32")).to(device)
-        # LoRA wraps ``model`` in place: the reference and the generation model are plain copies taken first.
-        # Generation then runs on merged weights W + s·BA, refitted after each step (no adapter matmuls per token).
-        reference_model = copy.deepcopy(model).eval().requires_grad_(False) if wants_reference else None
-        lora_generation_model = copy.deepcopy(model) if lora_settings(policy_cfg) is not None else None
-        if policy_cfg["megatron_cfg"]["enabled"]:
-            from rlvr.policy.megatron import MegatronPolicy
-
-            policy = MegatronPolicy.from_config(
-                policy_cfg, policy_path=policy_path, train_iters=cfg["grpo"]["max_num_steps"]
-            )
-            generation_model, shares = model, False
+            policy, generator, reference = _ray_roles(cfg, policy_path, tok_dir, num_workers, gen_kwargs)
+            shares = False
         else:
-            policy = HFPolicy.from_config(policy_cfg, model=model)
-            generation_model, shares = policy.model, True
-            if lora_generation_model is not None:
-                generation_model, shares = lora_generation_model, False
-        if backend == "vllm":
-            gen_kwargs.update(vllm_cfg=policy_cfg["generation"]["vllm_cfg"], seed=cfg["grpo"]["seed"])
-        generator = make_generation_backend(backend, generation_model, tokenizer, **gen_kwargs)
-        reference = None
-        if wants_reference:
-            reference = HFPolicy.from_config(policy_cfg, model=reference_model)
+            policy, generator, reference, shares = _in_process_roles(cfg, policy_path, tokenizer, gen_kwargs)
         return cls(
             policy,
             generator,
@@ -159,9 +119,7 @@ class PolicyWorkers:
 
     def generate(self, prompt_ids: list[list[int]], cfg: GenerationConfig, *, seed: int) -> list[GenerationOutput]:
         if self._stale and not self.shares_model:
-            self.generator.update_weights(
-                self.policy.hf_state_dict() if hasattr(self.policy, "hf_state_dict") else self.policy.model_state()
-            )
+            self.generator.update_weights(self.policy.hf_state_dict())
         self._stale = False
         return self.generator.generate(prompt_ids, cfg, seed=seed)
 
@@ -177,7 +135,7 @@ class PolicyWorkers:
         )
 
     def train(
-        self, batch: dict[str, torch.Tensor], loss_fn, global_batch_size: int, micro_batch_size: int
+        self, batch: dict[str, torch.Tensor], loss_fn: LossFunction, global_batch_size: int, micro_batch_size: int
     ) -> dict[str, float]:
         self._stale = True
         return self.policy.train(batch, loss_fn, global_batch_size=global_batch_size, micro_batch_size=micro_batch_size)
@@ -193,17 +151,20 @@ class PolicyWorkers:
                 "optimizer restarts from scratch",
                 flush=True,
             )
-            load = getattr(self.policy, "load_model_state", None) or self.policy.model.load_state_dict
-            load(model_state)
+            self.policy.load_model_state(model_state)
         else:
             self.policy.load_state_dict({"model": model_state, **optimizer_state})
         self._stale = True
 
     def close(self) -> None:
         """Stop actors of a distributed run (a no-op for in-process workers)."""
-        for worker in (self.policy, self.generator, self.reference):
-            if worker is not None and hasattr(worker, "close"):
-                worker.close()
+        for policy in (self.policy, self.reference):
+            if policy is not None:
+                policy.close()
+        # GenerationBackend has no close(): the HF backend holds nothing; vLLM and the Ray worker do.
+        close_generator = getattr(self.generator, "close", None)
+        if close_generator is not None:
+            close_generator()
 
     def save_artifact(
         self,
@@ -221,12 +182,67 @@ class PolicyWorkers:
         adapter applies to)."""
         from rlvr.convert.hf_megatron import save_hf_model_as_megatron
 
-        model = self.policy.hf_model() if hasattr(self.policy, "hf_model") else self.policy.model
+        model = self.policy.hf_model()
         with atomic_dir(root) as tmp:
             save_hf_model_as_megatron(model, self.tokenizer_dir, tmp, iteration, extra, source_dtype=source_dtype)
-        if adapter_dir is not None and getattr(self.policy, "is_lora", False):
-            self.policy.save_adapter(adapter_dir, base_model=base_model)
+        if adapter_dir is not None:
+            self.policy.save_adapter(adapter_dir, base_model=base_model)  # writes nothing unless LoRA
         return root
+
+
+def _ray_roles(
+    cfg: dict[str, Any], policy_path: Path, tok_dir: Path, num_workers: int, gen_kwargs: dict[str, Any]
+) -> tuple[Policy, GenerationBackend, Policy | None]:
+    """Data-parallel replicas on Ray; generation is refitted from rank 0 before each rollout. The generation actor
+    takes no CPU reservation so that the policy ranks can use every core."""
+    from rlvr.distributed.actors import RayGenerationWorker
+    from rlvr.distributed.policy_group import RayPolicyGroup
+
+    policy_cfg = cfg["policy"]
+    policy = RayPolicyGroup(policy_cfg, str(policy_path), num_workers=num_workers)
+    generator = RayGenerationWorker(
+        str(policy_path), str(tok_dir), precision=policy_cfg["precision"], num_cpus=0, **gen_kwargs
+    )
+    reference = None
+    if needs_reference_model(cfg):
+        reference = RayPolicyGroup(policy_cfg, str(policy_path), num_workers=num_workers, trainable=False)
+    return policy, generator, reference
+
+
+def _in_process_roles(
+    cfg: dict[str, Any], policy_path: Path, tokenizer, gen_kwargs: dict[str, Any]
+) -> tuple[Policy, GenerationBackend, Policy | None, bool]:
+    """The policy (HF, LoRA or megatron-core), its generation backend and the reference in this process; the flag
+    says whether generation samples from the policy's own model (no refit needed)."""
+    from rlvr.convert.hf_megatron import load_hf_model_from_megatron
+    from rlvr.policy.hf import HFPolicy
+
+    policy_cfg = cfg["policy"]
+    wants_reference = needs_reference_model(cfg)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_hf_model_from_megatron(policy_path, policy_cfg["precision"]).to(device)
+    # LoRA wraps ``model`` in place: the reference and the generation model are plain copies taken first.
+    # Generation then runs on merged weights W + s·BA, refitted after each step (no adapter matmuls per token).
+    reference_model = copy.deepcopy(model).eval().requires_grad_(False) if wants_reference else None
+    lora_generation_model = copy.deepcopy(model) if lora_settings(policy_cfg) is not None else None
+    if policy_cfg["megatron_cfg"]["enabled"]:
+        from rlvr.policy.megatron import MegatronPolicy
+
+        policy = MegatronPolicy.from_config(
+            policy_cfg, policy_path=policy_path, train_iters=cfg["grpo"]["max_num_steps"]
+        )
+        generation_model, shares = model, False
+    else:
+        policy = HFPolicy.from_config(policy_cfg, model=model)
+        generation_model, shares = policy.model, True
+        if lora_generation_model is not None:
+            generation_model, shares = lora_generation_model, False
+    backend = policy_cfg["generation"]["backend"]
+    if backend == "vllm":
+        gen_kwargs = {**gen_kwargs, "vllm_cfg": policy_cfg["generation"]["vllm_cfg"], "seed": cfg["grpo"]["seed"]}
+    generator = make_generation_backend(backend, generation_model, tokenizer, **gen_kwargs)
+    reference = HFPolicy.from_config(policy_cfg, model=reference_model) if wants_reference else None
+    return policy, generator, reference, shares
 
 
 class RewardWorker:
@@ -248,7 +264,7 @@ class RewardWorker:
             self.gym = GymRewardClient(
                 env["nemo_gym"],
                 local_options=local_options_from_env(env),
-                model_name=str(cfg["policy"].get("model_name") or "policy"),
+                model_name=str(cfg["policy"]["model_name"] or "policy"),
             ).start()
         else:
             from rlvr.rewards.scorer import scorer_from_env

@@ -61,7 +61,8 @@ class ZeroSignalGuard:
 
     @classmethod
     def from_config(cls, grpo: dict[str, Any]) -> ZeroSignalGuard:
-        return cls(grpo.get("zero_signal_patience", DEFAULT_PATIENCE), bool(grpo.get("stop_on_zero_signal", False)))
+        """From the complete ``grpo`` section (the loader has filled the schema's defaults)."""
+        return cls(grpo["zero_signal_patience"], bool(grpo["stop_on_zero_signal"]))
 
     def replay(self, lines: list[dict[str, Any]]) -> None:
         """Rebuild the counters from the metrics lines kept on resume (no warnings are printed again)."""

@@ -1,5 +1,7 @@
 """Running the workflow on Slurm: pre-flight guards, the rlvr topology check, and the detached controller job.
 
+:func:`prepare` is the Slurm executor's launch entry point; it runs every step below in order.
+
 Two traps make snakemake-executor-plugin-slurm hang or fail on a working cluster; both are avoided here, before
 anything is submitted:
 
@@ -27,11 +29,12 @@ import shlex
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rlvr.errors import UserError
 from rlvr.launch.profile import ControllerSettings, Profile
+from rlvr.launch.request import Detached, Launch, RunRequest
 
 SYSTEM_SLURM_CONF = Path("/etc/slurm/slurm.conf")
 CLIENT_COMMANDS = ("sbatch", "srun", "salloc", "squeue", "scancel", "scontrol", "sinfo", "sacct")
@@ -240,43 +243,66 @@ def container_env(profile: Profile, run_dir: Path, *, force_squash: bool, env: d
     }
 
 
-@dataclass
-class SlurmRun:
-    """What a Slurm run adds to the Snakemake call: arguments, environment, and the secrets file to delete."""
+def prepare(request: RunRequest) -> Launch:
+    """Everything checked and set up before Snakemake starts on Slurm, in this order:
 
-    extra: list[str]
-    env: dict[str, str]
-    secrets_file: Path | None = None
-
-    def cleanup(self) -> None:
-        if self.secrets_file:
-            self.secrets_file.unlink(missing_ok=True)
-
-
-def prepare_run(
-    profile: Profile,
-    cluster: dict | None,
-    run_dir: Path,
-    passthrough: list[str],
-    env: dict[str, str],
-    *,
-    force_squash: bool = False,
-    dry_run: bool = False,
-) -> SlurmRun:
-    """Everything checked and set up before Snakemake starts on Slurm.
-
-    ``cluster`` is the config's ``cluster`` section when the run includes rule rlvr (else ``None``). A dry run
-    checks the profile against the config but contacts no cluster, writes nothing and squashes nothing.
+    1. the profile's resources for rule rlvr against ``cluster.*`` (also at ``-d``, which contacts no cluster,
+       writes nothing and squashes nothing);
+    2. the status-polling guard (trap 1), from the controller's ``scontrol show config``;
+    3. the container image squashed (or its ``.sqsh`` reused) and handed to the rlvr launcher;
+    4. the client wrappers (trap 2), which also keep the secrets out of what ``sbatch`` submits;
+    5. the secrets file the jobs source (:mod:`rlvr.launch.secret_env`), removed by :attr:`Launch.cleanup` after
+       an attached run and by the controller job after a detached one.
     """
+    from rlvr.launch import local
     from rlvr.launch.secret_env import secret_names, write_secrets_file
     from rlvr.launch.topology import check_profile_topology
 
-    if cluster is not None:
-        check_profile_topology(profile.rule_resources("rlvr"), cluster, str(profile.config_file))
-    if dry_run:
-        return SlurmRun(extra=[], env=env)
-    extra = status_command_args(profile, query_slurm_config(env), passthrough)
-    env = container_env(profile, run_dir, force_squash=force_squash, env=env)
-    env = client_wrappers(run_dir / ".slurm" / "bin", env, unset=secret_names(env))
-    env, secrets_file = write_secrets_file(env, run_dir / ".slurm")
-    return SlurmRun(extra=extra, env=env, secrets_file=secrets_file)
+    profile = request.profile
+    if request.cluster is not None:
+        check_profile_topology(profile.rule_resources("rlvr"), request.cluster, str(profile.config_file))
+    if request.dry_run:
+        return local.launch_with(request, extra=request.passthrough, env=request.env)
+    env = request.env
+    extra = status_command_args(profile, query_slurm_config(env), request.passthrough)
+    env = container_env(profile, request.run_dir, force_squash=request.force_squash, env=env)
+    env = client_wrappers(request.run_dir / ".slurm" / "bin", env, unset=secret_names(env))
+    env, secrets_file = write_secrets_file(env, request.run_dir / ".slurm")
+    launch = local.launch_with(request, extra=request.passthrough + extra, env=env)
+    secrets = _SecretsFile(secrets_file)
+    # -b submits the controller as a batch job (not a local process); the secrets file goes with it.
+    return replace(launch, detach=lambda _lock: submit_controller(launch, request, secrets), cleanup=secrets.remove)
+
+
+@dataclass
+class _SecretsFile:
+    """The run's secrets file: removed at the end of an attached run; a detached controller job removes it."""
+
+    path: Path | None
+    handed_over: bool = False
+
+    def remove(self) -> None:
+        if self.path and not self.handed_over:
+            self.path.unlink(missing_ok=True)
+
+
+def submit_controller(launch: Launch, request: RunRequest, secrets: _SecretsFile) -> Detached:
+    """``-b`` on Slurm: the Snakemake controller becomes a batch job of its own; return once it is queued.
+
+    The run-folder lock is not handed over: the controller job runs on another node and may start later.
+    """
+    job = ControllerJob(
+        argv=launch.argv,
+        run_dir=request.run_dir,
+        settings=request.profile.launch.controller,
+        name=f"rlvr-{request.run_name}-controller",
+        secrets_file=secrets.path,
+    )
+    job_id = job.submit(launch.env)
+    secrets.handed_over = True
+    return Detached(
+        run_dir=request.run_dir,
+        log=job.log,
+        job_id=f"slurm:{job_id}",
+        follow=f"squeue -j {job_id}; tail -f {job.log}",
+    )

@@ -126,7 +126,7 @@ def check_profile_topology(resources: dict, cluster: dict, source: str) -> None:
     ``set-resources: rlvr:``); the rule itself asks for ``nodes = cluster.num_nodes``, which a profile may
     override. GPUs per node come from ``gres: gpu:N`` or ``slurm_extra: --gpus-per-node=N``.
     """
-    want_nodes, want_gpus = int(cluster.get("num_nodes", 1)), int(cluster.get("gpus_per_node", 0))
+    want_nodes, want_gpus = int(cluster["num_nodes"]), int(cluster["gpus_per_node"])
     problems = []
     nodes = resources.get("nodes")
     if nodes is not None and int(nodes) != want_nodes:

@@ -43,11 +43,12 @@ import torch
 from rlvr.errors import CheckpointError, ConfigError
 from rlvr.policy import lora
 from rlvr.policy.activations import enable_activation_checkpointing
+from rlvr.policy.base import LossFunction
 from rlvr.policy.logprobs import chunked_token_logprobs, mask_filtered_tokens, token_logprobs
 from rlvr.policy.optim import build_optimizer, build_scheduler
 from rlvr.policy.precision import MasterWeights, parse_precision
+from rlvr.policy.train_metrics import Fold, fold
 
-LossFn = Callable[[torch.Tensor, dict[str, Any], torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, Any]]]
 AllReduce = Callable[[torch.Tensor], None]  # in-place SUM of a tensor over the data-parallel ranks
 
 # Config attributes of HF architectures that transform the logits after the output layer; chunked log-probs
@@ -141,34 +142,35 @@ class HFPolicy:
         device: str | torch.device | None = None,
         all_reduce: AllReduce | None = None,
     ) -> HFPolicy:
-        """Build from the ``policy`` section; loads ``policy.model_name`` unless ``model`` is given.
+        """Build from the complete ``policy`` section (every key present, as the loader fills it); loads
+        ``policy.model_name`` unless ``model`` is given.
 
         With ``dtensor_cfg.lora_cfg.enabled`` a trainable ``model`` is wrapped (in place) with LoRA adapters and
         only those train; a frozen one (the reference policy) stays as it is.
         """
-        parse_precision(policy_cfg.get("precision", "float32"))  # refuse float16 even for a model loaded elsewhere
+        parse_precision(policy_cfg["precision"])  # refuse float16 even for a model loaded elsewhere
         if model is None:
             model = load_causal_lm(
                 policy_cfg["model_name"],
-                precision=policy_cfg.get("precision", "float32"),
-                overrides=policy_cfg.get("hf_config_overrides"),
+                precision=policy_cfg["precision"],
+                overrides=policy_cfg["hf_config_overrides"],
                 device=device,
             )
         lora_settings = lora.lora_settings(policy_cfg)
         if lora_settings is not None and any(p.requires_grad for p in model.parameters()):
             model = lora.apply_lora(model, lora_settings)
-        generation = policy_cfg.get("generation") or {}
+        generation = policy_cfg["generation"]
         return cls(
             model,
-            optimizer=policy_cfg.get("optimizer"),
-            scheduler=policy_cfg.get("scheduler"),
-            max_grad_norm=policy_cfg.get("max_grad_norm", 1.0),
-            temperature=_number(generation, "temperature", 1.0),
-            top_k=generation.get("top_k"),
-            top_p=_number(generation, "top_p", 1.0),
+            optimizer=policy_cfg["optimizer"],
+            scheduler=policy_cfg["scheduler"],
+            max_grad_norm=policy_cfg["max_grad_norm"],
+            temperature=float(generation["temperature"]),
+            top_k=generation["top_k"],
+            top_p=float(generation["top_p"]),
             all_reduce=all_reduce,
-            activation_checkpointing=bool((policy_cfg.get("dtensor_cfg") or {}).get("activation_checkpointing")),
-            logprob_chunk_size=policy_cfg.get("logprob_chunk_size"),
+            activation_checkpointing=bool(policy_cfg["dtensor_cfg"]["activation_checkpointing"]),
+            logprob_chunk_size=policy_cfg["logprob_chunk_size"],
         )
 
     def _build_optimizer(
@@ -249,7 +251,7 @@ class HFPolicy:
         return torch.cat(chunks)
 
     def train(
-        self, batch: Mapping[str, Any], loss_fn: LossFn, *, global_batch_size: int, micro_batch_size: int
+        self, batch: Mapping[str, Any], loss_fn: LossFunction, *, global_batch_size: int, micro_batch_size: int
     ) -> dict[str, float]:
         """K = B / global_batch_size optimizer steps and one scheduler step; returns the step's metrics.
 
@@ -259,9 +261,9 @@ class HFPolicy:
         micro-batch. ``loss_fn(lp[b, S], data, N_seq, N_tok) -> (loss, metrics)``. A token the filtered
         distribution excludes gets lp 0 and is removed from that micro-batch's ``token_mask``.
 
-        Metrics: ``loss`` and the loss_fn metrics summed over micro-batches (``*_min``/``*_max``: min/max) and
-        averaged over global batches; ``grad_norm`` (pre-clip) of the last optimizer step; ``lr`` used;
-        ``global_valid_seqs``/``global_valid_toks`` averaged; ``num_optimizer_steps`` = K.
+        Metrics (folded as :mod:`rlvr.policy.train_metrics` declares): ``loss`` and the loss_fn metrics summed
+        over micro-batches and averaged over global batches; ``grad_norm`` (pre-clip) of the last optimizer step;
+        ``lr`` used; ``global_valid_seqs``/``global_valid_toks`` averaged; ``num_optimizer_steps`` = K.
         """
         if self.optimizer is None:
             raise ConfigError("this policy has no trainable parameters (a frozen reference policy): it cannot train")
@@ -281,11 +283,11 @@ class HFPolicy:
         ]
         if self.scheduler is not None:
             self.scheduler.step()
-        metrics = _average(per_step)
-        metrics.update(grad_norm=per_step[-1]["grad_norm"], lr=lr, num_optimizer_steps=float(len(per_step)))
+        metrics = fold(per_step, Fold.OPTIMIZER_STEPS)
+        metrics.update(lr=lr, num_optimizer_steps=float(len(per_step)))
         return metrics
 
-    def _optimizer_step(self, data: dict[str, Any], loss_fn: LossFn, micro_batch_size: int) -> dict[str, float]:
+    def _optimizer_step(self, data: dict[str, Any], loss_fn: LossFunction, micro_batch_size: int) -> dict[str, float]:
         """One global batch: accumulate micro-batch gradients, clip, step. Returns its summed metrics."""
         data = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in data.items()}
         rows = int(data["input_ids"].shape[0])
@@ -297,7 +299,7 @@ class HFPolicy:
             self.all_reduce(global_valid_toks)
         self.master.zero_grad()
         self.optimizer.zero_grad(set_to_none=True)
-        summed: dict[str, float] = {}
+        per_micro_batch: list[dict[str, Any]] = []
         for start in range(0, rows, micro_batch_size):
             mb = _rows(data, start, start + micro_batch_size, rows)
             lp, mb["token_mask"] = mask_filtered_tokens(
@@ -307,7 +309,7 @@ class HFPolicy:
             loss, loss_metrics = loss_fn(lp, mb, global_valid_seqs, global_valid_toks)
             loss.backward()
             self.master.accumulate_grads()  # fp32 sum over micro-batches
-            _merge(summed, {**loss_metrics, "loss": loss.detach()})
+            per_micro_batch.append({**loss_metrics, "loss": loss.detach()})
         params = [p for group in self.optimizer.param_groups for p in group["params"]]  # the fp32 masters
         if self.all_reduce is not None:
             sum_gradients(params, self.all_reduce)
@@ -315,6 +317,7 @@ class HFPolicy:
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # returns the norm before clipping
         self.optimizer.step()
         self.master.copy_to_model()
+        summed = fold(per_micro_batch, Fold.MICRO_BATCHES)
         summed.update(
             grad_norm=float(grad_norm),
             global_valid_seqs=float(global_valid_seqs),
@@ -365,6 +368,10 @@ class HFPolicy:
             return lora.merged_state_dict(self.model)
         return {name: tensor.detach() for name, tensor in self.model.state_dict().items()}
 
+    def hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights a generation backend is refitted with: :meth:`model_state` (already under HF names)."""
+        return self.model_state()
+
     def hf_model(self) -> torch.nn.Module:
         """The transformers model to export (LoRA: a merged copy without adapter layers)."""
         return lora.merged_model(self.model) if self.is_lora else self.model
@@ -372,6 +379,9 @@ class HFPolicy:
     def save_adapter(self, folder: Path, *, base_model: str | None) -> Path | None:
         """The PEFT adapter folder of a LoRA policy (None otherwise)."""
         return lora.save_adapter(self.model, folder, base_model=base_model) if self.is_lora else None
+
+    def close(self) -> None:
+        """Nothing to release: the model lives in this process."""
 
 
 def sum_gradients(params: list[torch.nn.Parameter], all_reduce: AllReduce, bucket_numel: int = 1 << 24) -> None:
@@ -411,40 +421,9 @@ def _reduce_bucket(grads: list[torch.Tensor], all_reduce: AllReduce) -> None:
         grad.copy_(chunk.view_as(grad))
 
 
-def _number(cfg: Mapping[str, Any], key: str, default: float) -> float:
-    value = cfg.get(key)
-    return default if value is None else float(value)
-
-
 def _rows(data: Mapping[str, Any], start: int, stop: int, total: int) -> dict[str, Any]:
     """Rows ``start:stop`` of every tensor with ``total`` rows; other values are passed through."""
     return {
         k: v[start:stop] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == total else v
         for k, v in data.items()
     }
-
-
-def _merge(acc: dict[str, float], metrics: Mapping[str, Any]) -> None:
-    """Fold one micro-batch's metrics into ``acc``: min/max for ``*_min``/``*_max`` keys, sum otherwise."""
-    for key, value in metrics.items():
-        value = float(value)
-        if key.endswith("_min"):
-            acc[key] = min(acc.get(key, value), value)
-        elif key.endswith("_max"):
-            acc[key] = max(acc.get(key, value), value)
-        else:
-            acc[key] = acc.get(key, 0.0) + value
-
-
-def _average(per_step: list[dict[str, float]]) -> dict[str, float]:
-    """Mean over global batches, except min/max keys, which are combined by min/max."""
-    out: dict[str, float] = {}
-    for key in dict.fromkeys(k for step in per_step for k in step):
-        values = [step[key] for step in per_step if key in step]
-        if key.endswith("_min"):
-            out[key] = min(values)
-        elif key.endswith("_max"):
-            out[key] = max(values)
-        else:
-            out[key] = sum(values) / len(per_step)
-    return out

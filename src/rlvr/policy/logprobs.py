@@ -37,11 +37,6 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 
-def is_filtering(top_k: int | None, top_p: float | None) -> bool:
-    """Whether top-k or top-p removes anything (``top_k`` None/<=0 and ``top_p`` None/>=1 are "off")."""
-    return (top_k is not None and top_k > 0) or (top_p is not None and top_p < 1.0)
-
-
 def process_logits(
     logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = 1.0
 ) -> torch.Tensor:

@@ -71,33 +71,34 @@ class LoraSettings:
 
 
 def lora_section(policy_cfg: Mapping[str, Any]) -> Mapping[str, Any]:
-    return (policy_cfg.get("dtensor_cfg") or {}).get("lora_cfg") or {}
+    return policy_cfg["dtensor_cfg"]["lora_cfg"]
 
 
 def lora_settings(policy_cfg: Mapping[str, Any]) -> LoraSettings | None:
-    """The settings of an enabled ``lora_cfg``, else None; a value rlvr cannot honour is a ConfigError."""
+    """The settings of an enabled ``lora_cfg`` (complete, as the loader fills it), else None; a value rlvr cannot
+    honour is a ConfigError."""
     section = lora_section(policy_cfg)
-    if not section.get("enabled", False):
+    if not section["enabled"]:
         return None
-    dim, alpha = section.get("dim", 8), section.get("alpha", 32)
+    dim, alpha = section["dim"], section["alpha"]
     if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
         raise ConfigError(f"{KEY}.dim must be an integer >= 1 (the LoRA rank), got {dim!r}")
     if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha <= 0:
         raise ConfigError(f"{KEY}.alpha must be a number > 0 (the scale is alpha/dim), got {alpha!r}")
-    dropout = section.get("dropout", 0.0)
+    dropout = section["dropout"]
     if dropout:
         raise ConfigError(
             f"{KEY}.dropout={dropout}: rlvr keeps the policy in eval mode (the PPO ratio must be "
             f"exactly 1 before the first update), so LoRA dropout would never apply; set "
             f"{KEY}.dropout=0.0"
         )
-    if section.get("dropout_position", "post") not in ("pre", "post"):
+    if section["dropout_position"] not in ("pre", "post"):
         raise ConfigError(f"{KEY}.dropout_position must be 'pre' or 'post', got {section['dropout_position']!r}")
-    init = section.get("lora_A_init", "xavier")
+    init = section["lora_A_init"]
     if init not in _INITS:
         raise ConfigError(f"{KEY}.lora_A_init must be one of {list(_INITS)}, got {init!r}")
-    targets = tuple(str(t) for t in section.get("target_modules") or ())
-    match_all = bool(section.get("match_all_linear", True))
+    targets = tuple(str(t) for t in section["target_modules"])
+    match_all = bool(section["match_all_linear"])
     if match_all and targets:
         raise ConfigError(
             f"{KEY}: match_all_linear=true adapts every linear layer, so target_modules={list(targets)} "
@@ -113,7 +114,7 @@ def lora_settings(policy_cfg: Mapping[str, Any]) -> LoraSettings | None:
         dim=dim,
         alpha=float(alpha),
         target_modules=targets,
-        exclude_modules=tuple(str(t) for t in section.get("exclude_modules") or ()),
+        exclude_modules=tuple(str(t) for t in section["exclude_modules"]),
         match_all_linear=match_all,
         lora_A_init=init,
     )
@@ -124,7 +125,7 @@ def check_lora_config(cfg: Mapping[str, Any]) -> None:
     policy = cfg["policy"]
     if lora_settings(policy) is None:
         return
-    if (policy.get("megatron_cfg") or {}).get("enabled"):
+    if policy["megatron_cfg"]["enabled"]:
         raise ConfigError(
             f"{KEY}.enabled=true needs the PyTorch/HF policy backend: LoRA is not implemented on "
             f"megatron-core here. Set policy.megatron_cfg.enabled=false and "

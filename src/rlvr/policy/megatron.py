@@ -52,16 +52,6 @@ from rlvr.policy.precision import parse_precision
 
 _OPT_KEY = "policy.megatron_cfg.optimizer"
 _SCHED_KEY = "policy.megatron_cfg.scheduler"
-_DECAY_STYLES = ("constant", "linear", "cosine")
-# Megatron's OptimizerConfig defaults for the keys a config may leave out (``lr`` has none: it is required).
-_ADAM_DEFAULTS = {
-    "optimizer": "adam",
-    "min_lr": 0.0,
-    "weight_decay": 0.01,
-    "adam_beta1": 0.9,
-    "adam_beta2": 0.999,
-    "adam_eps": 1e-8,
-}
 _PARALLEL_SIZES = (
     "tensor_model_parallel_size",
     "pipeline_model_parallel_size",
@@ -103,18 +93,11 @@ class MegatronLRSchedule:
         return self.at(n) / self.lr
 
 
-def _megatron_optimizer_cfg(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """``megatron_cfg.optimizer`` with Megatron's defaults filled in, checked."""
-    known = {*_ADAM_DEFAULTS, "lr", "clip_grad"}
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise ConfigError(f"{_OPT_KEY}: unknown keys {unknown}; known: {sorted(known)}")
-    out = {**_ADAM_DEFAULTS, **{k: v for k, v in cfg.items() if v is not None}}
-    if out["optimizer"] != "adam":
-        raise ConfigError(f"{_OPT_KEY}.optimizer: {out['optimizer']!r} is not supported; known: ['adam']")
-    if "lr" not in out or float(out["lr"]) <= 0:
-        raise ConfigError(f"{_OPT_KEY}.lr: a learning rate > 0 is required, got {cfg.get('lr')!r}")
-    if not 0 <= float(out["min_lr"]) <= float(out["lr"]):
+def _megatron_optimizer_cfg(cfg: Mapping[str, Any]) -> dict[str, float]:
+    """The honoured keys of a complete ``megatron_cfg.optimizer`` (the schema has checked each value; the others
+    are inert here, see the schema), with the one rule across keys checked."""
+    out = {key: float(cfg[key]) for key in ("lr", "min_lr", "weight_decay", "adam_beta1", "adam_beta2", "adam_eps")}
+    if not 0 <= out["min_lr"] <= out["lr"]:
         raise ConfigError(f"{_OPT_KEY}.min_lr: must lie in [0, lr={out['lr']}], got {out['min_lr']}")
     return out
 
@@ -122,17 +105,18 @@ def _megatron_optimizer_cfg(cfg: Mapping[str, Any]) -> dict[str, Any]:
 def build_megatron_optimizer(
     named_params: list[tuple[str, torch.nn.Parameter]], cfg: Mapping[str, Any]
 ) -> torch.optim.AdamW:
-    """AdamW for ``megatron_cfg.optimizer``: group 0 decays (matrices), group 1 does not (biases, 1-D tensors)."""
+    """AdamW for a complete ``megatron_cfg.optimizer``: group 0 decays (matrices), group 1 does not (biases and
+    1-D tensors)."""
     opt = _megatron_optimizer_cfg(cfg)
     trainable = [(n, p) for n, p in named_params if p.requires_grad]
     no_decay = [p for n, p in trainable if p.dim() == 1 or n.endswith(".bias")]
     decay = [p for n, p in trainable if not (p.dim() == 1 or n.endswith(".bias"))]
-    groups = [{"params": decay, "weight_decay": float(opt["weight_decay"])}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": opt["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(
         [g for g in groups if g["params"]],
-        lr=float(opt["lr"]),
-        betas=(float(opt["adam_beta1"]), float(opt["adam_beta2"])),
-        eps=float(opt["adam_eps"]),
+        lr=opt["lr"],
+        betas=(opt["adam_beta1"], opt["adam_beta2"]),
+        eps=opt["adam_eps"],
     )
 
 
@@ -143,25 +127,21 @@ def build_megatron_scheduler(
     *,
     train_iters: int | None = None,
 ) -> LambdaLR | None:
-    """``LambdaLR`` over :class:`MegatronLRSchedule`, or None (constant ``lr``) when ``sched_cfg`` is absent.
+    """``LambdaLR`` over :class:`MegatronLRSchedule`, or None (constant ``lr``) when ``sched_cfg`` is null.
 
-    ``lr_decay_iters: null`` means ``train_iters`` (the run's GRPO step count), as in Megatron.
+    Both sections complete (the schema has checked each value); ``lr_decay_iters: null`` means ``train_iters``
+    (the run's GRPO step count), as in Megatron. The weight-decay keys are checked by the config
+    (``config/checks.py``: a constant decay only).
     """
     if not sched_cfg:
         return None
-    known = {"lr_decay_style", "lr_warmup_iters", "lr_warmup_init", "lr_decay_iters"}
-    unknown = sorted(set(sched_cfg) - known)
-    if unknown:
-        raise ConfigError(f"{_SCHED_KEY}: unknown keys {unknown}; known: {sorted(known)}")
     opt = _megatron_optimizer_cfg(opt_cfg)
-    style = sched_cfg.get("lr_decay_style") or "constant"
-    if style not in _DECAY_STYLES:
-        raise ConfigError(f"{_SCHED_KEY}.lr_decay_style: unknown {style!r}; known: {list(_DECAY_STYLES)}")
-    warmup = int(sched_cfg.get("lr_warmup_iters") or 0)
-    init = float(sched_cfg.get("lr_warmup_init") or 0.0)
-    decay = sched_cfg.get("lr_decay_iters")
+    style = sched_cfg["lr_decay_style"]
+    warmup = int(sched_cfg["lr_warmup_iters"])
+    init = float(sched_cfg["lr_warmup_init"])
+    decay = sched_cfg["lr_decay_iters"]
     decay = int(decay) if decay is not None else train_iters
-    if warmup < 0 or not 0 <= init <= float(opt["lr"]):
+    if warmup < 0 or not 0 <= init <= opt["lr"]:
         raise ConfigError(
             f"{_SCHED_KEY}: need lr_warmup_iters >= 0 and 0 <= lr_warmup_init <= lr={opt['lr']}, "
             f"got {warmup} and {init}"
@@ -187,22 +167,17 @@ def build_megatron_scheduler(
 
 def _check_megatron_cfg(mcfg: Mapping[str, Any]) -> None:
     """Refuse settings this backend would otherwise silently ignore."""
-    wrong = {k: mcfg[k] for k in _PARALLEL_SIZES if mcfg.get(k) not in (None, 1)}
-    if wrong or mcfg.get("sequence_parallel"):
+    wrong = {k: mcfg[k] for k in _PARALLEL_SIZES if mcfg[k] != 1}
+    if wrong or mcfg["sequence_parallel"]:
         raise ConfigError(
             f"policy.megatron_cfg: model parallelism is not supported (got {wrong or 'sequence_parallel'}"
             "); set the parallel sizes to 1 and sequence_parallel to false"
         )
-    if mcfg.get("scheduler") and not mcfg.get("optimizer"):
+    if mcfg["scheduler"] and not mcfg["optimizer"]:
         raise ConfigError(
             f"{_SCHED_KEY} needs {_OPT_KEY} (its lr and min_lr); set both, or neither to use "
             "policy.optimizer/policy.scheduler"
         )
-
-
-def _number(cfg: Mapping[str, Any], key: str, default: float) -> float:
-    value = cfg.get(key)
-    return default if value is None else float(value)
 
 
 class MegatronPolicy(HFPolicy):
@@ -256,7 +231,8 @@ class MegatronPolicy(HFPolicy):
         train_iters: int | None = None,
         **hf_policy_kwargs: Any,
     ) -> MegatronPolicy:
-        """Build from the ``policy`` section and the ``checkpoint_megatron`` at ``policy_path`` (root or iter_*).
+        """Build from the complete ``policy`` section and the ``checkpoint_megatron`` at ``policy_path`` (root or
+        iter_*).
 
         ``train_iters``: the run's GRPO step count, used only when ``lr_decay_iters`` is null.
         ``hf_policy_kwargs`` go to the constructor (e.g. ``all_reduce``).
@@ -264,31 +240,31 @@ class MegatronPolicy(HFPolicy):
         from rlvr.convert.artifact import load_checkpoint_megatron
         from rlvr.convert.mcore_model import build_gpt_model, load_state_into_gpt
 
-        mcfg = policy_cfg.get("megatron_cfg") or {}
+        mcfg = policy_cfg["megatron_cfg"]
         _check_megatron_cfg(mcfg)
-        dtype = parse_precision(policy_cfg.get("precision", "float32"))
+        dtype = parse_precision(policy_cfg["precision"])
         state, run_config, _ = load_checkpoint_megatron(policy_path)
         hf_config = run_config["model"]["hf_config"]
         model = build_gpt_model(hf_config, dtype=dtype, device=device)
         load_state_into_gpt(model, state)
-        max_grad_norm = policy_cfg.get("max_grad_norm", 1.0)
-        if mcfg.get("optimizer") and mcfg["optimizer"].get("clip_grad") is not None:
+        max_grad_norm = policy_cfg["max_grad_norm"]
+        if mcfg["optimizer"] and mcfg["optimizer"]["clip_grad"] is not None:
             max_grad_norm = float(mcfg["optimizer"]["clip_grad"])
-        generation = policy_cfg.get("generation") or {}
+        generation = policy_cfg["generation"]
         return cls(
             model,
             hf_config,
-            megatron_optimizer=mcfg.get("optimizer"),
-            megatron_scheduler=mcfg.get("scheduler"),
+            megatron_optimizer=mcfg["optimizer"],
+            megatron_scheduler=mcfg["scheduler"],
             train_iters=train_iters,
-            optimizer=policy_cfg.get("optimizer"),
-            scheduler=policy_cfg.get("scheduler"),
+            optimizer=policy_cfg["optimizer"],
+            scheduler=policy_cfg["scheduler"],
             max_grad_norm=max_grad_norm,
-            temperature=_number(generation, "temperature", 1.0),
-            top_k=generation.get("top_k"),
-            top_p=_number(generation, "top_p", 1.0),
-            activation_checkpointing=bool(mcfg.get("activation_checkpointing")),
-            logprob_chunk_size=policy_cfg.get("logprob_chunk_size"),
+            temperature=float(generation["temperature"]),
+            top_k=generation["top_k"],
+            top_p=float(generation["top_p"]),
+            activation_checkpointing=bool(mcfg["activation_checkpointing"]),
+            logprob_chunk_size=policy_cfg["logprob_chunk_size"],
             **hf_policy_kwargs,
         )
 

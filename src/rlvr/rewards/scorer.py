@@ -139,7 +139,7 @@ def score_batch(
 
 
 def scorer_from_env(env: dict[str, Any]) -> RewardScorer:
-    """A scorer set up from the step config's ``env`` section.
+    """A scorer set up from the step config's complete ``env`` section (every key present, as the loader fills it).
 
     ``env.math``: ``num_workers`` verifier processes, ``timeout_s`` per check. ``env.code``: ``timeout_s`` per test
     case, ``memory_mb`` per program, ``num_workers`` concurrent sandboxes, ``partial_credit``. The code settings are
@@ -147,15 +147,13 @@ def scorer_from_env(env: dict[str, Any]) -> RewardScorer:
     """
     from rlvr.rewards.sandbox import Sandbox, SandboxLimits
 
-    math_cfg, code_cfg = env.get("math") or {}, env.get("code") or {}
+    math_cfg, code_cfg = env["math"], env["code"]
     code = get_verifier("code")
-    code.partial_credit = bool(code_cfg.get("partial_credit", False))
-    limits = SandboxLimits(
-        case_timeout_s=float(code_cfg.get("timeout_s", 5.0)), memory_mb=int(code_cfg.get("memory_mb", 1024))
-    )
-    code.sandbox = Sandbox(limits, max_concurrency=code_cfg.get("num_workers"))
+    code.partial_credit = bool(code_cfg["partial_credit"])
+    limits = SandboxLimits(case_timeout_s=float(code_cfg["timeout_s"]), memory_mb=int(code_cfg["memory_mb"]))
+    code.sandbox = Sandbox(limits, max_concurrency=code_cfg["num_workers"])
     return RewardScorer(
-        num_workers=math_cfg.get("num_workers"),
-        timeout_s=float(math_cfg.get("timeout_s", 10.0)),
-        sandbox_concurrency=code_cfg.get("num_workers"),
+        num_workers=math_cfg["num_workers"],
+        timeout_s=float(math_cfg["timeout_s"]),
+        sandbox_concurrency=code_cfg["num_workers"],
     )

@@ -51,6 +51,12 @@ def test_missing_values_and_step():
         split_run_args(["-d"])
 
 
+def test_stage_flag_is_refused_not_swallowed():
+    """Upstream accepts --stage and ignores it; here it is one clear error rather than a silent no-op."""
+    with pytest.raises(UserError, match="--stage does nothing"):
+        split_run_args(["rlvr", "--stage"])
+
+
 def test_plan_summary_reads_rule_reasons():
     out = (
         "rule a:\n    output: x\n    reason: Missing output files: x\nlocalrule all:\n    reason: Input files updated\n"

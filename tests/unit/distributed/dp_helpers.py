@@ -8,20 +8,24 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from tests.unit.schema_config import policy_config
+
 VOCAB = 21
-POLICY_CFG = {
-    "precision": "float32",
-    # AdamW (not SGD): its per-coordinate normalisation would amplify any gradient mismatch between the runs.
-    "optimizer": {"name": "torch.optim.AdamW", "kwargs": {"lr": 1e-3, "weight_decay": 0.01}},
-    "scheduler": [
-        {
-            "name": "torch.optim.lr_scheduler.LinearLR",
-            "kwargs": {"start_factor": 0.5, "end_factor": 1.0, "total_iters": 2},
-        }
-    ],
-    "max_grad_norm": 1.0,  # the first train() call clips (norms 2.7 and 15.7): the global norm must match
-    "generation": {"temperature": 0.7, "top_k": 8, "top_p": 0.95},
-}
+POLICY_CFG = policy_config(
+    **{
+        "precision": "float32",
+        # AdamW (not SGD): its per-coordinate normalisation would amplify any gradient mismatch between the runs.
+        "optimizer": {"name": "torch.optim.AdamW", "kwargs": {"lr": 1e-3, "weight_decay": 0.01}},
+        "scheduler": [
+            {
+                "name": "torch.optim.lr_scheduler.LinearLR",
+                "kwargs": {"start_factor": 0.5, "end_factor": 1.0, "total_iters": 2},
+            }
+        ],
+        "max_grad_norm": 1.0,  # the first train() call clips (norms 2.7 and 15.7): the global norm must match
+        "generation": {"temperature": 0.7, "top_k": 8, "top_p": 0.95},
+    }
+)
 LOSS_CFG = {"reference_policy_kl_penalty": 0.05, "ratio_clip_min": 0.2, "ratio_clip_max": 0.2}
 
 

@@ -11,9 +11,10 @@ import torch
 from dp_helpers import LOSS_CFG, POLICY_CFG, build_model, make_batch, with_logprobs
 from torch.testing import assert_close
 
-from rlvr.distributed.policy_group import combine_rank_metrics, shard_rows
+from rlvr.distributed.policy_group import shard_rows
 from rlvr.grpo.loss import ClippedPGLoss
 from rlvr.policy.hf import HFPolicy, sum_gradients
+from rlvr.policy.train_metrics import Fold, fold
 
 
 class ThreadSum:
@@ -70,13 +71,13 @@ def test_shard_rows_takes_each_ranks_slice_of_every_global_batch():
     assert rank0["beta"] is batch["beta"] and rank1["name"] == "x"
 
 
-def test_combine_rank_metrics_sums_additive_keys_and_keeps_replicated_ones():
+def test_rank_fold_sums_additive_keys_and_keeps_replicated_ones():
     """loss sums, *_min/*_max take min/max, grad_norm/lr/global counts come from rank 0 unchanged."""
     per_rank = [
         {"loss": 0.25, "ratio_min": 0.9, "ratio_max": 1.1, "grad_norm": 3.0, "lr": 0.1, "global_valid_toks": 40.0},
         {"loss": -0.5, "ratio_min": 0.8, "ratio_max": 1.0, "grad_norm": 3.0, "lr": 0.1, "global_valid_toks": 40.0},
     ]
-    assert combine_rank_metrics(per_rank) == {
+    assert fold(per_rank, Fold.RANKS) == {
         "loss": -0.25,
         "ratio_min": 0.8,
         "ratio_max": 1.1,
@@ -129,7 +130,7 @@ def test_two_thread_ranks_train_like_one_process(micro_batch_size):
 
     per_rank = run_ranks(train_rank, 2)
     for call in range(2):
-        got = combine_rank_metrics([per_rank[0][call], per_rank[1][call]])
+        got = fold([per_rank[0][call], per_rank[1][call]], Fold.RANKS)
         assert got.keys() == expected[call].keys()
         for key, value in expected[call].items():
             assert_close(got[key], value, atol=1e-5, rtol=1e-5, msg=f"call {call}, metric {key}")

@@ -9,6 +9,7 @@ import torch
 from torch.testing import assert_close
 
 from rlvr.errors import ConfigError
+from rlvr.grpo import advantages
 from rlvr.grpo.advantages import (
     GRPOAdvantageEstimator,
     ReinforcePlusPlusAdvantageEstimator,
@@ -16,6 +17,7 @@ from rlvr.grpo.advantages import (
     compute_advantages,
     get_advantage_estimator,
     group_baseline_and_std,
+    register_advantage_estimator,
 )
 
 EPS = 1e-6
@@ -188,6 +190,30 @@ def test_registry_lists_known_names():
         get_advantage_estimator("gdpo")
     with pytest.raises(ConfigError, match="unknown key"):
         build_advantage_estimator({"name": "grpo", "normalise_rewards": True})
+
+
+def test_a_registered_estimator_is_built_by_name_from_the_complete_sections(monkeypatch):
+    """A new estimator is one decorated class: build_advantage_estimator fills both sections' defaults and calls
+    its from_config, as for the built-in ones."""
+    monkeypatch.setattr(advantages, "ADVANTAGE_ESTIMATORS", dict(advantages.ADVANTAGE_ESTIMATORS))
+
+    @register_advantage_estimator("sign_of_reward")
+    class SignEstimator:
+        def __init__(self, sections):
+            self.sections = sections
+
+        @classmethod
+        def from_config(cls, adv_config, loss_config):
+            return cls((adv_config, loss_config))
+
+        def __call__(self, rewards, group_ids, mask, *, prev_logprobs=None, reference_logprobs=None):
+            return torch.sign(rewards).unsqueeze(-1).expand(mask.shape)
+
+    est = build_advantage_estimator({"name": "sign_of_reward"}, {"reference_policy_kl_penalty": 0.5})
+    adv_config, loss_config = est.sections
+    assert SignEstimator.name == "sign_of_reward" and adv_config["minus_baseline"] is True
+    assert loss_config["reference_policy_kl_penalty"] == 0.5 and loss_config["reference_policy_kl_type"] == "k3"
+    assert_close(est(_t([2.0, -1.0]), _ids([0, 0]), torch.ones(2, 3)), _t([[1.0] * 3, [-1.0] * 3]))
 
 
 def test_grpo_estimator_defaults_and_broadcast():

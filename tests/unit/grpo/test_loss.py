@@ -9,7 +9,8 @@ import torch
 from torch.testing import assert_close
 
 from rlvr.errors import ConfigError
-from rlvr.grpo.loss import ClippedPGLoss, combine_microbatch_metrics, compute_kl, masked_mean
+from rlvr.grpo.loss import ClippedPGLoss, compute_kl, masked_mean
+from rlvr.policy.train_metrics import Fold, fold
 
 F64 = torch.float64
 LN2, LN3 = math.log(2.0), math.log(3.0)
@@ -359,7 +360,7 @@ def test_microbatch_split_does_not_change_gradient_or_metrics(cfg):
             total = total + loss
             metrics.append(m)
         total.backward()
-        results.append((total.detach(), leaf.grad.clone(), combine_microbatch_metrics(metrics)))
+        results.append((total.detach(), leaf.grad.clone(), fold(metrics, Fold.MICRO_BATCHES)))
     for total, grad, metrics in results[1:]:
         assert_close(total, results[0][0])
         assert_close(grad, results[0][1])
@@ -404,9 +405,9 @@ def test_positive_example_nll():
 
 
 def test_metric_aggregation_rules():
-    """combine_microbatch_metrics sums ordinary keys and min/maxes *_min/*_max keys."""
+    """Over micro-batches the loss's metrics sum, and *_min/*_max keys take min/max (rlvr.policy.train_metrics)."""
     first = {"loss": 1.0, "a_min": 2.0, "a_max": 2.0}
-    out = combine_microbatch_metrics([first, {"loss": 0.5, "a_min": 1.0, "a_max": 3.0}])
+    out = fold([first, {"loss": 0.5, "a_min": 1.0, "a_max": 3.0}], Fold.MICRO_BATCHES)
     assert out == {"loss": 1.5, "a_min": 1.0, "a_max": 3.0}
 
 

@@ -7,6 +7,7 @@ import io
 import pytest
 import torch
 
+from rlvr.config.loader import complete_config
 from rlvr.errors import UserError
 from rlvr.grpo.signal_guard import ZeroSignalGuard, frac_groups_zero_std
 
@@ -77,5 +78,6 @@ def test_replay_after_resume_continues_the_streak_silently():
 
 
 def test_from_config_defaults_for_upstream_configs_without_the_keys():
-    guard = ZeroSignalGuard.from_config({"num_prompts_per_step": 4})
+    """An upstream grpo section without the rlvr keys gets the schema's defaults: warn after 10 steps."""
+    guard = ZeroSignalGuard.from_config(complete_config({"grpo": {"num_prompts_per_step": 4}})["grpo"])
     assert (guard.patience, guard.stop) == (10, False)

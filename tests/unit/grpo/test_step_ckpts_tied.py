@@ -20,14 +20,16 @@ from rlvr.errors import CheckpointError, ConfigError
 from rlvr.grpo.step_ckpts import StepCheckpoints, load_weights, save_weights
 from rlvr.policy.hf import HFPolicy
 from tests.tied_user_model import save_tied_user_model
+from tests.unit.schema_config import policy_config
 
 EMBED, HEAD = "model.embed_tokens.weight", "lm_head.weight"
-POLICY_CFG = {
-    "optimizer": {"name": "torch.optim.AdamW", "kwargs": {"lr": 1e-2}},
-    "scheduler": None,
-    "max_grad_norm": 1.0,
-    "generation": {"temperature": 1.0, "top_p": 1.0, "top_k": None},
-}
+POLICY_CFG = policy_config(
+    precision="float32",
+    optimizer={"name": "torch.optim.AdamW", "kwargs": {"lr": 1e-2}},
+    scheduler=None,
+    max_grad_norm=1.0,
+    generation={"temperature": 1.0, "top_p": 1.0, "top_k": None},
+)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from rlvr.errors import CheckpointError, ConfigError
 from rlvr.generation import GenerationConfig
 from rlvr.generation.hf import HFGenerationBackend
 from rlvr.policy.hf import HFPolicy
+from tests.unit.schema_config import policy_config
 
 SAMPLING = dict(temperature=0.7, top_k=5, top_p=0.9)
 SGD = {"name": "torch.optim.SGD", "kwargs": {"lr": 1.0}}
@@ -254,11 +255,11 @@ def test_from_config_loads_a_saved_hf_model(model, tmp_path):
         "scheduler": WARMUP,
         "generation": {"temperature": 0.7, "top_k": 5, "top_p": 0.9},
     }
-    policy = HFPolicy.from_config(cfg, device="cpu")
+    policy = HFPolicy.from_config(policy_config(**cfg), device="cpu")
     assert (policy.temperature, policy.top_k, policy.top_p, policy.max_grad_norm) == (0.7, 5, 0.9, 0.5)
     for p, q in zip(policy.model.parameters(), model.parameters()):
         assert torch.equal(p, q)
     with pytest.raises(CheckpointError, match="policy.model_name"):
-        HFPolicy.from_config({**cfg, "model_name": str(tmp_path / "missing")}, device="cpu")
+        HFPolicy.from_config(policy_config(**{**cfg, "model_name": str(tmp_path / "missing")}), device="cpu")
     with pytest.raises(ConfigError, match="policy.precision"):
-        HFPolicy.from_config({**cfg, "precision": "float8"}, device="cpu")
+        HFPolicy.from_config(policy_config(**{**cfg, "precision": "float8"}), device="cpu")

@@ -8,7 +8,6 @@ import torch
 from torch.testing import assert_close
 
 from rlvr.policy.logprobs import (
-    is_filtering,
     mask_filtered_tokens,
     process_logits,
     token_logprobs,
@@ -95,8 +94,6 @@ def test_process_logits_upcasts_and_off_values():
     z = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.bfloat16)
     out = process_logits(z, temperature=1.0, top_k=0, top_p=1.0)
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
-    assert not is_filtering(None, 1.0) and not is_filtering(-1, None) and is_filtering(3, 1.0)
-    assert is_filtering(None, 0.9)
 
 
 def test_mask_filtered_tokens_zeroes_values_and_gradients():

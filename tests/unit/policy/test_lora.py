@@ -25,6 +25,7 @@ from rlvr.grpo.rollout import to_train_tensors
 from rlvr.policy import lora
 from rlvr.policy.hf import HFPolicy
 from rlvr.steps.index import resolve_step
+from tests.unit.schema_config import policy_config
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
@@ -96,15 +97,15 @@ def user_folder(tmp_path_factory, bpe_tokenizer):
 
 
 def policy_cfg(folder, **lora_overrides) -> dict:
-    return {
-        "model_name": str(folder),
-        "precision": "float32",
-        "optimizer": ADAMW,
-        "scheduler": None,
-        "max_grad_norm": 1.0,
-        "generation": {"temperature": 1.0},
-        "dtensor_cfg": {"enabled": True, "lora_cfg": {**UPSTREAM, **lora_overrides}},
-    }
+    return policy_config(
+        model_name=str(folder),
+        precision="float32",
+        optimizer=ADAMW,
+        scheduler=None,
+        max_grad_norm=1.0,
+        generation={"temperature": 1.0},
+        dtensor_cfg={"enabled": True, "lora_cfg": {**UPSTREAM, **lora_overrides}},
+    )
 
 
 def make_batch(tokenizer, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -132,10 +133,13 @@ def pg_loss(lp, data, global_valid_seqs, global_valid_toks):
 
 def test_upstream_defaults_are_honoured_and_bad_values_are_refused():
     """NeMo-RL's lora_cfg block parses as is; each value rlvr cannot honour is one ConfigError naming its key."""
-    settings = lora.lora_settings({"dtensor_cfg": {"lora_cfg": UPSTREAM}})
+    settings = lora.lora_settings(policy_config(dtensor_cfg={"lora_cfg": UPSTREAM}))
     assert settings == lora.LoraSettings(dim=8, alpha=32.0, match_all_linear=True, lora_A_init="xavier")
     assert settings.scale == 4.0
-    assert lora.lora_settings({"dtensor_cfg": {"lora_cfg": {**UPSTREAM, "enabled": False, "dropout": 0.5}}}) is None
+    assert (
+        lora.lora_settings(policy_config(dtensor_cfg={"lora_cfg": {**UPSTREAM, "enabled": False, "dropout": 0.5}}))
+        is None
+    )
     bad = [
         ({"dropout": 0.1}, "lora_cfg.dropout=0.1: rlvr keeps the policy in eval mode"),
         ({"target_modules": ["q_proj"]}, "match_all_linear=true adapts every linear layer"),
@@ -145,7 +149,7 @@ def test_upstream_defaults_are_honoured_and_bad_values_are_refused():
     ]
     for override, message in bad:
         with pytest.raises(ConfigError, match=message):
-            lora.lora_settings({"dtensor_cfg": {"lora_cfg": {**UPSTREAM, **override}}})
+            lora.lora_settings(policy_config(dtensor_cfg={"lora_cfg": {**UPSTREAM, **override}}))
 
 
 def test_config_time_refusals_through_the_step_loader():
@@ -326,7 +330,7 @@ def test_a_few_lora_grpo_steps_raise_the_reward(bpe_tokenizer):
             }
         },
     }
-    policy = HFPolicy.from_config(cfg, model=model)
+    policy = HFPolicy.from_config(policy_config(**cfg), model=model)
     assert sum(p.numel() for p in policy.model.parameters() if p.requires_grad) < 0.1 * sum(
         p.numel() for p in policy.model.parameters()
     )

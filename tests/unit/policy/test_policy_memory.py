@@ -19,6 +19,7 @@ from rlvr.policy.activations import enable_activation_checkpointing
 from rlvr.policy.hf import HFPolicy
 from rlvr.policy.logprobs import chunked_token_logprobs, token_logprobs
 from rlvr.policy.megatron import MegatronPolicy
+from tests.unit.schema_config import policy_config
 
 SAMPLING = dict(temperature=0.7, top_k=6, top_p=0.9)
 SGD = {"name": "torch.optim.SGD", "kwargs": {"lr": 1.0}}
@@ -214,7 +215,7 @@ def megatron(root, precision: str = "float32", **mcfg_and_keys) -> MegatronPolic
         "megatron_cfg": {"enabled": True, **mcfg_and_keys},
         **keys,
     }
-    return MegatronPolicy.from_config(cfg, policy_path=root, device="cpu")
+    return MegatronPolicy.from_config(policy_config(**cfg), policy_path=root, device="cpu")
 
 
 def test_megatron_activation_checkpointing_and_chunking_change_memory_only(megatron_ckpt):

@@ -16,6 +16,7 @@ from torch.testing import assert_close
 from rlvr.errors import CheckpointError, ConfigError
 from rlvr.policy.hf import HFPolicy, load_causal_lm
 from rlvr.policy.precision import MasterWeights, parse_precision
+from tests.unit.schema_config import policy_config
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -112,8 +113,8 @@ def pg_loss(lp, data, global_valid_seqs, global_valid_toks):
 def policies(folder, **cfg) -> tuple[HFPolicy, HFPolicy]:
     """The user's bf16 policy and an fp32 policy holding exactly the same (bf16-representable) weights."""
     base = {"model_name": str(folder), "optimizer": ADAMW, "scheduler": None, "max_grad_norm": 1.0, **cfg}
-    bf16 = HFPolicy.from_config({**base, "precision": "bfloat16"}, device="cpu")
-    fp32 = HFPolicy.from_config({**base, "precision": "float32"}, device="cpu")
+    bf16 = HFPolicy.from_config(policy_config(**base, precision="bfloat16"), device="cpu")
+    fp32 = HFPolicy.from_config(policy_config(**base, precision="float32"), device="cpu")
     return bf16, fp32
 
 
@@ -264,7 +265,7 @@ def test_state_dict_round_trip_keeps_the_masters(user_folder):
 @pytest.mark.parametrize("name", ["float16", "fp16"])
 def test_float16_is_refused_with_the_fix(user_folder, name):
     with pytest.raises(ConfigError, match=r"policy\.precision: .*loss scaling.*use bfloat16"):
-        HFPolicy.from_config({"model_name": str(user_folder), "precision": name}, device="cpu")
+        HFPolicy.from_config(policy_config(model_name=str(user_folder), precision=name), device="cpu")
     with pytest.raises(ConfigError, match="loss scaling"):
         load_causal_lm(str(user_folder), precision=name, device="cpu")
     with pytest.raises(ConfigError, match=r"unknown 'float8'"):
