@@ -33,6 +33,8 @@ def plan_notes(cfg: dict[str, Any]) -> list[str]:
 
 
 def _departures_from_nemo_rl(cfg: dict[str, Any]) -> list[str]:
+    if "loss_fn" not in cfg:  # a step without GRPO training (data prep, conversion)
+        return []
     steps = optimizer_steps_per_grpo_step(cfg)
     if not (cfg["loss_fn"]["force_on_policy_ratio"] and steps > 1):
         return []

@@ -191,6 +191,19 @@ class FakePolicy:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.load_model_state(state["model"])
 
+    # The rest of rlvr.policy.base.Policy: the "weights" are the version counter, refit sends it as the state.
+    def hf_state_dict(self) -> dict[str, torch.Tensor]:
+        return self.model_state()
+
+    def hf_model(self) -> torch.nn.Module:
+        raise NotImplementedError("the fake policy has no model to export (build_controller records the export)")
+
+    def save_adapter(self, folder, *, base_model: str | None) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
 
 class FakeRewards:
     """The reward worker's contract; a reply is right iff it equals the row's ``ground_truth``."""

@@ -89,3 +89,12 @@ def test_rollout_metrics_describe_lengths_and_truncation():
         "train/truncation_rate": 0.5,
         "train/natural_termination_rate": 0.5,
     }
+
+
+def test_the_fake_policy_is_a_policy():
+    """The controller tests' fake implements the whole rlvr.policy.base.Policy protocol, so the roles object
+    drives it through the same methods as a real backend."""
+    from rlvr.policy.base import Policy
+    from tests.unit.grpo.fakes import FakePolicy
+
+    assert isinstance(FakePolicy(), Policy)
