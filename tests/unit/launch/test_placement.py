@@ -1,0 +1,101 @@
+"""Placement plans of the shipped step configs on a 1x8, a 2x8 and a CPU-only job, and the refusals.
+
+Each refusal must name the keys that fix it; each accepted plan must use every requested device exactly as a
+training device (plus generation devices when generation is not colocated), and no device twice for training.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from rlvr.config import load_step_config
+from rlvr.launch.placement import PlacementError, plan_placement
+from rlvr.steps.index import resolve_step
+
+STEP = resolve_step("rl/nemo_rl/rlvr")
+DATA = ["data.train.data_path=/data/train.jsonl", "data.validation.data_path=/data/val.jsonl"]
+
+
+def plan(config: str, *overrides: str):
+    data = DATA if config == "default" else []
+    return plan_placement(load_step_config(STEP, config, [*data, *overrides]).engine_view())
+
+
+def roles_at(p, node: int, device: str) -> list[str]:
+    return [s.role for s in p.slots if (s.node, s.device) == (node, device)]
+
+
+def test_default_1x8_trains_on_every_gpu_with_colocated_generation():
+    """-c default (8 GPUs, vLLM): 8 sharded training ranks on cuda:0..7, one vLLM engine sharing cuda:0."""
+    p = plan("default")
+    assert (p.num_nodes, p.gpus_per_node, p.train_ranks, p.total_gpus) == (1, 8, 8, 8)
+    assert p.devices("policy rank") == [(0, f"cuda:{i}") for i in range(8)]
+    assert p.devices("generation") == [(0, "cuda:0")]
+    assert "policy rank 0" in roles_at(p, 0, "cuda:0")
+    assert p.uses_ray and p.devices("ray head") == [(0, "cpu")]
+    text = "\n".join(p.lines())
+    assert "8 training rank(s)" in text and "node 0 cuda:7" in text
+
+
+def test_2x8_spreads_ranks_over_both_nodes():
+    """2 nodes x 8 GPUs: 16 ranks, node-major; the Ray head and the rewards on node 0."""
+    p = plan("default", "cluster.num_nodes=2")
+    assert p.train_ranks == 16 and p.total_gpus == 16
+    assert p.devices("policy rank")[8] == (1, "cuda:0")
+    assert p.devices("ray head") == [(0, "cpu")]
+    assert [s.node for s in p.slots if s.role.startswith("rewards")] == [0]
+
+
+def test_2x8_not_colocated_gives_generation_a_node_and_refuses_unused_gpus():
+    """On a multi-node job non-colocated generation takes whole nodes (NeMo-RL's split): 8 generation GPUs with one
+    engine would leave 7 idle, which is refused naming the keys."""
+    with pytest.raises(PlacementError, match=r"generation 8 GPUs.*7 would stay unused.*colocated.enabled=true"):
+        plan(
+            "default",
+            "cluster.num_nodes=2",
+            "policy.generation.colocated.enabled=false",
+            "policy.generation.colocated.resources.num_nodes=1",
+        )
+    with pytest.raises(PlacementError, match=r"resources.num_nodes between 1 and 1"):
+        plan("default", "cluster.num_nodes=2", "policy.generation.colocated.enabled=false")
+
+
+def test_1x8_not_colocated_splits_the_node():
+    """colocated.enabled=false with one generation GPU: 7 training ranks on cuda:0..6, generation alone on cuda:7."""
+    p = plan(
+        "default",
+        "policy.generation.colocated.enabled=false",
+        "policy.generation.colocated.resources.gpus_per_node=1",
+    )
+    assert p.train_ranks == 7 and not p.colocated
+    assert p.devices("generation") == [(0, "cuda:7")]
+    assert roles_at(p, 0, "cuda:7") == [s.role for s in p.slots if s.role.startswith("generation")]
+    with pytest.raises(PlacementError, match=r"must leave training at least one"):
+        plan(
+            "default",
+            "policy.generation.colocated.enabled=false",
+            "policy.generation.colocated.resources.gpus_per_node=8",
+        )
+    with pytest.raises(PlacementError, match=r"set policy.generation.colocated.resources.gpus_per_node"):
+        plan("default", "policy.generation.colocated.enabled=false")
+
+
+def test_megatron_on_8_gpus_is_refused():
+    """The megatron-core policy trains in one process: 8 GPUs would leave 7 unused; the message names cluster.*."""
+    with pytest.raises(PlacementError, match=r"megatron_cfg.enabled.*7 would stay unused.*cluster.gpus_per_node=1"):
+        plan("default", "policy.megatron_cfg.enabled=true", "policy.dtensor_cfg.enabled=false")
+    p = plan(
+        "default", "policy.megatron_cfg.enabled=true", "policy.dtensor_cfg.enabled=false", "cluster.gpus_per_node=1"
+    )
+    assert p.train_ranks == 1 and not p.uses_ray
+
+
+def test_cpu_only_profiles():
+    """-c tiny (CPU, one process): the policy, its sampler and the rewards in one place, no Ray; 2 workers: Ray."""
+    p = plan("tiny")
+    assert (p.gpus_per_node, p.train_ranks, p.uses_ray) == (0, 1, False)
+    assert any("samples with the policy model" in s.role for s in p.slots)
+    two = plan("tiny", "cluster.num_workers=2")
+    assert two.devices("policy rank") == [(0, "cpu"), (0, "cpu")] and two.uses_ray
+    with pytest.raises(PlacementError, match=r"cluster.gpus_per_node=0 \(a CPU run\)"):
+        plan("tiny", "policy.generation.colocated.enabled=false")
