@@ -216,6 +216,7 @@ def run_step(tokens: list[str]) -> int:
     _print_panel("config", cfg.redacted())
     if step.id == DEFAULT_STEP:
         _print_memory_plan(cfg.resolved, rdir, local=profile.executor == "local")
+        _print_placement(cfg.resolved)
     slurm = None
     extra, env = (
         list(args.passthrough),
@@ -273,6 +274,14 @@ def _print_memory_plan(resolved: dict, rdir: Path, *, local: bool) -> None:
     policy = str(made_here) if (resolved.get("tiny") or {}).get("enabled") else None
     print("── memory (estimate per training process) " + "─" * 22)
     print("\n".join(memory_plan(resolved, policy_path=policy, local=local)))
+
+
+def _print_placement(resolved: dict) -> None:
+    """Which process runs on which node and device; a layout that wastes or over-subscribes a device stops here."""
+    from rlvr.launch.placement import plan_placement
+
+    print("── placement " + "─" * 51)
+    print("\n".join(plan_placement(resolved).lines()))
 
 
 def _lock_run_folder(rdir: Path, step: StepInfo, cfg) -> RunLock:

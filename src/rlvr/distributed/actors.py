@@ -15,29 +15,20 @@ from typing import Any
 
 import torch
 
-from rlvr.distributed.runtime import ModelSource, build_model, ensure_ray, load_tokenizer, resolve_gpus
+from rlvr.distributed.runtime import ModelSource, build_model, ensure_ray, load_tokenizer, resolve_gpus, shared_slot
 from rlvr.generation.base import GenerationConfig, GenerationOutput
 
 
 class GenerationActor:
-    """Runs inside a Ray actor: an HFGenerationBackend over its own model copy."""
+    """Runs inside a Ray actor: the named generation backend (``hf`` or ``vllm``) over its own model copy."""
 
     def __init__(
-        self,
-        source: ModelSource,
-        precision: str | None,
-        tokenizer: Any,
-        device: str,
-        batch_size: int | None,
-        max_total_length: int | None,
+        self, source: ModelSource, precision: str | None, tokenizer: Any, device: str, backend: str, options: dict
     ):
-        from rlvr.generation.hf import HFGenerationBackend
+        from rlvr.generation.base import make_generation_backend
 
-        self.backend = HFGenerationBackend(
-            build_model(source, precision, device),
-            load_tokenizer(tokenizer),
-            batch_size=batch_size,
-            max_total_length=max_total_length,
+        self.backend = make_generation_backend(
+            backend, build_model(source, precision, device), load_tokenizer(tokenizer), **options
         )
 
     def generate(
@@ -50,8 +41,13 @@ class GenerationActor:
 
 
 class RayGenerationWorker:
-    """HF sampling in a Ray actor. ``source``/``precision`` as for :class:`~rlvr.distributed.RayPolicyGroup`;
-    ``tokenizer`` an object or a tokenizer folder; ``batch_size``/``max_total_length`` as HFGenerationBackend."""
+    """A generation backend in a Ray actor. ``source``/``precision`` as for :class:`~rlvr.distributed.RayPolicyGroup`;
+    ``tokenizer`` an object or a tokenizer folder; ``backend`` a registered generation backend (default ``hf``)
+    and ``options`` its keyword arguments (``batch_size``, ``max_total_length``, ``vllm_cfg``, ...).
+
+    Where it runs (:mod:`rlvr.launch.placement`): ``device_slot=(group, i)`` shares bundle ``i`` of a policy
+    group's device group (colocated generation); without one it takes a GPU of its own when the cluster has GPUs.
+    """
 
     def __init__(
         self,
@@ -59,19 +55,21 @@ class RayGenerationWorker:
         tokenizer: Any,
         *,
         precision: str | None = None,
-        batch_size: int | None = None,
-        max_total_length: int | None = None,
+        backend: str = "hf",
         num_cpus: float = 1,
         num_gpus: float | None = None,
+        device_slot: tuple[Any, int] | None = None,
+        **options: Any,
     ):
         import ray
 
         ensure_ray()
-        gpus = resolve_gpus(num_gpus)
-        actor_cls = ray.remote(GenerationActor).options(num_cpus=num_cpus, num_gpus=gpus)
-        self.actor = actor_cls.remote(
-            source, precision, tokenizer, "cuda" if gpus > 0 else "cpu", batch_size, max_total_length
-        )
+        placement = shared_slot(*device_slot) if device_slot is not None and device_slot[0] is not None else None
+        if placement is None:
+            placement = {"num_cpus": num_cpus, "num_gpus": resolve_gpus(num_gpus)}
+        actor_cls = ray.remote(GenerationActor).options(**placement)
+        device = "cuda" if placement["num_gpus"] > 0 else "cpu"
+        self.actor = actor_cls.remote(source, precision, tokenizer, device, backend, options)
 
     def generate(
         self, prompt_token_ids: list[list[int]], cfg: GenerationConfig, *, seed: int | None = None

@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from rlvr.config.checks import data_parallel_workers
 from rlvr.config.facts import needs_reference_model
 from rlvr.errors import DataError, UserError
 from rlvr.generation.base import GenerationConfig, GenerationOutput, make_generation_backend
+from rlvr.launch.placement import plan_placement
 from rlvr.policy.lora import lora_settings
 from rlvr.utils.atomic import atomic_dir
 
@@ -90,19 +90,30 @@ class PolicyWorkers:
             "batch_size": policy_cfg["generation_batch_size"],
             "max_total_length": policy_cfg["max_total_sequence_length"],
         }
-        num_workers = data_parallel_workers(cfg["cluster"])
-        if num_workers > 1 and backend == "hf" and not policy_cfg["megatron_cfg"]["enabled"]:
-            # Data-parallel replicas on Ray; generation is refitted from rank 0 before each rollout. The
-            # generation actor takes no CPU reservation so that the policy ranks can use every core.
+        plan = plan_placement(cfg)  # refuses layouts that over-subscribe or leave devices unused
+        if plan.uses_ray and not policy_cfg["megatron_cfg"]["enabled"]:
+            # FSDP2-sharded ranks on Ray; generation (its own actor) is refitted from the gathered weights before
+            # each rollout, on rank 0's device when colocated, else on a GPU of its own. It reserves no CPU so
+            # that the policy ranks can use every core.
             from rlvr.distributed.actors import RayGenerationWorker
             from rlvr.distributed.policy_group import RayPolicyGroup
 
-            policy = RayPolicyGroup(policy_cfg, str(policy_path), num_workers=num_workers)
+            policy = RayPolicyGroup(policy_cfg, str(policy_path), num_workers=plan.train_ranks)
+            if backend == "vllm":
+                gen_kwargs.update(vllm_cfg=policy_cfg["generation"]["vllm_cfg"], seed=cfg["grpo"]["seed"])
             generator = RayGenerationWorker(
-                str(policy_path), str(tok_dir), precision=policy_cfg.get("precision"), num_cpus=0, **gen_kwargs
+                str(policy_path),
+                str(tok_dir),
+                precision=policy_cfg.get("precision"),
+                backend=backend,
+                num_cpus=0,
+                device_slot=(policy.devices, 0) if plan.colocated else None,
+                **gen_kwargs,
             )
             reference = (
-                RayPolicyGroup(policy_cfg, str(policy_path), num_workers=num_workers, trainable=False)
+                RayPolicyGroup(
+                    policy_cfg, str(policy_path), num_workers=plan.train_ranks, trainable=False, devices=policy.devices
+                )
                 if wants_reference
                 else None
             )
