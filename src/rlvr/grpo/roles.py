@@ -92,31 +92,7 @@ class PolicyWorkers:
         }
         plan = plan_placement(cfg)  # refuses layouts that over-subscribe or leave devices unused
         if plan.uses_ray and not policy_cfg["megatron_cfg"]["enabled"]:
-            # FSDP2-sharded ranks on Ray; generation (its own actor) is refitted from the gathered weights before
-            # each rollout, on rank 0's device when colocated, else on a GPU of its own. It reserves no CPU so
-            # that the policy ranks can use every core.
-            from rlvr.distributed.actors import RayGenerationWorker
-            from rlvr.distributed.policy_group import RayPolicyGroup
-
-            policy = RayPolicyGroup(policy_cfg, str(policy_path), num_workers=plan.train_ranks)
-            if backend == "vllm":
-                gen_kwargs.update(vllm_cfg=policy_cfg["generation"]["vllm_cfg"], seed=cfg["grpo"]["seed"])
-            generator = RayGenerationWorker(
-                str(policy_path),
-                str(tok_dir),
-                precision=policy_cfg.get("precision"),
-                backend=backend,
-                num_cpus=0,
-                device_slot=(policy.devices, 0) if plan.colocated else None,
-                **gen_kwargs,
-            )
-            reference = (
-                RayPolicyGroup(
-                    policy_cfg, str(policy_path), num_workers=plan.train_ranks, trainable=False, devices=policy.devices
-                )
-                if wants_reference
-                else None
-            )
+            policy, generator, reference = _ray_roles(cfg, plan, policy_path, tok_dir, gen_kwargs)
             return cls(
                 policy,
                 generator,
@@ -238,6 +214,38 @@ class PolicyWorkers:
         if adapter_dir is not None and getattr(self.policy, "is_lora", False):
             self.policy.save_adapter(adapter_dir, base_model=base_model)
         return root
+
+
+def _ray_roles(cfg: dict[str, Any], plan, policy_path: Path, tok_dir: Path, gen_kwargs: dict[str, Any]) -> tuple:
+    """Policy group, generation worker and (KL > 0) reference group on Ray, placed as ``plan`` says.
+
+    FSDP2-sharded ranks; generation (its own actor) is refitted from the gathered weights before each rollout, on
+    rank 0's device when colocated, else on a GPU of its own. It reserves no CPU so that the policy ranks can use
+    every core.
+    """
+    from rlvr.distributed.actors import RayGenerationWorker
+    from rlvr.distributed.policy_group import RayPolicyGroup
+
+    policy_cfg = cfg["policy"]
+    backend = policy_cfg["generation"]["backend"]
+    policy = RayPolicyGroup(policy_cfg, str(policy_path), num_workers=plan.train_ranks)
+    if backend == "vllm":
+        gen_kwargs = {**gen_kwargs, "vllm_cfg": policy_cfg["generation"]["vllm_cfg"], "seed": cfg["grpo"]["seed"]}
+    generator = RayGenerationWorker(
+        str(policy_path),
+        str(tok_dir),
+        precision=policy_cfg.get("precision"),
+        backend=backend,
+        num_cpus=0,
+        device_slot=(policy.devices, 0) if plan.colocated else None,
+        **gen_kwargs,
+    )
+    reference = None
+    if needs_reference_model(cfg):
+        reference = RayPolicyGroup(
+            policy_cfg, str(policy_path), num_workers=plan.train_ranks, trainable=False, devices=policy.devices
+        )
+    return policy, generator, reference
 
 
 class RewardWorker:

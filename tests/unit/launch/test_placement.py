@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from rlvr.config import load_step_config
+from rlvr.errors import ConfigError
 from rlvr.launch.placement import PlacementError, plan_placement
 from rlvr.steps.index import resolve_step
 
@@ -61,12 +62,12 @@ def test_2x8_not_colocated_gives_generation_a_node_and_refuses_unused_gpus():
 
 
 def test_1x8_not_colocated_splits_the_node():
-    """colocated.enabled=false with one generation GPU: 7 training ranks on cuda:0..6, generation alone on cuda:7."""
-    p = plan(
-        "default",
-        "policy.generation.colocated.enabled=false",
-        "policy.generation.colocated.resources.gpus_per_node=1",
-    )
+    """colocated.enabled=false with one generation GPU: 7 training ranks on cuda:0..6, generation alone on cuda:7;
+    the batch checks count the 7 training ranks (default's global batch of 256 does not split over them)."""
+    own_gpu = ["policy.generation.colocated.enabled=false", "policy.generation.colocated.resources.gpus_per_node=1"]
+    with pytest.raises(ConfigError, match=r"256 must split evenly over the 7 data-parallel"):
+        plan("default", *own_gpu)
+    p = plan("default", *own_gpu, "grpo.num_prompts_per_step=28", "policy.train_global_batch_size=224")
     assert p.train_ranks == 7 and not p.colocated
     assert p.devices("generation") == [(0, "cuda:7")]
     assert roles_at(p, 0, "cuda:7") == [s.role for s in p.slots if s.role.startswith("generation")]
