@@ -90,6 +90,46 @@ class RayGenerationWorker:
         ray.kill(self.actor)
 
 
+class GenerationReplicas:
+    """One generation engine per device behind one backend's interface: prompts are cut into contiguous chunks,
+    one per replica, generated in parallel and concatenated in order; a refit reaches every replica.
+
+    Replica ``i`` samples with ``seed + i``, so a run is reproducible for a given number of replicas (a different
+    count draws other, equally distributed samples).
+    """
+
+    def __init__(self, workers: Sequence[RayGenerationWorker]):
+        if not workers:
+            raise ValueError("GenerationReplicas needs at least one worker")
+        self.workers = list(workers)
+
+    def generate(
+        self, prompt_token_ids: list[list[int]], cfg: GenerationConfig, *, seed: int | None = None
+    ) -> list[GenerationOutput]:
+        import ray
+
+        bounds = torch.arange(len(prompt_token_ids)).tensor_split(len(self.workers))
+        refs = [
+            worker.actor.generate.remote(
+                prompt_token_ids[int(idx[0]) : int(idx[-1]) + 1], cfg, None if seed is None else seed + i
+            )
+            for i, (worker, idx) in enumerate(zip(self.workers, bounds))
+            if len(idx)
+        ]
+        return [output for chunk in ray.get(refs) for output in chunk]
+
+    def update_weights(self, state_dict: Mapping[str, Any]) -> None:
+        """Refit every replica from one copy of the weights in Ray's object store."""
+        import ray
+
+        ref = ray.put(dict(state_dict))
+        ray.get([worker.actor.update_weights.remote(ref) for worker in self.workers])
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.close()
+
+
 class RewardActor:
     """Runs inside a Ray actor: a RewardScorer configured from the ``env`` section."""
 

@@ -217,13 +217,13 @@ class PolicyWorkers:
 
 
 def _ray_roles(cfg: dict[str, Any], plan, policy_path: Path, tok_dir: Path, gen_kwargs: dict[str, Any]) -> tuple:
-    """Policy group, generation worker and (KL > 0) reference group on Ray, placed as ``plan`` says.
+    """Policy group, generation replicas and (KL > 0) reference group on Ray, placed as ``plan`` says.
 
-    FSDP2-sharded ranks; generation (its own actor) is refitted from the gathered weights before each rollout, on
-    rank 0's device when colocated, else on a GPU of its own. It reserves no CPU so that the policy ranks can use
-    every core.
+    FSDP2-sharded ranks; one generation actor per generation device (rank ``i``'s device when colocated, else a
+    GPU of its own), each refitted from the gathered weights before a rollout. Generation actors reserve no CPU
+    so that the policy ranks can use every core.
     """
-    from rlvr.distributed.actors import RayGenerationWorker
+    from rlvr.distributed.actors import GenerationReplicas, RayGenerationWorker
     from rlvr.distributed.policy_group import RayPolicyGroup
 
     policy_cfg = cfg["policy"]
@@ -231,15 +231,19 @@ def _ray_roles(cfg: dict[str, Any], plan, policy_path: Path, tok_dir: Path, gen_
     policy = RayPolicyGroup(policy_cfg, str(policy_path), num_workers=plan.train_ranks)
     if backend == "vllm":
         gen_kwargs = {**gen_kwargs, "vllm_cfg": policy_cfg["generation"]["vllm_cfg"], "seed": cfg["grpo"]["seed"]}
-    generator = RayGenerationWorker(
-        str(policy_path),
-        str(tok_dir),
-        precision=policy_cfg.get("precision"),
-        backend=backend,
-        num_cpus=0,
-        device_slot=(policy.devices, 0) if plan.colocated else None,
-        **gen_kwargs,
-    )
+    replicas = [
+        RayGenerationWorker(
+            str(policy_path),
+            str(tok_dir),
+            precision=policy_cfg.get("precision"),
+            backend=backend,
+            num_cpus=0,
+            device_slot=(policy.devices, i) if plan.colocated else None,
+            **gen_kwargs,
+        )
+        for i in range(len(plan.devices("generation")))
+    ]
+    generator = GenerationReplicas(replicas)
     reference = None
     if needs_reference_model(cfg):
         reference = RayPolicyGroup(

@@ -12,12 +12,12 @@ The rules (README "Topology"):
   rank trains FSDP2-sharded (:mod:`rlvr.policy.fsdp`); the megatron-core backend trains in one process on one
   device, so asking it for more is refused. The reference policy, when the KL weight is > 0, has one frozen rank
   beside each training rank.
-* **Generation** (``policy.generation.colocated.enabled``). Colocated (NeMo-RL's default): one generation engine
-  shares rank 0's device; training and generation take turns, so it costs memory, not a device. One process on
-  one device samples from the trained model itself (no copy). Not colocated: generation gets devices of its own
-  (``colocated.resources.gpus_per_node`` on a one-node job; ``colocated.resources.num_nodes`` whole nodes on a
-  multi-node job, as NeMo-RL splits them) and training gets the rest. rlvr runs one generation engine, so a
-  non-colocated plan must give generation exactly one GPU; more would sit unused and is refused.
+* **Generation** (``policy.generation.colocated.enabled``). Colocated (NeMo-RL's default): one generation
+  replica per training device, sharing it with that rank; training and generation take turns, so a replica costs
+  memory, not a device. One process on one device samples from the trained model itself (no copy, no refit).
+  Not colocated: generation gets devices of its own (``colocated.resources.gpus_per_node`` on a one-node job;
+  ``colocated.resources.num_nodes`` whole nodes of a multi-node job, as NeMo-RL splits them), one replica each,
+  and training gets the rest. Prompts are spread over the replicas; every replica is refitted after each step.
 * **Rewards.** The verifier processes (``env.<task>.num_workers``) or the NeMo-Gym servers run on node 0 beside the
   driver, on CPU.
 * **Ray.** A job with more than one process holding a model (ranks, a generation actor) starts Ray; its head
@@ -71,7 +71,11 @@ class PlacementPlan:
         """The plan as printed at ``-d``: one line per device, listing what runs there."""
         kind = f"{self.gpus_per_node} GPU(s)" if self.gpus_per_node else "CPU only"
         mode = "colocated" if self.colocated else "on its own device(s)"
-        out = [f"  job: {self.num_nodes} node(s) x {kind}; {self.train_ranks} training rank(s); generation {mode}"]
+        replicas = len(self.devices("generation"))
+        out = [
+            f"  job: {self.num_nodes} node(s) x {kind}; {self.train_ranks} training rank(s); "
+            f"{replicas} generation engine(s), {mode}"
+        ]
         by_place: dict[tuple[int, str], list[str]] = {}
         for slot in self.slots:
             by_place.setdefault((slot.node, slot.device), []).append(slot.role)
@@ -96,7 +100,7 @@ def plan_placement(cfg: dict[str, Any]) -> PlacementPlan:
                 f"run); set {GEN_KEY}.enabled=true or give the job GPUs"
             )
         train = [(node, "cpu") for node in range(nodes) for _ in range(int(cluster["num_workers"]))]
-        generation: list[tuple[int, str]] = [(0, "cpu")]
+        generation = list(train)
     else:
         train, generation = _gpu_split(nodes, gpus, colocated, policy["generation"]["colocated"]["resources"])
     _check_backend(policy, len(train), colocated)
@@ -105,9 +109,12 @@ def plan_placement(cfg: dict[str, Any]) -> PlacementPlan:
     if needs_reference_model(cfg):
         slots += [Slot(f"reference rank {r}", n, d) for r, (n, d) in enumerate(train)]
     backend = policy["generation"]["backend"]
-    shares_model = _in_process(policy, train)
-    gen_role = f"generation ({backend}{', samples with the policy model' if shares_model else ''})"
-    slots += [Slot(gen_role, n, d) for n, d in generation]
+    if _in_process(policy, train):
+        slots.append(Slot(f"generation ({backend}, samples with the policy model)", *generation[0]))
+    elif len(train) == 1 and colocated:  # one process: its vLLM engine beside the policy
+        slots.append(Slot(f"generation ({backend})", *generation[0]))
+    else:
+        slots += [Slot(f"generation replica {i} ({backend})", n, d) for i, (n, d) in enumerate(generation)]
     if uses_ray:
         slots.append(Slot("ray head", 0, "cpu"))
     slots.append(Slot(_reward_role(cfg["env"]), 0, "cpu"))
@@ -115,8 +122,15 @@ def plan_placement(cfg: dict[str, Any]) -> PlacementPlan:
 
 
 def _in_process(policy: dict[str, Any], train: list[tuple[int, str]]) -> bool:
-    """One HF rank with colocated generation: the sampler uses the policy's own model (no refit, no copy)."""
-    return len(train) == 1 and policy["generation"]["backend"] == "hf" and policy["generation"]["colocated"]["enabled"]
+    """One HF rank with colocated generation: the sampler uses the policy's own model (no refit, no copy); the
+    megatron-core policy and LoRA sample from an HF copy instead."""
+    generation = policy["generation"]
+    return (
+        len(train) == 1
+        and generation["backend"] == "hf"
+        and generation["colocated"]["enabled"]
+        and not (policy["megatron_cfg"]["enabled"] or policy["dtensor_cfg"]["lora_cfg"]["enabled"])
+    )
 
 
 def _gpu_split(
@@ -125,7 +139,7 @@ def _gpu_split(
     """Training and generation devices of a GPU job."""
     every = [(node, f"cuda:{i}") for node in range(nodes) for i in range(gpus)]
     if colocated:
-        return every, [every[0]]
+        return every, list(every)
     gen_gpus, gen_nodes = resources["gpus_per_node"], resources["num_nodes"]
     if nodes == 1:
         if gen_nodes not in (None, 1) or gen_gpus is None:
@@ -148,12 +162,6 @@ def _gpu_split(
                 f"{GEN_KEY}.resources.num_nodes between 1 and {nodes - 1}"
             )
         train, generation = every[: (nodes - gen_nodes) * gpus], every[(nodes - gen_nodes) * gpus :]
-    if len(generation) > 1:
-        raise PlacementError(
-            f"{GEN_KEY}.resources give generation {len(generation)} GPUs, but rlvr runs one generation engine, so "
-            f"{len(generation) - 1} would stay unused; give generation one GPU ({GEN_KEY}.resources.gpus_per_node=1 "
-            f"on a one-node job) or set {GEN_KEY}.enabled=true"
-        )
     return train, generation
 
 

@@ -27,15 +27,15 @@ def roles_at(p, node: int, device: str) -> list[str]:
 
 
 def test_default_1x8_trains_on_every_gpu_with_colocated_generation():
-    """-c default (8 GPUs, vLLM): 8 sharded training ranks on cuda:0..7, one vLLM engine sharing cuda:0."""
+    """-c default (8 GPUs, vLLM): 8 sharded training ranks on cuda:0..7, a vLLM replica beside each."""
     p = plan("default")
     assert (p.num_nodes, p.gpus_per_node, p.train_ranks, p.total_gpus) == (1, 8, 8, 8)
     assert p.devices("policy rank") == [(0, f"cuda:{i}") for i in range(8)]
-    assert p.devices("generation") == [(0, "cuda:0")]
-    assert "policy rank 0" in roles_at(p, 0, "cuda:0")
+    assert p.devices("generation") == p.devices("policy rank")
+    assert roles_at(p, 0, "cuda:3") == ["policy rank 3", "generation replica 3 (vllm)"]
     assert p.uses_ray and p.devices("ray head") == [(0, "cpu")]
     text = "\n".join(p.lines())
-    assert "8 training rank(s)" in text and "node 0 cuda:7" in text
+    assert "8 training rank(s); 8 generation engine(s), colocated" in text and "node 0 cuda:7" in text
 
 
 def test_2x8_spreads_ranks_over_both_nodes():
@@ -47,16 +47,17 @@ def test_2x8_spreads_ranks_over_both_nodes():
     assert [s.node for s in p.slots if s.role.startswith("rewards")] == [0]
 
 
-def test_2x8_not_colocated_gives_generation_a_node_and_refuses_unused_gpus():
-    """On a multi-node job non-colocated generation takes whole nodes (NeMo-RL's split): 8 generation GPUs with one
-    engine would leave 7 idle, which is refused naming the keys."""
-    with pytest.raises(PlacementError, match=r"generation 8 GPUs.*7 would stay unused.*colocated.enabled=true"):
-        plan(
-            "default",
-            "cluster.num_nodes=2",
-            "policy.generation.colocated.enabled=false",
-            "policy.generation.colocated.resources.num_nodes=1",
-        )
+def test_2x8_not_colocated_gives_generation_a_node():
+    """On a multi-node job non-colocated generation takes whole nodes (NeMo-RL's split): training on node 0's 8
+    GPUs, 8 generation replicas on node 1; without resources.num_nodes the plan is refused naming the key."""
+    p = plan(
+        "default",
+        "cluster.num_nodes=2",
+        "policy.generation.colocated.enabled=false",
+        "policy.generation.colocated.resources.num_nodes=1",
+    )
+    assert p.devices("policy rank") == [(0, f"cuda:{i}") for i in range(8)]
+    assert p.devices("generation") == [(1, f"cuda:{i}") for i in range(8)]
     with pytest.raises(PlacementError, match=r"resources.num_nodes between 1 and 1"):
         plan("default", "cluster.num_nodes=2", "policy.generation.colocated.enabled=false")
 
@@ -92,11 +93,16 @@ def test_megatron_on_8_gpus_is_refused():
 
 
 def test_cpu_only_profiles():
-    """-c tiny (CPU, one process): the policy, its sampler and the rewards in one place, no Ray; 2 workers: Ray."""
+    """-c tiny (CPU, one process): the policy, its sampler and the rewards in one place, no Ray; 2 workers: Ray,
+    two sharded ranks and two generation replicas."""
     p = plan("tiny")
     assert (p.gpus_per_node, p.train_ranks, p.uses_ray) == (0, 1, False)
     assert any("samples with the policy model" in s.role for s in p.slots)
     two = plan("tiny", "cluster.num_workers=2")
     assert two.devices("policy rank") == [(0, "cpu"), (0, "cpu")] and two.uses_ray
+    assert [s.role for s in two.slots if s.role.startswith("generation")] == [
+        "generation replica 0 (hf)",
+        "generation replica 1 (hf)",
+    ]
     with pytest.raises(PlacementError, match=r"cluster.gpus_per_node=0 \(a CPU run\)"):
         plan("tiny", "policy.generation.colocated.enabled=false")
