@@ -1,10 +1,11 @@
 """FSDP2-sharded training (2 and 4 CPU ranks, gloo) against one unsharded in-process HFPolicy.
 
-Four spawned processes run two sharded trainings: all four ranks, then ranks 0-1 alone (a 2-rank mesh over a
-subgroup), each on the same rollout as the single process, cut as RayPolicyGroup cuts it (rank ``r`` gets rows
-``[k·G + r·G/W, k·G + (r+1)·G/W)`` of global batch ``k``). The sharded gradient is a reduce-scatter SUM of the
-ranks' micro-batch gradients, so the weights agree with one process up to float summation order (measured
-6e-8; tolerance 1e-6). Per-rank bytes are read from the local shards (``DTensor.to_local``).
+Four spawned processes run two sharded trainings: all four ranks (with activation checkpointing), then ranks
+0-1 alone (a 2-rank mesh over a subgroup), each on the same rollout as the single process, cut as RayPolicyGroup
+cuts it (rank ``r`` gets rows ``[k·G + r·G/W, k·G + (r+1)·G/W)`` of global batch ``k``). The sharded gradient is
+a reduce-scatter SUM of the ranks' micro-batch gradients, so the weights agree with one process up to float
+summation order (measured 6e-8; tolerance 1e-6). Per-rank bytes are read from the local shards
+(``DTensor.to_local``).
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ def train_sharded(rank: int, world: int, group, out: Path) -> None:
     from rlvr.policy.fsdp import ShardedHFPolicy
 
     mesh = DeviceMesh.from_group(group, "cpu", mesh_dim_names=("dp",))
-    policy = ShardedHFPolicy.from_config(POLICY_CFG, model=build_model(), mesh=mesh)
+    # 4 ranks also recompute each sharded layer in backward: the same gradients are expected.
+    cfg = {**POLICY_CFG, "dtensor_cfg": {"activation_checkpointing": world == 4}}
+    policy = ShardedHFPolicy.from_config(cfg, model=build_model(), mesh=mesh)
     batch = rollout()
     rows = torch.arange(LOGPROB_ROWS).tensor_split(world)[rank]
     logprobs = policy.get_logprobs(batch["input_ids"][rows], batch["attention_mask"][rows], micro_batch_size=2)
