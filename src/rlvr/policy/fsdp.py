@@ -89,7 +89,7 @@ class ShardedHFPolicy(HFPolicy):
         super().__init__(model, all_reduce=self._all_reduce_sum, **kwargs)
 
     @classmethod
-    def from_config(cls, policy_cfg: Mapping[str, Any], *, model: torch.nn.Module, mesh: DeviceMesh, **_: Any):
+    def from_config(cls, policy_cfg: Mapping[str, Any], *, model: torch.nn.Module, mesh: DeviceMesh) -> ShardedHFPolicy:
         """Build from the ``policy`` section over ``model`` (fp32, on this rank's device)."""
         if lora.lora_settings(policy_cfg) is not None:
             raise ConfigError(

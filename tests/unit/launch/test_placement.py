@@ -6,12 +6,16 @@ training device (plus generation devices when generation is not colocated), and 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from rlvr.config import load_step_config
 from rlvr.errors import ConfigError
 from rlvr.launch.placement import PlacementError, plan_placement
 from rlvr.steps.index import resolve_step
+from tests.conftest import nemotron_env
 
 STEP = resolve_step("rl/nemo_rl/rlvr")
 DATA = ["data.train.data_path=/data/train.jsonl", "data.validation.data_path=/data/val.jsonl"]
@@ -106,3 +110,25 @@ def test_cpu_only_profiles():
     ]
     with pytest.raises(PlacementError, match=r"cluster.gpus_per_node=0 \(a CPU run\)"):
         plan("tiny", "policy.generation.colocated.enabled=false")
+
+
+def test_dry_run_prints_the_plan_and_refuses_in_one_line(tmp_path):
+    """-d prints the placement after the memory estimate; a refused plan is one 'error:' line naming the key, exit
+    1, no traceback, nothing written."""
+    command = [sys.executable, "-m", "rlvr.cli.main", "steps", "run", "rl/nemo_rl/rlvr", "-c", "tiny", "-d"]
+
+    def run(*overrides: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*command, *overrides], cwd=tmp_path, env=nemotron_env(), capture_output=True, text=True, timeout=120
+        )
+
+    proc = run("policy.generation.colocated.enabled=false")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "error: policy.generation.colocated.enabled=false gives generation GPUs" in proc.stderr
+    assert not (tmp_path / "results").exists()
+    proc = run("cluster.num_workers=2")
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "node 0 cpu     policy rank 0, policy rank 1, generation replica 0 (hf), generation replica 1 (hf)"
+        in proc.stdout
+    )
