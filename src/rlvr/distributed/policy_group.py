@@ -130,7 +130,8 @@ class RayPolicyGroup:
         ensure_ray()
         self.policy_cfg, self.source, self.num_workers = dict(policy_cfg), source, num_workers
         gpus = resolve_gpus(num_gpus_per_worker)
-        self.devices = devices if devices is not None or num_gpus_per_worker is not None else device_group(num_workers)
+        self._owns_devices = devices is None and num_gpus_per_worker is None
+        self.devices = device_group(num_workers) if self._owns_devices else devices
         actor_cls = ray.remote(PolicyActor)
         self.actors = [
             actor_cls.options(**self._slot(rank, num_cpus_per_worker, gpus)).remote(
@@ -231,6 +232,10 @@ class RayPolicyGroup:
         for actor in self.actors:
             ray.kill(actor)
         self.actors = []
+        if self._owns_devices and self.devices is not None:
+            from ray.util.placement_group import remove_placement_group
+
+            remove_placement_group(self.devices)  # close groups and actors sharing it first
 
 
 def shard_rows(batch: Mapping[str, Any], global_batch_size: int, num_workers: int, rank: int) -> dict[str, Any]:

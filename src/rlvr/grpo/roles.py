@@ -187,8 +187,9 @@ class PolicyWorkers:
         self._stale = True
 
     def close(self) -> None:
-        """Stop actors of a distributed run (a no-op for in-process workers)."""
-        for worker in (self.policy, self.generator, self.reference):
+        """Stop actors of a distributed run (a no-op for in-process workers); the policy last, since its device
+        group holds the others' GPU slots."""
+        for worker in (self.reference, self.generator, self.policy):
             if worker is not None and hasattr(worker, "close"):
                 worker.close()
 
