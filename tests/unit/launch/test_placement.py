@@ -112,6 +112,7 @@ def test_cpu_only_profiles():
         plan("tiny", "policy.generation.colocated.enabled=false")
 
 
+@pytest.mark.slow  # two CLI dry runs (Snakemake plans the DAG): about 30 s on a busy 2-core machine
 def test_dry_run_prints_the_plan_and_refuses_in_one_line(tmp_path):
     """-d prints the placement after the memory estimate; a refused plan is one 'error:' line naming the key, exit
     1, no traceback, nothing written."""
