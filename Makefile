@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= megatron,distributed,slurm,lepton,test,tracking
 
-.PHONY: setup run test test-learning lint dry-run clean
+.PHONY: setup run test test-learning lint dry-run gpu-check clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,10 @@ lint: setup
 # The whole tiny run checked for its learning goal (about 6 minutes on two idle cores).
 test-learning: setup
 	$(PY) -m pytest -q -m learning
+
+# On a machine with one CUDA GPU: the GPU-marked tests and a few-step tiny run on it (tools/gpu_check.sh).
+gpu-check:
+	tools/gpu_check.sh
 
 clean:
 	rm -rf results .snakemake

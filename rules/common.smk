@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+from rlvr.launch.placement import plan_placement
 from rlvr.stages.stage_config import sections_digest, stage_config_path
 
 PY = shlex.quote(sys.executable)

@@ -4,6 +4,8 @@
 if STEP.id == "rl/nemo_rl/rlvr":
     PREFLIGHT_CFG = stage_config("reward_preflight", sections("env"))
     RLVR_CFG = stage_config("rlvr", E)
+    # The job's shape (Slurm and Lepton read nodes/gpus) comes from the placement plan the trainer follows.
+    PLAN = plan_placement(E)
 
     # Before any GPU hour: every validation row's own ground truth must score full reward and a corrupted
     # answer 0 (manifest error reward_function_not_validated); a disagreement stops the run with a report.
@@ -35,12 +37,12 @@ if STEP.id == "rl/nemo_rl/rlvr":
             cfg=RLVR_CFG.path,
             cfg_digest=RLVR_CFG.digest,
             run_dir=RUN,
-            nodes=E["cluster"]["num_nodes"],
-            gpus_per_node=E["cluster"]["gpus_per_node"],
+            nodes=PLAN.num_nodes,
+            gpus_per_node=PLAN.gpus_per_node,
         threads: workflow.cores
         resources:
-            gpus=E["cluster"]["gpus_per_node"] * E["cluster"]["num_nodes"],
-            nodes=E["cluster"]["num_nodes"],
+            gpus=PLAN.total_gpus,
+            nodes=PLAN.num_nodes,
         log:
             f"{RUN}/logs/rlvr.log",
         benchmark:

@@ -253,6 +253,7 @@ def _print_compiled(args: RunArgs, step: StepInfo, cfg: StepConfig, request: Run
     _print_panel("config", cfg.redacted())
     if step.id == DEFAULT_STEP:
         _print_memory_plan(cfg.resolved, request.run_dir, local=request.profile.executor == "local")
+        _print_placement(cfg.resolved)
 
 
 def _dry_run(launch: Launch, request: RunRequest, cfg: StepConfig) -> int:
@@ -300,6 +301,14 @@ def _print_memory_plan(resolved: dict, rdir: Path, *, local: bool) -> None:
     policy = str(made_here) if (resolved.get("tiny") or {}).get("enabled") else None
     print("── memory (estimate per training process) " + "─" * 22)
     print("\n".join(memory_plan(resolved, policy_path=policy, local=local)))
+
+
+def _print_placement(resolved: dict) -> None:
+    """Which process runs on which node and device; a layout that wastes or over-subscribes a device stops here."""
+    from rlvr.launch.placement import plan_placement
+
+    print("── placement " + "─" * 51)
+    print("\n".join(plan_placement(resolved).lines()))
 
 
 def _lock_run_folder(rdir: Path, step: StepInfo, cfg) -> RunLock:

@@ -35,6 +35,17 @@ def data_parallel_workers(cluster: dict) -> int:
     return cluster["num_workers"] * cluster["num_nodes"]
 
 
+def _training_ranks(cfg: dict) -> int:
+    """The placement plan's training ranks (fewer than the devices when generation has its own); a layout the
+    plan refuses is reported by the plan itself (at -d and by the rlvr rule), so count every device here."""
+    from rlvr.launch.placement import PlacementError, plan_placement
+
+    try:
+        return plan_placement(cfg).train_ranks
+    except PlacementError:
+        return data_parallel_workers(cfg["cluster"])
+
+
 def check_batch_arithmetic(cfg: dict) -> None:
     grpo, policy, loss = cfg["grpo"], cfg["policy"], cfg["loss_fn"]
     prompts, gens = grpo["num_prompts_per_step"], grpo["num_generations_per_prompt"]
@@ -63,7 +74,7 @@ def check_batch_arithmetic(cfg: dict) -> None:
             f"policy.train_global_batch_size = {gbs} is not a multiple of policy.train_micro_batch_size = {mbs}",
             code=code,
         )
-    workers = data_parallel_workers(cfg["cluster"])
+    workers = _training_ranks(cfg)
     if gbs % workers:
         raise ConfigError(
             f"policy.train_global_batch_size = {gbs} must split evenly over the {workers} data-parallel "

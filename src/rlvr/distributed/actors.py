@@ -9,34 +9,25 @@ model and seed. (Rewards are scored in the driver process: its verifier pool alr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
-from rlvr.distributed.runtime import ModelSource, build_model, ensure_ray, load_tokenizer, resolve_gpus
+from rlvr.distributed.runtime import ModelSource, build_model, ensure_ray, load_tokenizer, resolve_gpus, shared_slot
 from rlvr.generation.base import GenerationConfig, GenerationOutput
 
 
 class GenerationActor:
-    """Runs inside a Ray actor: an HFGenerationBackend over its own model copy."""
+    """Runs inside a Ray actor: the named generation backend (``hf`` or ``vllm``) over its own model copy."""
 
     def __init__(
-        self,
-        source: ModelSource,
-        precision: str | None,
-        tokenizer: Any,
-        device: str,
-        batch_size: int | None,
-        max_total_length: int | None,
+        self, source: ModelSource, precision: str | None, tokenizer: Any, device: str, backend: str, options: dict
     ):
-        from rlvr.generation.hf import HFGenerationBackend
+        from rlvr.generation.base import make_generation_backend
 
-        self.backend = HFGenerationBackend(
-            build_model(source, precision, device),
-            load_tokenizer(tokenizer),
-            batch_size=batch_size,
-            max_total_length=max_total_length,
+        self.backend = make_generation_backend(
+            backend, build_model(source, precision, device), load_tokenizer(tokenizer), **options
         )
 
     def generate(
@@ -49,8 +40,13 @@ class GenerationActor:
 
 
 class RayGenerationWorker:
-    """HF sampling in a Ray actor. ``source``/``precision`` as for :class:`~rlvr.distributed.RayPolicyGroup`;
-    ``tokenizer`` an object or a tokenizer folder; ``batch_size``/``max_total_length`` as HFGenerationBackend."""
+    """A generation backend in a Ray actor. ``source``/``precision`` as for :class:`~rlvr.distributed.RayPolicyGroup`;
+    ``tokenizer`` an object or a tokenizer folder; ``backend`` a registered generation backend (default ``hf``)
+    and ``options`` its keyword arguments (``batch_size``, ``max_total_length``, ``vllm_cfg``, ...).
+
+    Where it runs (:mod:`rlvr.launch.placement`): ``device_slot=(group, i)`` shares bundle ``i`` of a policy
+    group's device group (colocated generation); without one it takes a GPU of its own when the cluster has GPUs.
+    """
 
     def __init__(
         self,
@@ -58,19 +54,21 @@ class RayGenerationWorker:
         tokenizer: Any,
         *,
         precision: str | None = None,
-        batch_size: int | None = None,
-        max_total_length: int | None = None,
+        backend: str = "hf",
         num_cpus: float = 1,
         num_gpus: float | None = None,
+        device_slot: tuple[Any, int] | None = None,
+        **options: Any,
     ):
         import ray
 
         ensure_ray()
-        gpus = resolve_gpus(num_gpus)
-        actor_cls = ray.remote(GenerationActor).options(num_cpus=num_cpus, num_gpus=gpus)
-        self.actor = actor_cls.remote(
-            source, precision, tokenizer, "cuda" if gpus > 0 else "cpu", batch_size, max_total_length
-        )
+        placement = shared_slot(*device_slot) if device_slot is not None and device_slot[0] is not None else None
+        if placement is None:
+            placement = {"num_cpus": num_cpus, "num_gpus": resolve_gpus(num_gpus)}
+        actor_cls = ray.remote(GenerationActor).options(**placement)
+        device = "cuda" if placement["num_gpus"] > 0 else "cpu"
+        self.actor = actor_cls.remote(source, precision, tokenizer, device, backend, options)
 
     def generate(
         self, prompt_token_ids: list[list[int]], cfg: GenerationConfig, *, seed: int | None = None
@@ -89,3 +87,43 @@ class RayGenerationWorker:
         import ray
 
         ray.kill(self.actor)
+
+
+class GenerationReplicas:
+    """One generation engine per device behind one backend's interface: prompts are cut into contiguous chunks,
+    one per replica, generated in parallel and concatenated in order; a refit reaches every replica.
+
+    Replica ``i`` samples with ``seed + i``, so a run is reproducible for a given number of replicas (a different
+    count draws other, equally distributed samples).
+    """
+
+    def __init__(self, workers: Sequence[RayGenerationWorker]):
+        if not workers:
+            raise ValueError("GenerationReplicas needs at least one worker")
+        self.workers = list(workers)
+
+    def generate(
+        self, prompt_token_ids: list[list[int]], cfg: GenerationConfig, *, seed: int | None = None
+    ) -> list[GenerationOutput]:
+        import ray
+
+        bounds = torch.arange(len(prompt_token_ids)).tensor_split(len(self.workers))
+        refs = [
+            worker.actor.generate.remote(
+                prompt_token_ids[int(idx[0]) : int(idx[-1]) + 1], cfg, None if seed is None else seed + i
+            )
+            for i, (worker, idx) in enumerate(zip(self.workers, bounds))
+            if len(idx)
+        ]
+        return [output for chunk in ray.get(refs) for output in chunk]
+
+    def update_weights(self, state_dict: Mapping[str, Any]) -> None:
+        """Refit every replica from one copy of the weights in Ray's object store."""
+        import ray
+
+        ref = ray.put(dict(state_dict))
+        ray.get([worker.actor.update_weights.remote(ref) for worker in self.workers])
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.close()

@@ -1,22 +1,25 @@
-"""Data-parallel policy training: ``W`` Ray actors, each holding one :class:`~rlvr.policy.hf.HFPolicy` replica.
+"""Data-parallel policy training: ``W`` Ray actors, the ranks of one FSDP2-sharded HF policy.
 
-The semantics are NeMo-RL's and those of one process (the spec's "Training microbatches"):
+Each rank holds a :class:`~rlvr.policy.fsdp.ShardedHFPolicy`: ``1/W`` of the weights, gradients and optimizer
+state (``policy.dtensor_cfg.enabled`` with ``W > 1`` ranks, as NeMo-RL's DTensor worker). The semantics are
+NeMo-RL's and those of one process (the spec's "Training microbatches"):
 
 * the rollout (``B`` rows, not shuffled) is cut into ``K = B / G`` global batches of ``G`` rows
   (``policy.train_global_batch_size``); rank ``r`` gets rows ``[k·G + r·G/W, k·G + (r+1)·G/W)`` of each
   global batch ``k``, so it runs the same ``K`` optimizer steps on ``G/W`` rows each;
 * per global batch, ``N_seq``/``N_tok`` are all-reduced sums over ranks and every rank's loss is divided by
-  these global counts, so ``Σ_r ∇L_r`` is the full-batch gradient: gradients are all-reduced with SUM (not the
-  mean), then every rank clips the same global norm and takes the same optimizer step;
+  these global counts, so ``Σ_r ∇L_r`` is the full-batch gradient: FSDP2 reduce-scatters it with SUM (not the
+  mean), then the global norm is clipped and every rank steps its shard;
 * metrics fold over ranks as :mod:`rlvr.policy.train_metrics` declares: the loss and loss-function metrics are
   summed as over micro-batches (``*_min``/``*_max`` take min/max); grad norm, lr and the global counts are
   identical on every rank and taken from rank 0;
 * :meth:`RayPolicyGroup.get_logprobs` splits the rows into ``W`` contiguous chunks and concatenates the
   answers in order.
 
-Replicas start from the same weights (each converts the same checkpoint, then rank 0's weights are broadcast),
-and stay equal because they apply identical gradients; so the model, optimizer and scheduler state of any rank,
-here rank 0, is the group's state.
+Every rank converts the same checkpoint (rank 0's weights are broadcast before sharding, DDP's guarantee). Full
+weights and optimizer state are gathered by all ranks together and returned by rank 0. On GPUs, rank ``i`` runs
+on bundle ``i`` of a placement group of one-GPU bundles (:func:`~rlvr.distributed.runtime.device_group`), which
+a frozen reference group and a colocated generation engine share (:mod:`rlvr.launch.placement`).
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ import torch
 
 from rlvr.distributed.runtime import (
     ModelSource,
-    all_reduce_sum,
     broadcast_weights,
     build_model,
+    device_group,
     ensure_ray,
     join_process_group,
     rendezvous_address,
     resolve_gpus,
+    shared_slot,
     to_cpu,
 )
 from rlvr.errors import ConfigError
@@ -53,15 +57,16 @@ class PolicyActor:
         return rendezvous_address()
 
     def setup(self, address: str, port: int, backend: str, device: str, trainable: bool) -> None:
-        """Join the group, build the replica, copy rank 0's weights (the same checkpoint, but DDP's guarantee)."""
-        from rlvr.policy.hf import HFPolicy
+        """Join the group, build the fp32 replica, copy rank 0's weights, then shard it over the ranks."""
+        from rlvr.policy.fsdp import ShardedHFPolicy, data_parallel_mesh
 
         join_process_group(address, port, self.rank, self.world_size, backend)
-        model = build_model(self.source, self.policy_cfg["precision"], device)
+        model = build_model(self.source, "float32", device)  # the shards are the fp32 masters
         if not trainable:
             model.requires_grad_(False)
         broadcast_weights(model)
-        self.policy = HFPolicy.from_config(self.policy_cfg, model=model, all_reduce=all_reduce_sum)
+        mesh = data_parallel_mesh("cuda" if device == "cuda" else "cpu")
+        self.policy = ShardedHFPolicy.from_config(self.policy_cfg, model=model, mesh=mesh)
 
     def get_logprobs(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, micro_batch_size: int, filtered: bool
@@ -73,8 +78,10 @@ class PolicyActor:
     ) -> dict[str, float]:
         return self.policy.train(batch, loss_fn, global_batch_size=global_batch_size, micro_batch_size=micro_batch_size)
 
-    def state_dict(self) -> dict[str, Any]:
-        return to_cpu(self.policy.state_dict())
+    def state_dict(self) -> dict[str, Any] | None:
+        """Gathered by every rank (a collective); rank 0 returns it."""
+        state = self.policy.state_dict()
+        return to_cpu(state) if self.rank == 0 else None
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.policy.load_state_dict(state)
@@ -82,8 +89,10 @@ class PolicyActor:
     def load_model_state(self, model_state: Mapping[str, torch.Tensor]) -> None:
         self.policy.load_model_state(dict(model_state))  # through the policy: its fp32 masters follow
 
-    def model_state(self) -> dict[str, torch.Tensor]:
-        return to_cpu(self.policy.model_state())
+    def model_state(self) -> dict[str, torch.Tensor] | None:
+        """Gathered by every rank (a collective); rank 0 returns it."""
+        state = self.policy.model_state()
+        return to_cpu(state) if self.rank == 0 else None
 
     def close(self) -> None:
         import torch.distributed as dist
@@ -97,8 +106,9 @@ class RayPolicyGroup:
 
     ``source``: the ``checkpoint_megatron`` path, or a zero-argument model factory (see
     :mod:`rlvr.distributed.runtime`). ``trainable=False`` builds a frozen group (the reference policy: scoring
-    only). ``num_gpus_per_worker=None`` takes one GPU per actor when the cluster has GPUs (then NCCL), else none
-    (gloo). Starts Ray if this process has not.
+    only). ``num_gpus_per_worker=None``: on a cluster with GPUs each rank gets bundle ``r`` of ``devices`` (a
+    :func:`~rlvr.distributed.runtime.device_group`; a new one when None) and NCCL, else CPU and gloo. Starts Ray
+    if this process has not.
     """
 
     def __init__(
@@ -110,6 +120,7 @@ class RayPolicyGroup:
         trainable: bool = True,
         num_cpus_per_worker: float = 1,
         num_gpus_per_worker: float | None = None,
+        devices: Any = None,
     ):
         if num_workers < 1:
             raise ConfigError(f"cluster.num_workers must be >= 1, got {num_workers}")
@@ -118,12 +129,25 @@ class RayPolicyGroup:
         ensure_ray()
         self.policy_cfg, self.source, self.num_workers = dict(policy_cfg), source, num_workers
         gpus = resolve_gpus(num_gpus_per_worker)
-        actor_cls = ray.remote(PolicyActor).options(num_cpus=num_cpus_per_worker, num_gpus=gpus)
-        self.actors = [actor_cls.remote(self.policy_cfg, source, rank, num_workers) for rank in range(num_workers)]
+        self._owns_devices = devices is None and num_gpus_per_worker is None
+        self.devices = device_group(num_workers) if self._owns_devices else devices
+        actor_cls = ray.remote(PolicyActor)
+        self.actors = [
+            actor_cls.options(**self._slot(rank, num_cpus_per_worker, gpus)).remote(
+                self.policy_cfg, source, rank, num_workers
+            )
+            for rank in range(num_workers)
+        ]
         address, port = ray.get(self.actors[0].address.remote())
         backend, device = ("nccl", "cuda") if gpus > 0 else ("gloo", "cpu")
         ray.get([a.setup.remote(address, port, backend, device, trainable) for a in self.actors])
         self._template: torch.nn.Module | None = None
+
+    def _slot(self, rank: int, num_cpus: float, num_gpus: float) -> dict[str, Any]:
+        """Rank ``rank``'s actor options: its bundle of the device group, or plain CPU/GPU counts."""
+        if self.devices is not None:
+            return shared_slot(self.devices, rank)
+        return {"num_cpus": num_cpus, "num_gpus": num_gpus}
 
     def get_logprobs(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, micro_batch_size: int, filtered: bool = True
@@ -132,10 +156,9 @@ class RayPolicyGroup:
         import ray
 
         rows = torch.arange(input_ids.shape[0]).tensor_split(self.num_workers)
-        refs = [
+        refs = [  # every rank, even one without rows: a sharded forward is a collective
             actor.get_logprobs.remote(input_ids[idx], attention_mask[idx], micro_batch_size, filtered)
             for actor, idx in zip(self.actors, rows)
-            if len(idx)
         ]
         return torch.cat(ray.get(refs))
 
@@ -164,10 +187,10 @@ class RayPolicyGroup:
         return fold(ray.get(refs), Fold.RANKS)
 
     def state_dict(self) -> dict[str, Any]:
-        """Rank 0's model, optimizer and scheduler state (all ranks hold the same), on CPU."""
+        """The full model, optimizer and scheduler state (gathered by all ranks), on CPU."""
         import ray
 
-        return ray.get(self.actors[0].state_dict.remote())
+        return ray.get([actor.state_dict.remote() for actor in self.actors])[0]
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output on every rank."""
@@ -184,10 +207,10 @@ class RayPolicyGroup:
         ray.get([actor.load_model_state.remote(ref) for actor in self.actors])
 
     def model_state(self) -> dict[str, torch.Tensor]:
-        """Rank 0's weights by parameter name, on CPU (to refit a generation backend)."""
+        """The full weights by parameter name in the compute dtype, on CPU (to refit a generation backend)."""
         import ray
 
-        return ray.get(self.actors[0].model_state.remote())
+        return ray.get([actor.model_state.remote() for actor in self.actors])[0]
 
     def hf_state_dict(self) -> dict[str, torch.Tensor]:
         """Same as :meth:`model_state`: the HF-named weights of the current policy."""
@@ -212,6 +235,10 @@ class RayPolicyGroup:
         for actor in self.actors:
             ray.kill(actor)
         self.actors = []
+        if self._owns_devices and self.devices is not None:
+            from ray.util.placement_group import remove_placement_group
+
+            remove_placement_group(self.devices)  # close groups and actors sharing it first
 
 
 def shard_rows(batch: Mapping[str, Any], global_batch_size: int, num_workers: int, rank: int) -> dict[str, Any]:

@@ -55,6 +55,32 @@ def resolve_gpus(num_gpus: float | None) -> float:
     return float(num_gpus)
 
 
+# Ray's GPU numbers are bookkeeping, not a memory split: a training rank, its reference rank and a colocated
+# generation engine share one physical GPU (their phases take turns), so each asks for a third of it.
+COLOCATED_GPU_SHARE = 1 / 3
+
+
+def device_group(count: int) -> Any:
+    """A placement group of ``count`` one-GPU bundles, packed node by node (bundle ``i``: training rank ``i``'s
+    device), or None on a cluster without GPUs (CPU actors need no pinning)."""
+    import ray
+    from ray.util.placement_group import placement_group
+
+    if not cluster_has_gpus():
+        return None
+    group = placement_group([{"GPU": 1}] * count, strategy="PACK")
+    ray.get(group.ready())
+    return group
+
+
+def shared_slot(group: Any, index: int) -> dict[str, Any]:
+    """Ray actor options that put an actor on bundle ``index`` of :func:`device_group`'s group, sharing its GPU."""
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    strategy = PlacementGroupSchedulingStrategy(placement_group=group, placement_group_bundle_index=index)
+    return {"num_cpus": 0, "num_gpus": COLOCATED_GPU_SHARE, "scheduling_strategy": strategy}
+
+
 def build_model(source: ModelSource, precision: str | None, device: str | torch.device) -> torch.nn.Module:
     """An HF causal LM in eval mode on ``device``: converted from a checkpoint path, or made by ``source()``."""
     if callable(source):

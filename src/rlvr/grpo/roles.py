@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from rlvr.config.checks import data_parallel_workers
 from rlvr.config.facts import needs_reference_model
 from rlvr.errors import DataError, UserError
 from rlvr.generation.base import GenerationBackend, GenerationConfig, GenerationOutput, make_generation_backend
+from rlvr.launch.placement import PlacementPlan, plan_placement
 from rlvr.policy.base import LossFunction, Policy
 from rlvr.policy.lora import lora_settings
 from rlvr.utils.atomic import atomic_dir
@@ -93,9 +93,9 @@ class PolicyWorkers:
             "batch_size": policy_cfg["generation_batch_size"],
             "max_total_length": policy_cfg["max_total_sequence_length"],
         }
-        num_workers = data_parallel_workers(cfg["cluster"])
-        if num_workers > 1 and backend == "hf" and not policy_cfg["megatron_cfg"]["enabled"]:
-            policy, generator, reference = _ray_roles(cfg, policy_path, tok_dir, num_workers, gen_kwargs)
+        plan = plan_placement(cfg)  # refuses layouts that over-subscribe or leave devices unused
+        if plan.uses_ray and not policy_cfg["megatron_cfg"]["enabled"]:
+            policy, generator, reference = _ray_roles(cfg, plan, policy_path, tok_dir, gen_kwargs)
             shares = False
         else:
             policy, generator, reference, shares = _in_process_roles(cfg, policy_path, tokenizer, gen_kwargs)
@@ -157,14 +157,15 @@ class PolicyWorkers:
         self._stale = True
 
     def close(self) -> None:
-        """Stop actors of a distributed run (a no-op for in-process workers)."""
-        for policy in (self.policy, self.reference):
-            if policy is not None:
-                policy.close()
-        # GenerationBackend has no close(): the HF backend holds nothing; vLLM and the Ray worker do.
+        """Stop actors of a distributed run (a no-op for in-process workers); the policy last, since its device
+        group holds the others' GPU slots."""
+        if self.reference is not None:
+            self.reference.close()
+        # GenerationBackend has no close(): the HF backend holds nothing; vLLM and the Ray replicas do.
         close_generator = getattr(self.generator, "close", None)
         if close_generator is not None:
             close_generator()
+        self.policy.close()
 
     def save_artifact(
         self,
@@ -191,21 +192,40 @@ class PolicyWorkers:
 
 
 def _ray_roles(
-    cfg: dict[str, Any], policy_path: Path, tok_dir: Path, num_workers: int, gen_kwargs: dict[str, Any]
+    cfg: dict[str, Any], plan: PlacementPlan, policy_path: Path, tok_dir: Path, gen_kwargs: dict[str, Any]
 ) -> tuple[Policy, GenerationBackend, Policy | None]:
-    """Data-parallel replicas on Ray; generation is refitted from rank 0 before each rollout. The generation actor
-    takes no CPU reservation so that the policy ranks can use every core."""
-    from rlvr.distributed.actors import RayGenerationWorker
+    """Policy group, generation replicas and (KL > 0) reference group on Ray, placed as ``plan`` says.
+
+    FSDP2-sharded ranks; one generation actor per generation device (rank ``i``'s device when colocated, else a
+    GPU of its own), each refitted from the gathered weights before a rollout. Generation actors reserve no CPU
+    so that the policy ranks can use every core.
+    """
+    from rlvr.distributed.actors import GenerationReplicas, RayGenerationWorker
     from rlvr.distributed.policy_group import RayPolicyGroup
 
     policy_cfg = cfg["policy"]
-    policy = RayPolicyGroup(policy_cfg, str(policy_path), num_workers=num_workers)
-    generator = RayGenerationWorker(
-        str(policy_path), str(tok_dir), precision=policy_cfg["precision"], num_cpus=0, **gen_kwargs
-    )
+    backend = policy_cfg["generation"]["backend"]
+    policy = RayPolicyGroup(policy_cfg, str(policy_path), num_workers=plan.train_ranks)
+    if backend == "vllm":
+        gen_kwargs = {**gen_kwargs, "vllm_cfg": policy_cfg["generation"]["vllm_cfg"], "seed": cfg["grpo"]["seed"]}
+    replicas = [
+        RayGenerationWorker(
+            str(policy_path),
+            str(tok_dir),
+            precision=policy_cfg["precision"],
+            backend=backend,
+            num_cpus=0,
+            device_slot=(policy.devices, i) if plan.colocated else None,
+            **gen_kwargs,
+        )
+        for i in range(len(plan.devices("generation")))
+    ]
+    generator = GenerationReplicas(replicas)
     reference = None
     if needs_reference_model(cfg):
-        reference = RayPolicyGroup(policy_cfg, str(policy_path), num_workers=num_workers, trainable=False)
+        reference = RayPolicyGroup(
+            policy_cfg, str(policy_path), num_workers=plan.train_ranks, trainable=False, devices=policy.devices
+        )
     return policy, generator, reference
 
 

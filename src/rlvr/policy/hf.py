@@ -311,8 +311,7 @@ class HFPolicy:
             self.master.accumulate_grads()  # fp32 sum over micro-batches
             per_micro_batch.append({**loss_metrics, "loss": loss.detach()})
         params = [p for group in self.optimizer.param_groups for p in group["params"]]  # the fp32 masters
-        if self.all_reduce is not None:
-            sum_gradients(params, self.all_reduce)
+        self._reduce_gradients(params)
         max_norm = self.max_grad_norm if self.max_grad_norm else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # returns the norm before clipping
         self.optimizer.step()
@@ -324,6 +323,11 @@ class HFPolicy:
             global_valid_toks=float(global_valid_toks),
         )
         return summed
+
+    def _reduce_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        """Sum the masters' gradients over the data-parallel ranks (no-op in one process)."""
+        if self.all_reduce is not None:
+            sum_gradients(params, self.all_reduce)
 
     @property
     def is_lora(self) -> bool:

@@ -139,7 +139,6 @@ def test_type_errors_name_the_key():
         "logger.wandb_enabled=true",
         "policy.dtensor_cfg.tensor_parallel_size=2",
         "grpo.use_best_at_k=true",
-        "policy.generation.colocated.enabled=false",
         "policy.generation.vllm_cfg.kv_cache_dtype=fp8",
         "policy.generation.vllm_kwargs.swap_space=4",
         "policy.megatron_cfg.cuda_graph_impl=local",

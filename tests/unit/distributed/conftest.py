@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+
+SRC = Path(__file__).resolve().parents[3] / "src"
 
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A private local Ray (2 CPUs; never another process's cluster) for the session; shut down at the end."""
+    """A private local Ray (2 CPUs; never another process's cluster) for the session; shut down at the end.
+
+    Its workers import ``rlvr`` from this checkout's src/ (first on their PYTHONPATH), not from wherever the
+    virtualenv's editable install points."""
     ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    path = os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))
+    runtime_env = {"env_vars": {"PYTHONPATH": path}}
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
     yield ray
     ray.shutdown()

@@ -42,3 +42,30 @@ def test_generation_worker_samples_and_refits_like_the_local_backend(ray_cluster
             assert [o.text for o in got] == [o.text for o in expected]
     finally:
         worker.close()
+
+
+def test_generation_replicas_spread_prompts_and_refit_every_replica(ray_cluster):
+    """Two replicas: prompts cut into contiguous chunks, replica i sampling its chunk with seed + i, give exactly
+    the tokens of local backends on those chunks; after one update_weights both replicas sample the new model."""
+    from rlvr.distributed.actors import GenerationReplicas, RayGenerationWorker
+
+    tokenizer = build_tokenizer()
+    replicas = GenerationReplicas(
+        [
+            RayGenerationWorker(
+                functools.partial(copy.deepcopy, build_model(seed=0)), tokenizer, batch_size=2, num_cpus=0, num_gpus=0
+            )
+            for _ in range(2)
+        ]
+    )
+    chunks = (PROMPTS[: -(-len(PROMPTS) // 2)], PROMPTS[-(-len(PROMPTS) // 2) :])
+    try:
+        for seed, weights in ((0, None), (5, build_model(seed=1))):
+            if weights is not None:
+                replicas.update_weights(weights.state_dict())
+            local = HFGenerationBackend(weights or build_model(seed=0), tokenizer, batch_size=2)
+            expected = [o for i, chunk in enumerate(chunks) for o in local.generate(chunk, SAMPLING, seed=seed + i)]
+            got = replicas.generate(PROMPTS, SAMPLING, seed=seed)
+            assert [o.token_ids for o in got] == [o.token_ids for o in expected]
+    finally:
+        replicas.close()
