@@ -126,7 +126,10 @@ def load_function(spec: str, key: str = "function") -> Callable:
             )
         target = getattr(target, part)
     if not callable(target):
-        raise ConfigError(f"{key}={spec!r}: {attr} is a {type(target).__name__}, not a function; name a callable")
+        raise ConfigError(
+            f"{key}={spec!r}: {attr} is not callable (it is {type(target).__name__} {str(target)[:40]!r}); "
+            "name a function"
+        )
     _loaded[spec] = target
     return target
 
