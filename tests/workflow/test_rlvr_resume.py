@@ -291,3 +291,53 @@ def test_a_run_without_learning_signal_stops_when_told(prepared, tmp_path):
     assert fracs[-2:] == [1.0, 1.0]
     assert not any(a == b == 1.0 for a, b in zip(fracs[:-2], fracs[1:-1]))  # ... at the first streak of 2
     assert not (run_dir / "rlvr" / "checkpoint_megatron").exists()
+
+
+def test_weighted_custom_rewards_dumps_and_trackers_through_the_stage(prepared, tmp_path):
+    """Issue 17 through the rule's command: env.reward_functions = the verifier + the format reward (a regex) + a
+    callable from a module of the user's (imported in the verifier workers), W&B (offline) and MLflow on, full
+    rollout dumps. Each function is logged on its own, the dumped reward is their weighted sum, and the trackers
+    hold the metrics and the sample table."""
+    run_dir = tmp_path / "run"
+    functions = (
+        "env.reward_functions=[{name: correct, function: verifier, weight: 1.0},"
+        ' {name: fmt, function: format, weight: 0.5, kwargs: {pattern: "^-?[0-9]+$"}},'
+        " {name: len, function: 'tests.unit.rewards.reward_fns:prompt_length', weight: 0.01}]"
+    )
+    overrides = ["grpo.max_num_steps=2", functions, "logger.rollout_dumps=full", "logger.rollout_dump_rows=4"]
+    run_stage(rlvr_command(prepared, run_dir, *overrides, "logger.wandb_enabled=true", "logger.mlflow_enabled=true"))
+    lines = {m["step"]: m for m in map(json.loads, (run_dir / "rlvr" / "metrics.jsonl").read_text().splitlines())}
+    assert {"validation/reward/correct", "validation/reward/fmt", "validation/reward/len"} <= set(lines[0])
+    for step in (1, 2):
+        records = [json.loads(line) for line in (run_dir / "rlvr" / "rollouts" / f"step_{step}.jsonl").open()]
+        assert len(records) == 256  # 16 prompts × 16 samples: the whole batch
+        for r in records:
+            expected = r["rewards"]["correct"] + 0.5 * r["rewards"]["fmt"] + 0.01 * r["rewards"]["len"]
+            assert r["raw_reward"] == pytest.approx(expected, abs=1e-5)
+            assert r["rewards"]["len"] == len(r["prompt"]) and r["failures"] == {}
+        for name in ("correct", "fmt", "len"):
+            mean = sum(r["rewards"][name] for r in records) / len(records)
+            assert lines[step][f"train/reward/{name}"] == pytest.approx(mean)
+        assert lines[step]["train/raw_reward"] == pytest.approx(sum(r["raw_reward"] for r in records) / 256, abs=1e-5)
+        assert lines[step]["train/reward_errors/total"] == 0
+    assert any(r["rewards"]["fmt"] == 1.0 for r in records)  # the regex matches some answers: not vacuous
+
+    from tests.unit.wandb_records import read_offline_run
+
+    [folder] = (run_dir / "rlvr" / "wandb").glob("offline-run-*")
+    wandb_run = read_offline_run(folder)
+    history = {h["_step"]: h for h in wandb_run["history"]}
+    assert history[2]["train/reward/fmt"] == pytest.approx(lines[2]["train/reward/fmt"])
+    assert history[2]["rollouts/samples/nrows"] == 4
+    assert wandb_run["summary"]["rlvr.artifact"] == str(run_dir / "rlvr" / "checkpoint_megatron")
+    assert wandb_run["config"]["env"]["reward_functions"][2]["name"] == "len"
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'rlvr' / 'mlflow' / 'mlflow.db'}")
+    run_id = json.loads((run_dir / "rlvr" / "mlflow_run.json").read_text())["run_id"]
+    assert [m.step for m in client.get_metric_history(run_id, "train/reward/len")] == [1, 2]
+    assert sorted(f.path for f in client.list_artifacts(run_id, "rollouts")) == [
+        "rollouts/step_1.json",
+        "rollouts/step_2.json",
+    ]
