@@ -131,3 +131,19 @@ def test_other_refusals():
     )
     check_reward_config({"reward_functions": []}, nemo_gym=True)  # nothing configured: nothing to refuse
     assert load_function("format") is format_reward
+
+
+def test_the_step_config_loader_refuses_a_bad_function_and_accepts_a_good_one():
+    """What `-d` runs: the schema, then the checks, which import the module now."""
+    from rlvr.config import load_step_config
+    from rlvr.steps.index import resolve_step
+
+    step = resolve_step("rl/nemo_rl/rlvr")
+    with pytest.raises(ConfigError, match=r"env\.reward_functions\[0\]\.function='my_rewardz:f': no module named"):
+        load_step_config(step, "tiny", ["env.reward_functions=[{name: a, function: 'my_rewardz:f', weight: 1}]"])
+    with pytest.raises(ConfigError, match=r"env.reward_functions.*'weight' is a required property"):
+        load_step_config(step, "tiny", ["env.reward_functions=[{name: a, function: format}]"])
+    good = f"env.reward_functions=[{{name: mine, function: '{FNS}:exact', weight: 0.5}}]"
+    cfg = load_step_config(step, "tiny", [good]).engine_view()
+    assert reward_functions(cfg["env"]) == [RewardFunction("mine", f"{FNS}:exact", 0.5)]
+    assert cfg["logger"]["rollout_dumps"] == "sampled" and cfg["logger"]["wandb"]["mode"] is None
