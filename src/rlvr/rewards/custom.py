@@ -198,10 +198,14 @@ class RewardFunctionCheck:
 
 def _single_value(values: Any) -> Verdict:
     """The one finite number a call for one response must return, or a ``bad_output`` verdict saying what came."""
-    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__len__"):
+    try:
+        count = None if isinstance(values, (str, bytes, dict)) else len(values)
+    except TypeError:  # no length: a number, None, a 0-d array
+        count = None
+    if count is None:
         return Verdict(0.0, BAD_OUTPUT, f"returned {type(values).__name__}, not a list of one float per response")
-    if len(values) != 1:
-        return Verdict(0.0, BAD_OUTPUT, f"returned {len(values)} values for 1 response")
+    if count != 1:
+        return Verdict(0.0, BAD_OUTPUT, f"returned {count} values for 1 response")
     value = values[0]
     try:
         number = float(value)
