@@ -244,6 +244,38 @@ def test_reward_preflight_rejects_unparseable_ground_truth(prepared, tmp_path):
     assert not report.exists() and not report.parent.exists()
 
 
+def test_reward_preflight_calls_each_reward_function(prepared, tmp_path):
+    """The pre-flight stage with env.reward_functions: a function of the user's that raises stops the run (exit 2)
+    naming it, the row and the error; a sound one passes, every probe scored by each function."""
+    data = tmp_path / "rl_prep"
+    data.mkdir()
+    rows = (prepared / "rl_prep" / "val.jsonl").read_text().splitlines()[:3]
+    (data / "val.jsonl").write_text("".join(f"{line}\n" for line in rows))
+    report = tmp_path / "reward_preflight" / "report.json"
+    outcomes = {}
+    for bad in ("raises", "exact"):
+        functions = (
+            "env.reward_functions=[{name: correct, function: verifier, weight: 1},"
+            f" {{name: mine, function: 'tests.unit.rewards.reward_fns:{bad}', weight: 1}}]"
+        )
+        cfg = load_step_config(resolve_step(STEP), "tiny", [*SFT, functions]).engine_view()
+        write_stage_configs(tmp_path, {"reward_preflight": {"env": cfg["env"]}})
+        command = ["reward_preflight", "--config", str(stage_config_path(tmp_path, "reward_preflight"))]
+        outcomes[bad] = subprocess.run(
+            [sys.executable, "-m", "rlvr.stages", *command, "--data", str(data), "--out", str(report)],
+            env=nemotron_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    failed, passed = outcomes["raises"], outcomes["exact"]
+    assert failed.returncode == 2 and "reward_function_not_validated" in failed.stderr
+    assert "scored mine: ground_truth" in failed.stderr and "ValueError: my reward has a bug" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert passed.returncode == 0, passed.stderr
+    assert json.loads(report.read_text()) == {"rows": 3, "scored": 12, "ok": True}  # 3 rows × 2 probes × 2
+
+
 def test_positive_example_nll_gets_the_rewards(prepared, tmp_path):
     """loss_fn.positive_example_nll_weight (VAPO) reads each sample's reward from the training batch: a run with it
     on trains (it used to stop at the first step for want of 'rewards') and reports the term."""
