@@ -38,6 +38,7 @@ import json
 import math
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -204,8 +205,9 @@ class WandbTracker:
             id=previous["run_id"] if resume else None,
             resume="allow" if resume else None,
             tags=["rlvr"],
-            # console="off": wandb must not wrap stdout/stderr, which carry the progress line and the stage's log.
-            settings=self.wandb.Settings(console="off"),
+            # console="off": wandb must not wrap stdout/stderr, which carry the progress line and the stage's log;
+            # quiet: no history sparklines in the log at the end (the sync hint stays).
+            settings=self.wandb.Settings(console="off", quiet=True),
         )
         record.write_text(json.dumps({"run_id": self.run.id, "fingerprint": fingerprint, "dir": self.run.dir}))
         return self.run.id
@@ -225,7 +227,10 @@ class WandbTracker:
         if artifact is not None:
             self.run.summary["rlvr.artifact"] = str(artifact)
         if summary_file is not None and summary_file.is_file():
-            self.run.save(str(summary_file), base_path=str(summary_file.parent), policy="now")
+            # A copy in the run's own folder: W&B would otherwise symlink it and warn that later changes need a save.
+            kept = Path(self.run.dir) / summary_file.name
+            shutil.copyfile(summary_file, kept)
+            self.run.save(str(kept), base_path=self.run.dir, policy="now")
         self.run.finish(exit_code=1 if failed else 0)
         self.run = None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +41,35 @@ def _payloads(data: bytes):
             pos += _BLOCK - pos % _BLOCK if pos % _BLOCK else 0
 
 
-def read_offline_run(run_folder: Path) -> dict[str, Any]:
+def read_offline_run(run_folder: Path, wait_s: float = 60.0) -> dict[str, Any]:
     """``{"run": Record.run, "config": {key: value}, "history": [{key: value, "_step": n}], "summary": {...},
-    "files": [paths saved]}`` of one ``offline-run-*`` folder."""
+    "files": [paths saved]}`` of one ``offline-run-*`` folder.
+
+    ``run.finish()`` returns once the run is handed to the wandb-core process, which may still be writing the log:
+    wait (up to ``wait_s``) for its last record, ``exit``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        [log] = Path(run_folder).glob("run-*.wandb")
+        records = _records(log.read_bytes())
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return _collect(records)
+        time.sleep(0.2)
+
+
+def _records(data: bytes) -> list:
     from wandb.proto import wandb_internal_pb2
 
-    [log] = Path(run_folder).glob("run-*.wandb")
-    out: dict[str, Any] = {"run": None, "config": {}, "history": [], "summary": {}, "files": []}
-    for payload in _payloads(log.read_bytes()):
+    out = []
+    for payload in _payloads(data):
         record = wandb_internal_pb2.Record()
         record.ParseFromString(payload)
+        out.append(record)
+    return out
+
+
+def _collect(records: list) -> dict[str, Any]:
+    out: dict[str, Any] = {"run": None, "config": {}, "history": [], "summary": {}, "files": []}
+    for record in records:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             out["run"] = record.run
