@@ -5,8 +5,9 @@ run (``tiny_rewards.py`` in the folder the command starts from), the response eq
 ``correct`` the math verifier; ``plain`` the built-in format reward with a regex (a bare integer). 200 GRPO steps
 (half the tiny run). The goal: the verifier's own validation reward (``validation/reward/correct``, the accuracy)
 at the last validation at least 0.20 above step 0, and, independently of the loop's metrics, the exported HF
-policy sampled with HF ``generate`` beats the SFT policy by 0.20 too. About 5 minutes on two idle cores; it runs
-with ``make test-learning`` (``pytest -m learning``), not with ``make test``.
+policy sampled with HF ``generate`` beats the SFT policy by 0.20 too (the verifier-only tiny run measured +0.315 at
+step 200, README "Learning, measured"). Expected to take about 5 minutes on two idle cores (the tiny SFT and half
+the GRPO steps); it runs with ``make test-learning`` (``pytest -m learning``), not with ``make test``.
 """
 
 from __future__ import annotations
