@@ -337,12 +337,13 @@ def test_weighted_custom_rewards_dumps_and_trackers_through_the_stage(prepared, 
         " {name: len, function: 'tests.unit.rewards.reward_fns:prompt_length', weight: 0.01}]"
     )
     overrides = ["grpo.max_num_steps=2", functions, "logger.rollout_dumps=full", "logger.rollout_dump_rows=4"]
+    overrides += ["grpo.num_prompts_per_step=4", "policy.train_global_batch_size=64"]  # 4 × 16 samples: seconds
     run_stage(rlvr_command(prepared, run_dir, *overrides, "logger.wandb_enabled=true", "logger.mlflow_enabled=true"))
     lines = {m["step"]: m for m in map(json.loads, (run_dir / "rlvr" / "metrics.jsonl").read_text().splitlines())}
     assert {"validation/reward/correct", "validation/reward/fmt", "validation/reward/len"} <= set(lines[0])
     for step in (1, 2):
         records = [json.loads(line) for line in (run_dir / "rlvr" / "rollouts" / f"step_{step}.jsonl").open()]
-        assert len(records) == 256  # 16 prompts × 16 samples: the whole batch
+        assert len(records) == 64  # 4 prompts × 16 samples: the whole batch
         for r in records:
             expected = r["rewards"]["correct"] + 0.5 * r["rewards"]["fmt"] + 0.01 * r["rewards"]["len"]
             assert r["raw_reward"] == pytest.approx(expected, abs=1e-5)
@@ -350,7 +351,7 @@ def test_weighted_custom_rewards_dumps_and_trackers_through_the_stage(prepared, 
         for name in ("correct", "fmt", "len"):
             mean = sum(r["rewards"][name] for r in records) / len(records)
             assert lines[step][f"train/reward/{name}"] == pytest.approx(mean)
-        assert lines[step]["train/raw_reward"] == pytest.approx(sum(r["raw_reward"] for r in records) / 256, abs=1e-5)
+        assert lines[step]["train/raw_reward"] == pytest.approx(sum(r["raw_reward"] for r in records) / 64, abs=1e-5)
         assert lines[step]["train/reward_errors/total"] == 0
     assert any(r["rewards"]["fmt"] == 1.0 for r in records)  # the regex matches some answers: not vacuous
 
