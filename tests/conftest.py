@@ -10,6 +10,9 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "src"))
+# Processes this one starts without nemotron_env() (the verifier pool's forkserver, which imports rlvr before it
+# takes the parent's sys.path) must import this checkout's rlvr too, not an installed copy.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,5 +1,5 @@
-"""Experiment tracking outside metrics.jsonl: MLflow (``logger.mlflow_enabled``) and GPU metrics
-(``logger.monitor_gpus``).
+"""Experiment tracking outside metrics.jsonl: MLflow (``logger.mlflow_enabled``), Weights & Biases
+(``logger.wandb_enabled``) and GPU metrics (``logger.monitor_gpus``).
 
 MLflow, with NeMo-RL's keys (``logger.mlflow.experiment_name``, ``run_name``, ``tracking_uri``,
 ``artifact_location``), through the MLflow client library (``pip install 'rlvr[tracking]'``):
@@ -17,6 +17,16 @@ MLflow, with NeMo-RL's keys (``logger.mlflow.experiment_name``, ``run_name``, ``
   an artifact; a failed run is marked FAILED. A resumed run (same run folder and fingerprint) continues the same
   MLflow run; steps redone after the checkpoint are logged again at the same step numbers.
 
+W&B, with NeMo-RL's keys (``logger.wandb.project``, ``name``, ``entity``) plus ``mode`` and ``dir``, through the
+``wandb`` library (same extra): offline unless ``logger.wandb.mode`` or ``$WANDB_MODE`` says otherwise, so a run
+needs no account or network; the run folder is ``<dir>/wandb/offline-run-*`` (``dir`` defaults to ``<run>/rlvr``),
+uploaded later with ``wandb sync <that folder>``. Config (the recorded config: secrets as references), every
+``metrics.jsonl`` line at its step, the rollout sample table, and at the end ``rlvr.artifact`` in the summary and
+``summary.json`` as a run file. A resumed run continues the same W&B run id.
+
+Both trackers also get each step's rollout sample table (rlvr/grpo/rollout_dump.py): W&B as ``rollouts/samples``,
+MLflow as the table artifact ``rollouts/step_<N>.json``.
+
 GPU metrics, with ``logger.monitor_gpus`` and CUDA present, per step and per visible device of the controller's
 process: ``gpu/<i>/memory_allocated_gib``, ``memory_reserved_gib``, ``max_memory_allocated_gib`` (peak since the
 previous step) and ``utilization_pct`` (where torch can read it through NVML). Without CUDA nothing is logged.
@@ -26,7 +36,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +48,8 @@ from rlvr.errors import ConfigError, UserError
 _BAD_KEY_CHARS = re.compile(r"[^\w\-. :/]")
 _PARAM_VALUE_LIMIT = 6000  # MLflow's limit on a param value
 _RUN_FILE = "mlflow_run.json"
+_WANDB_RUN_FILE = "wandb_run.json"
+_INSTALL = "pip install 'rlvr[tracking]'"
 
 
 def mlflow_key(key: str) -> str:
@@ -74,7 +88,7 @@ class MlflowTracker:
             from mlflow.tracking import MlflowClient
         except ImportError:
             raise UserError(
-                "logger.mlflow_enabled is true but MLflow is not installed: pip install 'rlvr[tracking]' "
+                f"logger.mlflow_enabled is true but MLflow is not installed: {_INSTALL} "
                 "(or set logger.mlflow_enabled=false)"
             ) from None
         settings = dict(settings or {})
@@ -136,6 +150,14 @@ class MlflowTracker:
         if metrics:
             self.client.log_batch(self.run_id, metrics=metrics)
 
+    def log_samples(self, step: int, columns: list[str], data: list[list[Any]]) -> None:
+        """The step's rollout sample table, as MLflow's table artifact ``rollouts/step_<N>.json``."""
+        self.client.log_table(
+            self.run_id,
+            data={c: [row[k] for row in data] for k, c in enumerate(columns)},
+            artifact_file=f"rollouts/step_{step}.json",
+        )
+
     def finish(self, *, artifact: Path | None, summary_file: Path | None, failed: bool = False) -> None:
         if self.run_id is None:
             return
@@ -144,6 +166,83 @@ class MlflowTracker:
         if summary_file is not None and summary_file.is_file():
             self.client.log_artifact(self.run_id, str(summary_file))
         self.client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")
+
+
+class WandbTracker:
+    """One W&B run per run folder (offline by default); a sink of :class:`~rlvr.grpo.metrics_log.MetricsLog`."""
+
+    def __init__(self, settings: dict[str, Any], *, out_dir: Path, default_run_name: str):
+        try:
+            import wandb
+        except ImportError:
+            raise UserError(
+                f"logger.wandb_enabled is true but wandb is not installed: {_INSTALL} "
+                "(or set logger.wandb_enabled=false)"
+            ) from None
+        self.wandb = wandb
+        self.out_dir = Path(out_dir)
+        self.dir = Path(settings["dir"] or self.out_dir)
+        self.project = settings["project"] or "rlvr"
+        self.name = settings["name"] or default_run_name
+        self.entity = settings["entity"]
+        # Offline unless the user chose: a run must never stall on a login prompt or a network it does not have.
+        self.mode = settings["mode"] or os.environ.get("WANDB_MODE") or "offline"
+        self.run = None
+
+    def start(self, cfg: dict[str, Any], fingerprint: str) -> str:
+        """Start (or, for a resume of the same run, continue) the W&B run with the config."""
+        record = self.out_dir / _WANDB_RUN_FILE
+        previous = json.loads(record.read_text()) if record.is_file() else {}
+        resume = previous.get("fingerprint") == fingerprint
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.run = self.wandb.init(
+            project=self.project,
+            name=self.name,
+            entity=self.entity,
+            mode=self.mode,
+            dir=str(self.dir),
+            config=cfg,
+            id=previous["run_id"] if resume else None,
+            resume="allow" if resume else None,
+            tags=["rlvr"],
+            # console="off": wandb must not wrap stdout/stderr, which carry the progress line and the stage's log;
+            # quiet: no history sparklines in the log at the end (the sync hint stays).
+            settings=self.wandb.Settings(console="off", quiet=True),
+        )
+        record.write_text(json.dumps({"run_id": self.run.id, "fingerprint": fingerprint, "dir": self.run.dir}))
+        return self.run.id
+
+    def log_metrics(self, line: dict[str, Any]) -> None:
+        values = {
+            k: v for k, v in line.items() if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+        self.run.log({k: v for k, v in values.items() if math.isfinite(v)}, step=int(line["step"]))
+
+    def log_samples(self, step: int, columns: list[str], data: list[list[Any]]) -> None:
+        self.run.log({"rollouts/samples": self.wandb.Table(columns=columns, data=data)}, step=step)
+
+    def finish(self, *, artifact: Path | None, summary_file: Path | None, failed: bool = False) -> None:
+        if self.run is None:
+            return
+        if artifact is not None:
+            self.run.summary["rlvr.artifact"] = str(artifact)
+        if summary_file is not None and summary_file.is_file():
+            # A copy in the run's own folder: W&B would otherwise symlink it and warn that later changes need a save.
+            kept = Path(self.run.dir) / summary_file.name
+            shutil.copyfile(summary_file, kept)
+            self.run.save(str(kept), base_path=self.run.dir, policy="now")
+        self.run.finish(exit_code=1 if failed else 0)
+        self.run = None
+
+
+def trackers(logger: dict[str, Any], *, out_dir: Path, run_name: str) -> list:
+    """The trackers ``logger.*`` turns on (MLflow, W&B), each ready to ``start``."""
+    out: list = []
+    if logger["mlflow_enabled"]:
+        out.append(MlflowTracker(logger["mlflow"], out_dir=out_dir, default_run_name=run_name))
+    if logger["wandb_enabled"]:
+        out.append(WandbTracker(logger["wandb"], out_dir=out_dir, default_run_name=run_name))
+    return out
 
 
 def gpu_metrics(cuda=None) -> dict[str, float]:

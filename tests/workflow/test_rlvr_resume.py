@@ -244,6 +244,38 @@ def test_reward_preflight_rejects_unparseable_ground_truth(prepared, tmp_path):
     assert not report.exists() and not report.parent.exists()
 
 
+def test_reward_preflight_calls_each_reward_function(prepared, tmp_path):
+    """The pre-flight stage with env.reward_functions: a function of the user's that raises stops the run (exit 2)
+    naming it, the row and the error; a sound one passes, every probe scored by each function."""
+    data = tmp_path / "rl_prep"
+    data.mkdir()
+    rows = (prepared / "rl_prep" / "val.jsonl").read_text().splitlines()[:3]
+    (data / "val.jsonl").write_text("".join(f"{line}\n" for line in rows))
+    report = tmp_path / "reward_preflight" / "report.json"
+    outcomes = {}
+    for bad in ("raises", "exact"):
+        functions = (
+            "env.reward_functions=[{name: correct, function: verifier, weight: 1},"
+            f" {{name: mine, function: 'tests.unit.rewards.reward_fns:{bad}', weight: 1}}]"
+        )
+        cfg = load_step_config(resolve_step(STEP), "tiny", [*SFT, functions]).engine_view()
+        write_stage_configs(tmp_path, {"reward_preflight": {"env": cfg["env"]}})
+        command = ["reward_preflight", "--config", str(stage_config_path(tmp_path, "reward_preflight"))]
+        outcomes[bad] = subprocess.run(
+            [sys.executable, "-m", "rlvr.stages", *command, "--data", str(data), "--out", str(report)],
+            env=nemotron_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    failed, passed = outcomes["raises"], outcomes["exact"]
+    assert failed.returncode == 2 and "reward_function_not_validated" in failed.stderr
+    assert "scored mine: ground_truth" in failed.stderr and "ValueError: my reward has a bug" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert passed.returncode == 0, passed.stderr
+    assert json.loads(report.read_text()) == {"rows": 3, "scored": 12, "ok": True}  # 3 rows × 2 probes × 2
+
+
 def test_positive_example_nll_gets_the_rewards(prepared, tmp_path):
     """loss_fn.positive_example_nll_weight (VAPO) reads each sample's reward from the training batch: a run with it
     on trains (it used to stop at the first step for want of 'rewards') and reports the term."""
@@ -291,3 +323,54 @@ def test_a_run_without_learning_signal_stops_when_told(prepared, tmp_path):
     assert fracs[-2:] == [1.0, 1.0]
     assert not any(a == b == 1.0 for a, b in zip(fracs[:-2], fracs[1:-1]))  # ... at the first streak of 2
     assert not (run_dir / "rlvr" / "checkpoint_megatron").exists()
+
+
+def test_weighted_custom_rewards_dumps_and_trackers_through_the_stage(prepared, tmp_path):
+    """Issue 17 through the rule's command: env.reward_functions = the verifier + the format reward (a regex) + a
+    callable from a module of the user's (imported in the verifier workers), W&B (offline) and MLflow on, full
+    rollout dumps. Each function is logged on its own, the dumped reward is their weighted sum, and the trackers
+    hold the metrics and the sample table."""
+    run_dir = tmp_path / "run"
+    functions = (
+        "env.reward_functions=[{name: correct, function: verifier, weight: 1.0},"
+        ' {name: fmt, function: format, weight: 0.5, kwargs: {pattern: "^-?[0-9]+$"}},'
+        " {name: len, function: 'tests.unit.rewards.reward_fns:prompt_length', weight: 0.01}]"
+    )
+    overrides = ["grpo.max_num_steps=2", functions, "logger.rollout_dumps=full", "logger.rollout_dump_rows=4"]
+    overrides += ["grpo.num_prompts_per_step=4", "policy.train_global_batch_size=64"]  # 4 × 16 samples: seconds
+    run_stage(rlvr_command(prepared, run_dir, *overrides, "logger.wandb_enabled=true", "logger.mlflow_enabled=true"))
+    lines = {m["step"]: m for m in map(json.loads, (run_dir / "rlvr" / "metrics.jsonl").read_text().splitlines())}
+    assert {"validation/reward/correct", "validation/reward/fmt", "validation/reward/len"} <= set(lines[0])
+    for step in (1, 2):
+        records = [json.loads(line) for line in (run_dir / "rlvr" / "rollouts" / f"step_{step}.jsonl").open()]
+        assert len(records) == 64  # 4 prompts × 16 samples: the whole batch
+        for r in records:
+            expected = r["rewards"]["correct"] + 0.5 * r["rewards"]["fmt"] + 0.01 * r["rewards"]["len"]
+            assert r["raw_reward"] == pytest.approx(expected, abs=1e-5)
+            assert r["rewards"]["len"] == len(r["prompt"]) and r["failures"] == {}
+        for name in ("correct", "fmt", "len"):
+            mean = sum(r["rewards"][name] for r in records) / len(records)
+            assert lines[step][f"train/reward/{name}"] == pytest.approx(mean)
+        assert lines[step]["train/raw_reward"] == pytest.approx(sum(r["raw_reward"] for r in records) / 64, abs=1e-5)
+        assert lines[step]["train/reward_errors/total"] == 0
+    assert any(r["rewards"]["fmt"] == 1.0 for r in records)  # the regex matches some answers: not vacuous
+
+    from tests.unit.wandb_records import read_offline_run
+
+    [folder] = (run_dir / "rlvr" / "wandb").glob("offline-run-*")
+    wandb_run = read_offline_run(folder)
+    history = {h["_step"]: h for h in wandb_run["history"]}
+    assert history[2]["train/reward/fmt"] == pytest.approx(lines[2]["train/reward/fmt"])
+    assert history[2]["rollouts/samples/nrows"] == 4
+    assert wandb_run["summary"]["rlvr.artifact"] == str(run_dir / "rlvr" / "checkpoint_megatron")
+    assert wandb_run["config"]["env"]["reward_functions"][2]["name"] == "len"
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'rlvr' / 'mlflow' / 'mlflow.db'}")
+    run_id = json.loads((run_dir / "rlvr" / "mlflow_run.json").read_text())["run_id"]
+    assert [m.step for m in client.get_metric_history(run_id, "train/reward/len")] == [1, 2]
+    assert sorted(f.path for f in client.list_artifacts(run_id, "rollouts")) == [
+        "rollouts/step_1.json",
+        "rollouts/step_2.json",
+    ]

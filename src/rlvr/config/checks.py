@@ -301,6 +301,18 @@ def check_tiny(cfg: dict) -> None:
         TinyConfig.from_dict(tiny)
 
 
+def check_rewards_and_trackers(cfg: dict) -> None:
+    """env.reward_functions (each callable imported now, so a typo fails here) and the trackers' libraries."""
+    import importlib.util
+
+    from rlvr.rewards.custom import check_reward_config
+
+    check_reward_config(cfg["env"], nemo_gym=cfg["env"]["should_use_nemo_gym"])
+    for key, module in (("mlflow_enabled", "mlflow"), ("wandb_enabled", "wandb")):
+        if cfg["logger"][key] and importlib.util.find_spec(module) is None:
+            raise ConfigError(f"logger.{key}=true needs {module}: pip install 'rlvr[tracking]' (or set it to false)")
+
+
 RLVR_CHECKS: list[Check] = [
     check_tiny,
     check_inputs,
@@ -315,6 +327,7 @@ RLVR_CHECKS: list[Check] = [
     check_megatron_weight_decay,
     check_policy_architecture,
     check_lora,
+    check_rewards_and_trackers,
 ]
 
 

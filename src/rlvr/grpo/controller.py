@@ -20,8 +20,12 @@ Algorithm switches and what each changes:
 * ``grpo.seq_logprob_error_threshold``: mask sequences whose sampler/trainer log-probs disagree.
 * ``loss_fn.*``: the objective (see loss.py); ``reference_policy_kl_penalty > 0`` builds a frozen reference.
 * ``grpo.val_*``: when and how validation runs; ``checkpointing.*``: saving, retention, resume.
-* ``logger.tensorboard_enabled``, ``logger.mlflow_enabled`` (+ ``logger.mlflow.*``): where metrics go besides
-  metrics.jsonl; ``logger.monitor_gpus``: per-step CUDA memory/utilisation metrics (nothing on CPU); see tracking.py.
+* ``logger.tensorboard_enabled``, ``logger.mlflow_enabled`` / ``wandb_enabled`` (+ ``logger.mlflow.*``,
+  ``logger.wandb.*``): where metrics go besides metrics.jsonl; ``logger.monitor_gpus``: per-step CUDA
+  memory/utilisation metrics (nothing on CPU); see tracking.py. ``logger.rollout_dumps``: per-step JSONL of
+  generated samples (rollout_dump.py).
+* ``env.reward_functions``: the reward as a weighted sum of the verifier, built-in and custom functions
+  (rewards/custom.py), each logged as ``train/reward/<name>`` and ``validation/reward/<name>``.
 * ``grpo.zero_signal_patience`` / ``stop_on_zero_signal``: ``train/frac_groups_zero_std`` at 1.0 (no group has
   any reward spread, so nothing is learned) for that many steps in a row prints a loud warning, or stops the run
   with ``no_learning_signal`` (signal_guard.py); the report repeats it.
@@ -48,7 +52,15 @@ from rlvr.grpo.advantages import build_advantage_estimator, group_baseline_and_s
 from rlvr.grpo.loss import ClippedPGLoss
 from rlvr.grpo.metrics_log import MetricsLog, metrics_line, read_metrics
 from rlvr.grpo.roles import PolicyWorkers, RewardWorker, load_rows
-from rlvr.grpo.rollout import Rollout, loss_sample_mask, repeat_prompts, rollout_metrics, to_train_tensors
+from rlvr.grpo.rollout import (
+    Rollout,
+    loss_sample_mask,
+    repeat_prompts,
+    reward_component_metrics,
+    rollout_metrics,
+    to_train_tensors,
+)
+from rlvr.grpo.rollout_dump import RolloutDumps, table_columns
 from rlvr.grpo.shaping import (
     DynamicSampler,
     compute_validation_scores,
@@ -59,7 +71,7 @@ from rlvr.grpo.shaping import (
 from rlvr.grpo.signal_guard import METRIC as ZERO_STD_METRIC
 from rlvr.grpo.signal_guard import ZeroSignalGuard, frac_groups_zero_std
 from rlvr.grpo.step_ckpts import StepCheckpoints, file_digest, run_fingerprint, tree_digest
-from rlvr.tracking import MlflowTracker, gpu_metrics
+from rlvr.tracking import gpu_metrics, trackers
 from rlvr.utils.atomic import atomic_file
 
 STEP_METRICS = "metrics.json"  # a step checkpoint's copy of its metrics.jsonl line
@@ -135,18 +147,20 @@ class GRPOController:
         self.ckpt_enabled = ckpt_cfg["enabled"]
         logger = cfg["logger"]
         tb = (logger.get("tensorboard") or {}).get("log_dir") or self.out / "tensorboard"
-        self.tracker = (
-            MlflowTracker(logger.get("mlflow"), out_dir=self.out, default_run_name=Path(run_dir).name)
-            if logger.get("mlflow_enabled")
-            else None
+        self.trackers = trackers(logger, out_dir=self.out, run_name=Path(run_dir).name)
+        self.dumps = RolloutDumps(
+            self.out, mode=logger["rollout_dumps"], rows=logger["rollout_dump_rows"], seed=self.grpo["seed"]
         )
+        self.log_reward_functions = bool(cfg["env"]["reward_functions"])  # reward/<name> metrics
         self.monitor_gpus = bool(logger.get("monitor_gpus"))
         self.metrics = MetricsLog(
             self.out / "metrics.jsonl",
             total_steps=self.grpo["max_num_steps"],
             tensorboard_dir=Path(tb) if logger.get("tensorboard_enabled") else None,
             progress_bar=logger.get("progress_bar"),
-            sinks=[self.tracker] if self.tracker else None,
+            sinks=self.trackers,
+            progress_every_n_steps=logger["progress_every_n_steps"],
+            progress_every_s=logger["progress_every_s"],
         )
         self.signal_guard = ZeroSignalGuard.from_config(self.grpo)
         # Every prompt drawn, extra dynamic-sampling batches included: the data position a resume continues from
@@ -203,11 +217,18 @@ class GRPOController:
         sel_ids = [prompt_ids[i] for i in prompt_index]
         rep_rows, rep_ids, groups = repeat_prompts(sel_rows, sel_ids, 0, times)
         outputs = self.workers.generate(rep_ids, cfg, seed=seed)
-        rollout = Rollout(rep_rows, groups, rep_ids, outputs)
-        rollout.raw_rewards, rollout.reward_errors, rollout.flagged = self.rewards.score(
-            rep_rows, [o.text for o in outputs]
+        scored = self.rewards.score(rep_rows, [o.text for o in outputs])
+        return Rollout(
+            rep_rows,
+            groups,
+            rep_ids,
+            outputs,
+            raw_rewards=scored.rewards,
+            reward_errors=scored.metrics,
+            flagged=scored.flagged,
+            reward_components=scored.components,
+            reward_failures=scored.failures,
         )
-        return rollout
 
     def _shape(self, rollout: Rollout) -> None:
         rewards = rollout.raw_rewards.clone()
@@ -353,6 +374,8 @@ class GRPOController:
         metrics["timing/train/generation"] = metrics["timing/train/generation_and_reward"] - self.rewards.last_time
         batch, batch_metrics = self._train_batch(rollout)
         metrics.update(batch_metrics)
+        records = self.dumps.write(step, rollout, batch["advantages"], batch["token_mask"], batch["sample_mask"])
+        self.metrics.log_samples(step, *table_columns(records))
         timer = time.perf_counter()
         train_metrics = self.workers.train(
             batch, self.loss_fn, self.policy_cfg["train_global_batch_size"], self.policy_cfg["train_micro_batch_size"]
@@ -363,6 +386,8 @@ class GRPOController:
         metrics.update({f"train/{k}": v for k, v in rollout.reward_errors.items()})
         metrics["train/reward"] = float(rollout.rewards.mean())
         metrics["train/raw_reward"] = float(rollout.raw_rewards.mean())
+        if self.log_reward_functions:
+            metrics.update(reward_component_metrics(rollout.reward_components, "train/"))
         metrics[ZERO_STD_METRIC] = frac_groups_zero_std(rollout.rewards, rollout.group_ids)
         if self.monitor_gpus:
             metrics.update(gpu_metrics())  # {} without CUDA
@@ -385,7 +410,7 @@ class GRPOController:
         )
         size = self.grpo.get("val_batch_size") or n
         n = n // size * size if n >= size else n  # whole batches, as upstream (config checks forbid a remainder)
-        rewards, groups, lengths, samples = [], [], [], []
+        rewards, groups, lengths, samples, components = [], [], [], [], []
         for start_idx in range(0, n, size):
             index = list(range(start_idx, min(start_idx + size, n)))
             part = self._rollout(
@@ -400,6 +425,7 @@ class GRPOController:
             groups.append(part.group_ids + start_idx)
             lengths.append(part.response_lengths.float())
             samples.extend(zip(part.rows, part.outputs, part.raw_rewards.tolist()))
+            components.append(part.reward_components)
         scores = compute_validation_scores(torch.cat(rewards), torch.cat(groups))
         out = {
             "validation/accuracy": scores["accuracy"],
@@ -408,6 +434,9 @@ class GRPOController:
         }
         if k > 1:
             out[f"validation/pass@{k}"] = scores["pass_k"]
+        if self.log_reward_functions:
+            joined = {name: torch.cat([c[name] for c in components]) for name in components[0]}
+            out.update(reward_component_metrics(joined, "validation/"))
         for row, output, reward in samples[: self.cfg["logger"]["num_val_samples_to_print"]]:
             print(f"[val] {row['problem']!r} -> {output.text!r} (reward {reward})", flush=True)
         return out
@@ -434,8 +463,8 @@ class GRPOController:
             self.workers.load_state(model_state, optimizer_state)
             step, self.consumed_prompts = point.step, point.info["consumed_prompts"]
         saved_line = _read_json(point.path / STEP_METRICS) if point is not None else None
-        if self.tracker is not None:
-            self.tracker.start(self.config_record, self.ckpts.fingerprint)
+        for tracker in self.trackers:
+            tracker.start(self.config_record, self.ckpts.fingerprint)
         self.metrics.restart_from(step if point is not None else None, saved_line)
         self.signal_guard.replay(read_metrics(self.metrics.path))
         if point is None and self.grpo.get("val_at_start"):
@@ -551,9 +580,9 @@ def run_grpo(
     try:
         summary = controller.fit()
     finally:
-        if controller.tracker is not None:
-            done = summary is not None
-            controller.tracker.finish(
+        done = summary is not None
+        for tracker in controller.trackers:
+            tracker.finish(
                 artifact=Path(summary["artifact"]) if done else None,
                 summary_file=out / "summary.json" if done else None,
                 failed=not done,

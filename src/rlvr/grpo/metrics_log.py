@@ -1,5 +1,9 @@
-"""Per-step metrics: ``metrics.jsonl`` (one object per step), TensorBoard events, other sinks (MLflow, see
+"""Per-step metrics: ``metrics.jsonl`` (one object per step), TensorBoard events, other sinks (MLflow and W&B, see
 rlvr/tracking.py) and a live progress line.
+
+On a terminal the progress line is a live bar. Elsewhere (a log file, a pipe) one line is printed every
+``logger.progress_every_n_steps`` steps or ``logger.progress_every_s`` seconds, whichever comes first, plus the
+first step, every step with a validation and the last step: a log holds the run's course, not one line per step.
 
 Every line has ``step`` plus NeMo-RL metric names (``train/reward``, ``train/loss``, ``validation/accuracy``,
 ``timing/train/*``, ...). Step 0 holds the validation before training. On resume the file is cut back to the
@@ -12,6 +16,7 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,8 @@ class MetricsLog:
         tensorboard_dir: Path | None = None,
         progress_bar: bool | None = None,
         sinks: list | None = None,
+        progress_every_n_steps: int = 1,
+        progress_every_s: float | None = None,
     ):
         self.path = Path(path)
         self._sinks = list(sinks or [])  # e.g. rlvr.tracking.MlflowTracker: each gets every line's log_metrics
@@ -37,6 +44,8 @@ class MetricsLog:
         self._bar = None
         self._use_bar = sys.stderr.isatty() if progress_bar is None else progress_bar
         self._last_val: float | None = None
+        self._every_n, self._every_s = progress_every_n_steps, progress_every_s
+        self._printed: tuple[int, float] | None = None  # (step, monotonic time) of the last printed line
 
     def restart_from(self, step: int | None, saved_line: dict[str, Any] | None = None) -> None:
         """Keep only lines with ``step <= step`` (None: start an empty file).
@@ -97,6 +106,12 @@ class MetricsLog:
             sink.log_metrics(clean)
         self._progress(step, clean)
 
+    def log_samples(self, step: int, columns: list[str], data: list[list[Any]]) -> None:
+        """A step's rollout sample table, to every sink that keeps tables (W&B, MLflow)."""
+        for sink in self._sinks:
+            if data and hasattr(sink, "log_samples"):
+                sink.log_samples(step, columns, data)
+
     def _tb_write(self, line: dict[str, Any]) -> None:
         for key, value in line.items():
             if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
@@ -117,8 +132,16 @@ class MetricsLog:
             if step > self._bar.n:
                 self._bar.update(step - self._bar.n)
             self._bar.set_postfix_str(" | ".join(parts[1:]))
-        else:
+        elif self._due(step, "validation/accuracy" in m):
             print(" | ".join(parts), flush=True)
+            self._printed = (step, time.monotonic())
+
+    def _due(self, step: int, has_validation: bool) -> bool:
+        if self._printed is None or has_validation or step >= self.total_steps:
+            return True
+        last_step, last_time = self._printed
+        late = self._every_s is not None and time.monotonic() - last_time >= self._every_s
+        return step - last_step >= self._every_n or late
 
     def close(self) -> None:
         if self._tb is not None:

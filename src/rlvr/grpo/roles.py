@@ -13,6 +13,7 @@ import copy
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -265,8 +266,20 @@ def _in_process_roles(
     return policy, generator, reference, shares
 
 
+@dataclass
+class ScoredBatch:
+    """What :meth:`RewardWorker.score` returns for ``B`` samples."""
+
+    rewards: torch.Tensor  # [B] combined reward
+    metrics: dict[str, float]  # reward_errors/* counts
+    flagged: torch.Tensor | None  # [B] bool, Gym mask_sample (None for native verifiers)
+    components: dict[str, torch.Tensor] = field(default_factory=dict)  # per env.reward_functions name, [B]
+    failures: list[dict] | None = None  # per sample: {function name: {"kind", "detail"}} of failed checks
+
+
 class RewardWorker:
-    """Scores responses: the native verifiers (math, code), or NeMo-Gym resource servers on the Gym path.
+    """Scores responses: the run's reward functions (the native verifiers, built-in and custom functions, see
+    rlvr/rewards/custom.py), or NeMo-Gym resource servers on the Gym path.
 
     Native verdicts are mapped onto ``env.<task>.reward_correct/_wrong``. On the Gym path a server error is never a
     reward of 0: the client retries, then raises and the run stops (see rlvr/gym/client.py).
@@ -287,29 +300,47 @@ class RewardWorker:
                 model_name=str(cfg["policy"]["model_name"] or "policy"),
             ).start()
         else:
+            from rlvr.rewards.custom import reward_functions
             from rlvr.rewards.scorer import scorer_from_env
 
             self.scorer = scorer_from_env(env)
+            self.functions = reward_functions(env)
 
-    def score(
-        self, rows: list[dict], responses: list[str]
-    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor | None]:
-        """``rewards [B]``, batch metrics, and ``flagged [B]`` (Gym ``mask_sample``; None for native verifiers)."""
+    def score(self, rows: list[dict], responses: list[str]) -> ScoredBatch:
         timer = time.perf_counter()
-        flagged = None
         if self.gym is not None:
             scored = self.gym.score_detailed(rows, responses)
-            rewards, metrics = scored.rewards, scored.metrics
-            flagged = torch.tensor(scored.mask_sample, dtype=torch.bool)
+            batch = ScoredBatch(
+                torch.tensor(scored.rewards, dtype=torch.float32),
+                scored.metrics,
+                torch.tensor(scored.mask_sample, dtype=torch.bool),
+            )
         else:
-            result = self.scorer.score_batch([r["task_name"] for r in rows], responses, rows)
-            rewards, metrics = [], result.metrics()
-            for row, reward in zip(rows, result.rewards):
-                task_cfg = self.env[row["task_name"]]
-                lo, hi = task_cfg["reward_wrong"], task_cfg["reward_correct"]
-                rewards.append(lo + (hi - lo) * reward)
+            from rlvr.rewards.combined import score_with_functions
+
+            result = score_with_functions(self.scorer, self.functions, rows, responses, self.env)
+            self._warn_failures(result.failures, len(rows))
+            batch = ScoredBatch(
+                torch.tensor(result.rewards, dtype=torch.float32),
+                result.metrics,
+                None,
+                {name: torch.tensor(v, dtype=torch.float32) for name, v in result.values.items()},
+                result.failures,
+            )
         self.last_time = time.perf_counter() - timer
-        return torch.tensor(rewards, dtype=torch.float32), metrics, flagged
+        return batch
+
+    def _warn_failures(self, failures: list[dict], total: int) -> None:
+        """A failing reward function of the user's is shouted about, not only counted (verifier failures such as
+        math-verify timeouts are routine and only counted)."""
+        from rlvr.rewards.combined import failure_summary
+
+        verifiers = {f.name for f in self.functions if f.is_verifier}
+        for name, (count, first) in failure_summary(failures).items():
+            if name not in verifiers:
+                print(
+                    f"WARNING [reward_function] {name}: {count} of {total} samples failed (first: {first})", flush=True
+                )
 
     def close(self) -> None:
         for worker in (self.gym, self.scorer):

@@ -35,6 +35,9 @@ class Rollout:
     raw_rewards: torch.Tensor | None = None  # [B] verifier rewards before scaling/shaping
     reward_errors: dict[str, float] = field(default_factory=dict)
     flagged: torch.Tensor | None = None  # [B] bool: the reward server asked to mask the sample (Gym mask_sample)
+    # Per reward function (env.reward_functions) its unweighted values [B], and per sample its failed checks.
+    reward_components: dict[str, torch.Tensor] = field(default_factory=dict)
+    reward_failures: list[dict] | None = None
 
     @property
     def truncated(self) -> torch.Tensor:
@@ -56,6 +59,8 @@ class Rollout:
             None if self.raw_rewards is None else self.raw_rewards[index],
             dict(self.reward_errors),
             None if self.flagged is None else self.flagged[index],
+            reward_components={name: v[index] for name, v in self.reward_components.items()},
+            reward_failures=None if self.reward_failures is None else [self.reward_failures[i] for i in idx],
         )
 
     @staticmethod
@@ -69,6 +74,12 @@ class Rollout:
             torch.cat([p.raw_rewards for p in parts]),
             _sum_counts([p.reward_errors for p in parts]),
             None if any(p.flagged is None for p in parts) else torch.cat([p.flagged for p in parts]),
+            reward_components={
+                n: torch.cat([p.reward_components[n] for p in parts]) for n in parts[0].reward_components
+            },
+            reward_failures=None
+            if any(p.reward_failures is None for p in parts)
+            else [f for p in parts for f in p.reward_failures],
         )
 
 
@@ -150,6 +161,11 @@ def rollout_metrics(rollout: Rollout, prefix: str = "train/") -> dict[str, Any]:
         f"{prefix}truncation_rate": float(truncated.mean()),
         f"{prefix}natural_termination_rate": float(1.0 - truncated.mean()),
     }
+
+
+def reward_component_metrics(components: dict[str, torch.Tensor], prefix: str) -> dict[str, float]:
+    """``<prefix>reward/<name>``: the mean unweighted value of each reward function."""
+    return {f"{prefix}reward/{name}": float(values.to(torch.float64).mean()) for name, values in components.items()}
 
 
 def _sum_counts(counts: Sequence[dict[str, float]]) -> dict[str, float]:

@@ -1,6 +1,8 @@
 """Verifiable rewards: pure verifiers ``(response, reference) -> reward``, a batch scorer, and a reward pre-flight.
 
 * :mod:`~rlvr.rewards.registry` — verifiers by env name (``math``, ``code``).
+* :mod:`~rlvr.rewards.custom` — ``env.reward_functions``: your own callables, the format reward, the verifier.
+* :mod:`~rlvr.rewards.combined` — all reward functions on a batch, combined by weight, each kept apart.
 * :mod:`~rlvr.rewards.math_verifier` — math-verify as NeMo-RL's ``hf_math_verify`` uses it.
 * :mod:`~rlvr.rewards.scorer` — :func:`score_batch` / :class:`RewardScorer`: parallel checks, failures by cause.
 * :mod:`~rlvr.rewards.verifier_pool` — killable worker processes with a hard per-check timeout.

@@ -11,6 +11,11 @@ anything fails the pre-flight with :class:`rlvr.errors.UserError` (code ``reward
 the offending rows. Code rows carry tests but no reference solution, so for them the pre-flight only checks that an
 empty program (``pass``, run against the tests in the sandbox) scores 0.0, i.e. the tests are not vacuous; it
 cannot prove that a correct program would pass.
+
+With ``env.reward_functions``, the verifier's probes run only when the verifier is one of them, and every other
+function (custom or built-in) is called on the same probe responses of every row in the verifier workers: each call
+must return one finite number, without raising or timing out (what it returns is the function's business: a format
+reward may score a right and a wrong answer alike).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from rlvr.errors import DataError, UserError
+from rlvr.rewards.custom import INTERNAL_NAME, VERIFIER, RewardFunction, tag_rows
 from rlvr.rewards.registry import get_verifier
 from rlvr.rewards.scorer import RewardScorer, default_scorer
 
@@ -80,18 +86,19 @@ class PreflightProblem:
     index: int
     task_name: str
     reference: str
-    check: str  # "ground_truth", "corrupted" or "empty_program"
+    check: str  # "ground_truth", "corrupted" or "empty_program", after "<function>: " for a reward function
     scored: str
-    expected: float
+    expected: float | None  # None: any finite number (a reward function's probe)
     reward: float
     error: str | None
     detail: str | None
 
     def describe(self) -> str:
         failure = f" [{self.error}: {self.detail}]" if self.error else ""
+        expected = "a clean call" if self.expected is None else f"{self.expected:g}"
         return (
             f"row {self.index} ({self.task_name}): reference {self.reference!r}; scored {self.check} "
-            f"{self.scored!r} -> reward {self.reward:g}, expected {self.expected:g}{failure}"
+            f"{self.scored!r} -> reward {self.reward:g}, expected {expected}{failure}"
         )
 
 
@@ -112,7 +119,8 @@ class PreflightReport:
         lines = [
             f"reward function not validated on {len({p.index for p in self.problems})} of {self.rows} rows{where}: "
             "each math row's own ground truth must score 1.0 and a corrupted answer 0.0; "
-            "an empty program must score 0.0 on each code row's tests"
+            "an empty program must score 0.0 on each code row's tests; "
+            "each env.reward_functions callable must return a number for each of these responses"
         ]
         lines += ["  " + p.describe() for p in self.problems[:max_listed]]
         if len(self.problems) > max_listed:
@@ -141,20 +149,33 @@ def _probes(index: int, row: dict) -> list[tuple[str, str, float]]:
 
 
 def preflight(
-    rows: Sequence[dict], *, scorer: RewardScorer | None = None, source: str | None = None
+    rows: Sequence[dict],
+    *,
+    scorer: RewardScorer | None = None,
+    source: str | None = None,
+    functions: Sequence[RewardFunction] | None = None,
 ) -> PreflightReport:
-    """Check the verifiers against every row (see module doc); raise ``UserError`` naming the rows that disagree."""
+    """Check the verifiers and reward functions against every row (see module doc); raise ``UserError`` naming
+    the rows that disagree. ``functions``: the run's ``env.reward_functions`` (None: the verifier alone)."""
+    functions = list(functions or [RewardFunction(VERIFIER, VERIFIER, 1.0)])
     task_names, responses, probe_rows, meta = [], [], [], []
     for index, row in enumerate(rows):
         for check, response, expected in _probes(index, row):
-            task_names.append(row["task_name"])
-            responses.append(response)
-            probe_rows.append(row)
-            meta.append((index, check, expected))
+            for function in functions:
+                if function.is_verifier:
+                    task_names.append(row["task_name"])
+                    probe_rows.append(row)
+                    meta.append((index, check, expected))
+                else:
+                    task_names.append(INTERNAL_NAME)
+                    probe_rows.extend(tag_rows([row], function))
+                    meta.append((index, f"{function.name}: {check}", None))
+                responses.append(response)
     result = (scorer or default_scorer()).score_batch(task_names, responses, probe_rows)
     report = PreflightReport(rows=len(rows), scored=len(responses))
     for k, (index, check, expected) in enumerate(meta):
-        if result.rewards[k] != expected:
+        wrong = result.per_row_error[k] is not None if expected is None else result.rewards[k] != expected
+        if wrong:
             row = rows[index]
             reference = row.get("ground_truth", row.get("tests"))
             report.problems.append(

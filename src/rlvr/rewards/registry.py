@@ -29,6 +29,8 @@ class Verifier(Protocol):
 
 
 _VERIFIERS: dict[str, Verifier] = {}
+# Entries the scorer routes internal checks to, never a row's task_name (not listed as known env names).
+_INTERNAL: dict[str, Verifier] = {}
 
 
 def register_verifier(verifier: Verifier) -> Verifier:
@@ -47,7 +49,7 @@ def known_verifiers() -> list[str]:
 def get_verifier(name: str) -> Verifier:
     """The verifier registered as ``name``; an unknown name fails with the list of known ones."""
     try:
-        return _VERIFIERS[name]
+        return _VERIFIERS[name] if name in _VERIFIERS else _INTERNAL[name]
     except KeyError:
         raise ConfigError(
             f"unknown verifier (env name / task_name) {name!r}; known verifiers: {', '.join(known_verifiers())}"
@@ -56,10 +58,12 @@ def get_verifier(name: str) -> Verifier:
 
 def _register_builtins() -> None:
     from rlvr.rewards.code_verifier import CodeVerifier
+    from rlvr.rewards.custom import RewardFunctionCheck
     from rlvr.rewards.math_verifier import MathVerifier
 
     register_verifier(MathVerifier())
     register_verifier(CodeVerifier())
+    _INTERNAL[RewardFunctionCheck.name] = RewardFunctionCheck()  # env.reward_functions callables (custom.py)
 
 
 _register_builtins()

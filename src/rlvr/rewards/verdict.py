@@ -17,6 +17,7 @@ CRASH = "crash"  # the candidate program exited with an error or was killed by a
 SANDBOX_VIOLATION = "sandbox_violation"  # the candidate tried something the sandbox forbids (code)
 NO_PROGRAM = "no_program"  # the response holds no program to run (code)
 SANDBOX_ERROR = "sandbox_error"  # the sandbox itself could not run the program (infrastructure, code)
+BAD_OUTPUT = "bad_output"  # a reward function returned something other than one finite number per response
 
 ERROR_CAUSES: tuple[str, ...] = (
     TIMEOUT,
@@ -26,6 +27,7 @@ ERROR_CAUSES: tuple[str, ...] = (
     SANDBOX_VIOLATION,
     NO_PROGRAM,
     SANDBOX_ERROR,
+    BAD_OUTPUT,
 )
 
 

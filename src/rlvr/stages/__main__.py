@@ -122,8 +122,11 @@ def _reward_preflight(args) -> None:
         with GymRewardClient(env.get("nemo_gym") or {}, local_options=local_options_from_env(env)) as client:
             report = _engine("rlvr.rewards.preflight", "gym_preflight")(rows, client, source=str(rows_path))
     else:
+        functions = _engine("rlvr.rewards.custom", "reward_functions")(env)  # env.reward_functions, or the verifier
         with _engine("rlvr.rewards.scorer", "scorer_from_env")(env) as scorer:
-            report = _engine("rlvr.rewards.preflight", "preflight")(rows, scorer=scorer, source=str(rows_path))
+            report = _engine("rlvr.rewards.preflight", "preflight")(
+                rows, scorer=scorer, source=str(rows_path), functions=functions
+            )
     with atomic_file(args.out) as fh:
         json.dump({"rows": report.rows, "scored": report.scored, "ok": report.ok}, fh, indent=2)
     print(f"reward pre-flight passed: {report.rows} rows, {report.scored} checks")

@@ -136,7 +136,7 @@ def test_type_errors_name_the_key():
     [
         "grpo.async_grpo.enabled=true",
         "policy.sequence_packing.enabled=true",
-        "logger.wandb_enabled=true",
+        "logger.swanlab_enabled=true",
         "policy.dtensor_cfg.tensor_parallel_size=2",
         "grpo.use_best_at_k=true",
         "policy.generation.vllm_cfg.kv_cache_dtype=fp8",

@@ -54,7 +54,8 @@ def test_reward_worker_returns_the_servers_mask_flags():
         }
         worker = RewardWorker(cfg)
         try:
-            rewards, metrics, flagged = worker.score([gym_row()] * 3, ["2", "MASK 2", "3"])
+            scored = worker.score([gym_row()] * 3, ["2", "MASK 2", "3"])
+            rewards, metrics, flagged = scored.rewards, scored.metrics, scored.flagged
         finally:
             worker.close()
     finally:
