@@ -72,10 +72,11 @@ BENCH_OVERRIDES = [*BENCH_FIXED, *BENCH_SHAPES]
 VARIANTS = {"tiny": [], "tiny+logprobs": ["loss_fn.force_on_policy_ratio=false"]}
 
 
-def env() -> dict[str, str]:
+def env(src: Path | None = None) -> dict[str, str]:
+    """The stage's environment: ``src`` (default this checkout's ``src/``) first on PYTHONPATH."""
     out = dict(os.environ)
     out.pop("RL_OUTPUT_DIR", None)
-    out["PYTHONPATH"] = str(REPO / "src") + os.pathsep + out.get("PYTHONPATH", "")
+    out["PYTHONPATH"] = str(src or REPO / "src") + os.pathsep + out.get("PYTHONPATH", "")
     return out
 
 
@@ -90,11 +91,12 @@ def build_tiny_run(workdir: Path, overrides: list[str]) -> Path:
 
 
 def run_rlvr(
-    tiny_run: Path, run_dir: Path, overrides: list[str], policy: Path | None = None
+    tiny_run: Path, run_dir: Path, overrides: list[str], policy: Path | None = None, src: Path | None = None
 ) -> tuple[list[dict], float]:
     """Run the rlvr stage; return its metrics.jsonl lines and the process wall time (s).
 
-    ``policy``: a ``checkpoint_megatron`` to train instead of the tiny run's own.
+    ``policy``: a ``checkpoint_megatron`` to train instead of the tiny run's own; ``src``: the ``rlvr`` package
+    folder the stage runs from (default this checkout's, e.g. another commit's for a before/after comparison).
     """
     sys.path.insert(0, str(REPO / "src"))
     from rlvr.config import load_step_config
@@ -118,7 +120,7 @@ def run_rlvr(
         str(run_dir),
     ]
     started = time.perf_counter()
-    proc = subprocess.run(cmd, env=env(), capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env(src), capture_output=True, text=True)
     wall = time.perf_counter() - started
     if proc.returncode:
         sys.exit(f"the rlvr stage failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

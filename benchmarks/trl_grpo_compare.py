@@ -57,10 +57,13 @@ OUR_PHASES = {
 }
 
 
-def ours(tiny_run: Path, workdir: Path, size: Size, steps: int, policy: Path | None) -> dict[str, list]:
-    """Per-step seconds, phases and work (generated tokens per sample, reward, grad norm) of the rlvr stage."""
+def ours(
+    tiny_run: Path, workdir: Path, size: Size, steps: int, policy: Path | None, src: Path | None = None
+) -> dict[str, list]:
+    """Per-step seconds, phases and work (generated tokens per sample, reward, grad norm) of the rlvr stage
+    (running from ``src``, default this checkout's)."""
     overrides = [*BENCH_FIXED, *our_overrides(size), f"grpo.max_num_steps={steps}"]
-    metrics, _ = run_rlvr(tiny_run, workdir / "ours", overrides, policy=policy)
+    metrics, _ = run_rlvr(tiny_run, workdir / "ours", overrides, policy=policy, src=src)
     rows = [m for m in metrics if "timing/train/total_step_time" in m]
     return {
         "seconds": [m["timing/train/total_step_time"] for m in rows],
@@ -222,21 +225,27 @@ def compare_size(size: Size, tiny_run: Path, tmp: Path, args: argparse.Namespace
         hf_policy = tiny_run / "tiny_sft" / "policy"
     else:
         hf_policy, policy, params = build_random_policy(size, tiny_run / "tiny_sft" / "policy", tmp, args.seed)
-    runs: dict[str, list] = {"rlvr": [], "trl": []}
+    engines = ["rlvr", "trl"] + (["rlvr-baseline"] if args.baseline_src else [])
+    runs: dict[str, list] = {engine: [] for engine in engines}
     loads = []
     for r in range(args.rounds):
-        for engine in ("rlvr", "trl"):
+        for engine in engines:
             loads.append(os.getloadavg()[0])
             workdir = tmp / f"{size.name}-{engine}-{r}"
-            if engine == "rlvr":
-                runs[engine].append(ours(tiny_run, workdir, size, steps, policy))
-            else:
+            if engine == "trl":
                 runs[engine].append(trl_run(tiny_run, workdir, size, steps, hf_policy, args.seed))
+            else:
+                src = args.baseline_src if engine == "rlvr-baseline" else None
+                runs[engine].append(ours(tiny_run, workdir, size, steps, policy, src))
             print(f"{size.name} round {r} {engine}: {runs[engine][-1]['seconds']}", flush=True)
     loads.append(os.getloadavg()[0])
     result = {name: summarize(engine_runs, args.warmup) for name, engine_runs in runs.items()}
     ratio = result["rlvr"]["step_s"]["median"] / result["trl"]["step_s"]["median"]
     round_ratios = [a / b for a, b in zip(result["rlvr"]["round_medians_s"], result["trl"]["round_medians_s"])]
+    if args.baseline_src:
+        result["baseline_ratio_of_medians"] = (
+            result["rlvr-baseline"]["step_s"]["median"] / result["trl"]["step_s"]["median"]
+        )
     return {
         "shape": {**{k: v for k, v in vars(size).items() if k != "model"}, "model": size.model, "parameters": params},
         "steps_per_run": steps,
@@ -251,7 +260,8 @@ def print_size(name: str, res: dict) -> None:
     print(f"\n### {name} (load average {res['load_1min']['min']:.1f}-{res['load_1min']['max']:.1f})")
     print("| engine | median s/step | min-max | mean ± std | steps | generation | scoring | log-probs | training |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for engine in ("rlvr", "trl"):
+    engines = [e for e in ("rlvr", "rlvr-baseline", "trl") if e in res]
+    for engine in engines:
         s, p = res[engine]["step_s"], res[engine]["phases_median_s"]
         cells = [f"{p[k]:.3f}" if k in p else "-" for k in ("generation", "scoring", "log-probs", "training")]
         print(
@@ -261,8 +271,9 @@ def print_size(name: str, res: dict) -> None:
     print(
         f"ratio rlvr/TRL of the medians: {res['ratio_of_medians']:.2f} "
         f"(per round: {', '.join(f'{r:.2f}' for r in res['round_ratios'])})"
+        + (f"; baseline/TRL {res['baseline_ratio_of_medians']:.2f}" if "baseline_ratio_of_medians" in res else "")
     )
-    for engine in ("rlvr", "trl"):
+    for engine in engines:
         r = res[engine]
         print(
             f"{engine}: tokens/sample {r['tokens_per_sample']:.1f}, mean reward {r['mean_reward']:.3f}, "
@@ -280,6 +291,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (OMP_NUM_THREADS), both engines")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="also run the rlvr stage from this src/ folder (another commit's) in every round: before/after",
+    )
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before torch is imported here or in the stage process
     import torch
@@ -300,6 +316,7 @@ def main() -> None:
         "threads": args.threads,
         "rounds": args.rounds,
         "warmup": args.warmup,
+        "baseline_src": str(args.baseline_src) if args.baseline_src else None,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
         "sizes": results,
     }

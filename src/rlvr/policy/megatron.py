@@ -289,6 +289,7 @@ class MegatronPolicy(HFPolicy):
             top_p=_number(generation, "top_p", 1.0),
             activation_checkpointing=bool(mcfg.get("activation_checkpointing")),
             logprob_chunk_size=policy_cfg.get("logprob_chunk_size"),
+            sequence_multiple=int(policy_cfg.get("make_sequence_length_divisible_by") or 1),
             **hf_policy_kwargs,
         )
 
