@@ -2,9 +2,12 @@
 
 ``tiny`` is the tiny SFT policy (0.8M parameters) at its benchmark shape. ``20M`` and ``60M`` are Llama-style
 models (RoPE, GQA, SwiGLU, RMSNorm, untied output layer) with random weights, built here from a seed with the
-tiny character tokenizer, so nothing is downloaded. A random model draws every token about uniformly, so its
-samples stop at EOS after a geometric number of tokens (mean about the vocabulary size) or at the length cap:
-the rows of one step have the spread of lengths that padding wastes work on, as a real policy's do.
+tiny character tokenizer (29 tokens), so nothing is downloaded. A random model draws every token about
+uniformly, so its samples stop at EOS after a geometric number of tokens or at the length cap: the rows of one
+step have the spread of lengths that padding wastes work on, as a real policy's do. Uniform draws would stop
+after about 17 tokens (EOS draws a little above 1/29), far short of 60M's 128-token cap, so there the EOS
+probability is set to ``eos_probability`` = 1/64 at every position (:func:`set_eos_probability`): samples
+then run about half the cap on average and a quarter of them reach it.
 
 The rollouts per step shrink with the model so that a step of both engines fits a shared 2-core machine
 (at 60M one step of TRL's takes about half a minute on one thread); both engines always run the same shape.
@@ -13,6 +16,7 @@ The rollouts per step shrink with the model so that a step of both engines fits 
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ class Size:
     generations: int
     micro_batch: int
     steps: int  # GRPO steps per engine and round (the first --warmup of them are not timed)
+    eos_probability: float | None = None  # of a random model at every position (None: as initialised)
 
     @property
     def rollouts(self) -> int:
@@ -71,6 +76,7 @@ SIZES = {
             generations=4,
             micro_batch=4,
             steps=3,
+            eos_probability=1 / 64,
         ),
     )
 }
@@ -116,6 +122,8 @@ def build_random_policy(size: Size, tokenizer_dir: Path, out: Path, seed: int) -
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
+    if size.eos_probability:
+        set_eos_probability(model, tokenizer.eos_token_id, size.eos_probability)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     hf_dir = out / f"{size.name}_hf"
@@ -123,3 +131,24 @@ def build_random_policy(size: Size, tokenizer_dir: Path, out: Path, seed: int) -
     tokenizer.save_pretrained(hf_dir)
     ckpt = hf_to_megatron(str(hf_dir), str(out / f"{size.name}_checkpoint_megatron"))
     return hf_dir, ckpt, sum(p.numel() for p in model.parameters())
+
+
+def set_eos_probability(model, eos_id: int, probability: float) -> None:
+    """Make EOS about ``probability`` likely at every position of a random Llama.
+
+    Hidden dimension 0 of every token embedding becomes 1, far above the other entries (std 0.02), so the
+    final normalised state carries a large positive value there at every position. The output row of EOS reads
+    that dimension only, so the EOS logit is one constant, chosen against the average log-sum-exp of the other
+    logits on a probe batch.
+    """
+    import torch
+
+    with torch.no_grad():
+        model.model.embed_tokens.weight[:, 0] = 1.0
+        model.lm_head.weight[eos_id] = 0.0
+        probe = torch.arange(model.config.vocab_size).repeat(4, 1)
+        hidden = model.model(input_ids=probe).last_hidden_state
+        others = torch.cat([model.lm_head.weight[:eos_id], model.lm_head.weight[eos_id + 1 :]])
+        rest = (hidden @ others.T).logsumexp(-1).mean()
+        eos_logit = float(rest) + math.log(probability / (1 - probability))
+        model.lm_head.weight[eos_id, 0] = eos_logit / float(hidden[..., 0].mean())

@@ -48,6 +48,7 @@ from rlvr.policy.batching import length_order, select_rows, trim_columns, used_w
 from rlvr.policy.logprobs import chunked_token_logprobs, mask_filtered_tokens, token_logprobs
 from rlvr.policy.optim import build_optimizer, build_scheduler
 from rlvr.policy.precision import MasterWeights, parse_precision
+from rlvr.policy.prefix import group_order, prompt_lengths, shared_prompt_logprobs
 
 LossFn = Callable[[torch.Tensor, dict[str, Any], torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, Any]]]
 AllReduce = Callable[[torch.Tensor], None]  # in-place SUM of a tensor over the data-parallel ranks
@@ -124,6 +125,8 @@ class HFPolicy:
     ):
         self.model = model.eval()
         self.sequence_multiple = sequence_multiple  # micro-batch widths round up to it (policy.batching)
+        # policy.prefix needs the transformers forward with a KV cache, full logits and no per-layer recompute.
+        self.share_prompts = not (logprob_chunk_size or activation_checkpointing or lora.is_lora_model(model))
         _check_chunking(model, logprob_chunk_size)
         self.logprob_chunk_size = logprob_chunk_size
         if activation_checkpointing:
@@ -230,6 +233,13 @@ class HFPolicy:
         out = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False)
         return out.last_hidden_state, head
 
+    def _shared_prompt_scores(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: torch.Tensor
+    ) -> torch.Tensor:
+        """As :meth:`_scores` (filtered) at the response positions, each distinct prompt run once (policy.prefix)."""
+        sampling = {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p}
+        return shared_prompt_logprobs(self.model, input_ids, attention_mask, prompt_len, sampling=sampling)
+
     @staticmethod
     def _predicted(attention_mask: torch.Tensor) -> torch.Tensor:
         """``[B, S]`` bool: token ``t`` is real and so is ``t-1`` (its logprob has a real context)."""
@@ -307,14 +317,22 @@ class HFPolicy:
         self.master.zero_grad()
         self.optimizer.zero_grad(set_to_none=True)
         summed: dict[str, float] = {}
-        # Shortest rows first, each micro-batch on its own width (policy.batching): the same gradient sum.
-        data = select_rows(data, length_order(data["attention_mask"]), rows)
+        # Each prompt's rows together, whose prompt then runs once per micro-batch (policy.prefix), else the
+        # shortest rows first, each micro-batch on its own width (policy.batching): the same gradient sum.
+        data["prompt_len"] = prompt_lengths(data["token_mask"], data["attention_mask"])
+        order = (
+            group_order(data["input_ids"], data["attention_mask"], data["prompt_len"]) if self.share_prompts else None
+        )
+        data = select_rows(data, length_order(data["attention_mask"]) if order is None else order, rows)
         for start in range(0, rows, micro_batch_size):
             mb = _rows(data, start, start + micro_batch_size, rows)
             mb = trim_columns(mb, used_width(mb["attention_mask"], self.sequence_multiple), seq)
-            lp, mb["token_mask"] = mask_filtered_tokens(
-                self._scores(mb["input_ids"], mb["attention_mask"], filtered=True), mb["token_mask"]
-            )
+            prompt_len = mb.pop("prompt_len")
+            if order is None:
+                scores = self._scores(mb["input_ids"], mb["attention_mask"], filtered=True)
+            else:
+                scores = self._shared_prompt_scores(mb["input_ids"], mb["attention_mask"], prompt_len)
+            lp, mb["token_mask"] = mask_filtered_tokens(scores, mb["token_mask"])
             lp = torch.where(self._predicted(mb["attention_mask"]), lp, torch.zeros_like(lp))
             loss, loss_metrics = loss_fn(lp, mb, global_valid_seqs, global_valid_toks)
             loss.backward()

@@ -230,6 +230,7 @@ class MegatronPolicy(HFPolicy):
         self._megatron_optimizer, self._megatron_scheduler = megatron_optimizer, megatron_scheduler
         self._train_iters = train_iters
         super().__init__(model, **hf_policy_kwargs)
+        self.share_prompts = False  # policy.prefix runs a transformers model with a KV cache
         self.hf_config = dict(hf_config)
 
     def _build_optimizer(
