@@ -18,11 +18,14 @@ mean), TRL generates with ``model.generate`` (ours: our own KV-cache sampling lo
 
 Per-step time: ours is ``timing/train/total_step_time`` from ``metrics.jsonl`` (and its phases); TRL's is
 on_step_begin → on_step_end of a trainer callback (generation, scoring, loss and optimizer step all happen in
-between), with its ``model.generate`` calls and reward function timed apart. Both exclude start-up, validation
-and checkpointing; statistics leave out the first ``--warmup`` steps of every run. Rounds alternate the two
-engines (ours, TRL, ours, TRL, ...) so that they share the machine's load drift; every process gets the same
-torch thread count (``--threads``, default 1; see grpo_step_bench.py for why) and ``uptime``'s load is recorded
-around each run.
+between), with its ``model.generate`` calls and reward function timed apart. Both also report the CPU seconds of
+the training process over the step (``time.process_time``; the reward workers are other processes in both):
+on a machine shared with other jobs, wall time swings with the load, CPU time much less. Both exclude
+start-up, validation and checkpointing; statistics leave out the first ``--warmup`` steps of every run. Rounds
+alternate the engines (ours, TRL, ours, TRL, ...) so that they share the machine's load drift; every process
+gets the same torch thread count (``--threads``, default 1; see grpo_step_bench.py for why) and ``uptime``'s
+load is recorded around each run. ``--baseline-src`` adds a third engine, the rlvr stage run from another
+checkout's ``src/`` (a before/after comparison in the same rounds).
 
     PYTHONPATH=src python benchmarks/trl_grpo_compare.py --tiny-run results/tiny \\
         [--sizes tiny 20M 60M] [--rounds 2] [--warmup 1] [--json benchmarks/results/trl_grpo_compare.json]
@@ -67,6 +70,7 @@ def ours(
     rows = [m for m in metrics if "timing/train/total_step_time" in m]
     return {
         "seconds": [m["timing/train/total_step_time"] for m in rows],
+        "cpu_seconds": [m["timing/train/total_step_cpu_time"] for m in rows],
         "phases": [{name: float(m.get(key) or 0.0) for name, key in OUR_PHASES.items()} for m in rows],
         "work": [
             {
@@ -119,13 +123,15 @@ def trl_run(tiny_run: Path, workdir: Path, size: Size, steps: int, hf_policy: Pa
     class StepTimer(TrainerCallback):
         def __init__(self):
             self.seconds: list[float] = []
+            self.cpu_seconds: list[float] = []
             self.phases: list[dict[str, float]] = []
-            self._start, self._spent = 0.0, dict(spent)
+            self._start, self._cpu, self._spent = 0.0, 0.0, dict(spent)
 
         def on_step_begin(self, args, state, control, **kwargs):
-            self._start, self._spent = time.perf_counter(), dict(spent)
+            self._start, self._cpu, self._spent = time.perf_counter(), time.process_time(), dict(spent)
 
         def on_step_end(self, args, state, control, **kwargs):
+            self.cpu_seconds.append(time.process_time() - self._cpu)
             total = time.perf_counter() - self._start
             phases = {k: spent[k] - self._spent[k] for k in spent}
             phases["training"] = total - sum(phases.values())  # forward, backward, optimizer and TRL's own work
@@ -183,7 +189,7 @@ def trl_run(tiny_run: Path, workdir: Path, size: Size, steps: int, hf_policy: Pa
         for h in trainer.state.log_history
         if "reward" in h
     ]
-    return {"seconds": timer.seconds, "phases": timer.phases, "work": work}
+    return {"seconds": timer.seconds, "cpu_seconds": timer.cpu_seconds, "phases": timer.phases, "work": work}
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -201,12 +207,14 @@ def spread(values: list[float]) -> dict[str, float]:
 def summarize(runs: list[dict[str, list]], warmup: int) -> dict[str, object]:
     """Step-time spread over all runs (each without its first ``warmup`` steps), phase medians, work per step."""
     seconds = [s for run in runs for s in run["seconds"][warmup:]]
+    cpu_seconds = [s for run in runs for s in run["cpu_seconds"][warmup:]]
     phases = [p for run in runs for p in run["phases"][warmup:]]
     work = [w for run in runs for w in run["work"]]
     if len(seconds) < 2:
         raise SystemExit(f"only {len(seconds)} steps after a warm-up of {warmup}: raise the steps")
     return {
         "step_s": spread(seconds),
+        "step_cpu_s": spread(cpu_seconds),
         "round_medians_s": [statistics.median(run["seconds"][warmup:]) for run in runs],
         "phases_median_s": {k: statistics.median(p[k] for p in phases) for k in phases[0]},
         "tokens_per_sample": statistics.fmean(w["tokens"] for w in work),
@@ -242,15 +250,20 @@ def compare_size(size: Size, tiny_run: Path, tmp: Path, args: argparse.Namespace
     result = {name: summarize(engine_runs, args.warmup) for name, engine_runs in runs.items()}
     ratio = result["rlvr"]["step_s"]["median"] / result["trl"]["step_s"]["median"]
     round_ratios = [a / b for a, b in zip(result["rlvr"]["round_medians_s"], result["trl"]["round_medians_s"])]
+    cpu_ratio = result["rlvr"]["step_cpu_s"]["median"] / result["trl"]["step_cpu_s"]["median"]
     if args.baseline_src:
         result["baseline_ratio_of_medians"] = (
             result["rlvr-baseline"]["step_s"]["median"] / result["trl"]["step_s"]["median"]
+        )
+        result["baseline_cpu_ratio_of_medians"] = (
+            result["rlvr-baseline"]["step_cpu_s"]["median"] / result["trl"]["step_cpu_s"]["median"]
         )
     return {
         "shape": {**{k: v for k, v in vars(size).items() if k != "model"}, "model": size.model, "parameters": params},
         "steps_per_run": steps,
         "load_1min": spread(loads),
         "ratio_of_medians": ratio,
+        "cpu_ratio_of_medians": cpu_ratio,
         "round_ratios": round_ratios,
         **result,
     }
@@ -258,20 +271,31 @@ def compare_size(size: Size, tiny_run: Path, tmp: Path, args: argparse.Namespace
 
 def print_size(name: str, res: dict) -> None:
     print(f"\n### {name} (load average {res['load_1min']['min']:.1f}-{res['load_1min']['max']:.1f})")
-    print("| engine | median s/step | min-max | mean ± std | steps | generation | scoring | log-probs | training |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| engine | median s/step | min-max | mean ± std | steps | median CPU s/step "
+        "| generation | scoring | log-probs | training |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     engines = [e for e in ("rlvr", "rlvr-baseline", "trl") if e in res]
     for engine in engines:
         s, p = res[engine]["step_s"], res[engine]["phases_median_s"]
         cells = [f"{p[k]:.3f}" if k in p else "-" for k in ("generation", "scoring", "log-probs", "training")]
         print(
             f"| {engine} | {s['median']:.3f} | {s['min']:.3f}-{s['max']:.3f} | {s['mean']:.3f} ± {s['std']:.3f} "
-            f"| {s['n']} | " + " | ".join(cells) + " |"
+            f"| {s['n']} | {res[engine]['step_cpu_s']['median']:.3f} | " + " | ".join(cells) + " |"
         )
     print(
         f"ratio rlvr/TRL of the medians: {res['ratio_of_medians']:.2f} "
         f"(per round: {', '.join(f'{r:.2f}' for r in res['round_ratios'])})"
         + (f"; baseline/TRL {res['baseline_ratio_of_medians']:.2f}" if "baseline_ratio_of_medians" in res else "")
+    )
+    print(
+        f"ratio of the median CPU seconds per step (main process): {res['cpu_ratio_of_medians']:.2f}"
+        + (
+            f"; baseline/TRL {res['baseline_cpu_ratio_of_medians']:.2f}"
+            if "baseline_cpu_ratio_of_medians" in res
+            else ""
+        )
     )
     for engine in engines:
         r = res[engine]
