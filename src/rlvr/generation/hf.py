@@ -8,7 +8,7 @@ draws from that distribution, so a sample's ``logprobs`` are exactly the process
 Prompts are left-padded: row ``i`` occupies the last ``len_i`` columns, the attention mask hides the padding and
 position ids count real tokens only (``cumsum(mask) - 1``), so a prompt is scored as if it were alone.
 
-Work per step (README "Performance"): the prefill runs once per distinct prompt (GRPO repeats each prompt
+Work per step (README "Benchmarks"): the prefill runs once per distinct prompt (GRPO repeats each prompt
 ``num_generations_per_prompt`` times) and its KV cache is gathered per row; a row that stops leaves the batch
 and the cache, so decoding costs the sum of the sample lengths, not rows x the longest; the loop ends when every
 row has stopped. The draw still runs over all rows (finished ones uniform), so the generator advances as if no
