@@ -83,12 +83,47 @@ def ours(
     }
 
 
+def trl_config(size: Size, workdir: Path, steps: int, seed: int):
+    """TRL's ``GRPOConfig`` for ``size``: the shape and objective of our benchmark config (module docstring)."""
+    from trl import GRPOConfig
+
+    return GRPOConfig(
+        output_dir=str(workdir / "trl"),
+        max_steps=steps,
+        seed=seed,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        disable_dropout=True,
+        dataloader_num_workers=0,
+        per_device_train_batch_size=size.micro_batch,
+        gradient_accumulation_steps=size.rollouts // size.micro_batch,
+        num_generations=size.generations,
+        max_completion_length=size.new_tokens,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        learning_rate=3e-5,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        beta=0.0,
+        epsilon=0.2,
+        epsilon_high=0.28,
+        loss_type="dapo",
+        scale_rewards="group",
+        num_iterations=1,
+    )
+
+
 def trl_run(tiny_run: Path, workdir: Path, size: Size, steps: int, hf_policy: Path, seed: int) -> dict[str, list]:
     """TRL GRPOTrainer for ``steps`` steps: per-step seconds, phases and work, as :func:`ours`."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     from rlvr.rewards.scorer import RewardScorer
 
@@ -138,35 +173,7 @@ def trl_run(tiny_run: Path, workdir: Path, size: Size, steps: int, hf_policy: Pa
             self.seconds.append(total)
             self.phases.append(phases)
 
-    config = GRPOConfig(
-        output_dir=str(workdir / "trl"),
-        max_steps=steps,
-        seed=seed,
-        use_cpu=True,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=1,
-        disable_dropout=True,
-        dataloader_num_workers=0,
-        per_device_train_batch_size=size.micro_batch,
-        gradient_accumulation_steps=size.rollouts // size.micro_batch,
-        num_generations=size.generations,
-        max_completion_length=size.new_tokens,
-        temperature=1.0,
-        top_p=1.0,
-        top_k=0,
-        learning_rate=3e-5,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        beta=0.0,
-        epsilon=0.2,
-        epsilon_high=0.28,
-        loss_type="dapo",
-        scale_rewards="group",
-        num_iterations=1,
-    )
+    config = trl_config(size, workdir, steps, seed)
     timer = StepTimer()
     trainer = GRPOTrainer(
         model=model,
