@@ -12,8 +12,9 @@ Two changes remove that waste without changing any result:
   to ``policy.make_sequence_length_divisible_by``). The model is causal, so dropping trailing columns that hold
   only padding changes no logit of a real position; log-probs of the dropped columns are 0, as for padding.
 
-Both are always on (there is no switch to turn waste back on); NeMo-RL's ``policy.dynamic_batching`` (a token
-budget per micro-batch, i.e. a *varying* row count) is a different lever and stays refused.
+There is no switch to turn the waste back on. The training pass orders rows by prompt instead when it shares
+prompts (:mod:`rlvr.policy.prefix`); the column trim applies either way. NeMo-RL's ``policy.dynamic_batching``
+(a token budget per micro-batch, i.e. a *varying* row count) is a different lever and stays refused.
 """
 
 from __future__ import annotations

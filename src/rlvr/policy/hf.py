@@ -7,8 +7,11 @@ One GRPO step calls :meth:`HFPolicy.get_logprobs` (``prev_logprobs``; the refere
 * each global batch: ``zero_grad``; ``N_seq = Σ sample_mask``, ``N_tok = Σ token_mask[:, 1:] · sample_mask``
   (position 0 never holds a predicted token); micro-batches of ``micro_batch_size`` rows whose losses the loss
   function already divides by these *global* counts, so summing their gradients gives the gradient of the
-  global-batch loss whatever the micro-batch size or composition (rows go in length order, each micro-batch on
-  the columns it uses: :mod:`rlvr.policy.batching`); clip the grad norm to ``max_grad_norm``; ``optimizer.step()``;
+  global-batch loss whatever the micro-batch size or composition; clip the grad norm to ``max_grad_norm``;
+  ``optimizer.step()``. Composition: the rows of each prompt go together and each distinct prompt of a
+  micro-batch runs once (:mod:`rlvr.policy.prefix`; ``share_prompts``, off with chunked log-probs, activation
+  checkpointing or LoRA), otherwise rows go in length order, each micro-batch on the columns it uses
+  (:mod:`rlvr.policy.batching`);
 * the LR scheduler steps once per ``train`` call (warm-up counts GRPO steps, not optimizer steps).
 
 Data parallel (:mod:`rlvr.distributed`): with ``all_reduce`` set, each rank holds ``1/W`` of every global batch
