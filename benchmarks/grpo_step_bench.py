@@ -60,21 +60,23 @@ BENCH_SHAPES = [
     "policy.generation_batch_size=64",
     "policy.optimizer.kwargs.lr=3e-5",
 ]
-BENCH_OVERRIDES = [
+# No validation, no checkpoints: a timed step is exactly generate -> score -> (log-probs) -> advantages -> train.
+BENCH_FIXED = [
     "grpo.val_period=0",
     "grpo.val_at_start=false",
     "grpo.val_at_end=false",
     "checkpointing.enabled=false",
     "logger.tensorboard_enabled=false",
-    *BENCH_SHAPES,
 ]
+BENCH_OVERRIDES = [*BENCH_FIXED, *BENCH_SHAPES]
 VARIANTS = {"tiny": [], "tiny+logprobs": ["loss_fn.force_on_policy_ratio=false"]}
 
 
-def env() -> dict[str, str]:
+def env(src: Path | None = None) -> dict[str, str]:
+    """The stage's environment: ``src`` (default this checkout's ``src/``) first on PYTHONPATH."""
     out = dict(os.environ)
     out.pop("RL_OUTPUT_DIR", None)
-    out["PYTHONPATH"] = str(REPO / "src") + os.pathsep + out.get("PYTHONPATH", "")
+    out["PYTHONPATH"] = str(src or REPO / "src") + os.pathsep + out.get("PYTHONPATH", "")
     return out
 
 
@@ -88,8 +90,14 @@ def build_tiny_run(workdir: Path, overrides: list[str]) -> Path:
     return workdir / "results" / "tiny"
 
 
-def run_rlvr(tiny_run: Path, run_dir: Path, overrides: list[str]) -> tuple[list[dict], float]:
-    """Run the rlvr stage; return its metrics.jsonl lines and the process wall time (s)."""
+def run_rlvr(
+    tiny_run: Path, run_dir: Path, overrides: list[str], policy: Path | None = None, src: Path | None = None
+) -> tuple[list[dict], float]:
+    """Run the rlvr stage; return its metrics.jsonl lines and the process wall time (s).
+
+    ``policy``: a ``checkpoint_megatron`` to train instead of the tiny run's own; ``src``: the ``rlvr`` package
+    folder the stage runs from (default this checkout's, e.g. another commit's for a before/after comparison).
+    """
     sys.path.insert(0, str(REPO / "src"))
     from rlvr.config import load_step_config
     from rlvr.stages.stage_config import stage_config_path, write_stage_configs
@@ -107,12 +115,12 @@ def run_rlvr(tiny_run: Path, run_dir: Path, overrides: list[str]) -> tuple[list[
         "--data",
         str(tiny_run / "rl_prep"),
         "--policy",
-        str(tiny_run / "hf_to_megatron" / "checkpoint_megatron"),
+        str(policy or tiny_run / "hf_to_megatron" / "checkpoint_megatron"),
         "--run-dir",
         str(run_dir),
     ]
     started = time.perf_counter()
-    proc = subprocess.run(cmd, env=env(), capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env(src), capture_output=True, text=True)
     wall = time.perf_counter() - started
     if proc.returncode:
         sys.exit(f"the rlvr stage failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

@@ -6,9 +6,13 @@ draws from that distribution, so a sample's ``logprobs`` are exactly the process
 ``get_logprobs(filtered=True)`` recomputes for the same sequence (up to KV-cache rounding).
 
 Prompts are left-padded: row ``i`` occupies the last ``len_i`` columns, the attention mask hides the padding and
-position ids count real tokens only (``cumsum(mask) - 1``), so a prompt is scored as if it were alone. A row
-that has finished keeps being fed a masked pad token (mask 0) so that the batch stays rectangular while its
-output stops growing.
+position ids count real tokens only (``cumsum(mask) - 1``), so a prompt is scored as if it were alone.
+
+Work per step (README "Benchmarks"): the prefill runs once per distinct prompt (GRPO repeats each prompt
+``num_generations_per_prompt`` times) and its KV cache is gathered per row; a row that stops leaves the batch
+and the cache, so decoding costs the sum of the sample lengths, not rows x the longest; the loop ends when every
+row has stopped. The draw still runs over all rows (finished ones uniform), so the generator advances as if no
+row had left and a seed gives the same samples as a loop that keeps every row.
 """
 
 from __future__ import annotations
@@ -46,6 +50,22 @@ def sample_next(
     else:
         tokens = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)
     return tokens, log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def _sample_live(
+    processed: torch.Tensor, live: torch.Tensor, batch: int, generator: torch.Generator | None, *, greedy: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sample_next` for the live rows ``processed[L, V]`` (batch indices ``live[L]``) of a batch of ``batch``.
+
+    The draw runs on a full ``[batch, V]`` tensor whose finished rows are uniform, so the generator advances
+    exactly as when every row is still decoding: a sample does not depend on when the other rows stopped.
+    """
+    if greedy or len(live) == batch:
+        return sample_next(processed, generator, greedy=greedy)
+    full = processed.new_zeros((batch, processed.shape[-1]))
+    full[live] = processed
+    tokens, logprobs = sample_next(full, generator)
+    return tokens[live], logprobs[live]
 
 
 def find_stop_string(text: str, stop_strings: Sequence[str]) -> int | None:
@@ -131,34 +151,68 @@ class HFGenerationBackend:
     def _generate_batch(
         self, prompts: list[list[int]], cfg: GenerationConfig, generator: torch.Generator
     ) -> list[GenerationOutput]:
-        """Left-pad, prefill, then decode one token per step until every row has stopped."""
+        """Left-pad, prefill each distinct prompt once, then decode one token per step for the live rows only.
+
+        ``live`` holds the batch indices of the rows still decoding; a row that stops leaves the batch (and the
+        KV cache) at once, so a step costs what the unfinished rows need, and the loop ends when none is left.
+        """
         device = self.device
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long, device=device)
-        attention = torch.zeros((len(prompts), width), dtype=torch.long, device=device)
-        for i, prompt in enumerate(prompts):
-            input_ids[i, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long, device=device)
-            attention[i, width - len(prompt) :] = 1
+        input_ids, attention = self._left_pad(prompts)
         rows = [_Row(token_budget(len(p), cfg, self.max_total_length)) for p in prompts]
         stop_ids = cfg.resolved_stop_token_ids(self.eos_token_id)
-        if not all(row.done for row in rows):
-            positions = (attention.cumsum(-1) - 1).clamp(min=0)
-            logits, cache = self._forward(input_ids, attention, positions, None)
-            next_position = attention.sum(-1, keepdim=True)
-        while not all(row.done for row in rows):
+        live = torch.tensor([i for i, row in enumerate(rows) if not row.done], dtype=torch.long, device=device)
+        if len(live) == 0:
+            return [self._finish(row) for row in rows]
+        attention = attention[live]
+        logits, cache = self._prefill(input_ids[live], attention, [prompts[i] for i in live.tolist()])
+        next_position = attention.sum(-1, keepdim=True)
+        while True:
             processed = process_logits(logits, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
-            tokens, logprobs = sample_next(processed, generator, greedy=cfg.greedy)
-            for row, token, logprob in zip(rows, tokens.tolist(), logprobs.tolist()):
-                if not row.done:
-                    self._advance(row, token, logprob, cfg, stop_ids)
-            active = torch.tensor([not row.done for row in rows], dtype=torch.long, device=device).unsqueeze(-1)
-            if not active.any():
+            tokens, logprobs = _sample_live(processed, live, len(rows), generator, greedy=cfg.greedy)
+            for i, token, logprob in zip(live.tolist(), tokens.tolist(), logprobs.tolist()):
+                self._advance(rows[i], token, logprob, cfg, stop_ids)
+            keep = torch.tensor([not rows[i].done for i in live.tolist()], device=device)
+            if not keep.any():
                 break
-            feed = torch.where(active.bool(), tokens.unsqueeze(-1), torch.full_like(active, self.pad_token_id))
-            attention = torch.cat([attention, active], dim=-1)
-            logits, cache = self._forward(feed, attention, next_position, cache)
-            next_position = next_position + active
+            if not keep.all():
+                index = keep.nonzero().squeeze(-1)
+                cache.batch_select_indices(index)
+                live, tokens, attention, next_position = (t[index] for t in (live, tokens, attention, next_position))
+            attention = torch.nn.functional.pad(attention, (0, 1), value=1)
+            logits, cache = self._forward(tokens.unsqueeze(-1), attention, next_position, cache)
+            next_position = next_position + 1
         return [self._finish(row) for row in rows]
+
+    def _left_pad(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``input_ids`` and ``attention_mask`` ``[B, W]``: row ``i`` in its last ``len_i`` columns."""
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long, device=self.device)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long, device=self.device)
+        for i, prompt in enumerate(prompts):
+            input_ids[i, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long, device=self.device)
+            attention[i, width - len(prompt) :] = 1
+        return input_ids, attention
+
+    def _prefill(
+        self, input_ids: torch.Tensor, attention: torch.Tensor, prompts: list[list[int]]
+    ) -> tuple[torch.Tensor, Any]:
+        """Last-position logits ``[B, V]`` and the KV cache of the prompts, computing each distinct prompt once.
+
+        GRPO repeats every prompt ``num_generations_per_prompt`` times; identical rows have identical keys,
+        values and logits, so the forward runs on the distinct rows and the cache is then gathered per row.
+        """
+        first: dict[tuple[int, ...], int] = {}
+        source = [first.setdefault(tuple(p), i) for i, p in enumerate(prompts)]
+        distinct = sorted(set(source))
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        if len(distinct) == len(prompts):
+            return self._forward(input_ids, attention, positions, None)
+        pick = torch.tensor(distinct, dtype=torch.long, device=input_ids.device)
+        logits, cache = self._forward(input_ids[pick], attention[pick], positions[pick], None)
+        slot = {row: k for k, row in enumerate(distinct)}
+        gather = torch.tensor([slot[row] for row in source], dtype=torch.long, device=input_ids.device)
+        cache.batch_select_indices(gather)
+        return logits[gather], cache
 
     def _advance(self, row: _Row, token: int, logprob: float, cfg: GenerationConfig, stop_ids: frozenset[int]) -> None:
         """Append one sampled token and decide whether the row stops (stop id, stop string, or length)."""

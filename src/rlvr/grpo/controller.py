@@ -363,7 +363,7 @@ class GRPOController:
         return batch, metrics
 
     def train_step(self, step: int) -> dict[str, float] | None:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         timer = time.perf_counter()
         collected = self._collect(step)
         if collected is None:
@@ -393,6 +393,8 @@ class GRPOController:
             metrics.update(gpu_metrics())  # {} without CUDA
         tokens = float(batch["attention_mask"].sum())
         metrics["timing/train/total_step_time"] = time.perf_counter() - start
+        # CPU seconds of this process (reward workers excluded): on a shared machine steadier than wall time.
+        metrics["timing/train/total_step_cpu_time"] = time.process_time() - cpu_start
         metrics["performance/tokens_per_sec"] = tokens / metrics["timing/train/total_step_time"]
         metrics["performance/generation_tokens_per_sec"] = float(batch["token_mask"].sum()) / max(
             metrics["timing/train/generation"], 1e-9

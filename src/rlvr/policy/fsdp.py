@@ -35,7 +35,7 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 from rlvr.errors import CheckpointError, ConfigError
 from rlvr.policy import lora
 from rlvr.policy.activations import decoder_layers
-from rlvr.policy.hf import HFPolicy, _number
+from rlvr.policy.hf import HFPolicy
 from rlvr.policy.precision import parse_precision
 
 
@@ -96,19 +96,20 @@ class ShardedHFPolicy(HFPolicy):
                 "policy.dtensor_cfg.lora_cfg.enabled trains in one process; set it to false or use one "
                 "data-parallel rank (cluster.gpus_per_node x num_nodes = 1, or cluster.num_workers = 1 on CPU)"
             )
-        generation = policy_cfg.get("generation") or {}
+        generation = policy_cfg["generation"]
         return cls(
             model,
             mesh=mesh,
-            compute_dtype=parse_precision(policy_cfg.get("precision", "float32")),
-            optimizer=policy_cfg.get("optimizer"),
-            scheduler=policy_cfg.get("scheduler"),
-            max_grad_norm=policy_cfg.get("max_grad_norm", 1.0),
-            temperature=_number(generation, "temperature", 1.0),
-            top_k=generation.get("top_k"),
-            top_p=_number(generation, "top_p", 1.0),
-            activation_checkpointing=bool((policy_cfg.get("dtensor_cfg") or {}).get("activation_checkpointing")),
-            logprob_chunk_size=policy_cfg.get("logprob_chunk_size"),
+            compute_dtype=parse_precision(policy_cfg["precision"]),
+            optimizer=policy_cfg["optimizer"],
+            scheduler=policy_cfg["scheduler"],
+            max_grad_norm=policy_cfg["max_grad_norm"],
+            temperature=float(generation["temperature"]),
+            top_k=generation["top_k"],
+            top_p=float(generation["top_p"]),
+            activation_checkpointing=bool(policy_cfg["dtensor_cfg"]["activation_checkpointing"]),
+            logprob_chunk_size=policy_cfg["logprob_chunk_size"],
+            sequence_multiple=int(policy_cfg["make_sequence_length_divisible_by"]),
         )
 
     def _all_reduce_sum(self, tensor: torch.Tensor) -> None:

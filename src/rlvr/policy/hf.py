@@ -7,7 +7,11 @@ One GRPO step calls :meth:`HFPolicy.get_logprobs` (``prev_logprobs``; the refere
 * each global batch: ``zero_grad``; ``N_seq = Σ sample_mask``, ``N_tok = Σ token_mask[:, 1:] · sample_mask``
   (position 0 never holds a predicted token); micro-batches of ``micro_batch_size`` rows whose losses the loss
   function already divides by these *global* counts, so summing their gradients gives the gradient of the
-  global-batch loss whatever the micro-batch size; clip the grad norm to ``max_grad_norm``; ``optimizer.step()``;
+  global-batch loss whatever the micro-batch size or composition; clip the grad norm to ``max_grad_norm``;
+  ``optimizer.step()``. Composition: the rows of each prompt go together and each distinct prompt of a
+  micro-batch runs once (:mod:`rlvr.policy.prefix`; ``share_prompts``, off with chunked log-probs, activation
+  checkpointing or LoRA), otherwise rows go in length order, each micro-batch on the columns it uses
+  (:mod:`rlvr.policy.batching`);
 * the LR scheduler steps once per ``train`` call (warm-up counts GRPO steps, not optimizer steps).
 
 Data parallel (:mod:`rlvr.distributed`): with ``all_reduce`` set, each rank holds ``1/W`` of every global batch
@@ -44,9 +48,11 @@ from rlvr.errors import CheckpointError, ConfigError
 from rlvr.policy import lora
 from rlvr.policy.activations import enable_activation_checkpointing
 from rlvr.policy.base import LossFunction
+from rlvr.policy.batching import length_order, select_rows, trim_columns, used_width
 from rlvr.policy.logprobs import chunked_token_logprobs, mask_filtered_tokens, token_logprobs
 from rlvr.policy.optim import build_optimizer, build_scheduler
 from rlvr.policy.precision import MasterWeights, parse_precision
+from rlvr.policy.prefix import group_order, prompt_lengths, shared_prompt_logprobs
 from rlvr.policy.train_metrics import Fold, fold
 
 AllReduce = Callable[[torch.Tensor], None]  # in-place SUM of a tensor over the data-parallel ranks
@@ -119,8 +125,12 @@ class HFPolicy:
         all_reduce: AllReduce | None = None,
         activation_checkpointing: bool = False,
         logprob_chunk_size: int | None = None,
+        sequence_multiple: int = 1,
     ):
         self.model = model.eval()
+        self.sequence_multiple = sequence_multiple  # micro-batch widths round up to it (policy.batching)
+        # policy.prefix needs the transformers forward with a KV cache, full logits and no per-layer recompute.
+        self.share_prompts = not (logprob_chunk_size or activation_checkpointing or lora.is_lora_model(model))
         _check_chunking(model, logprob_chunk_size)
         self.logprob_chunk_size = logprob_chunk_size
         if activation_checkpointing:
@@ -171,6 +181,7 @@ class HFPolicy:
             all_reduce=all_reduce,
             activation_checkpointing=bool(policy_cfg["dtensor_cfg"]["activation_checkpointing"]),
             logprob_chunk_size=policy_cfg["logprob_chunk_size"],
+            sequence_multiple=int(policy_cfg["make_sequence_length_divisible_by"]),
         )
 
     def _build_optimizer(
@@ -227,6 +238,13 @@ class HFPolicy:
         out = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False)
         return out.last_hidden_state, head
 
+    def _shared_prompt_scores(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: torch.Tensor
+    ) -> torch.Tensor:
+        """As :meth:`_scores` (filtered) at the response positions, each distinct prompt run once (policy.prefix)."""
+        sampling = {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p}
+        return shared_prompt_logprobs(self.model, input_ids, attention_mask, prompt_len, sampling=sampling)
+
     @staticmethod
     def _predicted(attention_mask: torch.Tensor) -> torch.Tensor:
         """``[B, S]`` bool: token ``t`` is real and so is ``t-1`` (its logprob has a real context)."""
@@ -242,13 +260,17 @@ class HFPolicy:
         ``filtered`` applies the generation top-k/top-p (``prev_logprobs``); False keeps the temperature only
         (``reference_policy_logprobs``). Tokens outside the filtered set are reported as 0, not ``-inf``.
         """
-        chunks = []
-        for start in range(0, input_ids.shape[0], micro_batch_size):
-            ids = input_ids[start : start + micro_batch_size].to(self.device)
-            mask = attention_mask[start : start + micro_batch_size].to(self.device)
+        total, seq = input_ids.shape
+        order = length_order(attention_mask)  # micro-batches of similar lengths, each on its own width
+        out = torch.zeros((total, seq), dtype=torch.float32)
+        for start in range(0, total, micro_batch_size):
+            rows = order[start : start + micro_batch_size]
+            width = used_width(attention_mask[rows], self.sequence_multiple)
+            ids = input_ids[rows, :width].to(self.device)
+            mask = attention_mask[rows, :width].to(self.device)
             lp, _ = mask_filtered_tokens(self._scores(ids, mask, filtered), mask)
-            chunks.append(torch.where(self._predicted(mask), lp, torch.zeros_like(lp)).cpu())
-        return torch.cat(chunks)
+            out[rows.cpu(), :width] = torch.where(self._predicted(mask), lp, torch.zeros_like(lp)).cpu()
+        return out
 
     def train(
         self, batch: Mapping[str, Any], loss_fn: LossFunction, *, global_batch_size: int, micro_batch_size: int
@@ -290,7 +312,7 @@ class HFPolicy:
     def _optimizer_step(self, data: dict[str, Any], loss_fn: LossFunction, micro_batch_size: int) -> dict[str, float]:
         """One global batch: accumulate micro-batch gradients, clip, step. Returns its summed metrics."""
         data = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in data.items()}
-        rows = int(data["input_ids"].shape[0])
+        rows, seq = data["input_ids"].shape
         sample_mask = data["sample_mask"]
         global_valid_seqs = sample_mask.sum()
         global_valid_toks = (data["token_mask"][:, 1:] * sample_mask.unsqueeze(-1)).sum()
@@ -300,11 +322,22 @@ class HFPolicy:
         self.master.zero_grad()
         self.optimizer.zero_grad(set_to_none=True)
         per_micro_batch: list[dict[str, Any]] = []
+        # Each prompt's rows together, whose prompt then runs once per micro-batch (policy.prefix), else the
+        # shortest rows first, each micro-batch on its own width (policy.batching): the same gradient sum.
+        data["prompt_len"] = prompt_lengths(data["token_mask"], data["attention_mask"])
+        order = (
+            group_order(data["input_ids"], data["attention_mask"], data["prompt_len"]) if self.share_prompts else None
+        )
+        data = select_rows(data, length_order(data["attention_mask"]) if order is None else order, rows)
         for start in range(0, rows, micro_batch_size):
             mb = _rows(data, start, start + micro_batch_size, rows)
-            lp, mb["token_mask"] = mask_filtered_tokens(
-                self._scores(mb["input_ids"], mb["attention_mask"], filtered=True), mb["token_mask"]
-            )
+            mb = trim_columns(mb, used_width(mb["attention_mask"], self.sequence_multiple), seq)
+            prompt_len = mb.pop("prompt_len")
+            if order is None:
+                scores = self._scores(mb["input_ids"], mb["attention_mask"], filtered=True)
+            else:
+                scores = self._shared_prompt_scores(mb["input_ids"], mb["attention_mask"], prompt_len)
+            lp, mb["token_mask"] = mask_filtered_tokens(scores, mb["token_mask"])
             lp = torch.where(self._predicted(mb["attention_mask"]), lp, torch.zeros_like(lp))
             loss, loss_metrics = loss_fn(lp, mb, global_valid_seqs, global_valid_toks)
             loss.backward()

@@ -205,6 +205,7 @@ class MegatronPolicy(HFPolicy):
         self._megatron_optimizer, self._megatron_scheduler = megatron_optimizer, megatron_scheduler
         self._train_iters = train_iters
         super().__init__(model, **hf_policy_kwargs)
+        self.share_prompts = False  # policy.prefix runs a transformers model with a KV cache
         self.hf_config = dict(hf_config)
 
     def _build_optimizer(
@@ -265,6 +266,7 @@ class MegatronPolicy(HFPolicy):
             top_p=float(generation["top_p"]),
             activation_checkpointing=bool(mcfg["activation_checkpointing"]),
             logprob_chunk_size=policy_cfg["logprob_chunk_size"],
+            sequence_multiple=int(policy_cfg["make_sequence_length_divisible_by"]),
             **hf_policy_kwargs,
         )
 

@@ -176,3 +176,39 @@ def test_eos_ends_a_sample_without_any_stop_config(backend, tokenizer):
         assert out.token_ids.index(EOS) == len(out.token_ids) - 1 and not out.truncated
         assert out.text == tokenizer.decode(out.token_ids[:-1], skip_special_tokens=True)
         assert "<eos>" not in out.text
+
+
+def _naive_sample(model, prompts, cfg, seed, stop_ids) -> list[list[int]]:
+    """Reference without a KV cache or batch shrinking: every step re-runs the whole left-padded batch, every row
+    included (finished ones too), and draws for all rows from one generator, as a plain sampling loop would."""
+    generator = torch.Generator().manual_seed(seed)
+    out: list[list[int]] = [[] for _ in prompts]
+    done = [False] * len(prompts)
+    for _ in range(cfg.max_new_tokens):
+        seqs = [p + o for p, o in zip(prompts, out)]
+        width = max(map(len, seqs))
+        ids = torch.tensor([[PAD] * (width - len(s)) + s for s in seqs])
+        mask = (ids != PAD).long() * (torch.arange(width) >= torch.tensor([width - len(s) for s in seqs])[:, None])
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+        processed = process_logits(logits[:, -1], temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
+        tokens, _ = sample_next(processed, generator)
+        for i, token in enumerate(tokens.tolist()):
+            if not done[i]:
+                out[i].append(token)
+                done[i] = token in stop_ids
+        if all(done):
+            break
+    return out
+
+
+def test_shrinking_batch_and_shared_prefill_sample_what_a_full_batch_loop_samples(model, backend):
+    """Rows leave the batch when they stop and repeated prompts share one prefill, yet a seed gives the samples
+    of a loop that keeps every row in every step (tokens equal; log-probs equal a full forward, checked above)."""
+    prompts = [p for p in PROMPTS for _ in range(3)]  # GRPO's repeated prompts, of several lengths
+    cfg = GenerationConfig(max_new_tokens=10, **SAMPLING)
+    stop_ids = {EOS, 9, 17}  # frequent stops, so rows leave at different steps
+    outputs = backend.generate(prompts, GenerationConfig(**{**cfg.__dict__, "stop_token_ids": (9, 17)}), seed=5)
+    expected = _naive_sample(model, prompts, cfg, 5, stop_ids)
+    assert [o.token_ids for o in outputs] == expected
+    assert len({len(o.token_ids) for o in outputs}) > 2, "the stops were chosen so that rows end at different steps"

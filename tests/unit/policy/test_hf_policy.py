@@ -189,6 +189,18 @@ def test_k_optimizer_steps_and_one_scheduler_step_per_train_call(make_model):
     assert_close(lrs, [1e-4, 4e-4, 7e-4, 1e-3])
 
 
+def _in_row_order(parts: list[torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The loss inputs of consecutive micro-batches, put back as ``[B, S]``: the policy feeds rows shortest first
+    (a stable sort) and each micro-batch on its own width, padding columns cut off (rlvr.policy.batching)."""
+    order = torch.argsort(batch["attention_mask"].sum(-1), stable=True)
+    out = torch.zeros(batch["input_ids"].shape)
+    start = 0
+    for part in parts:
+        out[order[start : start + len(part)], : part.shape[1]] = part
+        start += len(part)
+    return out
+
+
 def test_tokens_outside_the_filtered_set_are_dropped_from_the_mask(make_model):
     """With top_k=1 every non-argmax token is filtered: the loss sees lp 0 and token_mask 0 there, grads stay finite."""
     batch = make_batch()
@@ -201,7 +213,7 @@ def test_tokens_outside_the_filtered_set_are_dropped_from_the_mask(make_model):
 
     policy = HFPolicy(make_model(seed=0), optimizer=SGD, top_k=1)
     policy.train(batch, capture, global_batch_size=8, micro_batch_size=4)
-    lp, mask = torch.cat(seen["lp"]), torch.cat(seen["mask"])
+    lp, mask = _in_row_order(seen["lp"], batch), _in_row_order(seen["mask"], batch)
     assert (lp == 0).all()  # kept tokens have probability 1, filtered ones are zeroed
     assert mask.sum() < batch["token_mask"].sum() and (mask <= batch["token_mask"]).all()
     assert all(torch.isfinite(p.grad).all() for p in policy.model.parameters())
