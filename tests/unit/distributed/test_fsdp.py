@@ -59,7 +59,7 @@ def train_sharded(rank: int, world: int, group, out: Path) -> None:
 
     mesh = DeviceMesh.from_group(group, "cpu", mesh_dim_names=("dp",))
     # 4 ranks also recompute each sharded layer in backward: the same gradients are expected.
-    cfg = {**POLICY_CFG, "dtensor_cfg": {"activation_checkpointing": world == 4}}
+    cfg = {**POLICY_CFG, "dtensor_cfg": {**POLICY_CFG["dtensor_cfg"], "activation_checkpointing": world == 4}}
     policy = ShardedHFPolicy.from_config(cfg, model=build_model(), mesh=mesh)
     batch = rollout()
     rows = torch.arange(LOGPROB_ROWS).tensor_split(world)[rank]

@@ -31,7 +31,7 @@ from rlvr.config.facts import needs_reference_model
 from rlvr.errors import ConfigError
 from rlvr.generation.base import GenerationConfig, GenerationOutput
 from rlvr.grpo.controller import GRPOController
-from rlvr.grpo.roles import PolicyWorkers
+from rlvr.grpo.roles import PolicyWorkers, ScoredBatch
 from rlvr.steps.index import resolve_step
 from tests.unit.conftest import EOS, build_tokenizer
 
@@ -214,10 +214,10 @@ class FakeRewards:
         self.last_time = 0.0
         self.closed = False
 
-    def score(self, rows: list[dict], responses: list[str]):
+    def score(self, rows: list[dict], responses: list[str]) -> ScoredBatch:
         verdicts = torch.tensor([float(text == row["ground_truth"]) for row, text in zip(rows, responses)])
         flagged = None if self.flag_marker is None else torch.tensor([self.flag_marker in t for t in responses])
-        return self.wrong + (self.right - self.wrong) * verdicts, {}, flagged
+        return ScoredBatch(self.wrong + (self.right - self.wrong) * verdicts, {}, flagged)
 
     def close(self) -> None:
         self.closed = True
