@@ -88,6 +88,10 @@ def build_tiny_run(workdir: Path, overrides: list[str]) -> Path:
     return workdir / "results" / "tiny"
 
 
+# The rlvr rule's outputs (rules/rlvr.smk), under the benchmark's run folder.
+OUTPUTS = {"ckpt": "checkpoint_megatron", "summary": "summary.json", "metrics": "metrics.jsonl"}
+
+
 def run_rlvr(tiny_run: Path, run_dir: Path, overrides: list[str]) -> tuple[list[dict], float]:
     """Run the rlvr stage; return its metrics.jsonl lines and the process wall time (s)."""
     sys.path.insert(0, str(REPO / "src"))
@@ -108,8 +112,10 @@ def run_rlvr(tiny_run: Path, run_dir: Path, overrides: list[str]) -> tuple[list[
         str(tiny_run / "rl_prep"),
         "--policy",
         str(tiny_run / "hf_to_megatron" / "checkpoint_megatron"),
-        "--run-dir",
-        str(run_dir),
+        "--base-model",
+        str(tiny_run / "tiny_sft" / "policy"),
+        *(f"--{flag}={run_dir / 'rlvr' / name}" for flag, name in OUTPUTS.items()),
+        f"--work-dir={run_dir / 'rlvr'}",
     ]
     started = time.perf_counter()
     proc = subprocess.run(cmd, env=env(), capture_output=True, text=True)

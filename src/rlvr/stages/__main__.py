@@ -47,21 +47,20 @@ def _tiny_section(config_path: str) -> dict:
 
 
 def _rl_prep(args) -> None:
-    cfg = read_stage_config(args.config)
+    cfg = read_stage_config(args.config)  # rlvr.stages.sections.rl_prep: data, seed, tokenizer, template
     data = cfg["data"]
-    tokenizer = _tokenizer_dir(cfg["tokenizer"]) if cfg.get("tokenizer") else None
-    seed = cfg.get("seed", (cfg.get("grpo") or {}).get("seed", 42))
+    tokenizer = _tokenizer_dir(cfg["tokenizer"]) if cfg["tokenizer"] else None
     # policy.tokenizer.chat_template (rlvr) or chat_template (rl_prep), and the key that names it in messages.
-    template = cfg.get("template") or {}
+    template = cfg["template"]
     card = _engine("rlvr.data.prep", "prepare_rl_data")(
         data,
         out_dir=Path(args.out),
         tokenizer_dir=tokenizer,
-        seed=seed,
+        seed=cfg["seed"],
         max_input_seq_length=data.get("max_input_seq_length"),
-        chat_template=template.get("chat_template"),
-        chat_template_kwargs=template.get("chat_template_kwargs"),
-        template_key=template.get("key", "chat_template"),
+        chat_template=template["chat_template"],
+        chat_template_kwargs=template["chat_template_kwargs"],
+        template_key=template["key"],
     )
     print(json.dumps(card, indent=2, sort_keys=True))
     overlap = card["overlap"]
@@ -96,16 +95,25 @@ def _megatron_to_hf(args) -> None:
 def _rlvr(args) -> None:
     from rlvr.utils.runlock import RunLock
 
+    controller = importlib.import_module("rlvr.grpo.controller")
+    paths = controller.RlvrPaths(
+        ckpt=Path(args.ckpt),
+        summary=Path(args.summary),
+        metrics=Path(args.metrics),
+        work_dir=Path(args.work_dir),
+        lora_adapter=Path(args.lora_adapter) if args.lora_adapter else None,
+    )
     cfg = read_stage_config(args.config)
     # Its own lock, apart from the CLI's: two Snakemakes started by hand never train into one folder either.
-    with RunLock(Path(args.run_dir) / "rlvr", name=".stage.lock", what="the rlvr training stage") as lock:
+    with RunLock(paths.work_dir, name=".stage.lock", what="the rlvr training stage") as lock:
         if note := lock.takeover_note():
             print(note, flush=True)
-        _engine("rlvr.grpo.controller", "run_grpo")(
+        controller.run_grpo(
             cfg,
             data_dir=Path(args.data),
             policy_path=Path(args.policy),
-            run_dir=Path(args.run_dir),
+            base_model=args.base_model,
+            paths=paths,
             config_record=read_stage_config(args.config, resolve=False),
         )
 
@@ -113,7 +121,7 @@ def _rlvr(args) -> None:
 def _reward_preflight(args) -> None:
     from rlvr.utils.atomic import atomic_file
 
-    rows_path = Path(args.data) / "val.jsonl"
+    rows_path = Path(args.rows)
     rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
     env = read_stage_config(args.config).get("env") or {}
     if env.get("should_use_nemo_gym"):
@@ -130,7 +138,15 @@ def _reward_preflight(args) -> None:
 
 
 def _report(args) -> None:
-    _engine("rlvr.report", "write_report")(Path(args.run_dir), Path(args.out))
+    report = importlib.import_module("rlvr.report")
+    inputs = report.ReportInputs(
+        metrics=Path(args.metrics),
+        summary=Path(args.summary),
+        data_card=Path(args.data_card),
+        sft_policy=Path(args.sft_policy) if args.sft_policy else None,
+        rollouts=Path(args.rollouts),
+    )
+    report.write_report(inputs, Path(args.out))
 
 
 _CONFIG_HELP = "the rule's stage config file (<run>/stage_configs/<rule>.yaml)"
@@ -142,12 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tiny_data", help="write the tiny arithmetic datasets")
     p.add_argument("--config", required=True, help=_CONFIG_HELP)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the folder of {sft,rl}_{train,val}.jsonl")
     p.set_defaults(func=_tiny_data)
 
     p = sub.add_parser("tiny_sft", help="train the tiny SFT policy")
     p.add_argument("--config", required=True, help=_CONFIG_HELP)
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", required=True, help="the folder of tiny_data's files")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_tiny_sft)
 
@@ -169,20 +185,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rlvr", help="GRPO training")
     p.add_argument("--config", required=True, help=_CONFIG_HELP)
-    p.add_argument("--data", required=True)
-    p.add_argument("--policy", required=True)
-    p.add_argument("--run-dir", required=True)
+    p.add_argument("--data", required=True, help="rl_prep's folder")
+    p.add_argument("--policy", required=True, help="the SFT checkpoint_megatron")
+    p.add_argument("--base-model", required=True, help="the HF policy it came from (what a LoRA adapter applies to)")
+    p.add_argument("--ckpt", required=True, help="the RLVR-aligned checkpoint_megatron to write")
+    p.add_argument("--summary", required=True)
+    p.add_argument("--metrics", required=True, help="metrics.jsonl, one line per step")
+    p.add_argument("--lora-adapter", nargs="?", help="the PEFT adapter folder of a LoRA run (empty: not LoRA)")
+    p.add_argument("--work-dir", required=True, help="step checkpoints (resume), config record, TensorBoard files")
     p.set_defaults(func=_rlvr)
 
     p = sub.add_parser("reward_preflight", help="check the verifiers on the validation rows")
     p.add_argument("--config", required=True, help=_CONFIG_HELP)
-    p.add_argument("--data", required=True)
+    p.add_argument("--rows", required=True, help="the prepared validation JSONL")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_reward_preflight)
 
-    p = sub.add_parser("report", help="curves and summary of a run")
-    p.add_argument("--run-dir", required=True)
-    p.add_argument("--out", required=True)
+    p = sub.add_parser("report", help="curves, tables and summary of a run")
+    p.add_argument("--metrics", required=True)
+    p.add_argument("--summary", required=True)
+    p.add_argument("--data-card", required=True)
+    p.add_argument("--sft-policy", nargs="?", help="the tiny SFT policy folder (empty: the run made none)")
+    p.add_argument("--rollouts", required=True, help="rlvr's rollout dumps folder (absent when dumps are off)")
+    p.add_argument("--out", required=True, help="the report folder")
     p.set_defaults(func=_report)
     return parser
 
