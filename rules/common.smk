@@ -64,7 +64,7 @@ def policy_source():
     given = config_value("policy/model_name")
     if given or not tiny_bootstrap():
         return given
-    return rules.tiny_sft.output.policy
+    return str(rules.tiny_sft.output.policy)
 
 
 def sft_policy_made_here():
@@ -76,7 +76,7 @@ def sft_policy_made_here():
 def sft_checkpoint():
     """The checkpoint_megatron rlvr starts from: the given policy when it already is one, else hf_to_megatron's."""
     source = policy_source()
-    return source if source and is_checkpoint_megatron(source) else rules.hf_to_megatron.output.ckpt
+    return source if source and is_checkpoint_megatron(source) else str(rules.hf_to_megatron.output.ckpt)
 
 
 def data_path(split):
@@ -84,14 +84,14 @@ def data_path(split):
     given = config_value(f"data/{split}/data_path")
     if given or not tiny_bootstrap():
         return given
-    return rules.tiny_data.output.rl_train if split == "train" else rules.tiny_data.output.rl_val
+    return str(rules.tiny_data.output.rl_train if split == "train" else rules.tiny_data.output.rl_val)
 
 
 def export_source():
     """megatron_to_hf's input: convert/megatron_to_hf's own megatron_path, else rlvr's aligned checkpoint."""
     if STEP.id == "convert/megatron_to_hf":
         return config_value("megatron_path")
-    return rules.rlvr.output.ckpt
+    return str(rules.rlvr.output.ckpt)
 
 
 def rl_prep_tokenizer():
