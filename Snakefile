@@ -4,6 +4,10 @@
 #
 #   snakemake -n                         # plan the tiny run of rl/nemo_rl/rlvr (data and policy made here)
 #   nemotron steps run rl/nemo_rl/rlvr -c default data.train.data_path=... --dry-run   # any step/config
+#
+# `snakemake --lint` is clean but for one lint, "Specify a conda environment or container for each rule": every
+# rule runs a stage of the rlvr package, installed together with Snakemake (`make setup`); the Slurm and Lepton
+# profiles choose the container of a run as a whole. `make lint` checks that no other lint appears.
 from snakemake.utils import min_version
 
 min_version("9.0")

@@ -18,6 +18,8 @@ import pytest
 from rlvr.workflow import REQUEST_KEY, WorkflowRequest
 from tests.conftest import REPO_ROOT, nemotron_env
 
+pytestmark = pytest.mark.slow  # 8 dry runs of the Snakefile: about 40 s on two idle cores
+
 TRAINING = {"rlvr", "megatron_to_hf", "report"}  # GRPO and what follows it
 PLANNED_RULE = re.compile(r"^(?:local)?rule (\w+):$", re.MULTILINE)
 
@@ -82,7 +84,10 @@ def finished(tmp_path_factory) -> Path:
     "overrides,expected",
     [
         # Cosmetic: where metrics go and how step checkpoints are kept change no output.
-        (["logger.tensorboard_enabled=false", "checkpointing.keep_top_k=1", "logger.num_val_samples_to_print=3"], set()),
+        (
+            ["logger.tensorboard_enabled=false", "checkpointing.keep_top_k=1", "logger.num_val_samples_to_print=3"],
+            set(),
+        ),
         # A GRPO key: training and what follows it; never rl_prep nor the reward pre-flight.
         (["grpo.max_num_steps=3", "grpo.seed=7"], TRAINING),
         # The export's dtype: the export and the report only.
