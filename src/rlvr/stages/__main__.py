@@ -10,7 +10,6 @@ engines write atomically).
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import signal
 import sys
@@ -20,30 +19,19 @@ from rlvr.errors import UserError, describe_os_error
 from rlvr.stages.stage_config import read_stage_config
 
 
-def _engine(module: str, name: str):
-    """Import an engine function; a missing engine is a clear error, never a placeholder output."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            raise UserError(f"the engine {module}.{name} is not available in this installation") from None
-        raise
-
-
+# Engines are imported inside each stage: a stage loads only what it runs (torch, megatron-core, transformers).
 def _tiny_data(args) -> None:
-    cfg = _engine("rlvr.tiny.config", "TinyConfig").from_dict(_tiny_section(args.config))
-    _engine("rlvr.tiny.arith", "write_tiny_datasets")(Path(args.out), cfg)
+    from rlvr.tiny.arith import write_tiny_datasets
+    from rlvr.tiny.config import TinyConfig
+
+    write_tiny_datasets(Path(args.out), TinyConfig.from_dict(read_stage_config(args.config)["tiny"]))
 
 
 def _tiny_sft(args) -> None:
-    cfg = _engine("rlvr.tiny.config", "TinyConfig").from_dict(_tiny_section(args.config))
-    _engine("rlvr.tiny.sft", "train_sft_policy")(Path(args.data), Path(args.out), cfg)
+    from rlvr.tiny.config import TinyConfig
+    from rlvr.tiny.sft import train_sft_policy
 
-
-def _tiny_section(config_path: str) -> dict:
-    tiny = dict(read_stage_config(config_path).get("tiny") or {})
-    tiny.pop("enabled", None)
-    return tiny
+    train_sft_policy(Path(args.data), Path(args.out), TinyConfig.from_dict(read_stage_config(args.config)["tiny"]))
 
 
 def _rl_prep(args) -> None:
@@ -52,7 +40,9 @@ def _rl_prep(args) -> None:
     tokenizer = _tokenizer_dir(cfg["tokenizer"]) if cfg["tokenizer"] else None
     # policy.tokenizer.chat_template (rlvr) or chat_template (rl_prep), and the key that names it in messages.
     template = cfg["template"]
-    card = _engine("rlvr.data.prep", "prepare_rl_data")(
+    from rlvr.data.prep import prepare_rl_data
+
+    card = prepare_rl_data(
         data,
         out_dir=Path(args.out),
         tokenizer_dir=tokenizer,
@@ -72,31 +62,32 @@ def _rl_prep(args) -> None:
 
 def _tokenizer_dir(path: str) -> Path:
     """A tokenizer folder: given directly, or the one stored inside a checkpoint_megatron."""
-    artifact = importlib.import_module("rlvr.convert.artifact")
-    if artifact.is_checkpoint_megatron(Path(path)):
-        return artifact.resolve_iteration_dir(Path(path)) / artifact.TOKENIZER_DIR
+    from rlvr.convert.artifact import TOKENIZER_DIR, is_checkpoint_megatron, resolve_iteration_dir
+
+    if is_checkpoint_megatron(Path(path)):
+        return resolve_iteration_dir(Path(path)) / TOKENIZER_DIR
     return Path(path)
 
 
 def _hf_to_megatron(args) -> None:
+    from rlvr.convert.hf_megatron import hf_to_megatron
+
     cfg = read_stage_config(args.config)
-    _engine("rlvr.convert.hf_megatron", "hf_to_megatron")(
-        cfg["hf_model_id"], args.megatron_path, cfg.get("torch_dtype") or "float32"
-    )
+    hf_to_megatron(cfg["hf_model_id"], args.megatron_path, cfg["torch_dtype"])
 
 
 def _megatron_to_hf(args) -> None:
+    from rlvr.convert.hf_megatron import megatron_to_hf
+
     cfg = read_stage_config(args.config)
-    _engine("rlvr.convert.hf_megatron", "megatron_to_hf")(
-        args.megatron_path, args.hf_path, cfg.get("torch_dtype") or None
-    )
+    megatron_to_hf(args.megatron_path, args.hf_path, cfg.get("torch_dtype") or None)
 
 
 def _rlvr(args) -> None:
+    from rlvr.grpo.controller import RlvrPaths, run_grpo
     from rlvr.utils.runlock import RunLock
 
-    controller = importlib.import_module("rlvr.grpo.controller")
-    paths = controller.RlvrPaths(
+    paths = RlvrPaths(
         ckpt=Path(args.ckpt),
         summary=Path(args.summary),
         metrics=Path(args.metrics),
@@ -108,7 +99,7 @@ def _rlvr(args) -> None:
     with RunLock(paths.work_dir, name=".stage.lock", what="the rlvr training stage") as lock:
         if note := lock.takeover_note():
             print(note, flush=True)
-        controller.run_grpo(
+        run_grpo(
             cfg,
             data_dir=Path(args.data),
             policy_path=Path(args.policy),
@@ -119,6 +110,8 @@ def _rlvr(args) -> None:
 
 
 def _reward_preflight(args) -> None:
+    from rlvr.rewards.preflight import gym_preflight, preflight
+    from rlvr.rewards.scorer import scorer_from_env
     from rlvr.utils.atomic import atomic_file
 
     rows_path = Path(args.rows)
@@ -128,25 +121,26 @@ def _reward_preflight(args) -> None:
         from rlvr.gym import GymRewardClient, local_options_from_env
 
         with GymRewardClient(env.get("nemo_gym") or {}, local_options=local_options_from_env(env)) as client:
-            report = _engine("rlvr.rewards.preflight", "gym_preflight")(rows, client, source=str(rows_path))
+            report = gym_preflight(rows, client, source=str(rows_path))
     else:
-        with _engine("rlvr.rewards.scorer", "scorer_from_env")(env) as scorer:
-            report = _engine("rlvr.rewards.preflight", "preflight")(rows, scorer=scorer, source=str(rows_path))
+        with scorer_from_env(env) as scorer:
+            report = preflight(rows, scorer=scorer, source=str(rows_path))
     with atomic_file(args.out) as fh:
         json.dump({"rows": report.rows, "scored": report.scored, "ok": report.ok}, fh, indent=2)
     print(f"reward pre-flight passed: {report.rows} rows, {report.scored} checks")
 
 
 def _report(args) -> None:
-    report = importlib.import_module("rlvr.report")
-    inputs = report.ReportInputs(
+    from rlvr.report import ReportInputs, write_report
+
+    inputs = ReportInputs(
         metrics=Path(args.metrics),
         summary=Path(args.summary),
         data_card=Path(args.data_card),
         sft_policy=Path(args.sft_policy) if args.sft_policy else None,
         rollouts=Path(args.rollouts),
     )
-    report.write_report(inputs, Path(args.out))
+    write_report(inputs, Path(args.out))
 
 
 _CONFIG_HELP = "the rule's stage config file (<run>/stage_configs/<rule>.yaml)"
