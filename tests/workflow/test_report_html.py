@@ -1,10 +1,10 @@
 """`snakemake --report` of a finished run: a self-contained HTML that a browser renders with the curves.
 
-The smallest tiny run that still has curves (a 10-step SFT policy of two layers, 2 GRPO steps, validation at start
-and end on 16 prompts) is built once for this module through the real CLI; ``snakemake --report report.html``
-then writes the report and headless Chromium takes a screenshot of it. Chromium is required, not optional:
-install it with ``apt-get install -y chromium`` (.ci/run does so when it is missing). About 2 minutes on two
-busy cores, most of it the run.
+The smallest tiny run that still has curves (a 10-step SFT policy of two layers, 2 GRPO steps of 4 x 4 rollouts,
+validation at start and end on 8 prompts) is built once for this module through the real CLI; ``snakemake
+--report report.html`` then writes the report and headless Chromium takes a screenshot of it. Chromium is
+required, not optional: install it with ``apt-get install -y chromium`` (.ci/run does so when it is missing).
+The run takes most of the time; the tests after it about 30 s.
 """
 
 from __future__ import annotations
@@ -35,13 +35,20 @@ SMALLEST = [
     "tiny.data.sft.train_size=200",
     "tiny.data.sft.val_size=16",
     "tiny.data.rl.train_size=64",
-    "tiny.data.rl.val_size=16",
+    "tiny.data.rl.val_size=8",
+    "grpo.num_prompts_per_step=4",
+    "grpo.num_generations_per_prompt=4",
+    "policy.train_global_batch_size=16",
+    "policy.train_micro_batch_size=16",
+    "policy.generation_batch_size=16",
+    "policy.logprob_batch_size=16",
     "grpo.max_num_steps=2",
     "grpo.val_at_start=true",
     "grpo.val_at_end=true",
     "grpo.val_period=0",
-    "grpo.max_val_samples=16",
-    "grpo.val_batch_size=16",
+    "grpo.max_val_samples=8",
+    "grpo.val_batch_size=8",
+    "grpo.val_num_generations_per_prompt=1",
     "logger.tensorboard_enabled=false",
 ]
 
