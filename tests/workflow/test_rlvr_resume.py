@@ -101,9 +101,10 @@ def rlvr_command(prepared: Path, run_dir: Path, *overrides: str) -> list[str]:
 
 
 def rlvr_outputs(run_dir: Path) -> list[str]:
-    """The rule's output paths (rules/rlvr.smk) under ``run_dir``."""
+    """The rule's output paths (rules/rlvr.smk) under ``run_dir``; the adapter folder is written by LoRA runs only."""
     out = run_dir / "rlvr"
     paths = {"ckpt": "checkpoint_megatron", "summary": "summary.json", "metrics": "metrics.jsonl"}
+    paths["lora-adapter"] = "lora_adapter"
     return [*(a for flag, name in paths.items() for a in (f"--{flag}", str(out / name))), "--work-dir", str(out)]
 
 
