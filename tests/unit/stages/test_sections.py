@@ -15,7 +15,9 @@ def tiny(*overrides: str) -> dict:
 
 def digest(rule: str, cfg: dict) -> str:
     built = {
-        "rl_prep": lambda: sections.rl_prep(cfg, data_paths={"train": "t.jsonl", "validation": "v.jsonl"}, tokenizer=None),
+        "rl_prep": lambda: sections.rl_prep(
+            cfg, data_paths={"train": "t.jsonl", "validation": "v.jsonl"}, tokenizer=None
+        ),
         "rlvr": lambda: sections.rlvr(cfg),
         "reward_preflight": lambda: sections.reward_preflight(cfg),
         "megatron_to_hf": lambda: sections.megatron_to_hf(cfg),
