@@ -90,6 +90,10 @@ def build_tiny_run(workdir: Path, overrides: list[str]) -> Path:
     return workdir / "results" / "tiny"
 
 
+# The rlvr rule's outputs (rules/rlvr.smk), under the benchmark's run folder.
+OUTPUTS = {"ckpt": "checkpoint_megatron", "summary": "summary.json", "metrics": "metrics.jsonl"}
+
+
 def run_rlvr(
     tiny_run: Path, run_dir: Path, overrides: list[str], policy: Path | None = None, src: Path | None = None
 ) -> tuple[list[dict], float]:
@@ -116,8 +120,10 @@ def run_rlvr(
         str(tiny_run / "rl_prep"),
         "--policy",
         str(policy or tiny_run / "hf_to_megatron" / "checkpoint_megatron"),
-        "--run-dir",
-        str(run_dir),
+        "--base-model",
+        str(tiny_run / "tiny_sft" / "policy"),
+        *(f"--{flag}={run_dir / 'rlvr' / name}" for flag, name in OUTPUTS.items()),
+        f"--work-dir={run_dir / 'rlvr'}",
     ]
     started = time.perf_counter()
     proc = subprocess.run(cmd, env=env(src), capture_output=True, text=True)

@@ -94,9 +94,18 @@ def rlvr_command(prepared: Path, run_dir: Path, *overrides: str) -> list[str]:
         str(prepared / "rl_prep"),
         "--policy",
         str(prepared / "hf_to_megatron" / "checkpoint_megatron"),
-        "--run-dir",
-        str(run_dir),
+        "--base-model",
+        str(prepared / "tiny_sft" / "policy"),
+        *rlvr_outputs(run_dir),
     ]
+
+
+def rlvr_outputs(run_dir: Path) -> list[str]:
+    """The rule's output paths (rules/rlvr.smk) under ``run_dir``; the adapter folder is written by LoRA runs only."""
+    out = run_dir / "rlvr"
+    paths = {"ckpt": "checkpoint_megatron", "summary": "summary.json", "metrics": "metrics.jsonl"}
+    paths["lora-adapter"] = "lora_adapter"
+    return [*(a for flag, name in paths.items() for a in (f"--{flag}", str(out / name))), "--work-dir", str(out)]
 
 
 def run_stage(command: list[str]) -> str:
@@ -227,8 +236,8 @@ def test_reward_preflight_rejects_unparseable_ground_truth(prepared, tmp_path):
             "reward_preflight",
             "--config",
             str(stage_config_path(tmp_path, "reward_preflight")),
-            "--data",
-            str(data),
+            "--rows",
+            str(data / "val.jsonl"),
             "--out",
             str(report),
         ],

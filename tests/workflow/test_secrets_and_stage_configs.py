@@ -151,8 +151,19 @@ def test_the_written_config_re_plans_and_a_rerun_has_nothing_to_do(rl_prep_run):
         timeout=120,
     )
     assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout + again.stderr
+    # A key rl_prep reads (the seed would not do: it only seeds split_validation_size splits, and there is none).
     changed = subprocess.run(
-        [sys.executable, "-m", "rlvr.cli.main", "steps", "run", "data_prep/rl_prep", *OVERRIDES, "seed=7", "-d"],
+        [
+            sys.executable,
+            "-m",
+            "rlvr.cli.main",
+            "steps",
+            "run",
+            "data_prep/rl_prep",
+            *OVERRIDES,
+            "data.allow_overlap=true",
+            "-d",
+        ],
         cwd=work,
         env=env,
         capture_output=True,

@@ -33,19 +33,22 @@ from typing import Any
 import torch
 import yaml
 
+from rlvr.ckpt_layout import (  # noqa: F401 - re-exported: the layout's names, defined torch-free there
+    ITERATION_MARKERS,
+    ROOT_MARKERS,
+    RUN_CONFIG,
+    TRACKER,
+    TRAIN_STATE,
+    TRAIN_STATE_TRACKER,
+    is_checkpoint_megatron,
+)
 from rlvr.errors import CheckpointError
 from rlvr.utils.atomic import atomic_dir, atomic_file
 
 from .megatron_runtime import load_torch_dist_tensors, save_torch_dist
 from .state_mapping import check_mcore_state, resolve_family
 
-TRACKER = "latest_checkpointed_iteration.txt"
-TRAIN_STATE_TRACKER = "latest_train_state.pt"
-RUN_CONFIG = "run_config.yaml"
-TRAIN_STATE = "train_state.pt"
 TOKENIZER_DIR = "tokenizer"
-ROOT_MARKERS = (TRACKER, TRAIN_STATE_TRACKER)
-ITERATION_MARKERS = ("metadata.json", ".metadata", RUN_CONFIG, TRAIN_STATE)
 # Files carried along with the weights: what a tokenizer's save_pretrained writes, plus generation defaults.
 TOKENIZER_PATTERNS = (
     "tokenizer*",
@@ -74,12 +77,6 @@ def _is_root(path: Path) -> bool:
 
 def _is_iteration(path: Path) -> bool:
     return any((path / m).exists() for m in ITERATION_MARKERS)
-
-
-def is_checkpoint_megatron(path: str | Path) -> bool:
-    """True for a checkpoint root (a tracker file) or an iteration folder (a torch_dist marker or run_config)."""
-    path = Path(path)
-    return path.is_dir() and (_is_root(path) or _is_iteration(path))
 
 
 def resolve_iteration_dir(path: str | Path) -> Path:

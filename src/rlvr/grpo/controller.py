@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,21 @@ from rlvr.tracking import gpu_metrics, trackers
 from rlvr.utils.atomic import atomic_file
 
 STEP_METRICS = "metrics.json"  # a step checkpoint's copy of its metrics.jsonl line
-LORA_ADAPTER = "lora_adapter"  # rlvr/lora_adapter/: the PEFT adapter of a LoRA run (policy.dtensor_cfg.lora_cfg)
+STEP_HISTORY = "metrics_history.json"  # ... and of the lines before it (Snakemake deletes a re-run job's outputs)
+
+
+@dataclass(frozen=True)
+class RlvrPaths:
+    """Where the rlvr stage writes. The rule declares ``ckpt``, ``summary``, ``metrics`` (and ``lora_adapter`` for a
+    LoRA run, ``policy.dtensor_cfg.lora_cfg``) as its outputs and passes them; ``work_dir`` holds what is not a rule
+    output: the step checkpoints (Snakemake would delete an output of an interrupted job, and resume needs them), the
+    config record, TensorBoard and MLflow files."""
+
+    ckpt: Path
+    summary: Path
+    metrics: Path
+    work_dir: Path
+    lora_adapter: Path | None = None
 
 
 class GRPOController:
@@ -87,7 +102,8 @@ class GRPOController:
         *,
         data_dir: Path,
         policy_path: Path,
-        run_dir: Path,
+        base_model: str,
+        paths: RlvrPaths,
         config_record: dict[str, Any] | None = None,
         workers: PolicyWorkers | None = None,
         rewards: RewardWorker | None = None,
@@ -97,7 +113,7 @@ class GRPOController:
         self.cfg = cfg
         self.config_record = config_record or cfg  # secrets as ${oc.env:...} references when given
         self.grpo, self.policy_cfg, self.loss_cfg = cfg["grpo"], cfg["policy"], cfg["loss_fn"]
-        self.out = Path(run_dir) / "rlvr"
+        self.paths, self.out = paths, paths.work_dir
         self.out.mkdir(parents=True, exist_ok=True)
         self.train_rows = load_rows(Path(data_dir) / "train.jsonl")
         self.val_rows = load_rows(Path(data_dir) / "val.jsonl")
@@ -110,9 +126,7 @@ class GRPOController:
         from rlvr.convert.hf_megatron import export_dtype
 
         self.source_dtype = export_dtype(read_run_config(policy_path))  # the export's dtype, not the training's
-        # What a LoRA adapter applies to: the user's policy, the tiny SFT's HF folder, else the checkpoint read.
-        tiny_sft = Path(run_dir) / "tiny_sft" / "policy" if (cfg.get("tiny") or {}).get("enabled") else None
-        self.base_model = self.policy_cfg.get("model_name") or str(tiny_sft or policy_path)
+        self.base_model = base_model  # what a LoRA adapter applies to: the HF policy the SFT checkpoint came from
         self.rewards = RewardWorker(cfg) if rewards is None else rewards
         self.train_prompt_ids = self.workers.encode([r["prompt"] for r in self.train_rows])
         self.val_prompt_ids = self.workers.encode([r["prompt"] for r in self.val_rows])
@@ -147,14 +161,14 @@ class GRPOController:
         self.ckpt_enabled = ckpt_cfg["enabled"]
         logger = cfg["logger"]
         tb = (logger.get("tensorboard") or {}).get("log_dir") or self.out / "tensorboard"
-        self.trackers = trackers(logger, out_dir=self.out, run_name=Path(run_dir).name)
+        self.trackers = trackers(logger, out_dir=self.out, run_name=self.out.parent.name)  # the run folder's name
         self.dumps = RolloutDumps(
             self.out, mode=logger["rollout_dumps"], rows=logger["rollout_dump_rows"], seed=self.grpo["seed"]
         )
         self.log_reward_functions = bool(cfg["env"]["reward_functions"])  # reward/<name> metrics
         self.monitor_gpus = bool(logger.get("monitor_gpus"))
         self.metrics = MetricsLog(
-            self.out / "metrics.jsonl",
+            paths.metrics,
             total_steps=self.grpo["max_num_steps"],
             tensorboard_dir=Path(tb) if logger.get("tensorboard_enabled") else None,
             progress_bar=logger.get("progress_bar"),
@@ -465,6 +479,11 @@ class GRPOController:
             self.workers.load_state(model_state, optimizer_state)
             step, self.consumed_prompts = point.step, point.info["consumed_prompts"]
         saved_line = _read_json(point.path / STEP_METRICS) if point is not None else None
+        history = _read_json(point.path / STEP_HISTORY) if point is not None else None
+        if history is not None and not self.metrics.path.exists():
+            # Snakemake deletes a re-run job's outputs, metrics.jsonl too: the lines before the checkpoint travel
+            # with it, and restart_from adds the checkpoint's own line.
+            self.metrics.path.write_text("".join(json.dumps({"step": m["step"], **m}) + "\n" for m in history))
         for tracker in self.trackers:
             tracker.start(self.config_record, self.ckpts.fingerprint)
         self.metrics.restart_from(step if point is not None else None, saved_line)
@@ -518,21 +537,24 @@ class GRPOController:
             model_state=model_state,
             optimizer_state=optimizer_state,
             info=info,
-            extra_files={STEP_METRICS: metrics_line(step, metrics)},
+            extra_files={
+                STEP_METRICS: metrics_line(step, metrics),
+                STEP_HISTORY: read_metrics(self.metrics.path),
+            },
         )
         return time.perf_counter() - timer
 
     def _finish(self, step: int, seconds: float) -> dict[str, Any]:
-        artifact = self.out / "checkpoint_megatron"
+        artifact = self.paths.ckpt
         self.workers.save_artifact(
             artifact,
             iteration=step,
             source_dtype=self.source_dtype,
             extra={"rlvr": {"steps": step, "fingerprint": self.ckpts.fingerprint}},
-            adapter_dir=self.out / LORA_ADAPTER,
+            adapter_dir=self.paths.lora_adapter,
             base_model=self.base_model,
         )
-        history = [m for m in _read_jsonl(self.out / "metrics.jsonl") if "validation/accuracy" in m]
+        history = [m for m in _read_jsonl(self.paths.metrics) if "validation/accuracy" in m]
         summary = {
             "final_step": step,
             "seconds": round(seconds, 2),
@@ -541,7 +563,7 @@ class GRPOController:
             "zero_signal": self.signal_guard.summary(),
             "validation": [{"step": m["step"], "accuracy": m["validation/accuracy"]} for m in history],
         }
-        with atomic_file(self.out / "summary.json") as fh:
+        with atomic_file(self.paths.summary) as fh:
             json.dump(summary, fh, indent=2)
         return summary
 
@@ -559,24 +581,25 @@ def run_grpo(
     *,
     data_dir: Path,
     policy_path: Path,
-    run_dir: Path,
+    base_model: str,
+    paths: RlvrPaths,
     config_record: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Entry point of the ``rlvr`` stage: train, then write ``<run dir>/rlvr/checkpoint_megatron``.
+    """Entry point of the ``rlvr`` stage: train, then write ``paths.ckpt``, ``paths.summary`` and ``paths.metrics``.
 
+    ``base_model`` is the HF policy (folder or hub id) the SFT checkpoint came from: what a LoRA adapter applies to.
     ``config_record`` is what ``rlvr/config.yaml`` records: the stage config as written, secrets as
     ``${oc.env:...}`` references (``cfg`` holds their values). Without it ``cfg`` is recorded, so a caller whose
     config holds secrets must pass it.
     """
-    out = Path(run_dir) / "rlvr"
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_file(out / "config.yaml") as fh:
+    paths.work_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_file(paths.work_dir / "config.yaml") as fh:
         fh.write(
             "# resolved rlvr config; secrets as ${oc.env:...} references\n"
             + config_yaml(cfg if config_record is None else config_record)
         )
     controller = GRPOController(
-        cfg, data_dir=data_dir, policy_path=policy_path, run_dir=run_dir, config_record=config_record
+        cfg, data_dir=data_dir, policy_path=policy_path, base_model=base_model, paths=paths, config_record=config_record
     )
     summary = None
     try:
@@ -586,7 +609,7 @@ def run_grpo(
         for tracker in controller.trackers:
             tracker.finish(
                 artifact=Path(summary["artifact"]) if done else None,
-                summary_file=out / "summary.json" if done else None,
+                summary_file=paths.summary if done else None,
                 failed=not done,
             )
         controller.rewards.close()

@@ -10,7 +10,6 @@ engines write atomically).
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import signal
 import sys
@@ -20,48 +19,38 @@ from rlvr.errors import UserError, describe_os_error
 from rlvr.stages.stage_config import read_stage_config
 
 
-def _engine(module: str, name: str):
-    """Import an engine function; a missing engine is a clear error, never a placeholder output."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            raise UserError(f"the engine {module}.{name} is not available in this installation") from None
-        raise
-
-
+# Engines are imported inside each stage: a stage loads only what it runs (torch, megatron-core, transformers).
 def _tiny_data(args) -> None:
-    cfg = _engine("rlvr.tiny.config", "TinyConfig").from_dict(_tiny_section(args.config))
-    _engine("rlvr.tiny.arith", "write_tiny_datasets")(Path(args.out), cfg)
+    from rlvr.tiny.arith import write_tiny_datasets
+    from rlvr.tiny.config import TinyConfig
+
+    write_tiny_datasets(Path(args.out), TinyConfig.from_dict(read_stage_config(args.config)["tiny"]))
 
 
 def _tiny_sft(args) -> None:
-    cfg = _engine("rlvr.tiny.config", "TinyConfig").from_dict(_tiny_section(args.config))
-    _engine("rlvr.tiny.sft", "train_sft_policy")(Path(args.data), Path(args.out), cfg)
+    from rlvr.tiny.config import TinyConfig
+    from rlvr.tiny.sft import train_sft_policy
 
-
-def _tiny_section(config_path: str) -> dict:
-    tiny = dict(read_stage_config(config_path).get("tiny") or {})
-    tiny.pop("enabled", None)
-    return tiny
+    train_sft_policy(Path(args.data), Path(args.out), TinyConfig.from_dict(read_stage_config(args.config)["tiny"]))
 
 
 def _rl_prep(args) -> None:
-    cfg = read_stage_config(args.config)
+    cfg = read_stage_config(args.config)  # rlvr.stages.sections.rl_prep: data, seed, tokenizer, template
     data = cfg["data"]
-    tokenizer = _tokenizer_dir(cfg["tokenizer"]) if cfg.get("tokenizer") else None
-    seed = cfg.get("seed", (cfg.get("grpo") or {}).get("seed", 42))
+    tokenizer = _tokenizer_dir(cfg["tokenizer"]) if cfg["tokenizer"] else None
     # policy.tokenizer.chat_template (rlvr) or chat_template (rl_prep), and the key that names it in messages.
-    template = cfg.get("template") or {}
-    card = _engine("rlvr.data.prep", "prepare_rl_data")(
+    template = cfg["template"]
+    from rlvr.data.prep import prepare_rl_data
+
+    card = prepare_rl_data(
         data,
         out_dir=Path(args.out),
         tokenizer_dir=tokenizer,
-        seed=seed,
+        seed=cfg["seed"],
         max_input_seq_length=data.get("max_input_seq_length"),
-        chat_template=template.get("chat_template"),
-        chat_template_kwargs=template.get("chat_template_kwargs"),
-        template_key=template.get("key", "chat_template"),
+        chat_template=template["chat_template"],
+        chat_template_kwargs=template["chat_template_kwargs"],
+        template_key=template["key"],
     )
     print(json.dumps(card, indent=2, sort_keys=True))
     overlap = card["overlap"]
@@ -73,67 +62,87 @@ def _rl_prep(args) -> None:
 
 def _tokenizer_dir(path: str) -> Path:
     """A tokenizer folder: given directly, or the one stored inside a checkpoint_megatron."""
-    artifact = importlib.import_module("rlvr.convert.artifact")
-    if artifact.is_checkpoint_megatron(Path(path)):
-        return artifact.resolve_iteration_dir(Path(path)) / artifact.TOKENIZER_DIR
+    from rlvr.convert.artifact import TOKENIZER_DIR, is_checkpoint_megatron, resolve_iteration_dir
+
+    if is_checkpoint_megatron(Path(path)):
+        return resolve_iteration_dir(Path(path)) / TOKENIZER_DIR
     return Path(path)
 
 
 def _hf_to_megatron(args) -> None:
+    from rlvr.convert.hf_megatron import hf_to_megatron
+
     cfg = read_stage_config(args.config)
-    _engine("rlvr.convert.hf_megatron", "hf_to_megatron")(
-        cfg["hf_model_id"], args.megatron_path, cfg.get("torch_dtype") or "float32"
-    )
+    hf_to_megatron(cfg["hf_model_id"], args.megatron_path, cfg["torch_dtype"])
 
 
 def _megatron_to_hf(args) -> None:
+    from rlvr.convert.hf_megatron import megatron_to_hf
+
     cfg = read_stage_config(args.config)
-    _engine("rlvr.convert.hf_megatron", "megatron_to_hf")(
-        args.megatron_path, args.hf_path, cfg.get("torch_dtype") or None
-    )
+    megatron_to_hf(args.megatron_path, args.hf_path, cfg.get("torch_dtype") or None)
 
 
 def _rlvr(args) -> None:
+    from rlvr.grpo.controller import RlvrPaths, run_grpo
     from rlvr.utils.runlock import RunLock
 
+    paths = RlvrPaths(
+        ckpt=Path(args.ckpt),
+        summary=Path(args.summary),
+        metrics=Path(args.metrics),
+        work_dir=Path(args.work_dir),
+        lora_adapter=Path(args.lora_adapter) if args.lora_adapter else None,
+    )
     cfg = read_stage_config(args.config)
     # Its own lock, apart from the CLI's: two Snakemakes started by hand never train into one folder either.
-    with RunLock(Path(args.run_dir) / "rlvr", name=".stage.lock", what="the rlvr training stage") as lock:
+    with RunLock(paths.work_dir, name=".stage.lock", what="the rlvr training stage") as lock:
         if note := lock.takeover_note():
             print(note, flush=True)
-        _engine("rlvr.grpo.controller", "run_grpo")(
+        run_grpo(
             cfg,
             data_dir=Path(args.data),
             policy_path=Path(args.policy),
-            run_dir=Path(args.run_dir),
+            base_model=args.base_model,
+            paths=paths,
             config_record=read_stage_config(args.config, resolve=False),
         )
 
 
 def _reward_preflight(args) -> None:
+    from rlvr.rewards.custom import reward_functions
+    from rlvr.rewards.preflight import gym_preflight, preflight
+    from rlvr.rewards.scorer import scorer_from_env
     from rlvr.utils.atomic import atomic_file
 
-    rows_path = Path(args.data) / "val.jsonl"
+    rows_path = Path(args.rows)
     rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
     env = read_stage_config(args.config).get("env") or {}
     if env.get("should_use_nemo_gym"):
         from rlvr.gym import GymRewardClient, local_options_from_env
 
         with GymRewardClient(env.get("nemo_gym") or {}, local_options=local_options_from_env(env)) as client:
-            report = _engine("rlvr.rewards.preflight", "gym_preflight")(rows, client, source=str(rows_path))
+            report = gym_preflight(rows, client, source=str(rows_path))
     else:
-        functions = _engine("rlvr.rewards.custom", "reward_functions")(env)  # env.reward_functions, or the verifier
-        with _engine("rlvr.rewards.scorer", "scorer_from_env")(env) as scorer:
-            report = _engine("rlvr.rewards.preflight", "preflight")(
-                rows, scorer=scorer, source=str(rows_path), functions=functions
-            )
+        functions = reward_functions(env)  # env.reward_functions, or the verifier alone
+        with scorer_from_env(env) as scorer:
+            report = preflight(rows, scorer=scorer, source=str(rows_path), functions=functions)
     with atomic_file(args.out) as fh:
         json.dump({"rows": report.rows, "scored": report.scored, "ok": report.ok}, fh, indent=2)
     print(f"reward pre-flight passed: {report.rows} rows, {report.scored} checks")
 
 
 def _report(args) -> None:
-    _engine("rlvr.report", "write_report")(Path(args.run_dir), Path(args.out))
+    from rlvr.report import ReportInputs, write_report
+
+    inputs = ReportInputs(
+        metrics=Path(args.metrics),
+        summary=Path(args.summary),
+        data_card=Path(args.data_card),
+        sft_policy=Path(args.sft_policy) if args.sft_policy else None,
+        rollouts=Path(args.rollouts),
+    )
+    write_report(inputs, Path(args.out))
 
 
 _CONFIG_HELP = "the rule's stage config file (<run>/stage_configs/<rule>.yaml)"
@@ -145,12 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tiny_data", help="write the tiny arithmetic datasets")
     p.add_argument("--config", required=True, help=_CONFIG_HELP)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the folder of {sft,rl}_{train,val}.jsonl")
     p.set_defaults(func=_tiny_data)
 
     p = sub.add_parser("tiny_sft", help="train the tiny SFT policy")
     p.add_argument("--config", required=True, help=_CONFIG_HELP)
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", required=True, help="the folder of tiny_data's files")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_tiny_sft)
 
@@ -172,20 +181,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rlvr", help="GRPO training")
     p.add_argument("--config", required=True, help=_CONFIG_HELP)
-    p.add_argument("--data", required=True)
-    p.add_argument("--policy", required=True)
-    p.add_argument("--run-dir", required=True)
+    p.add_argument("--data", required=True, help="rl_prep's folder")
+    p.add_argument("--policy", required=True, help="the SFT checkpoint_megatron")
+    p.add_argument("--base-model", required=True, help="the HF policy it came from (what a LoRA adapter applies to)")
+    p.add_argument("--ckpt", required=True, help="the RLVR-aligned checkpoint_megatron to write")
+    p.add_argument("--summary", required=True)
+    p.add_argument("--metrics", required=True, help="metrics.jsonl, one line per step")
+    p.add_argument("--lora-adapter", nargs="?", help="the PEFT adapter folder of a LoRA run (empty: not LoRA)")
+    p.add_argument("--work-dir", required=True, help="step checkpoints (resume), config record, TensorBoard files")
     p.set_defaults(func=_rlvr)
 
     p = sub.add_parser("reward_preflight", help="check the verifiers on the validation rows")
     p.add_argument("--config", required=True, help=_CONFIG_HELP)
-    p.add_argument("--data", required=True)
+    p.add_argument("--rows", required=True, help="the prepared validation JSONL")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_reward_preflight)
 
-    p = sub.add_parser("report", help="curves and summary of a run")
-    p.add_argument("--run-dir", required=True)
-    p.add_argument("--out", required=True)
+    p = sub.add_parser("report", help="curves, tables and summary of a run")
+    p.add_argument("--metrics", required=True)
+    p.add_argument("--summary", required=True)
+    p.add_argument("--data-card", required=True)
+    p.add_argument("--sft-policy", nargs="?", help="the tiny SFT policy folder (empty: the run made none)")
+    p.add_argument("--rollouts", required=True, help="rlvr's rollout dumps folder (absent when dumps are off)")
+    p.add_argument("--out", required=True, help="the report folder")
     p.set_defaults(func=_report)
     return parser
 

@@ -30,7 +30,7 @@ from rlvr.config import load_step_config
 from rlvr.config.facts import needs_reference_model
 from rlvr.errors import ConfigError
 from rlvr.generation.base import GenerationConfig, GenerationOutput
-from rlvr.grpo.controller import GRPOController
+from rlvr.grpo.controller import GRPOController, RlvrPaths
 from rlvr.grpo.roles import PolicyWorkers, ScoredBatch
 from rlvr.steps.index import resolve_step
 from tests.unit.conftest import EOS, build_tokenizer
@@ -313,11 +313,17 @@ def build_controller(
     )
     rewards = FakeRewards(cfg["env"], flag_marker)
     run_dir = tmp_path / "run"
+    work = run_dir / "rlvr"  # as rules/rlvr.smk lays the rlvr rule's outputs out
+    paths = RlvrPaths(
+        ckpt=work / "checkpoint_megatron", summary=work / "summary.json", metrics=work / "metrics.jsonl", work_dir=work
+    )
+    policy_path = _write_policy_folder(tmp_path / "policy")
     controller = GRPOController(
         cfg,
         data_dir=data_dir,
-        policy_path=_write_policy_folder(tmp_path / "policy"),
-        run_dir=run_dir,
+        policy_path=policy_path,
+        base_model=str(policy_path),
+        paths=paths,
         workers=roles,
         rewards=rewards,
     )
