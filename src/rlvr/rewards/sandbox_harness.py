@@ -442,7 +442,11 @@ def serve(sock_fd: int) -> None:
             for fd in fds:
                 os.close(fd)
             continue
-        if os.fork() == 0:
+        try:
+            child = os.fork()
+        except OSError:  # no process left to fork: the parent reads EOF without a pid, a sandbox error
+            child = None
+        if child == 0:
             sock.close()
             _start_job(*fds)
         for fd in fds:

@@ -67,6 +67,10 @@ class HarnessServer:
         report_read, report_write = os.pipe()
         try:
             self._send(b"job", [job_read, report_write])
+        except ServerGone:
+            os.close(job_write)
+            os.close(report_read)
+            raise
         finally:
             os.close(job_read)
             os.close(report_write)
