@@ -197,16 +197,15 @@ class Sandbox:
         wall = self.limits.startup_s + self.limits.case_timeout_s * max(1, len(job["inputs"])) + 1.0
         start = time.monotonic()
         try:
-            report, why = self._server(python).run(json.dumps(job).encode(), wall)
+            status, report = self._server(python).run(json.dumps(job).encode(), wall)
         except ServerGone:  # killed from outside, say: one fresh start, then the error stands
             self._drop_server(python)
-            report, why = self._server(python).run(json.dumps(job).encode(), wall)
+            status, report = self._server(python).run(json.dumps(job).encode(), wall)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        if report is None:
-            status = "timeout" if why.startswith("program ran past") else "sandbox_error"
-            return SandboxRun(status, detail=why, wall_s=time.monotonic() - start)
-        return _parse_report(report, time.monotonic() - start)
+        if status != "ok":
+            return SandboxRun(status, detail=str(report), wall_s=time.monotonic() - start)
+        return _parse_report(bytes(report), time.monotonic() - start)
 
     def _server(self, python: str) -> HarnessServer:
         """The running harness server for ``python``, started on first use with a scrubbed environment."""

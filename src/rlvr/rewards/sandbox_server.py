@@ -57,12 +57,10 @@ class HarnessServer:
             self.process.kill()
             self.process.wait()
 
-    def run(self, job: bytes, wall_s: float) -> tuple[bytes | None, str]:
-        """Run one job; return ``(report, "")``, or ``(None, why)`` when no complete report came within ``wall_s``.
-
-        Past ``wall_s`` the job's whole process group is killed. Raises :class:`ServerGone` when the server cannot
-        take the job.
-        """
+    def run(self, job: bytes, wall_s: float) -> tuple[str, bytes | str]:
+        """Run one job: ``("ok", report)``, ``("timeout", why)`` past ``wall_s`` (the job's whole process group is
+        killed) or ``("sandbox_error", why)`` when the child ended without a report. Raises :class:`ServerGone`
+        when the server cannot take the job."""
         job_read, job_write = os.pipe()
         report_read, report_write = os.pipe()
         try:
@@ -90,10 +88,10 @@ class HarnessServer:
                     _kill_group(pid)
                 self._send(f"reap {pid}".encode(), [], missing_ok=True)
         if timed_out:
-            return None, f"program ran past {wall_s:.1f} s wall clock; killed"
+            return "timeout", f"program ran past {wall_s:.1f} s wall clock; killed"
         if pid is None or not report:
-            return None, f"harness ended without a report: {self.log_tail()}"
-        return report, ""
+            return "sandbox_error", f"harness ended without a report: {self.log_tail()}"
+        return "ok", report
 
     def log_tail(self, limit: int = 500) -> str:
         try:
