@@ -158,6 +158,9 @@ class CodeVerifier:
             raise DataError(f"code row has no 'tests' (keys: {sorted(row)}); rl_prep writes it for code rows")
         return validate_tests(row["tests"])
 
+    def quick_check(self, response: str, reference: Any) -> Verdict | None:
+        return None  # a program's verdict is only known by running it
+
     def check(self, response: str, reference: Any) -> Verdict:
         try:
             return check_code(response, reference, sandbox=self.sandbox, partial_credit=self.partial_credit)

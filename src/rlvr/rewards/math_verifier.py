@@ -9,18 +9,37 @@ Failures are scored 0.0 like NeMo-RL does, but never silently: each :class:`~rlv
 its cause. math-verify swallows its own timeouts (it logs a warning and returns "no match"), so the warnings of its
 loggers are captured per check and a swallowed timeout that left the reward at 0 is reported as a ``timeout``.
 
+Exact-match fast path: most correct answers are written exactly as the ground truth (the tiny policy answers
+``95``, a LaTeX policy ``\\boxed{95}``), and math-verify spends about a millisecond on each (two parses through
+sympy) to say so. :func:`exact_match` decides those in microseconds, and only them: it returns 1.0 when the ground
+truth is a plain decimal number and the response is that same string, bare or as the only ``\\boxed{}`` in text
+that math-verify cannot extract anything else from; in every other case it returns None and math-verify decides.
+It never returns 0.0 (a different string can still be an equal number). ``tests/unit/rewards/test_math_verifier.py``
+checks that it agrees with math-verify on every case it decides, and declines the cases where equal strings are not
+equal answers to math-verify (``+5``, ``1e5``, ``x``, a 5,000-digit integer).
+
 math-verify's timeouts use ``signal.alarm``, which only works in a process's main thread: call :func:`check_math`
-from a main thread (the :class:`~rlvr.rewards.verifier_pool.VerifierPool` workers do), never from a thread pool.
+from a main thread (the :class:`~rlvr.rewards.verifier_pool.VerifierPool` workers do), never from a thread pool
+(the fast path alone needs no main thread).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from typing import Any
 
 from rlvr.errors import DataError
 from rlvr.rewards.verdict import EXCEPTION, TIMEOUT, Verdict
+
+# Ground truths the fast path may decide: plain decimals, no sign but "-", no exponent, no separators. Length-capped:
+# Python refuses to parse integers of more than 4,300 digits, so math-verify scores a 5,000-digit answer 0.
+_PLAIN_NUMBER = re.compile(r"-?[0-9]{1,40}(?:\.[0-9]{1,40})?")
+# The only \boxed{...} of a response, with the text around it. Around it only letters, spaces and sentence
+# punctuation: no digit, "$", "\\", brace or operator that math-verify's expression and LaTeX extractors could take
+# (its "final answer is N" patterns outrank the box, but they need a number or a LaTeX environment).
+_BOXED = re.compile(r"([A-Za-z\s.,;:!?']*)\\boxed\{([^{}]*)\}([A-Za-z\s.,;:!?']*)")
 
 _metric = None
 _log_watch: _TimeoutLogWatch | None = None
@@ -72,8 +91,26 @@ def ground_truth_of(row: dict[str, Any]) -> str:
     return str(value)
 
 
+def exact_match(response: str, ground_truth: str) -> Verdict | None:
+    """1.0 when ``response`` states the plain-number ``ground_truth`` verbatim (module docstring), else None."""
+    truth = ground_truth.strip()
+    if not _PLAIN_NUMBER.fullmatch(truth):
+        return None
+    answer = response.strip()
+    if answer != truth:
+        boxed = _BOXED.fullmatch(answer)
+        if boxed is None or "boxed" in boxed.group(1) + boxed.group(3) or boxed.group(2).strip() != truth:
+            return None
+    return Verdict(1.0)
+
+
 def check_math(response: str, ground_truth: str) -> Verdict:
-    """Score ``response`` against ``ground_truth`` with math-verify; 1.0 if equivalent, else 0.0, never raises."""
+    """Score ``response`` against ``ground_truth``: the exact-match fast path, else math-verify; never raises."""
+    return exact_match(response, str(ground_truth)) or check_with_math_verify(response, ground_truth)
+
+
+def check_with_math_verify(response: str, ground_truth: str) -> Verdict:
+    """Score with math-verify alone (NeMo-RL's ``hf_math_verify``); 1.0 if equivalent, else 0.0, never raises."""
     if threading.current_thread() is not threading.main_thread():
         return Verdict(0.0, EXCEPTION, "math-verify needs a main thread (signal alarms); score through the pool")
     metric = _get_metric()
@@ -103,6 +140,9 @@ class MathVerifier:
 
     def reference(self, row: dict[str, Any]) -> str:
         return ground_truth_of(row)
+
+    def quick_check(self, response: str, reference: Any) -> Verdict | None:
+        return exact_match(response, reference)
 
     def check(self, response: str, reference: Any) -> Verdict:
         return check_math(response, reference)

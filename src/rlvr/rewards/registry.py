@@ -3,7 +3,8 @@
 A verifier is a pure scorer, ``verifier(response, reference) -> reward``, that knows nothing of training. It also
 says how its ``reference`` is read from a canonical rl_prep row (:meth:`Verifier.reference`) and where its checks
 must run (:attr:`Verifier.isolation`): ``"worker_pool"`` checks run in the scorer's killable worker processes,
-``"sandbox"`` checks start their own sandboxed process and may be called from threads.
+``"sandbox"`` checks start their own sandboxed process and may be called from threads. :meth:`Verifier.quick_check`
+decides the easy cases in the caller before any of that (math: an answer written exactly as the ground truth).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ class Verifier(Protocol):
 
     def reference(self, row: dict[str, Any]) -> Any:
         """The reference answer of a canonical row (raises :class:`rlvr.errors.DataError` when missing)."""
+
+    def quick_check(self, response: str, reference: Any) -> Verdict | None:
+        """A verdict that needs no isolation (cheap and safe in the caller's thread), or None to run :meth:`check`."""
 
     def check(self, response: str, reference: Any) -> Verdict:
         """Score one response; never raises, failures are returned as a Verdict with an error cause."""

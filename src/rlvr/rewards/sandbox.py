@@ -1,10 +1,11 @@
 """A sandbox for untrusted model-written programs: one fresh, contained process per program.
 
-Each :meth:`Sandbox.run` creates a fresh working folder, starts ``python -I -S -B sandbox_harness.py`` in a new
-session with a scrubbed environment (``PATH``, ``HOME``/``TMPDIR`` = the folder, ``LANG``; nothing inherited, so no
-secrets), sends it the job on stdin and reads a JSON report from its stdout. The harness then contains itself (see
-:mod:`rlvr.rewards.sandbox_harness`) and runs the program once per test case in a forked child. Expected outputs
-never enter the sandbox: outputs are compared by the caller.
+Each :meth:`Sandbox.run` creates a fresh working folder and hands the job to the harness server (started once per
+interpreter as ``python -I -S -B sandbox_harness.py --serve`` in its own session with a scrubbed environment:
+``PATH``, ``HOME``/``TMPDIR``, ``LANG``; nothing inherited, so no secrets; see
+:mod:`rlvr.rewards.sandbox_server`). The server forks a fresh child for the program, which contains itself (see
+:mod:`rlvr.rewards.sandbox_harness`), runs the program once per test case in a forked grandchild and writes a
+JSON report. Expected outputs never enter the sandbox: outputs are compared by the caller.
 
 What is contained, when the parent runs as root on Linux (the normal case here and on the GPU machines):
 
@@ -39,8 +40,6 @@ import json
 import os
 import queue
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -50,7 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-HARNESS = Path(__file__).with_name("sandbox_harness.py")
+from rlvr.rewards.sandbox_server import HarnessServer, ServerGone
+
 PROBE_PROGRAM = "import json, re, math, heapq, collections, itertools, functools, bisect, fractions\nprint('ok')"
 
 Mode = Literal["stdio", "call", "python"]
@@ -128,6 +128,8 @@ class Sandbox:
         self._root = Path(tempfile.mkdtemp(prefix="rlvr-sandbox-", dir=root_dir))
         self._root.chmod(0o711)  # unprivileged uids may traverse into their own folder, not list the others
         self._ready = threading.Lock()
+        self._servers: dict[str, HarnessServer] = {}
+        self._servers_lock = threading.Lock()
         self._closed = False
 
     def __enter__(self) -> Sandbox:
@@ -137,8 +139,10 @@ class Sandbox:
         self.close()
 
     def close(self) -> None:
-        """Remove the sandbox root folder."""
+        """Stop the harness servers and remove the sandbox root folder."""
         self._closed = True
+        for python in list(self._servers):
+            self._drop_server(python)
         shutil.rmtree(self._root, ignore_errors=True)
 
     def run(
@@ -190,33 +194,34 @@ class Sandbox:
             case_timeout_s=self.limits.case_timeout_s,
             max_output_bytes=self.limits.max_output_bytes,
         )
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "TMPDIR": str(workdir), "LANG": "C.UTF-8"}
         wall = self.limits.startup_s + self.limits.case_timeout_s * max(1, len(job["inputs"])) + 1.0
         start = time.monotonic()
         try:
-            proc = subprocess.Popen(
-                [python, "-I", "-S", "-B", str(HARNESS)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
-                cwd=workdir,
-                start_new_session=True,
-            )
-            try:
-                out, err = proc.communicate(json.dumps(job).encode(), timeout=wall)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc)
-                return SandboxRun(
-                    "timeout",
-                    detail=f"program ran past {wall:.1f} s wall clock; killed",
-                    wall_s=time.monotonic() - start,
-                )
-            finally:
-                _kill_group(proc)  # the namespace's init is gone by now; this catches a no-namespace fallback
-            return _parse_report(out, err, proc.returncode, time.monotonic() - start)
+            status, report = self._server(python).run(json.dumps(job).encode(), wall)
+        except ServerGone:  # killed from outside, say: one fresh start, then the error stands
+            self._drop_server(python)
+            status, report = self._server(python).run(json.dumps(job).encode(), wall)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+        if status != "ok":
+            return SandboxRun(status, detail=str(report), wall_s=time.monotonic() - start)
+        return _parse_report(bytes(report), time.monotonic() - start)
+
+    def _server(self, python: str) -> HarnessServer:
+        """The running harness server for ``python``, started on first use with a scrubbed environment."""
+        with self._servers_lock:
+            server = self._servers.get(python)
+            if server is None:
+                env = {"PATH": "/usr/bin:/bin", "HOME": str(self._root), "TMPDIR": str(self._root), "LANG": "C.UTF-8"}
+                server = HarnessServer(python, env, self._root, self._root / f"harness-{len(self._servers)}.log")
+                self._servers[python] = server
+            return server
+
+    def _drop_server(self, python: str) -> None:
+        with self._servers_lock:
+            server = self._servers.pop(python, None)
+        if server is not None:
+            server.close()
 
     # -- interpreter choice ----------------------------------------------------------------------------------
 
@@ -246,6 +251,7 @@ class Sandbox:
                         self._python = python
                         return python
                     failures.append(f"{python} (drop privileges: {drops}): {detail}")
+                    self._drop_server(python)
             del self._python_drops
             raise RuntimeError("sandbox: no interpreter could run the probe program:\n" + "\n".join(failures))
 
@@ -280,22 +286,11 @@ class Sandbox:
         return run.containment
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
-
-
-def _parse_report(out: bytes, err: bytes, returncode: int, wall_s: float) -> SandboxRun:
+def _parse_report(out: bytes, wall_s: float) -> SandboxRun:
     try:
         report = json.loads(out)
     except ValueError:
-        tail = err.decode(errors="replace").strip()[-500:]
-        return SandboxRun(
-            "sandbox_error", detail=f"harness exited {returncode} without a report: {tail}", wall_s=wall_s
-        )
+        return SandboxRun("sandbox_error", detail=f"harness wrote no valid report: {out[-300:]!r}", wall_s=wall_s)
     containment = report.get("containment", {})
     if "harness_error" in report:
         return SandboxRun("sandbox_error", detail=report["harness_error"], containment=containment, wall_s=wall_s)

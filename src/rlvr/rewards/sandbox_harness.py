@@ -1,8 +1,10 @@
 """Runs inside the sandbox: contain this process, then run an untrusted program once per test case.
 
-Started by :class:`rlvr.rewards.sandbox.Sandbox` as ``python -I -S -B sandbox_harness.py`` with a JSON job on
-stdin; writes one JSON report to stdout. Standard library only, and everything it needs is imported before it
-gives up its privileges (the interpreter's files may not be readable afterwards).
+Started once by :class:`rlvr.rewards.sandbox.Sandbox` as ``python -I -S -B sandbox_harness.py --serve FD``: a
+pre-forked server (:func:`serve`) that forks one child per program, so interpreter start-up and imports (most of
+the cost of a small program) are paid once. Each child reads its JSON job from a pipe and writes one JSON report
+to another. Standard library only, and everything it needs is imported before it gives up its privileges (the
+interpreter's files may not be readable afterwards).
 
 Order of containment (each step optional, what took effect is reported under ``containment``):
 
@@ -29,6 +31,7 @@ import os
 import resource
 import select
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -366,13 +369,9 @@ def run_cases(job: dict) -> list[dict]:
     return results
 
 
-def main() -> None:
-    # ``-S`` skips site, which is what defines exit()/quit(); programs commonly end with them.
-    for name in ("exit", "quit"):
-        if not hasattr(builtins, name):
-            setattr(builtins, name, sys.exit)
-    job = json.loads(sys.stdin.read())
-    report_fd = os.dup(1)
+def run_job(job: dict, report_fd: int) -> None:
+    """Steps 1-5 for one program, then its JSON report on ``report_fd``; ends the process."""
+    os.environ["HOME"] = os.environ["TMPDIR"] = job["workdir"]  # the server's environment is scrubbed already
     containment: dict = {"audit_hook": bool(job.get("audit_hook", True))}
     in_pid_ns = job.get("namespaces", True) and os.getuid() == 0 and enter_namespaces(job["workdir"], containment)
     if in_pid_ns:
@@ -396,6 +395,72 @@ def main() -> None:
     while data:  # a pipe takes at most 64 KiB per write
         data = data[os.write(report_fd, data) :]
     os._exit(0)
+
+
+def _start_job(job_fd: int, report_fd: int) -> None:
+    """In a fresh child of the server: its own session (the parent's wall-clock kill takes the process group),
+    its pid first on the report pipe (so the parent knows whom to kill), then the job read from its pipe."""
+    try:
+        os.setsid()
+        os.write(report_fd, f"{os.getpid()}\n".encode())
+        with os.fdopen(job_fd, "rb") as fh:
+            job = json.loads(fh.read())
+        run_job(job, report_fd)
+    finally:
+        os._exit(1)
+
+
+def serve(sock_fd: int) -> None:
+    """The pre-forked harness: fork one child per job received on the socket, until the socket closes.
+
+    Interpreter start-up and imports are paid once here instead of once per program; each child is contained on
+    its own, exactly as a freshly started harness would be. A job message (``job``) carries two file descriptors,
+    the read end of the job pipe and the write end of the report pipe. A child stays unreaped (a zombie) until
+    the parent sends ``reap <pid>``, so its pid, which the parent may use to kill its process group, cannot be
+    reused by another process before the parent is done with it.
+    """
+    sock = socket.socket(fileno=sock_fd)
+    released: set[int] = set()
+    while True:
+        for pid in list(released):
+            try:
+                done = os.waitpid(pid, os.WNOHANG)[0]
+            except ChildProcessError:
+                done = pid
+            if done:
+                released.discard(pid)
+        if released and not select.select([sock], [], [], 0.05)[0]:
+            continue
+        message, fds, _, _ = socket.recv_fds(sock, 64, 2)
+        if not message:
+            return  # the Sandbox closed, or its process died
+        kind, _, arg = message.decode().partition(" ")
+        if kind == "reap":
+            released.add(int(arg))
+            continue
+        if len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            continue
+        try:
+            child = os.fork()
+        except OSError:  # no process left to fork: the parent reads EOF without a pid, a sandbox error
+            child = None
+        if child == 0:
+            sock.close()
+            _start_job(*fds)
+        for fd in fds:
+            os.close(fd)
+
+
+def main() -> None:
+    # ``-S`` skips site, which is what defines exit()/quit(); programs commonly end with them.
+    for name in ("exit", "quit"):
+        if not hasattr(builtins, name):
+            setattr(builtins, name, sys.exit)
+    if len(sys.argv) != 3 or sys.argv[1] != "--serve":
+        sys.exit("usage: sandbox_harness.py --serve SOCKET_FD (started by rlvr.rewards.sandbox.Sandbox)")
+    serve(int(sys.argv[2]))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 canonical rl_prep rows (``ground_truth`` for math, ``tests`` for code). Checks of ``worker_pool`` verifiers run in
 one :class:`~rlvr.rewards.verifier_pool.VerifierPool` created once per scorer and reused across batches; checks of
 ``sandbox`` verifiers (which start their own sandboxed process per program) run from a thread pool at the same time.
+What a verifier's ``quick_check`` decides in this process (an exact math answer) never reaches either.
 
 A failed check scores 0.0 and is counted in :attr:`ScoreResult.errors` under its cause, never dropped silently.
 """
@@ -103,7 +104,10 @@ class RewardScorer:
                 reference = verifier.reference(row)
             except DataError as exc:
                 raise DataError(f"row {i} (task {name!r}): {exc}") from None
-            if verifier.isolation == "worker_pool":
+            quick = verifier.quick_check(response, reference)
+            if quick is not None:
+                verdicts[i] = quick
+            elif verifier.isolation == "worker_pool":
                 pooled.append((i, (name, response, reference)))
             else:
                 sandboxed.append((i, self._thread_pool().submit(verifier.check, response, reference)))

@@ -8,7 +8,7 @@ import pytest
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, math_metric
 
 from rlvr.errors import ConfigError, DataError
-from rlvr.rewards.math_verifier import check_math, ground_truth_of
+from rlvr.rewards.math_verifier import check_math, check_with_math_verify, exact_match, ground_truth_of
 from rlvr.rewards.registry import get_verifier, known_verifiers
 from rlvr.rewards.verdict import EXCEPTION
 
@@ -53,12 +53,95 @@ def test_unparsable_ground_truth_is_a_counted_exception() -> None:
 
 
 def test_off_main_thread_is_reported_not_raised() -> None:
-    """math-verify's signal alarms need the main thread: from another thread the check fails visibly."""
+    """math-verify's signal alarms need the main thread: from another thread the check fails visibly (an answer
+    the exact-match fast path decides needs no math-verify, so it is scored there too)."""
     box = []
-    thread = threading.Thread(target=lambda: box.append(check_math("\\boxed{1}", "1")))
+    thread = threading.Thread(target=lambda: box.extend([check_math("\\boxed{0.5}", "1/2"), check_math("1", "1")]))
     thread.start()
     thread.join()
     assert box[0].reward == 0.0 and box[0].error == EXCEPTION and "main thread" in box[0].detail
+    assert box[1].reward == 1.0 and box[1].error is None
+
+
+# Ground truths of every shape the fast path accepts, and some it must refuse.
+TRUTHS = ["95", "-5", "0", "-0", "007", "0.5", "-0.25", "1.50", ".5", "12345678901234567890", "9" * 40, "0." + "1" * 40]
+TRUTHS += ["+5", "1e5", "x", "abc", "(1,2)", "1/2", "\\frac{1}{2}", "1,000", "3 4", "1" * 41, "1" * 5000, " 95 "]
+# Responses built around a ground truth t; math-verify may read another answer out of most of them.
+TEMPLATES = [
+    "{t}",
+    " {t}\n",
+    "\t{t} ",
+    "\\boxed{{{t}}}",
+    "\\boxed{{ {t} }}",
+    "$\\boxed{{{t}}}$",
+    "The answer is \\boxed{{{t}}}.",
+    "Working through the steps, the result is \\boxed{{{t}}}.",
+    "So: \\boxed{{{t}}}!",
+    "\\boxed{{{t}}} percent",
+    "\\boxed{{{t}}} pct",
+    "The final answer is \\boxed{{{t}}}",
+    "The final answer is 13. \\boxed{{{t}}}",
+    "answer: 13 \\boxed{{{t}}}",
+    "\\boxed{{{t}}} = 13",
+    "\\boxed{{{t}}}^2",
+    "-\\boxed{{{t}}}",
+    "\\boxed{{{t}}} \\boxed{{13}}",
+    "\\boxed{{13}} \\boxed{{{t}}}",
+    "\\boxed{{{t}}} \\fbox{{13}}",
+    "\\boxed {{{t}}}",
+    "\\boxed{{{t}.}}",
+    "{t}.",
+    "{t}%",
+    "${t}$",
+    "A: {t}",
+    "{t} apples",
+    "\\boxed{{{t}}} and {{x}}",
+    "[{t}]",
+    "\\boxed{{{{{t}}}}}",
+    "\\text{{\\boxed{{{t}}}}}",
+]
+
+
+def test_exact_match_agrees_with_math_verify_wherever_it_decides() -> None:
+    """Every (template, truth) pair, with the truth and with a wrong answer in the template: where the fast path
+    decides, math-verify gives the same reward; it decides only 1.0, and only for plain decimal ground truths."""
+    decided = 0
+    for truth in TRUTHS:
+        for template in TEMPLATES:
+            for answer in (truth, "96"):
+                response = template.format(t=answer)
+                fast = exact_match(response, truth)
+                if fast is None:
+                    continue
+                decided += 1
+                assert fast.reward == 1.0 and fast.error is None
+                assert check_with_math_verify(response, truth).reward == 1.0, (response, truth)
+    assert decided >= 100  # not vacuous: bare and boxed answers of every accepted truth are decided
+
+
+@pytest.mark.parametrize(
+    "response, truth",
+    [
+        ("+5", "+5"),  # equal strings that math-verify does not call equal: the fast path must leave them alone
+        ("1e5", "1e5"),
+        ("x", "x"),
+        ("(1,2)", "(1,2)"),
+        ("3 4", "3 4"),
+        ("1" * 5000, "1" * 5000),
+        ("\\boxed{13} \\boxed{12}", "12"),  # two boxes, an anchored other answer, a second box-like command
+        ("The final answer is 13. \\boxed{12}", "12"),
+        ("\\boxed{12} \\fbox{13}", "12"),
+        ("\\boxed {12}", "12"),
+        ("\\boxed{12.}", "12"),
+        ("0.5", "1/2"),  # different strings, equal numbers: math-verify decides
+        ("1,000", "1000"),
+        ("96", "95"),
+    ],
+)
+def test_exact_match_declines_what_math_verify_must_decide(response: str, truth: str) -> None:
+    """These are not decided by string equality; check_math's verdict is math-verify's."""
+    assert exact_match(response, truth) is None
+    assert check_math(response, truth) == check_with_math_verify(response, truth)
 
 
 def test_registry_routes_math_and_rejects_unknown_names() -> None:
