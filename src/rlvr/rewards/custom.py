@@ -184,6 +184,10 @@ class RewardFunctionCheck:
         plain = {k: v for k, v in row.items() if k != _SPEC_KEY}
         return {"function": spec["function"], "kwargs": spec["kwargs"], "prompt": plain.get("prompt"), "row": plain}
 
+    def quick_check(self, response: str, reference: Any) -> Verdict | None:
+        """Never: a user's function may hang or crash, so it always runs in a killable worker."""
+        return None
+
     def check(self, response: str, reference: Any) -> Verdict:
         try:
             fn = load_function(reference["function"])
