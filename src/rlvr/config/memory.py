@@ -97,20 +97,20 @@ class MemoryEstimate:
 def estimate(cfg: dict[str, Any], shape: ModelShape) -> MemoryEstimate:
     """Per training process, from the resolved rlvr config (see the module docstring for each term)."""
     policy, grpo = cfg["policy"], cfg["grpo"]
-    compute_bytes = _BYTES.get(str(policy.get("precision") or "float32"), 4)
+    compute_bytes = _BYTES[policy["precision"]]
     params = shape.parameters
     state = 16 * params + (params * compute_bytes if compute_bytes < 4 else 0)
-    if cfg.get("loss_fn", {}).get("reference_policy_kl_penalty"):
+    if cfg["loss_fn"]["reference_policy_kl_penalty"]:
         state += params * compute_bytes
     seq = int(policy["max_total_sequence_length"])
     rollouts = int(grpo["num_prompts_per_step"]) * int(grpo["num_generations_per_prompt"])
-    gen_rows = min(int(policy.get("generation_batch_size") or rollouts), rollouts)
+    gen_rows = min(int(policy["generation_batch_size"]), rollouts)
     kv = gen_rows * seq * 2 * shape.num_layers * shape.num_kv_heads * shape.head_dim * compute_bytes
     micro = int(policy["train_micro_batch_size"])
-    chunk = policy.get("logprob_chunk_size")
+    chunk = policy["logprob_chunk_size"]
     logit_positions = micro * min(seq, int(chunk)) if chunk else micro * seq
     logits = 3 * logit_positions * shape.vocab_size * 4
-    checkpointed = bool((policy.get("dtensor_cfg") or {}).get("activation_checkpointing"))
+    checkpointed = bool(policy["dtensor_cfg"]["activation_checkpointing"])
     per_layer = 1 if checkpointed else 16
     activations = micro * seq * shape.hidden_size * shape.num_layers * per_layer * 4
     return MemoryEstimate(state, kv, logits, activations)
@@ -122,7 +122,7 @@ def model_shape(cfg: dict[str, Any], policy_path: str | None = None) -> ModelSha
     tiny = cfg.get("tiny") or {}
     if tiny.get("enabled") and not (policy_path and Path(policy_path).exists()):
         return _tiny_shape(tiny)
-    path = Path(policy_path or cfg["policy"].get("model_name") or "")
+    path = Path(policy_path or cfg["policy"]["model_name"] or "")  # model_name null: made by an earlier rule
     if not str(path) or not path.exists():
         return None
     hf_config = path / "config.json"
@@ -192,7 +192,7 @@ def memory_plan(cfg: dict[str, Any], *, policy_path: str | None = None, local: b
     est = estimate(cfg, shape)
     lines = [f"  policy: {shape.parameters / 1e6:.1f}M parameters"] + est.lines()
     if local:
-        error = check_fits(est, available_bytes(int(cfg.get("cluster", {}).get("gpus_per_node") or 0)))
+        error = check_fits(est, available_bytes(int(cfg["cluster"]["gpus_per_node"])))
         if error:
             raise ConfigError(error, code="memory_estimate_exceeds_device")
     return lines

@@ -43,32 +43,27 @@ _DTYPES = {
 }
 
 
-def engine_kwargs(
-    vllm_cfg: Mapping[str, Any] | None, *, model_dir: str, max_total_length: int | None, seed: int
-) -> dict[str, Any]:
-    """``vllm.LLM(**kwargs)`` from ``policy.generation.vllm_cfg`` (upstream key names)."""
-    cfg = dict(vllm_cfg or {})
-    precision = str(cfg.get("precision") or "bfloat16")
+def engine_kwargs(vllm_cfg: Mapping[str, Any], *, model_dir: str, seed: int) -> dict[str, Any]:
+    """``vllm.LLM(**kwargs)`` from ``policy.generation.vllm_cfg`` (upstream key names, every default filled)."""
+    precision = str(vllm_cfg["precision"])
     if precision not in _DTYPES:
         raise UserError(
             f"policy.generation.vllm_cfg.precision: unknown precision {precision!r}; known: {sorted(_DTYPES)}"
         )
-    kwargs: dict[str, Any] = {
+    return {
         "model": model_dir,
         "tokenizer": model_dir,
         "dtype": _DTYPES[precision],
-        "tensor_parallel_size": int(cfg.get("tensor_parallel_size") or 1),
-        "gpu_memory_utilization": float(cfg.get("gpu_memory_utilization") or 0.6),
-        "enforce_eager": bool(cfg.get("enforce_eager", False)),
+        "tensor_parallel_size": int(vllm_cfg["tensor_parallel_size"]),
+        "gpu_memory_utilization": float(vllm_cfg["gpu_memory_utilization"]),
+        "enforce_eager": bool(vllm_cfg["enforce_eager"]),
+        # The schema's default is ${policy.max_total_sequence_length}, the backend's max_total_length.
+        "max_model_len": int(vllm_cfg["max_model_len"]),
         "seed": int(seed),
         "worker_extension_cls": WORKER_EXTENSION,
         "logprobs_mode": "processed_logprobs",
         "skip_tokenizer_init": False,
     }
-    max_len = cfg.get("max_model_len") or max_total_length
-    if max_len:
-        kwargs["max_model_len"] = int(max_len)
-    return kwargs
 
 
 def sampling_kwargs(cfg: GenerationConfig, *, max_tokens: int, seed: int | None) -> dict[str, Any]:
@@ -149,7 +144,7 @@ class VLLMGenerationBackend:
         *,
         batch_size: int | None = None,
         max_total_length: int | None = None,
-        vllm_cfg: Mapping[str, Any] | None = None,
+        vllm_cfg: Mapping[str, Any],
         seed: int = 0,
         engine_factory: Callable[..., Any] | None = None,
         sampling_factory: Callable[[dict[str, Any]], Any] | None = None,
@@ -160,7 +155,7 @@ class VLLMGenerationBackend:
         try:
             model.save_pretrained(self._folder, safe_serialization=True)
             tokenizer.save_pretrained(self._folder)
-            kwargs = engine_kwargs(vllm_cfg, model_dir=str(self._folder), max_total_length=max_total_length, seed=seed)
+            kwargs = engine_kwargs(vllm_cfg, model_dir=str(self._folder), seed=seed)
             self.llm = (engine_factory or _build_engine)(**kwargs)
         except BaseException:
             shutil.rmtree(self._folder, ignore_errors=True)

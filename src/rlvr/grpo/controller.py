@@ -131,7 +131,7 @@ class GRPOController:
         self.train_prompt_ids = self.workers.encode([r["prompt"] for r in self.train_rows])
         self.val_prompt_ids = self.workers.encode([r["prompt"] for r in self.val_rows])
         self.loss_fn = ClippedPGLoss(self.loss_cfg)
-        adv_cfg = {k: v for k, v in (self.grpo.get("adv_estimator") or {}).items() if v is not None}
+        adv_cfg = {k: v for k, v in self.grpo["adv_estimator"].items() if v is not None}
         adv_cfg.setdefault("normalize_rewards", self.grpo["normalize_rewards"])
         adv_cfg.setdefault("use_leave_one_out_baseline", self.grpo["use_leave_one_out_baseline"])
         self.estimator = build_advantage_estimator(adv_cfg, self.loss_cfg)
@@ -149,29 +149,29 @@ class GRPOController:
             },
         )
         self.ckpts = StepCheckpoints(
-            Path(ckpt_cfg.get("checkpoint_dir") or self.out / "ckpts"),
+            Path(ckpt_cfg["checkpoint_dir"] or self.out / "ckpts"),  # null (the default): the run's own folder
             fingerprint=fingerprint,
-            metric_name=ckpt_cfg.get("metric_name"),
+            metric_name=ckpt_cfg["metric_name"],
             higher_is_better=ckpt_cfg["higher_is_better"],
-            keep_top_k=ckpt_cfg.get("keep_top_k"),
+            keep_top_k=ckpt_cfg["keep_top_k"],
             save_period=ckpt_cfg["save_period"],
             save_optimizer=ckpt_cfg["save_optimizer"],
             model_save_format=ckpt_cfg["model_save_format"],
         )
         self.ckpt_enabled = ckpt_cfg["enabled"]
         logger = cfg["logger"]
-        tb = (logger.get("tensorboard") or {}).get("log_dir") or self.out / "tensorboard"
+        tb = logger["tensorboard"]["log_dir"] or self.out / "tensorboard"  # null (the default): in the run folder
         self.trackers = trackers(logger, out_dir=self.out, run_name=self.out.parent.name)  # the run folder's name
         self.dumps = RolloutDumps(
             self.out, mode=logger["rollout_dumps"], rows=logger["rollout_dump_rows"], seed=self.grpo["seed"]
         )
         self.log_reward_functions = bool(cfg["env"]["reward_functions"])  # reward/<name> metrics
-        self.monitor_gpus = bool(logger.get("monitor_gpus"))
+        self.monitor_gpus = bool(logger["monitor_gpus"])
         self.metrics = MetricsLog(
             paths.metrics,
             total_steps=self.grpo["max_num_steps"],
-            tensorboard_dir=Path(tb) if logger.get("tensorboard_enabled") else None,
-            progress_bar=logger.get("progress_bar"),
+            tensorboard_dir=Path(tb) if logger["tensorboard_enabled"] else None,
+            progress_bar=logger["progress_bar"],
             sinks=self.trackers,
             progress_every_n_steps=logger["progress_every_n_steps"],
             progress_every_s=logger["progress_every_s"],
@@ -246,19 +246,19 @@ class GRPOController:
 
     def _shape(self, rollout: Rollout) -> None:
         rewards = rollout.raw_rewards.clone()
-        scaling = self.grpo.get("reward_scaling") or {}
-        if scaling.get("enabled"):
+        scaling = self.grpo["reward_scaling"]
+        if scaling["enabled"]:
             rewards = scale_rewards(
                 rewards, **{k: scaling[k] for k in ("source_min", "source_max", "target_min", "target_max")}
             )
-        shaping = self.grpo.get("reward_shaping") or {}
-        if shaping.get("enabled"):
+        shaping = self.grpo["reward_shaping"]
+        if shaping["enabled"]:
             rewards = shape_rewards(
                 rewards,
                 truncated=rollout.truncated,
                 response_lengths=rollout.response_lengths,
                 **{
-                    k: shaping.get(k)
+                    k: shaping[k]
                     for k in (
                         "stop_properly_penalty_coef",
                         "overlong_buffer_length",
@@ -321,8 +321,8 @@ class GRPOController:
         )
         batch["sample_mask"], metrics = loss_sample_mask(
             rollout,
-            overlong_filtering=bool(self.grpo.get("overlong_filtering")),
-            max_input_seq_length=self.cfg["data"].get("max_input_seq_length"),
+            overlong_filtering=bool(self.grpo["overlong_filtering"]),
+            max_input_seq_length=self.cfg["data"]["max_input_seq_length"],
             mask_flagged=bool(self.cfg["env"]["should_mask_flagged_samples"]),
         )
         timer = time.perf_counter()
@@ -341,7 +341,7 @@ class GRPOController:
             else torch.zeros_like(batch["generation_logprobs"])
         )
         metrics["timing/train/policy_and_reference_logprobs"] = time.perf_counter() - timer
-        if self.grpo.get("seq_logprob_error_threshold") is not None:
+        if self.grpo["seq_logprob_error_threshold"] is not None:
             batch["sample_mask"], err_metrics = mask_by_seq_logprob_error(
                 batch["generation_logprobs"],
                 batch["prev_logprobs"],
@@ -359,7 +359,7 @@ class GRPOController:
             prev_logprobs=batch["prev_logprobs"],
             reference_logprobs=batch["reference_policy_logprobs"],
         )
-        lo, hi = self.grpo.get("advantage_clip_low"), self.grpo.get("advantage_clip_high")
+        lo, hi = self.grpo["advantage_clip_low"], self.grpo["advantage_clip_high"]
         if lo is not None or hi is not None:
             adv = adv.clamp(min=lo, max=hi)
         batch["advantages"] = adv
@@ -421,10 +421,10 @@ class GRPOController:
         k = self.grpo["val_num_generations_per_prompt"]
         n = (
             len(self.val_rows)
-            if self.grpo.get("max_val_samples") is None
+            if self.grpo["max_val_samples"] is None
             else min(self.grpo["max_val_samples"], len(self.val_rows))
         )
-        size = self.grpo.get("val_batch_size") or n
+        size = self.grpo["val_batch_size"] or n  # null (the default): the whole validation set in one batch
         n = n // size * size if n >= size else n  # whole batches, as upstream (config checks forbid a remainder)
         rewards, groups, lengths, samples, components = [], [], [], [], []
         for start_idx in range(0, n, size):
@@ -459,7 +459,7 @@ class GRPOController:
 
     def _should_validate(self, step: int, last: bool) -> bool:
         period, start_at = self.grpo["val_period"], self.grpo["val_start_at"]
-        return (period > 0 and step >= start_at and step % period == 0) or (last and self.grpo.get("val_at_end"))
+        return (period > 0 and step >= start_at and step % period == 0) or (last and self.grpo["val_at_end"])
 
     # ------------------------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
@@ -488,10 +488,10 @@ class GRPOController:
             tracker.start(self.config_record, self.ckpts.fingerprint)
         self.metrics.restart_from(step if point is not None else None, saved_line)
         self.signal_guard.replay(read_metrics(self.metrics.path))
-        if point is None and self.grpo.get("val_at_start"):
+        if point is None and self.grpo["val_at_start"]:
             self.metrics.log(0, self.validate())
         max_steps = self.grpo["max_num_steps"]
-        stop_metric = self.grpo.get("stop_at_validation_metric")
+        stop_metric = self.grpo["stop_at_validation_metric"]
         while step < max_steps:
             metrics = self.train_step(step + 1)
             if metrics is None:
@@ -510,7 +510,7 @@ class GRPOController:
             except UserError:
                 self.metrics.close()  # the step's line is written; stop with the guard's message
                 raise
-            threshold = self.grpo.get("stop_at_validation_metric_threshold")
+            threshold = self.grpo["stop_at_validation_metric_threshold"]
             if stop_metric and val and threshold is not None and val.get(stop_metric, -float("inf")) >= threshold:
                 print(f"[early stop] {stop_metric} = {val[stop_metric]} >= {threshold}", flush=True)
                 if saved is None:  # a save_period step is already written

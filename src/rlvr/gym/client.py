@@ -82,7 +82,7 @@ class ServerSpec:
 
 def parse_servers(cfg: Mapping[str, Any]) -> list[ServerSpec]:
     """``env.nemo_gym.resource_servers`` as specs; a bad entry is a ConfigError naming its key."""
-    servers = cfg.get("resource_servers") or {}
+    servers = cfg["resource_servers"]
     if not isinstance(servers, Mapping) or not servers:
         raise ConfigError(
             "env.nemo_gym.resource_servers is empty; configure at least one server, e.g. "
@@ -137,19 +137,16 @@ class GymRewardClient:
     ) -> None:
         cfg = _plain(cfg)
         self.specs = parse_servers(cfg)
-        self.request_timeout_s = float(cfg.get("request_timeout_s") or 60.0)
-        retries = cfg.get("max_retries")
-        self.max_retries = 3 if retries is None else int(retries)
-        self.max_concurrency = int(max_concurrency or cfg.get("max_concurrent_requests") or 32)
-        self.backoff_s = float(backoff_s if backoff_s is not None else cfg.get("retry_backoff_s", 1.0))
-        tags = cfg.get("thinking_tags")
+        self.request_timeout_s = float(cfg["request_timeout_s"])
+        self.max_retries = int(cfg["max_retries"])
+        self.max_concurrency = int(max_concurrency or cfg["max_concurrent_requests"])
+        self.backoff_s = float(backoff_s if backoff_s is not None else cfg["retry_backoff_s"])
+        tags = cfg["thinking_tags"]
         self.thinking_tags = (str(tags[0]), str(tags[1])) if tags else None
         self.health_timeout_s, self.startup_timeout_s = health_timeout_s, startup_timeout_s
         self.model_name = model_name
         self.local_options = {kind: dict(opts) for kind, opts in (local_options or {}).items()}
-        self.router = AgentRouter(
-            [s.name for s in self.specs], cfg.get("agent_to_server"), cfg.get("config_paths") or []
-        )
+        self.router = AgentRouter([s.name for s in self.specs], cfg["agent_to_server"], cfg["config_paths"])
         self.urls: dict[str, str] = {s.name: s.url for s in self.specs if s.url is not None}
         # Requests in flight per server: a local server gets no more than it checks at once, so that waiting
         # happens here and does not eat into request_timeout_s; an external one gets max_concurrency.

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from rlvr.config.loader import complete_config
 from rlvr.config.memory import GIB, ModelShape, check_fits, estimate, memory_plan
 from rlvr.errors import ConfigError
 from tests.conftest import nemotron_env
@@ -26,7 +27,8 @@ LLAMA_32_1B = {
 
 
 def config(**policy) -> dict:
-    return {
+    """A schema-completed config (as the loader hands the estimate) with small shapes."""
+    partial = {
         "grpo": {"num_prompts_per_step": 4, "num_generations_per_prompt": 2},
         "loss_fn": {"reference_policy_kl_penalty": 0.0},
         "cluster": {"gpus_per_node": 0},
@@ -40,6 +42,7 @@ def config(**policy) -> dict:
             **policy,
         },
     }
+    return complete_config(partial)
 
 
 def test_parameter_count_matches_llama_3_2_1b():

@@ -13,8 +13,14 @@ import torch
 from rlvr.generation import GenerationConfig
 from rlvr.generation.base import resolve_generation_backend
 from rlvr.generation.vllm import VLLMGenerationBackend, engine_kwargs, sampling_kwargs, to_generation_output
+from tests.unit.schema_config import policy_config
 
 EOS = 1
+
+
+def vllm_cfg(**keys) -> dict:
+    """``policy.generation.vllm_cfg``: ``keys`` over the schema's defaults."""
+    return policy_config(generation={"vllm_cfg": keys})["generation"]["vllm_cfg"]
 
 
 class FakeEngine:
@@ -60,12 +66,7 @@ def fake_backend(model, tokenizer):
         tokenizer,
         max_total_length=12,
         seed=3,
-        vllm_cfg={
-            "precision": "bfloat16",
-            "gpu_memory_utilization": 0.5,
-            "tensor_parallel_size": 1,
-            "enforce_eager": True,
-        },
+        vllm_cfg=vllm_cfg(precision="bfloat16", gpu_memory_utilization=0.5, enforce_eager=True, max_model_len=12),
         engine_factory=factory,
         sampling_factory=lambda kw: kw,
     )
@@ -132,7 +133,9 @@ def test_missing_logprobs_are_an_error_not_zeros():
 
 def test_close_removes_the_model_folder(model, tokenizer):
     engines = []
-    backend = VLLMGenerationBackend(model, tokenizer, engine_factory=lambda **kw: engines.append(kw) or object())
+    backend = VLLMGenerationBackend(
+        model, tokenizer, vllm_cfg=vllm_cfg(), engine_factory=lambda **kw: engines.append(kw) or object()
+    )
     folder = Path(engines[0]["model"])
     assert folder.is_dir()
     backend.close()
@@ -147,13 +150,13 @@ def test_failed_engine_start_leaves_no_folder(model, tokenizer):
         raise RuntimeError("no GPU")
 
     with pytest.raises(RuntimeError, match="no GPU"):
-        VLLMGenerationBackend(model, tokenizer, engine_factory=broken)
+        VLLMGenerationBackend(model, tokenizer, vllm_cfg=vllm_cfg(), engine_factory=broken)
     assert not Path(seen[0]).exists()
 
 
 def test_unknown_precision_is_a_clear_error():
     with pytest.raises(Exception, match="vllm_cfg.precision"):
-        engine_kwargs({"precision": "int3"}, model_dir="/m", max_total_length=None, seed=0)
+        engine_kwargs(vllm_cfg(precision="int3"), model_dir="/m", seed=0)
 
 
 def test_the_registry_names_the_gpu_extra_without_vllm():
@@ -179,7 +182,7 @@ def test_real_vllm_matches_the_hf_backend(tmp_path):
         tokenizer,
         max_total_length=64,
         seed=0,
-        vllm_cfg={"precision": "float32", "gpu_memory_utilization": 0.2, "enforce_eager": True},
+        vllm_cfg=vllm_cfg(precision="float32", gpu_memory_utilization=0.2, enforce_eager=True, max_model_len=64),
     )
     try:
         cfg = GenerationConfig(max_new_tokens=12, temperature=0.8, top_k=8, top_p=0.95)

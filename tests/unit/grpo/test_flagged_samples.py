@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from rlvr.config.loader import complete_config
 from rlvr.generation.base import GenerationOutput
 from rlvr.grpo.loss import ClippedPGLoss
 from rlvr.grpo.roles import RewardWorker
@@ -41,17 +42,19 @@ def _rollout(texts: list[str], flagged: torch.Tensor | None) -> Rollout:
 def test_reward_worker_returns_the_servers_mask_flags():
     server = FakeServer(_flag_when_asked)
     try:
-        cfg = {
-            "env": {
-                "should_use_nemo_gym": True,
-                "nemo_gym": {
-                    "resource_servers": {"math_with_judge": {"url": server.url, "kind": "math"}},
-                    "request_timeout_s": 5.0,
-                    "max_retries": 0,
+        cfg = complete_config(
+            {
+                "env": {
+                    "should_use_nemo_gym": True,
+                    "nemo_gym": {
+                        "resource_servers": {"math_with_judge": {"url": server.url, "kind": "math"}},
+                        "request_timeout_s": 5.0,
+                        "max_retries": 0,
+                    },
                 },
-            },
-            "policy": {"model_name": "my-policy"},
-        }
+                "policy": {"model_name": "my-policy"},
+            }
+        )
         worker = RewardWorker(cfg)
         try:
             scored = worker.score([gym_row()] * 3, ["2", "MASK 2", "3"])

@@ -13,19 +13,21 @@ from rlvr.errors import ConfigError, DataError, UserError
 from rlvr.gym.client import GymRewardClient, local_options_from_env, parse_servers
 from rlvr.gym.routing import AgentRouter
 from rlvr.gym.server import ResourceServer
+from tests.unit.schema_config import env_config
 
 pytestmark = pytest.mark.timeout(120)
 
 MATH_ROW = gym_row(question="1+1?", expected_answer="2")
 
 
+def _gym(**keys) -> dict:
+    """``env.nemo_gym``: ``keys`` over the schema's defaults."""
+    return env_config(nemo_gym=keys)["nemo_gym"]
+
+
 def _cfg(url, name: str = "math_with_judge", **extra) -> dict:
-    return {
-        "resource_servers": {name: {"url": url, "kind": "math"}},
-        "request_timeout_s": 5.0,
-        "max_retries": 2,
-        **extra,
-    }
+    keys = {"resource_servers": {name: {"url": url, "kind": "math"}}, "request_timeout_s": 5.0, "max_retries": 2}
+    return _gym(**{**keys, **extra})
 
 
 def test_external_server_mode_scores_in_row_order() -> None:
@@ -130,14 +132,14 @@ def test_unreachable_servers_fail_the_health_check(fake_server) -> None:
     good = fake_server(ok_reward())
     sick = fake_server(lambda m, p, b: (503, "starting"))
     with closed_port() as port:
-        cfg = {
-            "resource_servers": {
+        cfg = _gym(
+            resource_servers={
                 "good": {"url": good.url, "kind": "math"},
                 "sick": {"url": sick.url, "kind": "math"},
                 "gone": {"url": f"http://127.0.0.1:{port}", "kind": "code"},
             },
-            "max_retries": 1,
-        }
+            max_retries=1,
+        )
         client = GymRewardClient(cfg, backoff_s=0.01)
         with pytest.raises(UserError) as caught:
             client.start()
@@ -202,12 +204,12 @@ def test_a_failure_stops_the_batch_early(fake_server) -> None:
 @pytest.mark.slow
 def test_local_servers_are_started_for_null_urls() -> None:
     """url: null starts our server of that kind on 127.0.0.1; rows are routed by agent to math or code."""
-    cfg = {
-        "resource_servers": {
+    cfg = _gym(
+        resource_servers={
             "math_with_judge": {"url": None, "kind": "math"},
             "code_gen": {"url": None, "kind": "code"},
         }
-    }
+    )
     code_row = gym_row(
         "code_gen_simple_agent",
         verifier_metadata={"unit_tests": {"inputs": ["1 2\n"], "outputs": ["3\n"], "fn_name": None}},
@@ -287,7 +289,7 @@ def test_local_options_come_from_env_math_and_code() -> None:
 @pytest.mark.slow
 def test_a_dead_local_server_fails_the_batch_and_says_so() -> None:
     """If our local server dies mid-run, scoring fails (no reward of 0) and the error gives its exit code."""
-    cfg = {"resource_servers": {"math_with_judge": {"url": None, "kind": "math"}}, "max_retries": 1}
+    cfg = _gym(resource_servers={"math_with_judge": {"url": None, "kind": "math"}}, max_retries=1)
     with GymRewardClient(cfg, local_options={"math": {"num_workers": 1}}, backoff_s=0.01) as client:
         process = client._local[0]._proc
         process.kill()
