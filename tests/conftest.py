@@ -11,6 +11,23 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "src"))
 
+# The small tiny run that end-to-end tests build (workflow, Slurm, NeMo-Gym): a 10-step SFT policy of a 2-layer
+# Llama on small data. They need a real Llama and real files, not accuracy (that is `make test-learning`). One list,
+# so that every such run has the same size and one prepared run (tests/workflow/conftest.py) can serve them all.
+SMALL_TINY = [
+    "tiny.sft.steps=10",
+    "tiny.sft.warmup_steps=2",
+    "tiny.model.hidden_size=64",
+    "tiny.model.intermediate_size=192",
+    "tiny.model.num_hidden_layers=2",
+    "tiny.data.sft.train_size=1000",
+    "tiny.data.sft.val_size=32",
+    "tiny.data.rl.train_size=256",
+    "tiny.data.rl.val_size=64",
+]
+# For runs whose point is not validation: none before, during or after training.
+NO_VALIDATION = ["grpo.val_at_start=false", "grpo.val_at_end=false", "grpo.val_period=0"]
+
 
 def pytest_collection_modifyitems(config, items):
     try:

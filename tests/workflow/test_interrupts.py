@@ -1,10 +1,11 @@
 """Ctrl-C and concurrent runs through the user's command: `nemotron steps run rl/nemo_rl/rlvr -c tiny ...`.
 
-A small tiny run (a 10-step SFT policy, 20 GRPO steps, checkpoints every 2) is started by the real CLI. While it
-trains, a second run from another working folder into the same run folder is refused at once; then the first run
-gets SIGINT as from a terminal's Ctrl-C. It must stop every process, release Snakemake's lock and say how to
-resume; the same command then finishes, with every step once in metrics.jsonl. A few minutes on two busy cores;
-the time limits below are only there so that a hang fails instead of blocking the suite.
+A small tiny run (20 GRPO steps, checkpoints every 2) is started by the real CLI on a copy of the session's prepared run
+(tests/workflow/conftest.py: its data, 10-step SFT policy and conversion), so Snakemake starts at the reward pre-flight.
+While it trains, a second run from another working folder into the same run folder is refused at once; then the first
+run gets SIGINT as from a terminal's Ctrl-C. It must stop every process, release Snakemake's lock and say how to resume;
+the same command then finishes, with every step once in metrics.jsonl. A few minutes on two busy cores; the time limits
+below are only there so that a hang fails instead of blocking the suite.
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import nemotron_env
-from tests.workflow.test_rlvr_resume import SFT  # the same small tiny policy and data
+from tests.conftest import SMALL_TINY, nemotron_env
+from tests.workflow.conftest import STEP, copy_prepared
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
-STEP = "rl/nemo_rl/rlvr"
 RUN = [
     "grpo.max_num_steps=20",
     "checkpointing.save_period=2",
@@ -35,7 +35,7 @@ RUN = [
     "grpo.val_batch_size=32",
     "logger.tensorboard_enabled=false",
 ]
-COMMAND = [sys.executable, "-m", "rlvr.cli.main", "steps", "run", STEP, "-c", "tiny", *SFT, *RUN]
+COMMAND = [sys.executable, "-m", "rlvr.cli.main", "steps", "run", STEP, "-c", "tiny", *SMALL_TINY, *RUN]
 
 
 def env_for(output_root: Path) -> dict:
@@ -71,8 +71,9 @@ def wait_for_step(run: subprocess.Popen, metrics: Path, step: int, log: Path) ->
     assert run.poll() is None, log.read_text()[-3000:]
 
 
-def test_ctrl_c_then_the_same_command_resumes_and_a_second_run_is_refused(tmp_path):
+def test_ctrl_c_then_the_same_command_resumes_and_a_second_run_is_refused(prepared, tmp_path):
     root = tmp_path / "out"
+    copy_prepared(prepared, root / "tiny")
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()
     second.mkdir()
