@@ -1,11 +1,11 @@
 """Ctrl-C and concurrent runs through the user's command: `nemotron steps run rl/nemo_rl/rlvr -c tiny ...`.
 
-A small tiny run (20 GRPO steps, checkpoints every 2) is started by the real CLI on a copy of the session's prepared run
-(tests/workflow/conftest.py: its data, 10-step SFT policy and conversion), so Snakemake starts at the reward pre-flight.
-While it trains, a second run from another working folder into the same run folder is refused at once; then the first
-run gets SIGINT as from a terminal's Ctrl-C. It must stop every process, release Snakemake's lock and say how to resume;
-the same command then finishes, with every step once in metrics.jsonl. A few minutes on two busy cores; the time limits
-below are only there so that a hang fails instead of blocking the suite.
+A small tiny run (40 small GRPO steps, checkpoints every 2) is started by the real CLI on a copy of the session's
+prepared run (tests/workflow/conftest.py: its data, 10-step SFT policy and conversion), so Snakemake starts at the
+reward pre-flight. While it trains, a second run from another working folder into the same run folder is refused at
+once; then the first run gets SIGINT as from a terminal's Ctrl-C. It must stop every process, release Snakemake's lock
+and say how to resume; the same command then finishes, with every step once in metrics.jsonl. A few minutes on two busy
+cores; the time limits below are only there so that a hang fails instead of blocking the suite.
 """
 
 from __future__ import annotations
@@ -25,8 +25,11 @@ from tests.workflow.conftest import STEP, copy_prepared
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
+# Small steps (tests.conftest.SMALL_TINY), so many of them: the second CLI's start-up and the wait for step 3 must
+# end well before the last step, on a busy machine too.
+STEPS = 40
 RUN = [
-    "grpo.max_num_steps=20",
+    f"grpo.max_num_steps={STEPS}",
     "checkpointing.save_period=2",
     "grpo.val_period=0",
     "grpo.val_at_start=true",
@@ -101,12 +104,12 @@ def test_ctrl_c_then_the_same_command_resumes_and_a_second_run_is_refused(prepar
     assert "resume with the same command" in text, text[-3000:]
     assert "Traceback" not in text.split("interrupted")[-1], text[-3000:]
     interrupted_at = logged_steps(metrics)
-    assert 3 <= max(interrupted_at) < 20
+    assert 3 <= max(interrupted_at) < STEPS
     assert not processes_mentioning(str(root)), "processes of the run survived the interrupt"
     assert not any((first / ".snakemake" / "locks").glob("*")), "Snakemake's lock was left behind"
 
     again = subprocess.run(COMMAND, cwd=first, env=env_for(root), capture_output=True, text=True, timeout=1200)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "[resume] resuming from" in again.stdout + again.stderr
-    assert logged_steps(metrics) == list(range(0, 21))
-    assert json.loads((root / "tiny" / "rlvr" / "summary.json").read_text())["final_step"] == 20
+    assert logged_steps(metrics) == list(range(0, STEPS + 1))
+    assert json.loads((root / "tiny" / "rlvr" / "summary.json").read_text())["final_step"] == STEPS
