@@ -1,15 +1,16 @@
 """Ctrl-C and concurrent runs through the user's command: `nemotron steps run rl/nemo_rl/rlvr -c tiny ...`.
 
-A small tiny run (40 small GRPO steps, checkpoints every 2) is started by the real CLI on a copy of the session's
+A small tiny run (60 small GRPO steps, checkpoints every 2) is started by the real CLI on a copy of the session's
 prepared run (tests/workflow/conftest.py: its data, 10-step SFT policy and conversion), so Snakemake starts at the
-reward pre-flight. While it trains, a second run from another working folder into the same run folder is refused at
-once; then the first run gets SIGINT as from a terminal's Ctrl-C. It must stop every process, release Snakemake's lock
-and say how to resume; the same command then finishes, with every step once in metrics.jsonl. A few minutes on two busy
-cores; the time limits below are only there so that a hang fails instead of blocking the suite.
+reward pre-flight. While it trains (paused for that moment), a second run from another working folder into the same run
+folder is refused at once; then the first run gets SIGINT as from a terminal's Ctrl-C. It must stop every process,
+release Snakemake's lock and say how to resume; the same command then finishes, with every step once in metrics.jsonl. A
+few minutes on two busy cores; the time limits below are only there so that a hang fails instead of blocking the suite.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -25,9 +26,9 @@ from tests.workflow.conftest import STEP, copy_prepared
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
-# Small steps (tests.conftest.SMALL_TINY), so many of them: the second CLI's start-up and the wait for step 3 must
-# end well before the last step, on a busy machine too.
-STEPS = 40
+# Small steps (tests.conftest.SMALL_TINY), so many of them: the Ctrl-C's way from the CLI to the stage must end well
+# before the last step, on a busy machine too. (The second CLI's start-up runs while training is paused.)
+STEPS = 60
 RUN = [
     f"grpo.max_num_steps={STEPS}",
     "checkpointing.save_period=2",
@@ -66,11 +67,28 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
+@contextlib.contextmanager
+def training_paused(root: Path):
+    """SIGSTOP the run's processes that name its folder (the rlvr stage) for the block, SIGCONT after: a second CLI
+    that takes seconds to start (a busy machine) then cannot outrun a run of small steps."""
+    pids = [int(found.split(":", 1)[0]) for found in processes_mentioning(str(root))]
+    assert pids, "no process of the run to pause"
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
 def wait_for_step(run: subprocess.Popen, metrics: Path, step: int, log: Path) -> None:
     deadline = time.monotonic() + 900
     while run.poll() is None and max(logged_steps(metrics), default=-1) < step:
         assert time.monotonic() < deadline, f"training did not reach step {step}"
-        time.sleep(0.2)
+        time.sleep(0.05)
     assert run.poll() is None, log.read_text()[-3000:]
 
 
@@ -88,7 +106,10 @@ def test_ctrl_c_then_the_same_command_resumes_and_a_second_run_is_refused(prepar
         )
         try:
             wait_for_step(run, metrics, 1, log)
-            other = subprocess.run(COMMAND, cwd=second, env=env_for(root), capture_output=True, text=True, timeout=300)
+            with training_paused(root):
+                other = subprocess.run(
+                    COMMAND, cwd=second, env=env_for(root), capture_output=True, text=True, timeout=300
+                )
             assert other.returncode != 0
             assert "is in use by" in other.stderr and f"pid {run.pid}" in other.stderr, other.stderr
             assert "Traceback" not in other.stderr
