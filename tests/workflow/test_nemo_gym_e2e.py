@@ -15,8 +15,8 @@ and a corrupted answer (must be 0) through the same server.
 
 Every process of a run carries a unique environment variable, so the servers it started can be found in /proc
 while it runs (the positive control) and after it ended (none may be left), even with other test runs around.
-The run takes about 1.5 minutes on two busy cores; the refused-server run reuses its upstream outputs (tiny SFT,
-conversion, rl_prep), so Snakemake re-runs only from ``reward_preflight`` and it takes seconds.
+The refused-server run reuses the first run's upstream outputs (tiny SFT, conversion, rl_prep) in the same way, so
+Snakemake re-runs only from ``reward_preflight`` and it takes seconds.
 """
 
 from __future__ import annotations
