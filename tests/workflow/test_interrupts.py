@@ -1,6 +1,6 @@
 """Ctrl-C and concurrent runs through the user's command: `nemotron steps run rl/nemo_rl/rlvr -c tiny ...`.
 
-A small tiny run (60 small GRPO steps, checkpoints every 2) is started by the real CLI on a copy of the session's
+A small tiny run (30 small GRPO steps, checkpoints every 2) is started by the real CLI on a copy of the session's
 prepared run (tests/workflow/conftest.py: its data, 10-step SFT policy and conversion), so Snakemake starts at the
 reward pre-flight. While it trains (paused for that moment), a second run from another working folder into the same run
 folder is refused at once; then the first run gets SIGINT as from a terminal's Ctrl-C. It must stop every process,
@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 # Small steps (tests.conftest.SMALL_TINY), so many of them: the Ctrl-C's way from the CLI to the stage must end well
 # before the last step, on a busy machine too. (The second CLI's start-up runs while training is paused.)
-STEPS = 60
+STEPS = 30
 RUN = [
     f"grpo.max_num_steps={STEPS}",
     "checkpointing.save_period=2",
