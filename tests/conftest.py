@@ -14,6 +14,30 @@ sys.path.insert(0, str(REPO_ROOT / "src"))
 # takes the parent's sys.path) must import this checkout's rlvr too, not an installed copy.
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
 
+# The small tiny run that end-to-end tests build (workflow, Slurm, NeMo-Gym): a 10-step SFT policy of a 2-layer
+# Llama on small data, and GRPO steps of 4 prompts x 4 samples (16 rollouts: one optimizer step, as tiny's 16 x 16
+# is). They need a real Llama, real files and real steps, not accuracy (that is `make test-learning`). One list, so
+# that every such run has the same size and one prepared run (tests/workflow/conftest.py) can serve them all.
+SMALL_TINY = [
+    "tiny.sft.steps=10",
+    "tiny.sft.warmup_steps=2",
+    "tiny.model.hidden_size=64",
+    "tiny.model.intermediate_size=192",
+    "tiny.model.num_hidden_layers=2",
+    "tiny.data.sft.train_size=1000",
+    "tiny.data.sft.val_size=32",
+    "tiny.data.rl.train_size=256",
+    "tiny.data.rl.val_size=64",
+    "grpo.num_prompts_per_step=4",
+    "grpo.num_generations_per_prompt=4",
+    "policy.train_global_batch_size=16",
+    "policy.train_micro_batch_size=16",
+    "policy.generation_batch_size=16",
+    "policy.logprob_batch_size=16",
+]
+# For runs whose point is not validation: none before, during or after training.
+NO_VALIDATION = ["grpo.val_at_start=false", "grpo.val_at_end=false", "grpo.val_period=0"]
+
 
 def pytest_collection_modifyitems(config, items):
     try:

@@ -1,11 +1,11 @@
 """The tiny pipeline through ``nemotron steps run ... -r test_slurm`` and ``-b`` on a real Slurm.
 
-A short tiny run (30 SFT steps, 2 GRPO steps) goes through sbatch as three jobs (the bootstrap group, rlvr in
-its batch step as in production, the export group). The evidence is sacct-free: the plugin's per-job logs under
-.snakemake/slurm_logs/<rule or group>/<job id>.log and squeue's record of each job id. A fake secret in the
-environment must not appear in anything written: job scripts and recorded environments in slurmctld's state,
-Slurm and Snakemake logs, the run folder, the CLI's output. Then ``-b`` re-runs the report as a controller job of
-its own, with a copy of the profile that leaves the status command to the CLI (the guard must pick squeue).
+A short small tiny run (tests.conftest.SMALL_TINY, 2 GRPO steps, no validation) goes through sbatch as three jobs (the
+bootstrap group, rlvr in its batch step as in production, the export group). The evidence is sacct-free: the plugin's
+per-job logs under .snakemake/slurm_logs/<rule or group>/<job id>.log and squeue's record of each job id. A fake secret
+in the environment must not appear in anything written: job scripts and recorded environments in slurmctld's state,
+Slurm and Snakemake logs, the run folder, the CLI's output. Then ``-b`` re-runs the report as a controller job of its
+own, with a copy of the profile that leaves the status command to the CLI (the guard must pick squeue).
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import NO_VALIDATION, SMALL_TINY
 from tests.slurm.jobs import job_state, run_bounded, slurm_env, wait_for_job
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.e2e]
 
-SHORT = ["tiny.sft.steps=30", "tiny.sft.warmup_steps=5", "grpo.max_num_steps=2"]
+# The small tiny run without validation: the point here is where each rule runs, not what the run learns.
+SHORT = [*SMALL_TINY, *NO_VALIDATION, "grpo.max_num_steps=2"]
 SECRET_NAME, SECRET = "RLVR_TEST_API_KEY", "s3cr3t-9f1c2d-never-written"
 NEMOTRON = [sys.executable, "-m", "rlvr.cli.main", "steps", "run", "rl/nemo_rl/rlvr", "-c", "tiny"]
 

@@ -1,14 +1,16 @@
 """Ctrl-C and concurrent runs through the user's command: `nemotron steps run rl/nemo_rl/rlvr -c tiny ...`.
 
-A small tiny run (a 10-step SFT policy, 20 GRPO steps, checkpoints every 2) is started by the real CLI. While it
-trains, a second run from another working folder into the same run folder is refused at once; then the first run
-gets SIGINT as from a terminal's Ctrl-C. It must stop every process, release Snakemake's lock and say how to
-resume; the same command then finishes, with every step once in metrics.jsonl. A few minutes on two busy cores;
-the time limits below are only there so that a hang fails instead of blocking the suite.
+A small tiny run (30 small GRPO steps, checkpoints every 2) is started by the real CLI on a copy of the session's
+prepared run (tests/workflow/conftest.py: its data, 10-step SFT policy and conversion), so Snakemake starts at the
+reward pre-flight. While it trains (paused for that moment), a second run from another working folder into the same run
+folder is refused at once; then the first run gets SIGINT as from a terminal's Ctrl-C. It must stop every process,
+release Snakemake's lock and say how to resume; the same command then finishes, with every step once in metrics.jsonl. A
+few minutes on two busy cores; the time limits below are only there so that a hang fails instead of blocking the suite.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,14 +21,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import nemotron_env
-from tests.workflow.test_rlvr_resume import SFT  # the same small tiny policy and data
+from tests.conftest import SMALL_TINY, nemotron_env
+from tests.workflow.conftest import STEP, copy_prepared
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
-STEP = "rl/nemo_rl/rlvr"
+# Small steps (tests.conftest.SMALL_TINY), so many of them: the Ctrl-C's way from the CLI to the stage must end well
+# before the last step, on a busy machine too. (The second CLI's start-up runs while training is paused.)
+STEPS = 30
 RUN = [
-    "grpo.max_num_steps=20",
+    f"grpo.max_num_steps={STEPS}",
     "checkpointing.save_period=2",
     "grpo.val_period=0",
     "grpo.val_at_start=true",
@@ -35,7 +39,7 @@ RUN = [
     "grpo.val_batch_size=32",
     "logger.tensorboard_enabled=false",
 ]
-COMMAND = [sys.executable, "-m", "rlvr.cli.main", "steps", "run", STEP, "-c", "tiny", *SFT, *RUN]
+COMMAND = [sys.executable, "-m", "rlvr.cli.main", "steps", "run", STEP, "-c", "tiny", *SMALL_TINY, *RUN]
 
 
 def env_for(output_root: Path) -> dict:
@@ -63,16 +67,34 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
+@contextlib.contextmanager
+def training_paused(root: Path):
+    """SIGSTOP the run's processes that name its folder (the rlvr stage) for the block, SIGCONT after: a second CLI
+    that takes seconds to start (a busy machine) then cannot outrun a run of small steps."""
+    pids = [int(found.split(":", 1)[0]) for found in processes_mentioning(str(root))]
+    assert pids, "no process of the run to pause"
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
 def wait_for_step(run: subprocess.Popen, metrics: Path, step: int, log: Path) -> None:
     deadline = time.monotonic() + 900
     while run.poll() is None and max(logged_steps(metrics), default=-1) < step:
         assert time.monotonic() < deadline, f"training did not reach step {step}"
-        time.sleep(0.2)
+        time.sleep(0.05)
     assert run.poll() is None, log.read_text()[-3000:]
 
 
-def test_ctrl_c_then_the_same_command_resumes_and_a_second_run_is_refused(tmp_path):
+def test_ctrl_c_then_the_same_command_resumes_and_a_second_run_is_refused(prepared, tmp_path):
     root = tmp_path / "out"
+    copy_prepared(prepared, root / "tiny")
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()
     second.mkdir()
@@ -84,7 +106,10 @@ def test_ctrl_c_then_the_same_command_resumes_and_a_second_run_is_refused(tmp_pa
         )
         try:
             wait_for_step(run, metrics, 1, log)
-            other = subprocess.run(COMMAND, cwd=second, env=env_for(root), capture_output=True, text=True, timeout=300)
+            with training_paused(root):
+                other = subprocess.run(
+                    COMMAND, cwd=second, env=env_for(root), capture_output=True, text=True, timeout=300
+                )
             assert other.returncode != 0
             assert "is in use by" in other.stderr and f"pid {run.pid}" in other.stderr, other.stderr
             assert "Traceback" not in other.stderr
@@ -100,12 +125,12 @@ def test_ctrl_c_then_the_same_command_resumes_and_a_second_run_is_refused(tmp_pa
     assert "resume with the same command" in text, text[-3000:]
     assert "Traceback" not in text.split("interrupted")[-1], text[-3000:]
     interrupted_at = logged_steps(metrics)
-    assert 3 <= max(interrupted_at) < 20
+    assert 3 <= max(interrupted_at) < STEPS
     assert not processes_mentioning(str(root)), "processes of the run survived the interrupt"
     assert not any((first / ".snakemake" / "locks").glob("*")), "Snakemake's lock was left behind"
 
     again = subprocess.run(COMMAND, cwd=first, env=env_for(root), capture_output=True, text=True, timeout=1200)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "[resume] resuming from" in again.stdout + again.stderr
-    assert logged_steps(metrics) == list(range(0, 21))
-    assert json.loads((root / "tiny" / "rlvr" / "summary.json").read_text())["final_step"] == 20
+    assert logged_steps(metrics) == list(range(0, STEPS + 1))
+    assert json.loads((root / "tiny" / "rlvr" / "summary.json").read_text())["final_step"] == STEPS

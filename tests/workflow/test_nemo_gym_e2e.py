@@ -1,10 +1,11 @@
 """The NeMo-Gym path end to end on the CPU: ``nemotron steps run rl/nemo_rl/rlvr -c nemo_gym`` with the tiny policy.
 
 The run is the user's command: NeMo-Gym JSONL rows (``responses_create_params``, ``agent_ref`` to
-``math_with_judge_simple_agent``, ``question``, ``expected_answer``) of two-digit arithmetic, the tiny policy the DAG
-makes itself (30 SFT steps) and CPU overrides. ``resource_servers.math_with_judge.url`` is null, so the
-``reward_preflight`` and ``rlvr`` stages each start our ``math`` resource server on 127.0.0.1 and score over
-``/verify``.
+``math_with_judge_simple_agent``, ``question``, ``expected_answer``) of two-digit arithmetic, the small tiny policy and
+CPU overrides. The policy's rules (tiny_data, tiny_sft, hf_to_megatron) are copied from the session's prepared run
+(tests/workflow/conftest.py), so Snakemake starts at rl_prep, which reads the Gym rows.
+``resource_servers.math_with_judge.url`` is null, so the ``reward_preflight`` and ``rlvr`` stages each start our
+``math`` resource server on 127.0.0.1 and score over ``/verify``.
 
 The tiny policy's character vocabulary has no ``\\``, ``{`` or ``}``, so it can never write ``\\boxed{...}`` and
 ``math_with_judge`` (boxed answers only) must give every sample reward exactly 0: the test checks the plumbing
@@ -14,8 +15,8 @@ and a corrupted answer (must be 0) through the same server.
 
 Every process of a run carries a unique environment variable, so the servers it started can be found in /proc
 while it runs (the positive control) and after it ended (none may be left), even with other test runs around.
-The full run takes about 2 minutes on two busy cores; the refused-server run reuses its upstream outputs
-(tiny SFT, conversion, rl_prep), so Snakemake re-runs only from ``reward_preflight`` and it takes seconds.
+The refused-server run reuses the first run's upstream outputs (tiny SFT, conversion, rl_prep) in the same way, so
+Snakemake re-runs only from ``reward_preflight`` and it takes seconds.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import nemotron_env
+from tests.conftest import SMALL_TINY, nemotron_env
+from tests.workflow.conftest import copy_prepared
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -42,22 +44,9 @@ STEP = "rl/nemo_rl/rlvr"
 RUN = Path("results") / "nemo_gym"
 TAG_VAR = "RLVR_E2E_GYM_TAG"
 PROMPTS, GENERATIONS, TRAIN_ROWS, VAL_ROWS = 4, 4, 32, 8
-# The tiny policy, made by the DAG, smaller than -c tiny's: the test needs a real Llama, not accuracy.
-TINY = [
-    "tiny.enabled=true",
-    "policy.model_name=null",
-    "tiny.sft.steps=30",
-    "tiny.sft.warmup_steps=5",
-    "tiny.sft.batch_size=16",
-    "tiny.sft.eval_samples_per_prompt=1",
-    "tiny.model.hidden_size=64",
-    "tiny.model.intermediate_size=192",
-    "tiny.model.num_hidden_layers=2",
-    "tiny.data.sft.train_size=1000",
-    "tiny.data.sft.val_size=32",
-    "tiny.data.rl.train_size=64",
-    "tiny.data.rl.val_size=16",
-]
+# The session's small tiny policy (its tiny_data, tiny_sft and hf_to_megatron are copied in, see gym_run).
+TINY = ["tiny.enabled=true", "policy.model_name=null", *SMALL_TINY]
+
 # 4 prompts x 4 generations = 16 rows = one optimizer step (force_on_policy_ratio); whole validation set each step.
 CPU = [
     "cluster.gpus_per_node=0",
@@ -174,9 +163,10 @@ def run_nemotron(
 
 
 @pytest.fixture(scope="module")
-def gym_run(tmp_path_factory) -> dict:
-    """One whole ``-c nemo_gym`` run from scratch in an empty folder (RL_OUTPUT_DIR unset)."""
+def gym_run(prepared, tmp_path_factory) -> dict:
+    """One ``-c nemo_gym`` run in a folder that holds only the prepared tiny policy (RL_OUTPUT_DIR unset)."""
     cwd = tmp_path_factory.mktemp("gym_run")
+    copy_prepared(prepared, cwd / RUN, stages=("tiny_data", "tiny_sft", "hf_to_megatron"))
     data = write_gym_data(cwd / "data")
     tag = uuid.uuid4().hex
     rc, out, err, seen = run_nemotron(cwd, [*TINY, *CPU, *data], tag)

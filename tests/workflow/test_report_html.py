@@ -1,7 +1,7 @@
 """`snakemake --report` of a finished run: a self-contained HTML that a browser renders with the curves.
 
-The smallest tiny run that still has curves (a 10-step SFT policy of two layers, 2 GRPO steps of 4 x 4 rollouts,
-validation at start and end on 8 prompts) is built once for this module through the real CLI; ``snakemake
+The session's whole small tiny run (tests/workflow/conftest.py: a 10-step SFT policy of two layers, 2 GRPO steps of
+4 x 4 rollouts, validation at start and end on 8 prompts; shared with the secrets and chat-template tests); ``snakemake
 --report report.html`` then writes the report and headless Chromium takes a screenshot of it. Chromium is
 required, not optional: install it with ``apt-get install -y chromium`` (.ci/run does so when it is missing).
 The run takes most of the time; the tests after it about 30 s.
@@ -22,56 +22,21 @@ from pathlib import Path
 import pytest
 
 from rlvr.workflow import REQUEST_KEY, WorkflowRequest
-from tests.conftest import REPO_ROOT, nemotron_env
+from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
-SMALLEST = [
-    "tiny.sft.steps=10",
-    "tiny.sft.warmup_steps=2",
-    "tiny.model.hidden_size=64",
-    "tiny.model.intermediate_size=192",
-    "tiny.model.num_hidden_layers=2",
-    "tiny.data.sft.train_size=200",
-    "tiny.data.sft.val_size=16",
-    "tiny.data.rl.train_size=64",
-    "tiny.data.rl.val_size=8",
-    "grpo.num_prompts_per_step=4",
-    "grpo.num_generations_per_prompt=4",
-    "policy.train_global_batch_size=16",
-    "policy.train_micro_batch_size=16",
-    "policy.generation_batch_size=16",
-    "policy.logprob_batch_size=16",
-    "grpo.max_num_steps=2",
-    "grpo.val_at_start=true",
-    "grpo.val_at_end=true",
-    "grpo.val_period=0",
-    "grpo.max_val_samples=8",
-    "grpo.val_batch_size=8",
-    "grpo.val_num_generations_per_prompt=1",
-    "logger.tensorboard_enabled=false",
-]
+
+@pytest.fixture(scope="module")
+def finished_run(whole_small_run) -> Path:
+    """The working folder of the session's whole small tiny run (tests/workflow/conftest.py: two GRPO steps,
+    validated at the start and the end on 8 prompts), ``results/tiny`` inside."""
+    return whole_small_run["work"]
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    """The working folder of a finished smallest tiny run (``results/tiny`` inside)."""
-    work = tmp_path_factory.mktemp("report_run")
-    proc = subprocess.run(
-        [sys.executable, "-m", "rlvr.cli.main", "steps", "run", "rl/nemo_rl/rlvr", "-c", "tiny", *SMALLEST],
-        cwd=work,
-        env=nemotron_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return work
-
-
-@pytest.fixture(scope="module")
-def report_html(finished_run) -> Path:
-    request = WorkflowRequest(step="rl/nemo_rl/rlvr", config="tiny", overrides=SMALLEST)
+def report_html(finished_run, whole_small_run) -> Path:
+    request = WorkflowRequest(step="rl/nemo_rl/rlvr", config="tiny", overrides=whole_small_run["overrides"])
     html = finished_run / "report.html"
     proc = subprocess.run(
         [
@@ -87,7 +52,7 @@ def report_html(finished_run) -> Path:
             "--report",
             str(html),
         ],
-        env=nemotron_env(),
+        env=whole_small_run["env"],
         capture_output=True,
         text=True,
         timeout=300,

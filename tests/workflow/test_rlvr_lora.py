@@ -1,7 +1,8 @@
 """The rlvr stage with LoRA (policy.dtensor_cfg.lora_cfg), as Snakemake runs it: adapter-only step checkpoints,
 bit-exact resume, merged final artifact and the PEFT adapter folder.
 
-Uses the small tiny run folder of test_rlvr_resume (10-step SFT policy, DAPO overlong penalty for reward spread).
+Uses the session's prepared small tiny run and the GRPO run of test_rlvr_resume (tests/workflow/conftest.py: a 10-step
+SFT policy, the DAPO overlong penalty for reward spread).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.workflow.test_rlvr_resume import metric_steps, prepared, rlvr_command, run_stage  # noqa: F401 (fixture)
+from tests.workflow.conftest import metric_steps, rlvr_command, run_stage
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +30,7 @@ def adapter(run_dir, step: int) -> dict[str, torch.Tensor]:
     return load_file(str(run_dir / "rlvr" / "ckpts" / f"step_{step}" / "policy" / "model.safetensors"))
 
 
-def test_lora_run_checkpoints_the_adapter_resumes_exactly_and_exports_merged(prepared, tmp_path):  # noqa: F811
+def test_lora_run_checkpoints_the_adapter_resumes_exactly_and_exports_merged(prepared, tmp_path):
     """A 4-step LoRA run vs the same run stopped after step 2 and re-run: resumed from step_2, identical adapter
     and metrics; step checkpoints hold only lora_A/lora_B; checkpoint_megatron holds merged weights that differ
     from the SFT policy; rlvr/lora_adapter is a PEFT folder that reproduces them on the SFT policy."""

@@ -1,11 +1,9 @@
 """The rlvr stage as Snakemake runs it: kill -9 and resume, config changes, and the reward pre-flight.
 
-A tiny run folder (tiny data, a 10-step SFT policy, its checkpoint_megatron and rl_prep) is built once per module
-through the real CLI (``nemotron steps run ... --until rl_prep``). Then ``python -m rlvr.stages rlvr`` runs in
-subprocesses, exactly as the rule's shell command does. The 10-step SFT policy never answers correctly, so the
-DAPO overlong penalty (``grpo.reward_shaping``) supplies the reward spread: without it every advantage is 0,
-the weights never move and "resumed weights equal uninterrupted weights" would hold trivially.
-About 1.5 minutes on two busy cores.
+``python -m rlvr.stages rlvr`` runs in subprocesses, exactly as the rule's shell command does, on the session's
+prepared small tiny run (tests/workflow/conftest.py: tiny data, a 10-step SFT policy, its checkpoint_megatron and
+rl_prep, made through the real CLI), with the 6-step GRPO run of ``STAGE_RUN`` (its overlong penalty supplies the
+reward spread that makes the weights move). About 1.5 minutes on two busy cores.
 """
 
 from __future__ import annotations
@@ -26,92 +24,10 @@ from safetensors.torch import load_file
 from rlvr.config import load_step_config
 from rlvr.stages.stage_config import stage_config_path, write_stage_configs
 from rlvr.steps.index import resolve_step
-from tests.conftest import nemotron_env
+from tests.conftest import SMALL_TINY, nemotron_env
+from tests.workflow.conftest import STEP, metric_steps, rlvr_command, run_stage
 
 pytestmark = pytest.mark.slow
-
-STEP = "rl/nemo_rl/rlvr"
-# A smaller tiny policy and data than the defaults: the test needs a real Llama and real files, not accuracy.
-SFT = [
-    "tiny.sft.steps=10",
-    "tiny.sft.warmup_steps=2",
-    "tiny.model.hidden_size=64",
-    "tiny.model.intermediate_size=192",
-    "tiny.model.num_hidden_layers=2",
-    "tiny.data.sft.train_size=1000",
-    "tiny.data.sft.val_size=32",
-    "tiny.data.rl.train_size=256",
-    "tiny.data.rl.val_size=64",
-]
-RUN = [
-    "grpo.max_num_steps=6",
-    "checkpointing.save_period=2",
-    "grpo.val_period=0",
-    "grpo.val_at_start=true",
-    "grpo.val_at_end=false",
-    "grpo.max_val_samples=32",
-    "grpo.val_batch_size=32",
-    "policy.optimizer.kwargs.lr=0.0002",
-    "logger.tensorboard_enabled=false",
-    "grpo.reward_shaping.enabled=true",
-    "grpo.reward_shaping.max_response_length=8",
-    "grpo.reward_shaping.overlong_buffer_length=6",
-    "grpo.reward_shaping.overlong_buffer_penalty=1.0",
-]
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    """``results/tiny`` with rl_prep/ and hf_to_megatron/checkpoint_megatron, made by the CLI and Snakemake."""
-    root = tmp_path_factory.mktemp("tiny_run")
-    proc = subprocess.run(
-        [sys.executable, "-m", "rlvr.cli.main", "steps", "run", STEP, "-c", "tiny", *SFT, "--until", "rl_prep"],
-        cwd=root,
-        env=nemotron_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run = root / "results" / "tiny"
-    assert (run / "rl_prep" / "train.jsonl").exists() and (run / "hf_to_megatron" / "checkpoint_megatron").is_dir()
-    assert not (run / "rlvr").exists()
-    return run
-
-
-def rlvr_command(prepared: Path, run_dir: Path, *overrides: str) -> list[str]:
-    """The rule's command line: its stage config file (written as the Snakefile writes it) and explicit paths."""
-    cfg = load_step_config(resolve_step(STEP), "tiny", [*SFT, *RUN, *overrides]).engine_view()
-    write_stage_configs(run_dir, {"rlvr": cfg})
-    return [
-        sys.executable,
-        "-m",
-        "rlvr.stages",
-        "rlvr",
-        "--config",
-        str(stage_config_path(run_dir, "rlvr")),
-        "--data",
-        str(prepared / "rl_prep"),
-        "--policy",
-        str(prepared / "hf_to_megatron" / "checkpoint_megatron"),
-        "--base-model",
-        str(prepared / "tiny_sft" / "policy"),
-        *rlvr_outputs(run_dir),
-    ]
-
-
-def rlvr_outputs(run_dir: Path) -> list[str]:
-    """The rule's output paths (rules/rlvr.smk) under ``run_dir``; the adapter folder is written by LoRA runs only."""
-    out = run_dir / "rlvr"
-    paths = {"ckpt": "checkpoint_megatron", "summary": "summary.json", "metrics": "metrics.jsonl"}
-    paths["lora-adapter"] = "lora_adapter"
-    return [*(a for flag, name in paths.items() for a in (f"--{flag}", str(out / name))), "--work-dir", str(out)]
-
-
-def run_stage(command: list[str]) -> str:
-    proc = subprocess.run(command, env=nemotron_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout + proc.stderr
 
 
 def run_and_kill_at_step(command: list[str], metrics: Path, step: int, log: Path) -> None:
@@ -133,11 +49,6 @@ def run_and_kill_at_step(command: list[str], metrics: Path, step: int, log: Path
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)  # the stage and its reward workers, as a node failure would
             proc.wait(timeout=30)
-
-
-def metric_steps(run_dir: Path) -> list[int]:
-    lines = (run_dir / "rlvr" / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line)["step"] for line in lines]
 
 
 def final_weights(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
@@ -226,7 +137,7 @@ def test_reward_preflight_rejects_unparseable_ground_truth(prepared, tmp_path):
     data.mkdir()
     (data / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     report = tmp_path / "reward_preflight" / "report.json"
-    cfg = load_step_config(resolve_step(STEP), "tiny", SFT).engine_view()
+    cfg = load_step_config(resolve_step(STEP), "tiny", SMALL_TINY).engine_view()
     write_stage_configs(tmp_path, {"reward_preflight": {"env": cfg["env"]}})
     proc = subprocess.run(
         [
@@ -267,7 +178,7 @@ def test_reward_preflight_calls_each_reward_function(prepared, tmp_path):
             "env.reward_functions=[{name: correct, function: verifier, weight: 1},"
             f" {{name: mine, function: 'tests.unit.rewards.reward_fns:{bad}', weight: 1}}]"
         )
-        cfg = load_step_config(resolve_step(STEP), "tiny", [*SFT, functions]).engine_view()
+        cfg = load_step_config(resolve_step(STEP), "tiny", [*SMALL_TINY, functions]).engine_view()
         write_stage_configs(tmp_path, {"reward_preflight": {"env": cfg["env"]}})
         command = ["reward_preflight", "--config", str(stage_config_path(tmp_path, "reward_preflight"))]
         outcomes[bad] = subprocess.run(

@@ -4,7 +4,8 @@ The user's setting: data and tokenizer folder given through ``${oc.env:DATA_DIR}
 ``*_key``/``tokenizer``, and a secret under a neutral key. After the run the secret's value must be nowhere: not in
 the output, the written configs, the logs, ``.snakemake/metadata``, nor in the argv of any Python process (a
 ``sitecustomize`` on the ``PYTHONPATH`` records ``/proc/self/cmdline`` of each one: the ``ps`` view). The same
-checks on a whole small tiny run (all eight stages, one GRPO step). About 3.5 minutes on two busy cores.
+checks on the session's whole small tiny run (all eight stages, two GRPO steps; tests/workflow/conftest.py). About
+3.5 minutes on two busy cores.
 """
 
 from __future__ import annotations
@@ -23,20 +24,14 @@ from transformers import PreTrainedTokenizerFast
 
 from rlvr.workflow import REQUEST_KEY, WorkflowRequest
 from tests.conftest import REPO_ROOT, nemotron_env
+from tests.workflow.conftest import ARGV_SPY, SECRET
 
 pytestmark = pytest.mark.slow
 
-SECRET = "s3cr3t-Value-5e1d"
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
-ARGV_SPY = """import os
-_dir = os.environ.get("RLVR_TEST_ARGV_DIR")
-if _dir:  # what `ps` shows for this process
-    with open("/proc/self/cmdline", "rb") as src, open(os.path.join(_dir, f"{os.getpid()}.argv"), "wb") as dst:
-        dst.write(src.read())
-"""
 OVERRIDES = [
     "tokenizer=${oc.env:DATA_DIR}/tok",
     "data.train.data_path=${oc.env:DATA_DIR}/train.jsonl",
@@ -230,50 +225,16 @@ def test_every_stage_command_of_the_rlvr_dag_is_paths_only(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
-# A small tiny run (the policy of tests/workflow/test_rlvr_resume.py, 1 GRPO step): every rule runs for real.
-SMALL_TINY = [
-    "tiny.sft.steps=10",
-    "tiny.sft.warmup_steps=2",
-    "tiny.model.hidden_size=64",
-    "tiny.model.intermediate_size=192",
-    "tiny.model.num_hidden_layers=2",
-    "tiny.data.sft.train_size=1000",
-    "tiny.data.sft.val_size=32",
-    "tiny.data.rl.train_size=64",
-    "tiny.data.rl.val_size=16",
-    "grpo.max_num_steps=1",
-    "grpo.val_at_start=false",
-    "grpo.val_at_end=false",
-    "grpo.val_period=0",
-    "logger.tensorboard_enabled=false",
-    "logger.wandb.name=team-${oc.env:MY_API_KEY}",
-]
-
-
-def test_a_whole_small_tiny_run_keeps_the_secret_out_of_everything(tmp_path):
-    """All eight stages run; the rlvr stage resolves the secret itself and records only its reference."""
-    work, spy, argv_dir = tmp_path / "work", tmp_path / "spy", tmp_path / "argv"
-    for folder in (work, spy, argv_dir):
-        folder.mkdir()
-    (spy / "sitecustomize.py").write_text(ARGV_SPY)
-    env = nemotron_env()
-    env.update(MY_API_KEY=SECRET, RLVR_TEST_ARGV_DIR=str(argv_dir), PYTHONPATH=f"{spy}:{env['PYTHONPATH']}")
-    proc = subprocess.run(
-        [sys.executable, "-m", "rlvr.cli.main", "steps", "run", "rl/nemo_rl/rlvr", "-c", "tiny", *SMALL_TINY],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run = work / "results" / "tiny"
+def test_a_whole_small_tiny_run_keeps_the_secret_out_of_everything(whole_small_run):
+    """All eight stages run (tests/workflow/conftest.py, ``whole_small_run``); the rlvr stage resolves the secret
+    itself and records only its reference."""
+    work, run, proc = whole_small_run["work"], whole_small_run["run"], whole_small_run["proc"]
     assert (run / "report" / "report.md").is_file()
     for record in (run / "config.yaml", run / "rlvr" / "config.yaml", run / "stage_configs" / "rlvr.yaml"):
         assert yaml.safe_load(record.read_text())["logger"]["wandb"]["name"] == "team-${oc.env:MY_API_KEY}"
     assert [p for p in work.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()] == []
     assert SECRET not in proc.stdout + proc.stderr
-    argvs = [p.read_bytes().rstrip(b"\0").decode().split("\0") for p in argv_dir.iterdir()]
+    argvs = [p.read_bytes().rstrip(b"\0").decode().split("\0") for p in whole_small_run["argv"].iterdir()]
     assert not [a for a in argvs if any(SECRET in token for token in a)]
     stages = [a[3:] for a in argvs if a[1:3] == ["-m", "rlvr.stages"]]  # (not the Ray launcher that starts one)
     assert sorted(s[0] for s in stages) == sorted(
