@@ -182,7 +182,7 @@ def test_reward_preflight_calls_each_reward_function(prepared, tmp_path):
         write_stage_configs(tmp_path, {"reward_preflight": {"env": cfg["env"]}})
         command = ["reward_preflight", "--config", str(stage_config_path(tmp_path, "reward_preflight"))]
         outcomes[bad] = subprocess.run(
-            [sys.executable, "-m", "rlvr.stages", *command, "--data", str(data), "--out", str(report)],
+            [sys.executable, "-m", "rlvr.stages", *command, "--rows", str(data / "val.jsonl"), "--out", str(report)],
             env=nemotron_env(),
             capture_output=True,
             text=True,
@@ -257,7 +257,11 @@ def test_weighted_custom_rewards_dumps_and_trackers_through_the_stage(prepared, 
         " {name: len, function: 'tests.unit.rewards.reward_fns:prompt_length', weight: 0.01}]"
     )
     overrides = ["grpo.max_num_steps=2", functions, "logger.rollout_dumps=full", "logger.rollout_dump_rows=4"]
-    overrides += ["grpo.num_prompts_per_step=4", "policy.train_global_batch_size=64"]  # 4 × 16 samples: seconds
+    overrides += [  # 4 × 16 samples: seconds
+        "grpo.num_prompts_per_step=4",
+        "grpo.num_generations_per_prompt=16",
+        "policy.train_global_batch_size=64",
+    ]
     run_stage(rlvr_command(prepared, run_dir, *overrides, "logger.wandb_enabled=true", "logger.mlflow_enabled=true"))
     lines = {m["step"]: m for m in map(json.loads, (run_dir / "rlvr" / "metrics.jsonl").read_text().splitlines())}
     assert {"validation/reward/correct", "validation/reward/fmt", "validation/reward/len"} <= set(lines[0])
