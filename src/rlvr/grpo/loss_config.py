@@ -1,8 +1,8 @@
 """The ``loss_fn`` section as the loss reads it: :class:`ClippedPGLossConfig`, its defaults and its rules.
 
 Apart from :mod:`rlvr.grpo.loss` because it needs no torch: the config checks run it at ``-d`` and when the
-Snakefile is parsed, where importing torch would cost more than everything else the plan does. The loss module
-builds its registries over the names declared here (a unit test keeps the two in step).
+Snakefile is parsed, where importing torch would cost more than everything else the plan does. The loss module's
+registries (KL estimators, truncations) carry the names declared here; a unit test keeps the two in step.
 """
 
 from __future__ import annotations
