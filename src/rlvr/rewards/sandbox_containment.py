@@ -62,7 +62,7 @@ def _set_mount_attr(path: str, flags: int, attr_set: int, attr_clr: int) -> None
 
 
 class PidNamespaces:
-    """The server's side of step 2: fork each job's child as PID 1 of a PID namespace of its own.
+    """Step 1, in the server: fork each job's child as PID 1 of a PID namespace of its own.
 
     ``unshare(CLONE_NEWPID)`` moves only the caller's *future children* into a new namespace, so the server
     unshares, forks, and returns its children's namespace to its own (``setns``): one fork per program, where a
