@@ -169,8 +169,8 @@ def main() -> None:
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # per-sample warnings, as NeMo-RL silences them
     with contextlib.suppress(PermissionError):  # already a session leader
-        # A session of its own, as the scorer's workers have: where the kernel shares CPU per session (autogroup),
-        # the raw loop then gets one session's share, not a share split with whatever else the shell runs.
+        # A session of its own: where the kernel shares CPU per session (autogroup), raw math-verify and the
+        # scorer's pool (whose workers stay in this session) then share one session's CPU alike, apart from the shell.
         os.setsid()
     time_raw(*tiny_set(50, offset=0))  # import math-verify and sympy outside the timing
     with RewardScorer(num_workers=args.workers) as scorer, tempfile.TemporaryDirectory() as tmp:

@@ -39,10 +39,6 @@ _MAX_FAILED_STARTS = 5
 def _serve(conn: mp_connection.Connection, memory_limit_mb: int | None) -> None:
     """Worker main loop: receive chunks of ``(index, verifier, response, reference)``, answer one message per check."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business; it closes the pool
-    # A session of its own: where the kernel groups tasks by session for CPU shares (autogroup, on by default on
-    # most desktop and VM kernels), the pool's workers would otherwise split the caller's single share on a busy
-    # machine, and two workers would get the CPU of one. The worker still ends when the parent's pipe closes.
-    os.setsid()
     if memory_limit_mb:
         # A runaway sympy evaluation becomes a MemoryError (a counted exception) instead of a machine-wide OOM.
         limit = memory_limit_mb * 1024 * 1024
