@@ -24,7 +24,6 @@ from typing import Any, Protocol
 import torch
 
 from rlvr.generation.base import GenerationConfig, GenerationOutput, token_budget
-from rlvr.generation.kv_cache import preallocated_cache
 from rlvr.policy.logprobs import process_logits
 
 
@@ -165,8 +164,7 @@ class HFGenerationBackend:
         if len(live) == 0:
             return [self._finish(row) for row in rows]
         attention = attention[live]
-        capacity = input_ids.shape[1] + max(row.budget for row in rows)
-        logits, cache = self._prefill(input_ids[live], attention, [prompts[i] for i in live.tolist()], capacity)
+        logits, cache = self._prefill(input_ids[live], attention, [prompts[i] for i in live.tolist()])
         next_position = attention.sum(-1, keepdim=True)
         while True:
             processed = process_logits(logits, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
@@ -196,23 +194,21 @@ class HFGenerationBackend:
         return input_ids, attention
 
     def _prefill(
-        self, input_ids: torch.Tensor, attention: torch.Tensor, prompts: list[list[int]], capacity: int
+        self, input_ids: torch.Tensor, attention: torch.Tensor, prompts: list[list[int]]
     ) -> tuple[torch.Tensor, Any]:
         """Last-position logits ``[B, V]`` and the KV cache of the prompts, computing each distinct prompt once.
 
         GRPO repeats every prompt ``num_generations_per_prompt`` times; identical rows have identical keys,
         values and logits, so the forward runs on the distinct rows and the cache is then gathered per row.
-        The cache holds ``capacity`` positions without reallocating (:mod:`rlvr.generation.kv_cache`).
         """
         first: dict[tuple[int, ...], int] = {}
         source = [first.setdefault(tuple(p), i) for i, p in enumerate(prompts)]
         distinct = sorted(set(source))
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        cache = preallocated_cache(self.model, capacity)
         if len(distinct) == len(prompts):
-            return self._forward(input_ids, attention, positions, cache)
+            return self._forward(input_ids, attention, positions, None)
         pick = torch.tensor(distinct, dtype=torch.long, device=input_ids.device)
-        logits, cache = self._forward(input_ids[pick], attention[pick], positions[pick], cache)
+        logits, cache = self._forward(input_ids[pick], attention[pick], positions[pick], None)
         slot = {row: k for k, row in enumerate(distinct)}
         gather = torch.tensor([slot[row] for row in source], dtype=torch.long, device=input_ids.device)
         cache.batch_select_indices(gather)
