@@ -11,7 +11,8 @@ One GRPO step calls :meth:`HFPolicy.get_logprobs` (``prev_logprobs``; the refere
   ``optimizer.step()``. Composition: the rows of each prompt go together and each distinct prompt of a
   micro-batch runs once (:mod:`rlvr.policy.prefix`; ``share_prompts``, off with chunked log-probs, activation
   checkpointing or LoRA), otherwise rows go in length order, each micro-batch on the columns it uses
-  (:mod:`rlvr.policy.batching`);
+  (:mod:`rlvr.policy.batching`); with ``policy.sequence_packing.enabled`` (and ``share_prompts``) each
+  micro-batch runs packed instead, without padding (:mod:`rlvr.policy.packing`);
 * the LR scheduler steps once per ``train`` call (warm-up counts GRPO steps, not optimizer steps).
 
 Data parallel (:mod:`rlvr.distributed`): with ``all_reduce`` set, each rank holds ``1/W`` of every global batch
