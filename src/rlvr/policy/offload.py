@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from torch.distributed.tensor import DTensor
 
 
 class OptimizerOffload:
@@ -52,7 +53,8 @@ class OptimizerOffload:
                 if isinstance(value, torch.Tensor):
                     homes.append((entry, key, value.device))
                     on_gpu |= value.device.type == "cuda"
-                    moved += value.numel() * value.element_size()
+                    local = value.to_local() if isinstance(value, DTensor) else value  # this rank's shard
+                    moved += local.numel() * local.element_size()
                     entry[key] = value.to(self.host, copy=True)  # a copy even on the same device: never aliased
         for group in self.optimizer.param_groups:
             for param in group["params"]:
