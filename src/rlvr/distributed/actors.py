@@ -38,6 +38,12 @@ class GenerationActor:
     def update_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         self.backend.update_weights(state_dict)
 
+    def prepare_for_generation(self) -> None:
+        self.backend.prepare_for_generation()
+
+    def finish_generation(self) -> None:
+        self.backend.finish_generation()
+
 
 class RayGenerationWorker:
     """A generation backend in a Ray actor. ``source``/``precision`` as for :class:`~rlvr.distributed.RayPolicyGroup`;
@@ -83,6 +89,16 @@ class RayGenerationWorker:
 
         ray.get(self.actor.update_weights.remote(dict(state_dict)))
 
+    def prepare_for_generation(self) -> None:
+        import ray
+
+        ray.get(self.actor.prepare_for_generation.remote())
+
+    def finish_generation(self) -> None:
+        import ray
+
+        ray.get(self.actor.finish_generation.remote())
+
     def close(self) -> None:
         import ray
 
@@ -123,6 +139,17 @@ class GenerationReplicas:
 
         ref = ray.put(dict(state_dict))
         ray.get([worker.actor.update_weights.remote(ref) for worker in self.workers])
+
+    def prepare_for_generation(self) -> None:
+        import ray
+
+        ray.get([worker.actor.prepare_for_generation.remote() for worker in self.workers])
+
+    def finish_generation(self) -> None:
+        """Every replica hands its device memory back to the training rank beside it."""
+        import ray
+
+        ray.get([worker.actor.finish_generation.remote() for worker in self.workers])
 
     def close(self) -> None:
         for worker in self.workers:

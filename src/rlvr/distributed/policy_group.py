@@ -78,6 +78,12 @@ class PolicyActor:
     ) -> dict[str, float]:
         return self.policy.train(batch, loss_fn, global_batch_size=global_batch_size, micro_batch_size=micro_batch_size)
 
+    def offload_before_refit(self) -> None:
+        self.policy.offload_before_refit()
+
+    def prepare_for_lp_inference(self) -> None:
+        self.policy.prepare_for_lp_inference()
+
     def state_dict(self) -> dict[str, Any] | None:
         """Gathered by every rank (a collective); rank 0 returns it."""
         state = self.policy.state_dict()
@@ -185,6 +191,18 @@ class RayPolicyGroup:
             for rank, actor in enumerate(self.actors)
         ]
         return fold(ray.get(refs), Fold.RANKS)
+
+    def offload_before_refit(self) -> None:
+        """Every rank hands its optimizer state to host memory while its colocated replica generates (a no-op
+        on CPU ranks; see :mod:`rlvr.policy.offload`)."""
+        import ray
+
+        ray.get([actor.offload_before_refit.remote() for actor in self.actors])
+
+    def prepare_for_lp_inference(self) -> None:
+        import ray
+
+        ray.get([actor.prepare_for_lp_inference.remote() for actor in self.actors])
 
     def state_dict(self) -> dict[str, Any]:
         """The full model, optimizer and scheduler state (gathered by all ranks), on CPU."""

@@ -126,6 +126,14 @@ class GenerationBackend(Protocol):
         """Load the trainer's current weights (refit) before the next generation."""
         ...
 
+    def prepare_for_generation(self) -> None:
+        """Take back the device memory handed to training (vLLM: wake from sleep); before a refit or a generation."""
+        ...
+
+    def finish_generation(self) -> None:
+        """Hand the device memory back to training (vLLM colocated: sleep, level 1; HF: free cached blocks)."""
+        ...
+
 
 # name -> "module:attribute" (imported on first use, so that vllm is only touched when asked for) or a factory.
 _BACKENDS: dict[str, str | Callable[..., GenerationBackend]] = {

@@ -129,6 +129,15 @@ class HFGenerationBackend:
         with torch.no_grad():
             self.model.load_state_dict(dict(state_dict), strict=True)
 
+    def prepare_for_generation(self) -> None:
+        """Nothing to take back: the model stays where it is and each call allocates its own KV cache."""
+
+    def finish_generation(self) -> None:
+        """The last call's KV cache is already freed; on a GPU its cached blocks go back to the driver, so that a
+        training process colocated on the device can use them (within one process the allocator reuses them)."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     @torch.no_grad()
     def generate(
         self, prompt_token_ids: list[list[int]], cfg: GenerationConfig, *, seed: int | None = None

@@ -43,8 +43,11 @@ _DTYPES = {
 }
 
 
-def engine_kwargs(vllm_cfg: Mapping[str, Any], *, model_dir: str, seed: int) -> dict[str, Any]:
-    """``vllm.LLM(**kwargs)`` from ``policy.generation.vllm_cfg`` (upstream key names, every default filled)."""
+def engine_kwargs(
+    vllm_cfg: Mapping[str, Any], *, model_dir: str, seed: int, sleep_mode: bool = False
+) -> dict[str, Any]:
+    """``vllm.LLM(**kwargs)`` from ``policy.generation.vllm_cfg`` (upstream key names, every default filled);
+    ``sleep_mode``: colocated generation, whose engine sleeps while the policy trains (as NeMo-RL's)."""
     precision = str(vllm_cfg["precision"])
     if precision not in _DTYPES:
         raise UserError(
@@ -63,6 +66,7 @@ def engine_kwargs(vllm_cfg: Mapping[str, Any], *, model_dir: str, seed: int) -> 
         "worker_extension_cls": WORKER_EXTENSION,
         "logprobs_mode": "processed_logprobs",
         "skip_tokenizer_init": False,
+        "enable_sleep_mode": bool(sleep_mode),
     }
 
 
@@ -133,7 +137,9 @@ class VLLMGenerationBackend:
 
     ``model`` and ``tokenizer`` are the policy's HF model and tokenizer (written once to a temporary folder for
     vLLM to load); ``batch_size`` is accepted for interface parity and ignored (vLLM schedules its own batches);
-    ``max_total_length`` caps prompt + generation. ``engine_factory`` and ``sampling_factory`` replace
+    ``max_total_length`` caps prompt + generation. ``sleep_mode`` (colocated generation): after each generation
+    the engine sleeps at level 1 (weights to host memory, KV cache discarded) so that training has the device
+    memory, and wakes before the next refit or generation. ``engine_factory`` and ``sampling_factory`` replace
     ``vllm.LLM`` and ``vllm.SamplingParams`` (tests).
     """
 
@@ -146,16 +152,18 @@ class VLLMGenerationBackend:
         max_total_length: int | None = None,
         vllm_cfg: Mapping[str, Any],
         seed: int = 0,
+        sleep_mode: bool = False,
         engine_factory: Callable[..., Any] | None = None,
         sampling_factory: Callable[[dict[str, Any]], Any] | None = None,
     ):
         del batch_size
         self.max_total_length = max_total_length
+        self.sleep_mode, self.asleep = sleep_mode, False
         self._folder = Path(tempfile.mkdtemp(prefix="rlvr-vllm-"))
         try:
             model.save_pretrained(self._folder, safe_serialization=True)
             tokenizer.save_pretrained(self._folder)
-            kwargs = engine_kwargs(vllm_cfg, model_dir=str(self._folder), seed=seed)
+            kwargs = engine_kwargs(vllm_cfg, model_dir=str(self._folder), seed=seed, sleep_mode=sleep_mode)
             self.llm = (engine_factory or _build_engine)(**kwargs)
         except BaseException:
             shutil.rmtree(self._folder, ignore_errors=True)
@@ -186,11 +194,26 @@ class VLLMGenerationBackend:
 
     def update_weights(self, state_dict: Mapping[str, Any]) -> None:
         """Load the trainer's HF-named weights into every vLLM worker, then drop cached KV of the old weights."""
+        self.prepare_for_generation()  # a sleeping engine's weights are in host memory
         weights = [(name, tensor.detach().to("cpu").contiguous()) for name, tensor in state_dict.items()]
         self.llm.collective_rpc("rlvr_load_weights", args=(weights,))
         reset = getattr(self.llm, "reset_prefix_cache", None)
         if reset is not None:
             reset()
+
+    def prepare_for_generation(self) -> None:
+        """Wake a sleeping engine: weights back on the device, KV cache re-allocated (its old blocks are gone, so
+        no prefix may match them)."""
+        if self.asleep:
+            self.llm.wake_up()
+            self.llm.reset_prefix_cache()
+            self.asleep = False
+
+    def finish_generation(self) -> None:
+        """With ``sleep_mode``: sleep at level 1 until the next refit or generation (NeMo-RL's finish_generation)."""
+        if self.sleep_mode and not self.asleep:
+            self.llm.sleep(level=1)
+            self.asleep = True
 
     def close(self) -> None:
         """Release the engine and its temporary model folder."""

@@ -119,12 +119,21 @@ class PolicyWorkers:
         return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
     def generate(self, prompt_ids: list[list[int]], cfg: GenerationConfig, *, seed: int) -> list[GenerationOutput]:
+        # Colocated phases take turns on a device (rlvr.policy.offload): training hands back its optimizer state,
+        # the engine wakes, is refitted and samples, then hands its memory back (vLLM sleeps) for scoring and
+        # training. Each step is a no-op where nothing is shared (CPU, or generation on devices of its own).
+        self.policy.offload_before_refit()
+        self.generator.prepare_for_generation()
         if self._stale and not self.shares_model:
             self.generator.update_weights(self.policy.hf_state_dict())
         self._stale = False
-        return self.generator.generate(prompt_ids, cfg, seed=seed)
+        try:
+            return self.generator.generate(prompt_ids, cfg, seed=seed)
+        finally:
+            self.generator.finish_generation()
 
     def logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        self.policy.prepare_for_lp_inference()
         return self.policy.get_logprobs(
             batch["input_ids"], batch["attention_mask"], micro_batch_size=self.logprob_batch_size, filtered=True
         )
@@ -208,7 +217,7 @@ def _ray_roles(
     backend = policy_cfg["generation"]["backend"]
     policy = RayPolicyGroup(policy_cfg, str(policy_path), num_workers=plan.train_ranks)
     if backend == "vllm":
-        gen_kwargs = {**gen_kwargs, "vllm_cfg": policy_cfg["generation"]["vllm_cfg"], "seed": cfg["grpo"]["seed"]}
+        gen_kwargs = {**gen_kwargs, **_vllm_kwargs(cfg)}
     replicas = [
         RayGenerationWorker(
             str(policy_path),
@@ -260,10 +269,20 @@ def _in_process_roles(
             generation_model, shares = lora_generation_model, False
     backend = policy_cfg["generation"]["backend"]
     if backend == "vllm":
-        gen_kwargs = {**gen_kwargs, "vllm_cfg": policy_cfg["generation"]["vllm_cfg"], "seed": cfg["grpo"]["seed"]}
+        gen_kwargs = {**gen_kwargs, **_vllm_kwargs(cfg)}
     generator = make_generation_backend(backend, generation_model, tokenizer, **gen_kwargs)
     reference = HFPolicy.from_config(policy_cfg, model=reference_model) if wants_reference else None
     return policy, generator, reference, shares
+
+
+def _vllm_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The vLLM backend's own arguments; a colocated engine sleeps while the policy trains (sleep mode)."""
+    generation = cfg["policy"]["generation"]
+    return {
+        "vllm_cfg": generation["vllm_cfg"],
+        "seed": cfg["grpo"]["seed"],
+        "sleep_mode": generation["colocated"]["enabled"],
+    }
 
 
 @dataclass

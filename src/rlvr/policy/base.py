@@ -64,6 +64,15 @@ class Policy(Protocol):
         batches of ``micro_batch_size`` rows (per rank), one LR-scheduler step; returns the step's train metrics."""
         ...
 
+    def offload_before_refit(self) -> None:
+        """Colocated generation is about to use the policy's devices: hand back what training alone needs (the
+        optimizer state, to host memory; the last step's gradients). ``train`` brings it back first."""
+        ...
+
+    def prepare_for_lp_inference(self) -> None:
+        """Before a log-prob pass (``policy.offload_optimizer_for_logprob``: the optimizer state to the host)."""
+        ...
+
     def state_dict(self) -> dict[str, Any]:
         """``{"model", "master_weights", "optimizer", "scheduler"}`` for a checkpoint (CPU or device tensors)."""
         ...

@@ -36,6 +36,7 @@ from rlvr.errors import CheckpointError, ConfigError
 from rlvr.policy import lora
 from rlvr.policy.activations import decoder_layers
 from rlvr.policy.hf import HFPolicy
+from rlvr.policy.offload import offload_settings
 from rlvr.policy.precision import parse_precision
 
 
@@ -111,6 +112,7 @@ class ShardedHFPolicy(HFPolicy):
             logprob_chunk_size=policy_cfg["logprob_chunk_size"],
             sequence_multiple=int(policy_cfg["make_sequence_length_divisible_by"]),
             sequence_packing=bool(policy_cfg["sequence_packing"]["enabled"]),
+            **offload_settings(policy_cfg, next(model.parameters()).device),
         )
 
     def _all_reduce_sum(self, tensor: torch.Tensor) -> None:
@@ -151,6 +153,7 @@ class ShardedHFPolicy(HFPolicy):
         """The single-process policy's checkpoint, gathered on every rank: the model in the compute dtype, the
         fp32 masters of its non-fp32 parameters, and the full optimizer and scheduler state."""
         full = self._full_weights()
+        self.prepare_for_training()  # gathering offloaded shards would mix host and device tensors
         trainable = {name for name, _ in self.master.named_parameters()}
         low_precision = self.compute_dtype != torch.float32
         optim = self.optimizer.state_dict() if self.optimizer is not None else None
@@ -170,6 +173,7 @@ class ShardedHFPolicy(HFPolicy):
         """Restore a full :meth:`state_dict` (saved with any number of ranks) into this rank's shards."""
         if (state.get("scheduler") is None) != (self.scheduler is None):
             raise CheckpointError("checkpoint scheduler state does not match policy.scheduler (one is null)")
+        self.prepare_for_training()  # the loaded state replaces the entries an offload would bring back
         self.load_model_state({**state["model"], **(state.get("master_weights") or {})})
         if self.optimizer is not None:
             params = [p for group in self.optimizer.param_groups for p in group["params"]]

@@ -51,6 +51,7 @@ from rlvr.policy.activations import enable_activation_checkpointing
 from rlvr.policy.base import LossFunction
 from rlvr.policy.batching import length_order, select_rows, trim_columns, used_width
 from rlvr.policy.logprobs import chunked_token_logprobs, mask_filtered_tokens, token_logprobs
+from rlvr.policy.offload import OptimizerOffload, offload_settings
 from rlvr.policy.optim import build_optimizer, build_scheduler
 from rlvr.policy.packing import can_pack, is_right_padded, packed_logprobs
 from rlvr.policy.precision import MasterWeights, parse_precision
@@ -112,6 +113,8 @@ class HFPolicy:
     in place over the data-parallel ranks; see the module docstring. The model's dtype is the compute dtype;
     its low-precision trainable parameters are trained through fp32 masters (``self.master``).
     ``activation_checkpointing`` and ``logprob_chunk_size``: the two memory keys (module docstring).
+    ``offload_for_generation`` / ``offload_for_logprob``: hand the optimizer state to the host while colocated
+    generation runs / during the log-prob pass too (:mod:`rlvr.policy.offload`); it comes back before training.
     """
 
     def __init__(
@@ -129,6 +132,8 @@ class HFPolicy:
         logprob_chunk_size: int | None = None,
         sequence_multiple: int = 1,
         sequence_packing: bool = False,
+        offload_for_generation: bool = False,
+        offload_for_logprob: bool = False,
     ):
         self.model = model.eval()
         self.sequence_multiple = sequence_multiple  # micro-batch widths round up to it (policy.batching)
@@ -144,6 +149,8 @@ class HFPolicy:
         self.master = MasterWeights(trainable)
         self.optimizer = self._build_optimizer(self.master.named_parameters(), optimizer) if trainable else None
         self.scheduler = self._build_scheduler(scheduler) if trainable else None
+        self.optimizer_offload = OptimizerOffload(self.optimizer) if trainable else None
+        self.offload_for_generation, self.offload_for_logprob = offload_for_generation, offload_for_logprob
         self.all_reduce = all_reduce
         self.max_grad_norm = max_grad_norm
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
@@ -188,6 +195,7 @@ class HFPolicy:
             logprob_chunk_size=policy_cfg["logprob_chunk_size"],
             sequence_multiple=int(policy_cfg["make_sequence_length_divisible_by"]),
             sequence_packing=bool(policy_cfg["sequence_packing"]["enabled"]),
+            **offload_settings(policy_cfg, next(model.parameters()).device),
         )
 
     def _build_optimizer(
@@ -203,6 +211,23 @@ class HFPolicy:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def offload_before_refit(self) -> None:
+        """Colocated generation is about to use this device: the optimizer state to the host, the last step's
+        gradients released (NeMo-RL's name; a no-op unless ``offload_for_generation``)."""
+        if self.offload_for_generation and self.optimizer_offload is not None:
+            self.optimizer_offload.offload()
+
+    def prepare_for_lp_inference(self) -> None:
+        """Before a log-prob pass: with ``policy.offload_optimizer_for_logprob`` the optimizer state goes to the
+        host here too (the pass needs the device memory, not the state)."""
+        if self.offload_for_logprob and self.optimizer_offload is not None:
+            self.optimizer_offload.offload()
+
+    def prepare_for_training(self) -> None:
+        """The optimizer state back where it was (before any optimizer step; a no-op unless offloaded)."""
+        if self.optimizer_offload is not None:
+            self.optimizer_offload.reload()
 
     def _scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, filtered: bool) -> torch.Tensor:
         """Forward + processed log-probs ``[b, S]``; ``-inf`` (filtered) entries are left in place."""
@@ -311,6 +336,7 @@ class HFPolicy:
             )
         if micro_batch_size <= 0:
             raise ConfigError(f"policy.train_micro_batch_size must be >= 1, got {micro_batch_size}")
+        self.prepare_for_training()
         lr = float(self.optimizer.param_groups[0]["lr"])
         per_step = [
             self._optimizer_step(_rows(batch, start, start + global_batch_size, total), loss_fn, micro_batch_size)
@@ -399,6 +425,7 @@ class HFPolicy:
         """
         if (state.get("scheduler") is None) != (self.scheduler is None):
             raise CheckpointError("checkpoint scheduler state does not match policy.scheduler (one is null)")
+        self.prepare_for_training()  # the loaded state replaces the entries an offload would bring back
         self.load_model_state(state["model"])
         if state.get("master_weights") is not None:
             self.master.load_state_dict(state["master_weights"])

@@ -48,6 +48,7 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from rlvr.errors import ConfigError
 from rlvr.policy.hf import HFPolicy
+from rlvr.policy.offload import offload_settings
 from rlvr.policy.precision import parse_precision
 
 _OPT_KEY = "policy.megatron_cfg.optimizer"
@@ -268,6 +269,7 @@ class MegatronPolicy(HFPolicy):
             activation_checkpointing=bool(mcfg["activation_checkpointing"]),
             logprob_chunk_size=policy_cfg["logprob_chunk_size"],
             sequence_multiple=int(policy_cfg["make_sequence_length_divisible_by"]),
+            **offload_settings(policy_cfg, next(model.parameters()).device),
             **hf_policy_kwargs,
         )
 

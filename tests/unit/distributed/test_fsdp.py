@@ -64,8 +64,12 @@ def train_sharded(rank: int, world: int, group, out: Path) -> None:
     batch = rollout()
     rows = torch.arange(LOGPROB_ROWS).tensor_split(world)[rank]
     logprobs = policy.get_logprobs(batch["input_ids"][rows], batch["attention_mask"][rows], micro_batch_size=2)
-    losses = []
-    for _ in range(2):
+    losses, offloaded = [], 0
+    for step in range(2):
+        if step == 1 and world == 2:
+            # As around a colocated generation (forced: on a CPU the policy would skip it): the sharded AdamW
+            # state leaves for fresh host storage and train() brings it back; the step must not change.
+            offloaded = policy.optimizer_offload.offload()
         metrics = policy.train(
             rank_rows(batch, rank, world),
             ClippedPGLoss(LOSS_CFG),
@@ -84,6 +88,7 @@ def train_sharded(rank: int, world: int, group, out: Path) -> None:
         "losses": losses,
         "grad_norm": grad_norm,
         "bytes": local_bytes(policy),
+        "offloaded": offloaded,
         "logprobs": logprobs,
         "resumed": again if rank == 0 else None,
     }
@@ -167,6 +172,16 @@ def test_per_rank_memory_is_a_shard(sharded):
         assert sum(per_rank) == full  # shards partition the state: nothing replicated
         assert max(per_rank) <= full / world * 1.1
         print(f"world {world}: per-rank parameter+optimizer bytes {per_rank} of {full}")
+
+
+def test_the_sharded_optimizer_state_is_handed_back_and_the_step_unchanged(sharded):
+    """On 2 ranks the AdamW shards were offloaded between the two train() calls (rlvr.policy.offload): together
+    the ranks moved the two fp32 moments of every parameter exactly once (the shards partition them) plus each
+    rank's fp32 step counters, and the step after it still matches one process
+    (test_sharded_training_matches_one_process[2])."""
+    tensors = list(build_model().parameters())
+    moments = 2 * 4 * sum(p.numel() for p in tensors)
+    assert sum(rank["offloaded"] for rank in sharded[2]) == moments + 2 * 4 * len(tensors)
 
 
 def test_sharded_state_resumes(sharded, single):

@@ -52,6 +52,12 @@ class FakeEngine:
     def reset_prefix_cache(self):
         self.resets += 1
 
+    def sleep(self, level):
+        self.rpcs.append(("sleep", level))
+
+    def wake_up(self):
+        self.rpcs.append(("wake_up", None))
+
 
 @pytest.fixture
 def fake_backend(model, tokenizer):
@@ -125,6 +131,33 @@ def test_refit_sends_hf_named_cpu_tensors_and_resets_the_prefix_cache(fake_backe
     assert all(t.device.type == "cpu" for _, t in weights)
 
 
+def test_a_colocated_engine_sleeps_after_generating_and_wakes_before_a_refit(model, tokenizer):
+    """Sleep mode (colocated generation): the engine is built with enable_sleep_mode; finish_generation sleeps at
+    level 1 once; a refit or the next generation wakes it first and resets the prefix cache (its KV blocks are
+    gone). Without sleep mode (generation on devices of its own) both calls do nothing."""
+    engines = []
+    for sleep_mode in (True, False):
+        backend = VLLMGenerationBackend(
+            model,
+            tokenizer,
+            vllm_cfg=vllm_cfg(),
+            sleep_mode=sleep_mode,
+            engine_factory=lambda **kw: engines.append(FakeEngine(**kw)) or engines[-1],
+            sampling_factory=lambda kw: kw,
+        )
+        backend.generate([[7, 7]], GenerationConfig(max_new_tokens=2), seed=0)
+        backend.finish_generation()
+        backend.finish_generation()
+        backend.update_weights(model.state_dict())
+        backend.prepare_for_generation()
+        backend.close()
+    asleep, apart = engines
+    assert asleep.kwargs["enable_sleep_mode"] is True and apart.kwargs["enable_sleep_mode"] is False
+    assert [m for m, _ in asleep.rpcs] == ["sleep", "wake_up", "rlvr_load_weights"] and asleep.rpcs[0][1] == 1
+    assert asleep.resets == 2  # after waking, and after the refit
+    assert [m for m, _ in apart.rpcs] == ["rlvr_load_weights"] and apart.resets == 1
+
+
 def test_missing_logprobs_are_an_error_not_zeros():
     completion = types.SimpleNamespace(token_ids=[3, 4], logprobs=None, text="ab", finish_reason="stop")
     with pytest.raises(RuntimeError, match="log-probs"):
@@ -167,6 +200,36 @@ def test_the_registry_names_the_gpu_extra_without_vllm():
             resolve_generation_backend("vllm")
     else:
         assert resolve_generation_backend("vllm") is VLLMGenerationBackend
+
+
+@pytest.mark.gpu
+def test_real_vllm_sleep_frees_device_memory_and_wakes_with_the_same_samples():
+    """A colocated engine's sleep returns its weights and KV cache to the driver (free memory, measured with
+    torch.cuda.mem_get_info, rises by at least 1 GiB at gpu_memory_utilization 0.2); after waking it samples the
+    same tokens for the same seed."""
+    pytest.importorskip("vllm")
+    from tests.unit.conftest import build_model, build_tokenizer
+
+    backend = VLLMGenerationBackend(
+        build_model(seed=0, init_range=0.2),
+        build_tokenizer(),
+        max_total_length=64,
+        seed=0,
+        sleep_mode=True,
+        vllm_cfg=vllm_cfg(precision="float32", gpu_memory_utilization=0.2, enforce_eager=True, max_model_len=64),
+    )
+    try:
+        cfg = GenerationConfig(max_new_tokens=12, temperature=0.8)
+        prompts = [[5, 6, 7], [8, 9, 10, 11]] * 4
+        outs = backend.generate(prompts, cfg, seed=1)
+        awake, _ = torch.cuda.mem_get_info()
+        backend.finish_generation()
+        asleep, _ = torch.cuda.mem_get_info()
+        assert asleep - awake >= 1 << 30, (awake, asleep)
+        backend.prepare_for_generation()
+        assert backend.generate(prompts, cfg, seed=1) == outs
+    finally:
+        backend.close()
 
 
 @pytest.mark.gpu

@@ -100,6 +100,7 @@ class FakeGenerator:
         self.served: Counter[str] = Counter()
         self.calls: list[GenerateCall] = []
         self.weight_updates: list[dict[str, torch.Tensor]] = []
+        self.phases: list[str] = []  # memory hand-back calls, in order
 
     def generate(self, prompt_token_ids: list[list[int]], cfg: GenerationConfig, *, seed: int | None):
         prompts = [self.tokenizer.decode(ids) for ids in prompt_token_ids]
@@ -119,6 +120,12 @@ class FakeGenerator:
 
     def update_weights(self, state_dict: Mapping[str, Any]) -> None:
         self.weight_updates.append(dict(state_dict))
+
+    def prepare_for_generation(self) -> None:
+        self.phases.append("prepare_for_generation")
+
+    def finish_generation(self) -> None:
+        self.phases.append("finish_generation")
 
 
 @dataclasses.dataclass
@@ -200,6 +207,12 @@ class FakePolicy:
 
     def save_adapter(self, folder, *, base_model: str | None) -> None:
         return None
+
+    def offload_before_refit(self) -> None:
+        pass
+
+    def prepare_for_lp_inference(self) -> None:
+        pass
 
     def close(self) -> None:
         pass

@@ -29,6 +29,8 @@ def test_the_protocol_lists_what_the_roles_call():
         "hf_state_dict",
         "load_model_state",
         "load_state_dict",
+        "offload_before_refit",
+        "prepare_for_lp_inference",
         "save_adapter",
         "state_dict",
         "train",
