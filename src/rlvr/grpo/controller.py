@@ -49,34 +49,21 @@ from rlvr.config.secrets import config_yaml
 from rlvr.data.chat_template import with_prepared_tokenizer
 from rlvr.errors import UserError
 from rlvr.generation.base import GenerationConfig
-from rlvr.grpo.advantages import build_advantage_estimator, group_baseline_and_std
+from rlvr.grpo.advantages import build_advantage_estimator
+from rlvr.grpo.collect import RolloutCollection
 from rlvr.grpo.loss import ClippedPGLoss
-from rlvr.grpo.metrics_log import MetricsLog, metrics_line, read_metrics
+from rlvr.grpo.metrics_log import MetricsLog, read_metrics
 from rlvr.grpo.roles import PolicyWorkers, RewardWorker, load_rows
-from rlvr.grpo.rollout import (
-    Rollout,
-    loss_sample_mask,
-    repeat_prompts,
-    reward_component_metrics,
-    rollout_metrics,
-    to_train_tensors,
-)
+from rlvr.grpo.rollout import Rollout, loss_sample_mask, reward_component_metrics, rollout_metrics, to_train_tensors
 from rlvr.grpo.rollout_dump import RolloutDumps, table_columns
-from rlvr.grpo.shaping import (
-    DynamicSampler,
-    compute_validation_scores,
-    mask_by_seq_logprob_error,
-    scale_rewards,
-    shape_rewards,
-)
+from rlvr.grpo.saving import STEP_HISTORY, STEP_METRICS, RunSaving, read_json
+from rlvr.grpo.shaping import DynamicSampler, mask_by_seq_logprob_error
 from rlvr.grpo.signal_guard import METRIC as ZERO_STD_METRIC
 from rlvr.grpo.signal_guard import ZeroSignalGuard, frac_groups_zero_std
 from rlvr.grpo.step_ckpts import StepCheckpoints, file_digest, run_fingerprint, tree_digest
+from rlvr.grpo.validation import Validation
 from rlvr.tracking import gpu_metrics, trackers
 from rlvr.utils.atomic import atomic_file
-
-STEP_METRICS = "metrics.json"  # a step checkpoint's copy of its metrics.jsonl line
-STEP_HISTORY = "metrics_history.json"  # ... and of the lines before it (Snakemake deletes a re-run job's outputs)
 
 
 @dataclass(frozen=True)
@@ -93,8 +80,12 @@ class RlvrPaths:
     lora_adapter: Path | None = None
 
 
-class GRPOController:
-    """Runs the GRPO loop of one run folder; resumable (see step_ckpts.py)."""
+class GRPOController(RolloutCollection, Validation, RunSaving):
+    """Runs the GRPO loop of one run folder; resumable (see step_ckpts.py).
+
+    Its parts live beside it: the rollouts (collect.py), validation (validation.py), the checkpoint and final
+    outputs (saving.py); the step's training half and the loop are here.
+    """
 
     def __init__(
         self,
@@ -184,132 +175,6 @@ class GRPOController:
             self.grpo["num_prompts_per_step"] * self.grpo["num_generations_per_prompt"],
             self.grpo["dynamic_sampling_max_gen_batches"],
         )
-
-    # ----------------------------------------------------------------------------------------- data
-    def _epoch_order(self, epoch: int) -> torch.Tensor:
-        n = len(self.train_rows)
-        if not self.cfg["data"]["shuffle"]:
-            return torch.arange(n)
-        return torch.randperm(n, generator=torch.Generator().manual_seed(self.grpo["seed"] * 7919 + epoch))
-
-    def _prompts_per_batch(self) -> int:
-        """Prompts of one generation batch: ``num_prompts_per_step`` (× ``batch_multiplier`` with dynamic sampling)."""
-        dynamic = self.grpo["use_dynamic_sampling"]
-        return int(self.grpo["num_prompts_per_step"] * (self.grpo["batch_multiplier"] if dynamic else 1))
-
-    def _epochs_done(self) -> bool:
-        """No whole generation batch is left in ``max_num_epochs``: the step just trained is the last one."""
-        count = self._prompts_per_batch()
-        per_epoch = len(self.train_rows) // count * count
-        return self.consumed_prompts >= per_epoch * self.grpo["max_num_epochs"]
-
-    def _next_prompts(self, count: int) -> list[int] | None:
-        """The next ``count`` prompt indices (drop_last within an epoch); None after ``max_num_epochs``."""
-        per_epoch = len(self.train_rows) // count * count
-        if per_epoch == 0:
-            raise UserError(
-                f"the training set has {len(self.train_rows)} prompts, fewer than "
-                f"grpo.num_prompts_per_step × batch_multiplier = {count}"
-            )
-        epoch, within = divmod(self.consumed_prompts, per_epoch)
-        if epoch >= self.grpo["max_num_epochs"]:
-            return None
-        self.consumed_prompts += count
-        return self._epoch_order(epoch)[within : within + count].tolist()
-
-    # ------------------------------------------------------------------------------------ rollouts
-    def _rollout(
-        self,
-        prompt_index: list[int],
-        rows: list[dict],
-        prompt_ids: list[list[int]],
-        times: int,
-        cfg: GenerationConfig,
-        seed: int,
-    ) -> Rollout:
-        sel_rows = [rows[i] for i in prompt_index]
-        sel_ids = [prompt_ids[i] for i in prompt_index]
-        rep_rows, rep_ids, groups = repeat_prompts(sel_rows, sel_ids, 0, times)
-        outputs = self.workers.generate(rep_ids, cfg, seed=seed)
-        scored = self.rewards.score(rep_rows, [o.text for o in outputs])
-        return Rollout(
-            rep_rows,
-            groups,
-            rep_ids,
-            outputs,
-            raw_rewards=scored.rewards,
-            reward_errors=scored.metrics,
-            flagged=scored.flagged,
-            reward_components=scored.components,
-            reward_failures=scored.failures,
-        )
-
-    def _shape(self, rollout: Rollout) -> None:
-        rewards = rollout.raw_rewards.clone()
-        scaling = self.grpo["reward_scaling"]
-        if scaling["enabled"]:
-            rewards = scale_rewards(
-                rewards, **{k: scaling[k] for k in ("source_min", "source_max", "target_min", "target_max")}
-            )
-        shaping = self.grpo["reward_shaping"]
-        if shaping["enabled"]:
-            rewards = shape_rewards(
-                rewards,
-                truncated=rollout.truncated,
-                response_lengths=rollout.response_lengths,
-                **{
-                    k: shaping[k]
-                    for k in (
-                        "stop_properly_penalty_coef",
-                        "overlong_buffer_length",
-                        "overlong_buffer_penalty",
-                        "max_response_length",
-                    )
-                },
-            )
-        rollout.rewards = rewards
-
-    def _collect(self, step: int) -> tuple[Rollout, dict[str, float]] | None:
-        """One step's rollout, regenerating while dynamic sampling is short of rows."""
-        g = self.grpo["num_generations_per_prompt"]
-        dynamic = self.grpo["use_dynamic_sampling"]
-        count = self._prompts_per_batch()
-        parts, offset, batches = [], 0, 0
-        while True:
-            index = self._next_prompts(count)
-            if index is None:
-                if parts:  # dynamic sampling was still short of rows when the data ran out
-                    print(
-                        f"[end of data] step {step}: grpo.max_num_epochs={self.grpo['max_num_epochs']} ran out "
-                        f"after {batches} generation batch(es) with too few rows of non-zero reward spread; the "
-                        f"partial step is not trained",
-                        flush=True,
-                    )
-                return None
-            batches += 1
-            part = self._rollout(
-                index,
-                self.train_rows,
-                self.train_prompt_ids,
-                g,
-                self.gen_cfg,
-                seed=self.grpo["seed"] * 1_000_003 + step * 101 + batches,
-            )
-            part.group_ids = part.group_ids + offset
-            offset += len(index)
-            self._shape(part)
-            if not dynamic:
-                return part, {}
-            # Dynamic sampling filters on the unshaped reward's spread, per row (LOO: the peers' spread).
-            _, std = group_baseline_and_std(part.raw_rewards, part.group_ids, leave_one_out=self.loo)
-            result = self.sampler.add({"row": torch.arange(len(part.rows)) + sum(len(p.rows) for p in parts)}, std)
-            parts.append(part)
-            if result.complete:
-                merged = Rollout.concat(parts).select(result.batch["row"])
-                return merged, {
-                    "train/dynamic_sampling_num_gen_batches": result.num_gen_batches,
-                    "train/dynamic_sampling_num_discarded_valid_samples": result.num_discarded_valid_samples,
-                }
 
     # ------------------------------------------------------------------------------------ training
     def _train_batch(self, rollout: Rollout) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
@@ -415,52 +280,6 @@ class GRPOController:
         )
         return metrics
 
-    # ---------------------------------------------------------------------------------- validation
-    def validate(self) -> dict[str, float]:
-        start = time.perf_counter()
-        k = self.grpo["val_num_generations_per_prompt"]
-        n = (
-            len(self.val_rows)
-            if self.grpo["max_val_samples"] is None
-            else min(self.grpo["max_val_samples"], len(self.val_rows))
-        )
-        size = self.grpo["val_batch_size"] or n  # null (the default): the whole validation set in one batch
-        n = n // size * size if n >= size else n  # whole batches, as upstream (config checks forbid a remainder)
-        rewards, groups, lengths, samples, components = [], [], [], [], []
-        for start_idx in range(0, n, size):
-            index = list(range(start_idx, min(start_idx + size, n)))
-            part = self._rollout(
-                index,
-                self.val_rows,
-                self.val_prompt_ids,
-                k,
-                self.val_gen_cfg,
-                seed=self.grpo["seed"] + 12_345 + start_idx,
-            )
-            rewards.append(part.raw_rewards)
-            groups.append(part.group_ids + start_idx)
-            lengths.append(part.response_lengths.float())
-            samples.extend(zip(part.rows, part.outputs, part.raw_rewards.tolist()))
-            components.append(part.reward_components)
-        scores = compute_validation_scores(torch.cat(rewards), torch.cat(groups))
-        out = {
-            "validation/accuracy": scores["accuracy"],
-            "validation/avg_length": float(torch.cat(lengths).mean()),
-            "timing/validation/total_validation_time": time.perf_counter() - start,
-        }
-        if k > 1:
-            out[f"validation/pass@{k}"] = scores["pass_k"]
-        if self.log_reward_functions:
-            joined = {name: torch.cat([c[name] for c in components]) for name in components[0]}
-            out.update(reward_component_metrics(joined, "validation/"))
-        for row, output, reward in samples[: self.cfg["logger"]["num_val_samples_to_print"]]:
-            print(f"[val] {row['problem']!r} -> {output.text!r} (reward {reward})", flush=True)
-        return out
-
-    def _should_validate(self, step: int, last: bool) -> bool:
-        period, start_at = self.grpo["val_period"], self.grpo["val_start_at"]
-        return (period > 0 and step >= start_at and step % period == 0) or (last and self.grpo["val_at_end"])
-
     # ------------------------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
         wall = time.perf_counter()
@@ -478,8 +297,8 @@ class GRPOController:
             model_state, optimizer_state = StepCheckpoints.load(point)
             self.workers.load_state(model_state, optimizer_state)
             step, self.consumed_prompts = point.step, point.info["consumed_prompts"]
-        saved_line = _read_json(point.path / STEP_METRICS) if point is not None else None
-        history = _read_json(point.path / STEP_HISTORY) if point is not None else None
+        saved_line = read_json(point.path / STEP_METRICS) if point is not None else None
+        history = read_json(point.path / STEP_HISTORY) if point is not None else None
         if history is not None and not self.metrics.path.exists():
             # Snakemake deletes a re-run job's outputs, metrics.jsonl too: the lines before the checkpoint travel
             # with it, and restart_from adds the checkpoint's own line.
@@ -518,62 +337,6 @@ class GRPOController:
                 break
         self.metrics.close()
         return self._finish(step, time.perf_counter() - wall)
-
-    def _maybe_save(self, step: int, last: bool, metrics: dict[str, float]) -> float | None:
-        if not self.ckpt_enabled or not (last or step % self.ckpts.save_period == 0):
-            return None
-        timer = time.perf_counter()
-        info = {"consumed_prompts": self.consumed_prompts, "total_steps": step}
-        name = self.ckpts.metric_name
-        if name:
-            prefix, _, key = name.partition(":")
-            value = metrics.get(f"{'validation' if prefix == 'val' else 'train'}/{key}")
-            if value is not None:
-                info[name] = value
-        model_state, optimizer_state = self.workers.state()
-        # The step's metrics line travels with the checkpoint: metrics.jsonl is written after the save.
-        self.ckpts.save(
-            step,
-            model_state=model_state,
-            optimizer_state=optimizer_state,
-            info=info,
-            extra_files={
-                STEP_METRICS: metrics_line(step, metrics),
-                STEP_HISTORY: read_metrics(self.metrics.path),
-            },
-        )
-        return time.perf_counter() - timer
-
-    def _finish(self, step: int, seconds: float) -> dict[str, Any]:
-        artifact = self.paths.ckpt
-        self.workers.save_artifact(
-            artifact,
-            iteration=step,
-            source_dtype=self.source_dtype,
-            extra={"rlvr": {"steps": step, "fingerprint": self.ckpts.fingerprint}},
-            adapter_dir=self.paths.lora_adapter,
-            base_model=self.base_model,
-        )
-        history = [m for m in _read_jsonl(self.paths.metrics) if "validation/accuracy" in m]
-        summary = {
-            "final_step": step,
-            "seconds": round(seconds, 2),
-            "artifact": str(artifact),
-            "fingerprint": self.ckpts.fingerprint,
-            "zero_signal": self.signal_guard.summary(),
-            "validation": [{"step": m["step"], "accuracy": m["validation/accuracy"]} for m in history],
-        }
-        with atomic_file(self.paths.summary) as fh:
-            json.dump(summary, fh, indent=2)
-        return summary
-
-
-def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
 def run_grpo(
