@@ -165,7 +165,7 @@ def test_nemo_rl_example_config_is_refused_in_one_message(tmp_path):
     proc = nemotron("steps", "run", "rlvr", "-c", str(_upstream("nemo_rl/grpo_math_1B.yaml")), "-d", cwd=tmp_path)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.count("invalid config") == 1
-    assert "Unsupported interpolation" not in proc.stderr and "policy.sequence_packing.enabled" in proc.stderr
+    assert "Unsupported interpolation" not in proc.stderr and "OpenMathInstruct-2" in proc.stderr
 
 
 def test_removal_override_reaches_the_config_not_snakemake(tmp_path):

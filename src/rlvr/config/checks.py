@@ -227,20 +227,20 @@ def check_loss(cfg: dict) -> None:
     """The loss's own validation (``ClippedPGLossConfig``), so that every combination the loss refuses when
     training starts (CISPO with a replaced ratio, force_on_policy_ratio with disable_ppo_ratio, ...) is refused
     here, at ``-d``."""
-    from rlvr.grpo.loss import ClippedPGLossConfig
+    from rlvr.grpo.loss_config import ClippedPGLossConfig
 
     ClippedPGLossConfig.from_dict(cfg["loss_fn"])
 
 
 def check_advantage_estimator(cfg: dict) -> None:
     """The advantage estimator's own validation (its name and switches), as the trainer will build it."""
-    from rlvr.grpo.advantages import build_advantage_estimator
+    from rlvr.grpo.advantage_config import check_estimator_config
 
     grpo = cfg["grpo"]
     adv = {k: v for k, v in grpo["adv_estimator"].items() if v is not None}
     for key in ("normalize_rewards", "use_leave_one_out_baseline"):  # null follows the top-level key, as upstream
         adv.setdefault(key, grpo[key])
-    build_advantage_estimator(adv, cfg["loss_fn"])
+    check_estimator_config(adv, cfg["loss_fn"])
     # Dynamic sampling keeps rows whose reference set (the group, or with LOO the other G - 1 rows) has a
     # non-zero std; one sample never has one, so such a group size drops every row of every batch.
     smallest = 3 if adv["use_leave_one_out_baseline"] else 2

@@ -17,21 +17,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from rlvr.errors import ConfigError
-
-
-class ConfigLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, reading ``1e-4`` as a float (YAML 1.1 requires ``1.0e-4``; users write ``1e-4``)."""
-
-
-ConfigLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def load_yaml(text: str):
-    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+from rlvr.utils import yaml_loaders
+from rlvr.utils.yaml_loaders import load_config_yaml as load_yaml
 
 
 def is_path_like(arg: str) -> bool:
@@ -156,7 +143,7 @@ def locate_key(files: list[Path], key_path: tuple[str, ...]) -> str | None:
         return None
     for path in reversed(files):
         try:
-            node = yaml.compose(path.read_text())
+            node = yaml_loaders.compose(path.read_text())
         except (OSError, yaml.YAMLError):
             continue
         key_node = None

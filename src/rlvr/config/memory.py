@@ -132,7 +132,7 @@ def model_shape(cfg: dict[str, Any], policy_path: str | None = None) -> ModelSha
         except (OSError, ValueError, KeyError, TypeError):
             return None
     try:
-        from rlvr.convert.artifact import read_run_config
+        from rlvr.ckpt_layout import read_run_config  # torch-free, unlike rlvr.convert
 
         return ModelShape.from_hf_config(read_run_config(path))
     except Exception:  # noqa: BLE001 - not a readable artifact: no estimate, the stage reports what is wrong

@@ -21,18 +21,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema
-import yaml
 from referencing import Registry, Resource
 
 from rlvr.errors import ConfigError
 from rlvr.paths import SCHEMA_DIR
+from rlvr.utils.yaml_loaders import safe_load
 
 
 @functools.cache
 def _registry() -> Registry:
     resources = []
     for path in sorted(SCHEMA_DIR.glob("*.schema.yaml")):
-        doc = yaml.safe_load(path.read_text())
+        doc = load_schema(path.name)  # parsed once, shared with the validators (neither changes it)
         resources.append((doc.get("$id", path.name), Resource.from_contents(doc)))
     # The tiny section's schema ships with its package (rlvr.tiny validates with it too).
     tiny = Path(__file__).resolve().parents[1] / "tiny" / "tiny.schema.json"
@@ -46,7 +46,7 @@ def load_schema(name: str) -> dict:
     path = SCHEMA_DIR / name
     if not path.is_file():
         raise ConfigError(f"Schema {name} not found in {SCHEMA_DIR}")
-    return yaml.safe_load(path.read_text())
+    return safe_load(path.read_text())
 
 
 def _is_strict_integer(checker, instance) -> bool:

@@ -142,8 +142,18 @@ def _escape(text: str, quoted: bool = False) -> str:
     return text.replace("${", "\\${")
 
 
+def _may_read_environment(unresolved: dict) -> bool:
+    """Whether any string can resolve to a traced value: an oc.env call, or the tracer's own name or marker."""
+    return any(
+        isinstance(leaf, str) and (_ENV_CALL.search(leaf) or _TRACER in leaf or _MARK.search(leaf))
+        for _, leaf in _walk(unresolved)
+    )
+
+
 def env_secrets(resolved: dict, unresolved: dict) -> dict[tuple, str]:
     """``{key path: ${oc.env:...} reference}`` of every secret: a string resolved from the environment."""
+    if not _may_read_environment(unresolved):
+        return {}  # no secret, and no second resolution of the whole config (a plan asks this three times)
     rewritten = _map_strings(unresolved, lambda s: _ENV_CALL.sub(rf"${{\1{_TRACER}\2:", s))
     try:
         traced = OmegaConf.to_container(OmegaConf.create(rewritten), resolve=True)

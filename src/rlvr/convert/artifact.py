@@ -33,14 +33,19 @@ from typing import Any
 import torch
 import yaml
 
-from rlvr.ckpt_layout import (  # noqa: F401 - re-exported: the layout's names, defined torch-free there
+from rlvr.ckpt_layout import (  # noqa: F401 - re-exported: the layout's names and readers, defined torch-free there
     ITERATION_MARKERS,
     ROOT_MARKERS,
     RUN_CONFIG,
+    TOKENIZER_DIR,
     TRACKER,
     TRAIN_STATE,
     TRAIN_STATE_TRACKER,
     is_checkpoint_megatron,
+    is_root,
+    iteration_dir_name,
+    read_run_config,
+    resolve_iteration_dir,
 )
 from rlvr.errors import CheckpointError
 from rlvr.utils.atomic import atomic_dir, atomic_file
@@ -48,7 +53,6 @@ from rlvr.utils.atomic import atomic_dir, atomic_file
 from .megatron_runtime import load_torch_dist_tensors, save_torch_dist
 from .state_mapping import check_mcore_state, resolve_family
 
-TOKENIZER_DIR = "tokenizer"
 # Files carried along with the weights: what a tokenizer's save_pretrained writes, plus generation defaults.
 TOKENIZER_PATTERNS = (
     "tokenizer*",
@@ -64,69 +68,6 @@ TOKENIZER_PATTERNS = (
 _LAYER_KEY = re.compile(r"^decoder\.layers\.(\d+)\.(.+)$")
 _LAYER_LINEARS = ("self_attention.linear_qkv", "self_attention.linear_proj", "mlp.linear_fc1", "mlp.linear_fc2")
 _MODEL_KEY_PREFIXES = ("embedding.", "decoder.", "output_layer.")
-
-
-def iteration_dir_name(iteration: int) -> str:
-    """``iter_%07d``, the Megatron folder name of an iteration."""
-    return f"iter_{iteration:07d}"
-
-
-def _is_root(path: Path) -> bool:
-    return any((path / m).exists() for m in ROOT_MARKERS)
-
-
-def _is_iteration(path: Path) -> bool:
-    return any((path / m).exists() for m in ITERATION_MARKERS)
-
-
-def resolve_iteration_dir(path: str | Path) -> Path:
-    """The iteration folder to read: ``path`` itself if it is one, else the root's tracked newest iteration."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: checkpoint_megatron folder does not exist")
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: expected a checkpoint_megatron folder, found a file")
-    if (path / TRACKER).is_file():
-        text = (path / TRACKER).read_text().strip()
-        if text == "release":
-            name = "release"
-        elif text.isdigit():
-            name = iteration_dir_name(int(text))
-        else:
-            raise CheckpointError(f"{path / TRACKER}: expected an iteration number or 'release', found {text!r}")
-        if not (path / name).is_dir():
-            raise CheckpointError(f"{path / TRACKER} names iteration {text}, but {path / name} does not exist")
-        return path / name
-    if _is_iteration(path):
-        return path
-    iterations = sorted(p.name for p in path.glob("iter_*") if p.is_dir())
-    if iterations:
-        raise CheckpointError(
-            f"{path}: has {', '.join(iterations[-3:])} but no {TRACKER}; pass one iter_* folder directly, or "
-            f"write the iteration number into {path / TRACKER}"
-        )
-    raise CheckpointError(
-        f"{path}: not a checkpoint_megatron: expected {TRACKER} (a checkpoint root) or metadata.json/.metadata "
-        "(an iter_* folder)"
-    )
-
-
-def read_run_config(path: str | Path) -> dict[str, Any]:
-    """``run_config.yaml`` of the resolved iteration; it must record the HF config under ``model.hf_config``."""
-    config_file = resolve_iteration_dir(path) / RUN_CONFIG
-    if not config_file.is_file():
-        raise CheckpointError(f"{config_file}: missing; the model architecture of this checkpoint is unknown")
-    try:
-        run_config = yaml.safe_load(config_file.read_text())
-    except yaml.YAMLError as exc:
-        raise CheckpointError(f"{config_file}: not valid YAML: {exc}") from exc
-    hf_config = (run_config or {}).get("model", {}).get("hf_config") if isinstance(run_config, dict) else None
-    if not isinstance(hf_config, dict):
-        raise CheckpointError(
-            f"{config_file}: no model.hf_config mapping; this checkpoint was not written by rlvr, so its "
-            "architecture cannot be rebuilt"
-        )
-    return run_config
 
 
 def make_run_config(
@@ -264,7 +205,7 @@ def save_checkpoint_megatron(
     if root.exists() and not root.is_dir():
         raise CheckpointError(f"{root}: exists and is a file; a checkpoint_megatron root must be a folder")
     if root.exists() and any(root.iterdir()):
-        if not _is_root(root):
+        if not is_root(root):
             raise CheckpointError(f"{root}: exists and is not a checkpoint_megatron root; choose an empty path")
         with atomic_dir(root / name) as tmp:
             _write_iteration(tmp, mcore_state, run_config, tok, train_state, iteration)

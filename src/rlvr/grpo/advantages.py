@@ -23,15 +23,13 @@ from typing import Any
 import torch
 
 from rlvr.errors import ConfigError
+from rlvr.grpo.advantage_config import complete_sections, unknown_estimator
 from rlvr.grpo.loss import get_kl_estimator
 
 AdvantageEstimator = Callable[..., torch.Tensor]
 
 # name -> estimator class; every class is built the same way: ``cls.from_config(adv_config, loss_config)``.
 ADVANTAGE_ESTIMATORS: dict[str, type] = {}
-
-# Upstream names we know but do not implement: choosing one is an error, never a silent fallback.
-_UNSUPPORTED_ESTIMATORS = ("gdpo", "opd")
 
 
 def register_advantage_estimator(name: str) -> Callable[[type], type]:
@@ -290,12 +288,7 @@ def get_advantage_estimator(name: str) -> type:
     try:
         return ADVANTAGE_ESTIMATORS[name]
     except (KeyError, TypeError):
-        known = ", ".join(sorted(ADVANTAGE_ESTIMATORS))
-        extra = " (upstream has it; it is not implemented here)" if name in _UNSUPPORTED_ESTIMATORS else ""
-        raise ConfigError(f"grpo.adv_estimator.name: unknown estimator {name!r}{extra}; known: {known}") from None
-
-
-_ADV_KEYS = {"name", "normalize_rewards", "use_leave_one_out_baseline", "minus_baseline", "reward_weights"}
+        raise unknown_estimator(name, sorted(ADVANTAGE_ESTIMATORS)) from None
 
 
 def build_advantage_estimator(
@@ -305,22 +298,5 @@ def build_advantage_estimator(
 
     ``loss_config`` (``loss_fn``) supplies the KL settings that ``reinforce_plus_plus`` folds into the reward.
     """
-    from rlvr.config.schema import section_defaults  # the config package imports this module lazily
-
-    cfg = dict(adv_config or {})
-    unknown = sorted(set(cfg) - _ADV_KEYS)
-    if unknown:
-        raise ConfigError(f"grpo.adv_estimator: unknown key(s) {unknown}; known: {sorted(_ADV_KEYS)}")
-    grpo_defaults = section_defaults("rlvr_config.schema.yaml", "grpo")
-    # The trainer fills a null normalize/LOO switch from the top-level grpo keys; called without them, a null
-    # switch takes the schema's default of that top-level key.
-    for key in ("normalize_rewards", "use_leave_one_out_baseline"):
-        if cfg.get(key) is None:
-            cfg[key] = grpo_defaults[key]
-    cfg = {**grpo_defaults["adv_estimator"], **{k: v for k, v in cfg.items() if v is not None}}
-    if cfg["reward_weights"] is not None:
-        raise ConfigError(
-            "grpo.adv_estimator.reward_weights is only read by gdpo, which is not implemented; set it to null"
-        )
-    loss = {**section_defaults("rlvr_config.schema.yaml", "loss_fn"), **(loss_config or {})}
+    cfg, loss = complete_sections(adv_config, loss_config)
     return get_advantage_estimator(cfg["name"]).from_config(cfg, loss)

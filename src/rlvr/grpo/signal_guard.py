@@ -14,11 +14,12 @@ with a :class:`UserError` (``no_learning_signal``) after the step's metrics were
 from __future__ import annotations
 
 import sys
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from rlvr.errors import UserError
+
+if TYPE_CHECKING:  # torch only where the fraction is computed: the report stage reads METRIC, without torch
+    import torch
 
 METRIC = "train/frac_groups_zero_std"
 DEFAULT_PATIENCE = 10
@@ -30,6 +31,8 @@ def frac_groups_zero_std(rewards: torch.Tensor, group_ids: torch.Tensor) -> floa
     ``rewards [B]`` are the rewards the advantages see (after scaling and shaping); ``group_ids [B]`` share an id
     per prompt. Equality is exact (max == min), not ``std < eps``, so a tiny but real spread still counts as signal.
     """
+    import torch
+
     _, inverse = torch.unique(group_ids, return_inverse=True)
     n = int(inverse.max()) + 1
     values = rewards.to(torch.float64)

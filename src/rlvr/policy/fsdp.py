@@ -110,6 +110,7 @@ class ShardedHFPolicy(HFPolicy):
             activation_checkpointing=bool(policy_cfg["dtensor_cfg"]["activation_checkpointing"]),
             logprob_chunk_size=policy_cfg["logprob_chunk_size"],
             sequence_multiple=int(policy_cfg["make_sequence_length_divisible_by"]),
+            sequence_packing=bool(policy_cfg["sequence_packing"]["enabled"]),
         )
 
     def _all_reduce_sum(self, tensor: torch.Tensor) -> None:

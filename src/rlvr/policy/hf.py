@@ -11,7 +11,8 @@ One GRPO step calls :meth:`HFPolicy.get_logprobs` (``prev_logprobs``; the refere
   ``optimizer.step()``. Composition: the rows of each prompt go together and each distinct prompt of a
   micro-batch runs once (:mod:`rlvr.policy.prefix`; ``share_prompts``, off with chunked log-probs, activation
   checkpointing or LoRA), otherwise rows go in length order, each micro-batch on the columns it uses
-  (:mod:`rlvr.policy.batching`);
+  (:mod:`rlvr.policy.batching`); with ``policy.sequence_packing.enabled`` (and ``share_prompts``) each
+  micro-batch runs packed instead, without padding (:mod:`rlvr.policy.packing`);
 * the LR scheduler steps once per ``train`` call (warm-up counts GRPO steps, not optimizer steps).
 
 Data parallel (:mod:`rlvr.distributed`): with ``all_reduce`` set, each rank holds ``1/W`` of every global batch
@@ -51,6 +52,7 @@ from rlvr.policy.base import LossFunction
 from rlvr.policy.batching import length_order, select_rows, trim_columns, used_width
 from rlvr.policy.logprobs import chunked_token_logprobs, mask_filtered_tokens, token_logprobs
 from rlvr.policy.optim import build_optimizer, build_scheduler
+from rlvr.policy.packing import can_pack, is_right_padded, packed_logprobs
 from rlvr.policy.precision import MasterWeights, parse_precision
 from rlvr.policy.prefix import group_order, prompt_lengths, shared_prompt_logprobs
 from rlvr.policy.train_metrics import Fold, fold
@@ -126,11 +128,14 @@ class HFPolicy:
         activation_checkpointing: bool = False,
         logprob_chunk_size: int | None = None,
         sequence_multiple: int = 1,
+        sequence_packing: bool = False,
     ):
         self.model = model.eval()
         self.sequence_multiple = sequence_multiple  # micro-batch widths round up to it (policy.batching)
         # policy.prefix needs the transformers forward with a KV cache, full logits and no per-layer recompute.
         self.share_prompts = not (logprob_chunk_size or activation_checkpointing or lora.is_lora_model(model))
+        # policy.packing has the same needs, and an attention implementation that reads a 4-D mask.
+        self.pack = sequence_packing and self.share_prompts and can_pack(model)
         _check_chunking(model, logprob_chunk_size)
         self.logprob_chunk_size = logprob_chunk_size
         if activation_checkpointing:
@@ -182,6 +187,7 @@ class HFPolicy:
             activation_checkpointing=bool(policy_cfg["dtensor_cfg"]["activation_checkpointing"]),
             logprob_chunk_size=policy_cfg["logprob_chunk_size"],
             sequence_multiple=int(policy_cfg["make_sequence_length_divisible_by"]),
+            sequence_packing=bool(policy_cfg["sequence_packing"]["enabled"]),
         )
 
     def _build_optimizer(
@@ -244,6 +250,13 @@ class HFPolicy:
         """As :meth:`_scores` (filtered) at the response positions, each distinct prompt run once (policy.prefix)."""
         sampling = {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p}
         return shared_prompt_logprobs(self.model, input_ids, attention_mask, prompt_len, sampling=sampling)
+
+    def _packed_scores(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: torch.Tensor
+    ) -> torch.Tensor:
+        """As :meth:`_scores` (filtered) at the response positions, the micro-batch packed (policy.packing)."""
+        sampling = {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p}
+        return packed_logprobs(self.model, input_ids, attention_mask, prompt_len, sampling=sampling)
 
     @staticmethod
     def _predicted(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -329,11 +342,14 @@ class HFPolicy:
             group_order(data["input_ids"], data["attention_mask"], data["prompt_len"]) if self.share_prompts else None
         )
         data = select_rows(data, length_order(data["attention_mask"]) if order is None else order, rows)
+        pack = self.pack and is_right_padded(data["attention_mask"])
         for start in range(0, rows, micro_batch_size):
             mb = _rows(data, start, start + micro_batch_size, rows)
             mb = trim_columns(mb, used_width(mb["attention_mask"], self.sequence_multiple), seq)
             prompt_len = mb.pop("prompt_len")
-            if order is None:
+            if pack:
+                scores = self._packed_scores(mb["input_ids"], mb["attention_mask"], prompt_len)
+            elif order is None:
                 scores = self._scores(mb["input_ids"], mb["attention_mask"], filtered=True)
             else:
                 scores = self._shared_prompt_scores(mb["input_ids"], mb["attention_mask"], prompt_len)

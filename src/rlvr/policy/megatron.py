@@ -206,6 +206,7 @@ class MegatronPolicy(HFPolicy):
         self._train_iters = train_iters
         super().__init__(model, **hf_policy_kwargs)
         self.share_prompts = False  # policy.prefix runs a transformers model with a KV cache
+        self.pack = False  # policy.packing too; _scores below packs the rows its own way
         self.hf_config = dict(hf_config)
 
     def _build_optimizer(

@@ -9,14 +9,22 @@ Failures are scored 0.0 like NeMo-RL does, but never silently: each :class:`~rlv
 its cause. math-verify swallows its own timeouts (it logs a warning and returns "no match"), so the warnings of its
 loggers are captured per check and a swallowed timeout that left the reward at 0 is reported as a ``timeout``.
 
-Exact-match fast path: most correct answers are written exactly as the ground truth (the tiny policy answers
-``95``, a LaTeX policy ``\\boxed{95}``), and math-verify spends about a millisecond on each (two parses through
-sympy) to say so. :func:`exact_match` decides those in microseconds, and only them: it returns 1.0 when the ground
-truth is a plain decimal number and the response is that same string, bare or as the only ``\\boxed{}`` in text
-that math-verify cannot extract anything else from; in every other case it returns None and math-verify decides.
-It never returns 0.0 (a different string can still be an equal number). ``tests/unit/rewards/test_math_verifier.py``
-checks that it agrees with math-verify on every case it decides, and declines the cases where equal strings are not
-equal answers to math-verify (``+5``, ``1e5``, ``x``, a 5,000-digit integer).
+Exact fast path: most answers are written as plain numbers or fractions (the tiny policy answers ``95``, a LaTeX
+policy ``\\boxed{\\frac{3}{4}}``), and math-verify spends a millisecond or more on each (two parses through
+sympy) to compare two exact rationals. :func:`exact_answer` decides those in microseconds, and only them:
+
+* 1.0 when the ground truth is a plain decimal number and the response is that same string (as before);
+* otherwise, when the ground truth is an integer (at most 12 digits) or ``\\frac{p}{q}`` (also ``\\dfrac``,
+  ``\\tfrac``, a leading ``-``) and the response states one such value, 1.0 when the two are equal rationals and
+  0.0 when they are not: math-verify compares two sympy Integers or Rationals exactly (no float rounding applies
+  to them), so this is its verdict;
+* the response "states" an answer when it is nothing but the answer (a bare integer; fractions only in a box), or
+  holds it as the only ``\\boxed{}`` in text that math-verify cannot extract anything else from.
+
+In every other case it returns None and math-verify decides. ``tests/unit/rewards/test_math_verifier.py`` checks
+that it agrees with math-verify on every case it decides (right and wrong answers, equal values in other forms),
+and declines the cases where equal strings are not equal answers to math-verify (``+5``, ``1e5``, ``x``, a
+5,000-digit integer) or where a decimal meets a fraction (math-verify rounds floats to 6 places).
 
 math-verify's timeouts use ``signal.alarm``, which only works in a process's main thread: call :func:`check_math`
 from a main thread (the :class:`~rlvr.rewards.verifier_pool.VerifierPool` workers do), never from a thread pool
@@ -28,6 +36,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from fractions import Fraction
 from typing import Any
 
 from rlvr.errors import DataError
@@ -39,7 +48,11 @@ _PLAIN_NUMBER = re.compile(r"-?[0-9]{1,40}(?:\.[0-9]{1,40})?")
 # The only \boxed{...} of a response, with the text around it. Around it only letters, spaces and sentence
 # punctuation: no digit, "$", "\\", brace or operator that math-verify's expression and LaTeX extractors could take
 # (its "final answer is N" patterns outrank the box, but they need a number or a LaTeX environment).
-_BOXED = re.compile(r"([A-Za-z\s.,;:!?']*)\\boxed\{([^{}]*)\}([A-Za-z\s.,;:!?']*)")
+_BOXED = re.compile(r"([A-Za-z\s.,;:!?']*)\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}([A-Za-z\s.,;:!?']*)")
+# Exact rationals the fast path may value: integers of at most 12 digits (far from math-verify's 15-digit numeric
+# precision and Python's 4,300-digit limit), without "+", "-0" or leading zeros, and fractions of them.
+_INTEGER = re.compile(r"0|-?[1-9][0-9]{0,11}")
+_FRACTION = re.compile(r"(-?)\\[dt]?frac\{(0|[1-9][0-9]{0,11})\}\{([1-9][0-9]{0,11})\}")
 
 _metric = None
 _log_watch: _TimeoutLogWatch | None = None
@@ -91,22 +104,38 @@ def ground_truth_of(row: dict[str, Any]) -> str:
     return str(value)
 
 
-def exact_match(response: str, ground_truth: str) -> Verdict | None:
-    """1.0 when ``response`` states the plain-number ``ground_truth`` verbatim (module docstring), else None."""
-    truth = ground_truth.strip()
-    if not _PLAIN_NUMBER.fullmatch(truth):
+def _exact_value(text: str) -> Fraction | None:
+    """The value of an integer or fraction written as :data:`_INTEGER` / :data:`_FRACTION`, else None."""
+    if _INTEGER.fullmatch(text):
+        return Fraction(int(text))
+    fraction = _FRACTION.fullmatch(text)
+    if fraction is None:
         return None
-    answer = response.strip()
-    if answer != truth:
-        boxed = _BOXED.fullmatch(answer)
-        if boxed is None or "boxed" in boxed.group(1) + boxed.group(3) or boxed.group(2).strip() != truth:
-            return None
-    return Verdict(1.0)
+    value = Fraction(int(fraction.group(2)), int(fraction.group(3)))
+    return -value if fraction.group(1) else value
+
+
+def exact_answer(response: str, ground_truth: str) -> Verdict | None:
+    """math-verify's reward where the answer is exact and stated alone (module docstring), else None."""
+    truth, answer = ground_truth.strip(), response.strip()
+    boxed = _BOXED.fullmatch(answer)
+    if boxed is not None and "boxed" in boxed.group(1) + boxed.group(3):
+        boxed = None  # a second box math-verify could read
+    stated = boxed.group(2).strip() if boxed is not None else answer
+    if stated == truth and _PLAIN_NUMBER.fullmatch(truth):
+        return Verdict(1.0)
+    if boxed is None and not _INTEGER.fullmatch(answer):
+        return None  # a bare fraction or decimal is left to math-verify's extractors
+    truth_value, value = _exact_value(truth), _exact_value(stated)
+    if truth_value is None or value is None:
+        return None
+    return Verdict(float(value == truth_value))
 
 
 def check_math(response: str, ground_truth: str) -> Verdict:
     """Score ``response`` against ``ground_truth``: the exact-match fast path, else math-verify; never raises."""
-    return exact_match(response, str(ground_truth)) or check_with_math_verify(response, ground_truth)
+    fast = exact_answer(response, str(ground_truth))
+    return fast if fast is not None else check_with_math_verify(response, ground_truth)
 
 
 def check_with_math_verify(response: str, ground_truth: str) -> Verdict:
@@ -142,7 +171,7 @@ class MathVerifier:
         return ground_truth_of(row)
 
     def quick_check(self, response: str, reference: Any) -> Verdict | None:
-        return exact_match(response, reference)
+        return exact_answer(response, reference)
 
     def check(self, response: str, reference: Any) -> Verdict:
         return check_math(response, reference)

@@ -11,8 +11,9 @@ What is contained, when the parent runs as root on Linux (the normal case here a
 
 * network: a new network namespace with no interface up — every connection fails, loopback included;
 * files: the whole mount tree is read-only and nosuid inside a private mount namespace, except the working
-  folder (also ``$TMPDIR``); ``/dev/null`` and the like stay usable. Files readable by an unprivileged user
-  remain *readable*;
+  folder (also ``$TMPDIR``), a private tmpfs of ``folder_mb`` that only the program's namespace sees and that
+  vanishes with it; ``/dev/null`` and the like stay usable. Files readable by an unprivileged user remain
+  *readable*;
 * processes: a PID namespace whose init is the harness: when it ends (or the wall-clock limit kills its process
   group) the kernel kills every process left inside, daemons that ``setsid`` or double-fork included;
 * identity: a dedicated unprivileged uid per concurrent slot (``uid_base + slot``, no passwd entry needed; like
@@ -67,6 +68,7 @@ class SandboxLimits:
     max_file_mb: int = 16
     max_open_files: int = 64
     max_output_bytes: int = 1 << 20
+    folder_mb: int = 128  # the private in-memory working folder (with namespaces): what the program may write
     startup_s: float = 10.0  # allowance for interpreter start-up on a loaded machine, on top of the cases
 
     def harness_limits(self) -> dict[str, int]:
@@ -77,6 +79,7 @@ class SandboxLimits:
             "max_processes": self.max_processes,
             "max_file_mb": self.max_file_mb,
             "max_open_files": self.max_open_files,
+            "folder_mb": self.folder_mb,
         }
 
 
@@ -189,7 +192,6 @@ class Sandbox:
             workdir=str(workdir),
             uid=uid,
             limits=self.limits.harness_limits(),
-            namespaces=self.namespaces,
             audit_hook=self.audit_hook,
             case_timeout_s=self.limits.case_timeout_s,
             max_output_bytes=self.limits.max_output_bytes,
@@ -213,7 +215,8 @@ class Sandbox:
             server = self._servers.get(python)
             if server is None:
                 env = {"PATH": "/usr/bin:/bin", "HOME": str(self._root), "TMPDIR": str(self._root), "LANG": "C.UTF-8"}
-                server = HarnessServer(python, env, self._root, self._root / f"harness-{len(self._servers)}.log")
+                log = self._root / f"harness-{len(self._servers)}.log"
+                server = HarnessServer(python, env, self._root, log, namespaces=self.namespaces)
                 self._servers[python] = server
             return server
 

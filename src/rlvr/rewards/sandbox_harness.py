@@ -1,21 +1,22 @@
-"""Runs inside the sandbox: contain this process, then run an untrusted program once per test case.
+"""Runs inside the sandbox: contain a process, then run an untrusted program once per test case.
 
 Started once by :class:`rlvr.rewards.sandbox.Sandbox` as ``python -I -S -B sandbox_harness.py --serve FD``: a
 pre-forked server (:func:`serve`) that forks one child per program, so interpreter start-up and imports (most of
 the cost of a small program) are paid once. Each child reads its JSON job from a pipe and writes one JSON report
 to another. Standard library only, and everything it needs is imported before it gives up its privileges (the
-interpreter's files may not be readable afterwards).
+interpreter's files may not be readable afterwards). The steps themselves live in :mod:`sandbox_containment`.
 
 Order of containment (each step optional, what took effect is reported under ``containment``):
 
-1. as root: ``unshare`` new mount, network, PID, IPC and UTS namespaces; make every mount read-only and nosuid
-   (``mount_setattr`` recursive) except a bind mount of the working folder;
-2. fork: the child is PID 1 of the new PID namespace, so when it exits the kernel kills every process left in the
-   namespace (daemons included); it mounts a fresh ``/proc`` showing only the namespace;
-3. resource limits (CPU, address space, processes, file size, open files, no core dumps);
-4. drop to an unprivileged uid/gid with no supplementary groups, ``no_new_privs`` (setuid binaries gain
+1. the server forks the program's child into a PID namespace of its own, whose PID 1 it is: when it exits the
+   kernel kills every process left in the namespace (daemons included);
+2. the child starts a session of its own (the parent's wall-clock kill takes its process group) and reads its job;
+3. as root: new mount, network, IPC and UTS namespaces; every mount read-only and nosuid except the working
+   folder, a private size-limited tmpfs; a fresh ``/proc`` showing only the namespace;
+4. resource limits (CPU, address space, processes, file size, open files, no core dumps);
+5. drop to an unprivileged uid/gid with no supplementary groups, ``no_new_privs`` (setuid binaries gain
    nothing), not dumpable (other processes of the uid cannot open its fds or ptrace it);
-5. per test case: fork a child into its own process group, redirect stdin/stdout/stderr to files in the working
+6. per test case: fork a child into its own process group, redirect stdin/stdout/stderr to files in the working
    folder, close every other fd, install an audit hook (no network, no child processes, no ctypes, no writes
    outside the folder: any attempt exits with code 86) and execute the program; a case past its time limit is
    killed with its process group.
@@ -24,11 +25,9 @@ Order of containment (each step optional, what took effect is reported under ``c
 from __future__ import annotations
 
 import builtins
-import ctypes
 import io
 import json
 import os
-import resource
 import select
 import signal
 import socket
@@ -36,178 +35,20 @@ import sys
 import time
 import traceback
 
-VIOLATION_EXIT = 86
-CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
-CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
-MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
-MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x2, 0x4, 0x8
-SYS_MOUNT_SETATTR, AT_FDCWD, AT_RECURSIVE = 442, -100, 0x8000
-MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID = 0x1, 0x2
-PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 4, 38
-AF_UNIX = 1  # local socketpairs (asyncio's self-pipe) stay allowed; every other family is network
+# -I leaves the script's own folder off sys.path; the containment steps sit beside it. Taken off again at once,
+# so that the program's imports see the plain standard library.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sandbox_containment import (  # noqa: E402
+    VIOLATION_EXIT,
+    PidNamespaces,
+    drop_privileges,
+    enter_namespaces,
+    limit_resources,
+    make_audit_hook,
+    mount_proc,
+)
 
-
-def _load_libc() -> ctypes.CDLL:
-    try:
-        return ctypes.CDLL("libc.so.6", use_errno=True)  # glibc; skips ctypes.util (~10 ms: imports, ldconfig)
-    except OSError:
-        from ctypes.util import find_library
-
-        return ctypes.CDLL(find_library("c"), use_errno=True)
-
-
-_libc = _load_libc()
-
-
-class _MountAttr(ctypes.Structure):
-    _fields_ = [
-        ("attr_set", ctypes.c_uint64),
-        ("attr_clr", ctypes.c_uint64),
-        ("propagation", ctypes.c_uint64),
-        ("userns_fd", ctypes.c_uint64),
-    ]
-
-
-def _check(result: int, what: str) -> None:
-    if result != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def _mount(source, target, fstype, flags: int) -> None:
-    enc = lambda s: None if s is None else s.encode()  # noqa: E731
-    _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), None), f"mount {target}")
-
-
-def _set_mount_attr(path: str, flags: int, attr_set: int, attr_clr: int) -> None:
-    attr = _MountAttr(attr_set, attr_clr, 0, 0)
-    result = _libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, path.encode(), flags, ctypes.byref(attr), ctypes.sizeof(attr))
-    _check(result, f"mount_setattr {path}")
-
-
-def enter_namespaces(workdir: str, containment: dict) -> bool:
-    """Step 1 (root only). Returns whether a PID namespace was created (the caller must then fork)."""
-    try:
-        _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
-    except OSError as exc:
-        containment["namespaces"] = f"unavailable ({exc})"
-        return False
-    containment["namespaces"] = "mount,net,pid,ipc,uts"
-    try:
-        _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount propagates back to the host
-        _mount(workdir, workdir, None, MS_BIND)  # the folder becomes its own mount, to stay writable
-        _set_mount_attr("/", AT_RECURSIVE, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0)
-        _set_mount_attr(workdir, 0, 0, MOUNT_ATTR_RDONLY)
-        containment["read_only_root"] = True
-    except OSError as exc:
-        containment["read_only_root"] = f"unavailable ({exc})"
-    return True
-
-
-def mount_proc(containment: dict) -> None:
-    """Step 2: a /proc that shows the namespace's processes only."""
-    try:
-        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        containment["private_proc"] = True
-    except OSError as exc:
-        containment["private_proc"] = f"unavailable ({exc})"
-
-
-def limit_resources(limits: dict) -> None:
-    """Step 3: the limits apply to the harness and are inherited by every case."""
-    mb = 1024 * 1024
-    for name, value in (
-        ("RLIMIT_CPU", int(limits["cpu_s"])),
-        ("RLIMIT_AS", int(limits["memory_mb"]) * mb),
-        ("RLIMIT_NPROC", int(limits["max_processes"])),
-        ("RLIMIT_FSIZE", int(limits["max_file_mb"]) * mb),
-        ("RLIMIT_NOFILE", int(limits["max_open_files"])),
-        ("RLIMIT_CORE", 0),
-    ):
-        resource.setrlimit(getattr(resource, name), (value, value))
-
-
-def drop_privileges(uid: int | None, containment: dict) -> None:
-    """Step 4."""
-    if uid is not None and os.getuid() == 0:
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-    containment["uid"] = os.getuid()
-    _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-
-
-def make_audit_hook(workdir: str):
-    """Step 5's policy. ``sys.addaudithook`` hooks cannot be removed; native code can still bypass them."""
-    blocked = {
-        "os.fork",
-        "os.forkpty",
-        "os.posix_spawn",
-        "os.spawn",
-        "os.exec",
-        "os.system",
-        "subprocess.Popen",
-        "socket.connect",
-        "socket.bind",
-        "socket.sendto",
-        "socket.sendmsg",
-        "socket.getaddrinfo",
-        "ctypes.dlopen",
-        "ctypes.dlsym",
-        "ctypes.cdata",
-        "ctypes.call_function",
-        "os.setuid",
-        "os.setgid",
-    }
-    path_events = {
-        "os.remove",
-        "os.rename",
-        "os.rmdir",
-        "os.mkdir",
-        "os.chmod",
-        "os.chown",
-        "os.symlink",
-        "os.link",
-        "os.truncate",
-        "os.utime",
-        "shutil.rmtree",
-        "os.chflags",
-        "os.lchflags",
-    }
-    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-    root = os.path.realpath(workdir)
-    own_pid = os.getpid()
-    allowed = {"/dev/null", "/dev/stdout", "/dev/stderr"}
-
-    def violation(event: str, detail: object) -> None:
-        os.write(2, f"\nsandbox violation: {event} {detail!r}\n".encode(errors="replace")[:500])
-        os._exit(VIOLATION_EXIT)
-
-    def outside(path: object) -> bool:
-        if isinstance(path, int):
-            return False  # an fd already open: its opening was checked
-        path = os.fsdecode(path)
-        if path in allowed:
-            return False
-        real = os.path.realpath(os.path.join(root, path))
-        return real != root and not real.startswith(root + os.sep)
-
-    def hook(event: str, args: tuple) -> None:
-        if event in blocked:
-            violation(event, args[:2])
-        elif event == "socket.__new__" and args[1] != AF_UNIX:
-            violation(event, args[1])
-        elif event == "import" and args[0].split(".")[0] in ("ctypes", "_ctypes", "cffi", "_cffi_backend"):
-            violation(event, args[0])
-        elif event == "open" and args[0] is not None and (args[2] or 0) & write_flags and outside(args[0]):
-            violation("write outside the sandbox folder", args[0])
-        elif (event in ("os.kill", "os.killpg", "signal.pthread_kill") and args[0] not in (own_pid, 0)) or (
-            event in path_events and args and outside(args[0])
-        ):
-            violation(event, args[0])
-
-    return hook
+del sys.path[0]
 
 
 def _child_streams(stdin_path: str, stdout_path: str, stderr_path: str) -> None:
@@ -330,7 +171,7 @@ def _read_head(path: str, limit: int) -> str:
 
 
 def run_cases(job: dict) -> list[dict]:
-    """Step 5, for every case; stops at the first failed run when ``stop_on_failure``."""
+    """Step 6, for every case; stops at the first failed run when ``stop_on_failure``."""
     results = []
     workdir, limit = job["workdir"], int(job["max_output_bytes"])
     for index, raw_input in enumerate(job["inputs"]):
@@ -352,37 +193,38 @@ def run_cases(job: dict) -> list[dict]:
         except OSError:
             pass
         status, timed_out = _wait(pid, float(job["case_timeout_s"]))
-        code = os.waitstatus_to_exitcode(status)
-        stderr_tail = _read_head(paths[2], 4000)[-1000:]
-        if timed_out or code == -signal.SIGXCPU:
-            case = {"status": "timeout", "detail": f"no exit within {job['case_timeout_s']} s"}
-        elif code == VIOLATION_EXIT:
-            case = {"status": "violation", "detail": (stderr_tail.strip().splitlines() or ["?"])[-1]}
-        elif code != 0:
-            case = {"status": "crash", "detail": f"exit {code}: {stderr_tail.strip()[-300:]}"}
-        else:
-            source = paths[1] if job["mode"] == "stdio" else paths[3]
-            case = {"status": "ok", "output": _read_head(source, limit)}
-        results.append(case)
-        if case["status"] != "ok" and job.get("stop_on_failure"):
+        results.append(_case_result(job, os.waitstatus_to_exitcode(status), timed_out, paths, limit))
+        for path in paths:  # the folder holds one case's files at a time (its size is limited)
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        if results[-1]["status"] != "ok" and job.get("stop_on_failure"):
             break
     return results
 
 
-def run_job(job: dict, report_fd: int) -> None:
-    """Steps 1-5 for one program, then its JSON report on ``report_fd``; ends the process."""
+def _case_result(job: dict, code: int, timed_out: bool, paths: tuple[str, ...], limit: int) -> dict:
+    if timed_out or code == -signal.SIGXCPU:
+        return {"status": "timeout", "detail": f"no exit within {job['case_timeout_s']} s"}
+    if code == 0:
+        return {"status": "ok", "output": _read_head(paths[1] if job["mode"] == "stdio" else paths[3], limit)}
+    stderr_tail = _read_head(paths[2], 4000)[-1000:]
+    if code == VIOLATION_EXIT:
+        return {"status": "violation", "detail": (stderr_tail.strip().splitlines() or ["?"])[-1]}
+    return {"status": "crash", "detail": f"exit {code}: {stderr_tail.strip()[-300:]}"}
+
+
+def run_job(job: dict, report_fd: int, namespaces: str | None) -> None:
+    """Steps 3-6 for one program, then its JSON report on ``report_fd``; ends the process. ``namespaces`` says
+    why this process is not PID 1 of a namespace of its own (None when it is)."""
     os.environ["HOME"] = os.environ["TMPDIR"] = job["workdir"]  # the server's environment is scrubbed already
     containment: dict = {"audit_hook": bool(job.get("audit_hook", True))}
-    in_pid_ns = job.get("namespaces", True) and os.getuid() == 0 and enter_namespaces(job["workdir"], containment)
-    if in_pid_ns:
-        init = os.fork()
-        if init:  # outside the namespace: just relay the exit status of the namespace's PID 1
-            os.close(report_fd)
-            _, status = os.waitpid(init, 0)
-            os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    if namespaces is None:
+        enter_namespaces(job["workdir"], job["limits"]["folder_mb"], job.get("uid"), containment)
         mount_proc(containment)
-    elif "namespaces" not in containment:
-        containment["namespaces"] = "not requested" if not job.get("namespaces", True) else "not root"
+    else:
+        containment["namespaces"] = namespaces
     try:
         limit_resources(job["limits"])
         drop_privileges(job.get("uid"), containment)
@@ -397,20 +239,22 @@ def run_job(job: dict, report_fd: int) -> None:
     os._exit(0)
 
 
-def _start_job(job_fd: int, report_fd: int) -> None:
-    """In a fresh child of the server: its own session (the parent's wall-clock kill takes the process group),
-    its pid first on the report pipe (so the parent knows whom to kill), then the job read from its pipe."""
+def _start_job(job_fd: int, report_fd: int, namespaces: str | None) -> None:
+    """Step 2, in a fresh child of the server: its own session, its pid as the parent sees it first on the report
+    pipe (so the parent knows whom to kill), then the job read from its pipe."""
     try:
         os.setsid()
-        os.write(report_fd, f"{os.getpid()}\n".encode())
+        # PID 1 of its namespace: its pid outside is what the host's /proc (not yet replaced) calls "self".
+        pid = os.getpid() if namespaces is not None else int(os.readlink("/proc/self"))
+        os.write(report_fd, f"{pid}\n".encode())
         with os.fdopen(job_fd, "rb") as fh:
             job = json.loads(fh.read())
-        run_job(job, report_fd)
+        run_job(job, report_fd, namespaces)
     finally:
         os._exit(1)
 
 
-def serve(sock_fd: int) -> None:
+def serve(sock_fd: int, namespaces: bool) -> None:
     """The pre-forked harness: fork one child per job received on the socket, until the socket closes.
 
     Interpreter start-up and imports are paid once here instead of once per program; each child is contained on
@@ -420,6 +264,7 @@ def serve(sock_fd: int) -> None:
     reused by another process before the parent is done with it.
     """
     sock = socket.socket(fileno=sock_fd)
+    pid_namespaces = PidNamespaces(namespaces)
     released: set[int] = set()
     while True:
         for pid in list(released):
@@ -443,12 +288,12 @@ def serve(sock_fd: int) -> None:
                 os.close(fd)
             continue
         try:
-            child = os.fork()
+            child = pid_namespaces.fork()
         except OSError:  # no process left to fork: the parent reads EOF without a pid, a sandbox error
             child = None
         if child == 0:
             sock.close()
-            _start_job(*fds)
+            _start_job(*fds, pid_namespaces.error)
         for fd in fds:
             os.close(fd)
 
@@ -458,9 +303,9 @@ def main() -> None:
     for name in ("exit", "quit"):
         if not hasattr(builtins, name):
             setattr(builtins, name, sys.exit)
-    if len(sys.argv) != 3 or sys.argv[1] != "--serve":
-        sys.exit("usage: sandbox_harness.py --serve SOCKET_FD (started by rlvr.rewards.sandbox.Sandbox)")
-    serve(int(sys.argv[2]))
+    if len(sys.argv) not in (3, 4) or sys.argv[1] != "--serve" or sys.argv[3:] not in ([], ["--namespaces"]):
+        sys.exit("usage: sandbox_harness.py --serve SOCKET_FD [--namespaces] (started by rlvr.rewards.sandbox.Sandbox)")
+    serve(int(sys.argv[2]), namespaces=sys.argv[3:] == ["--namespaces"])
 
 
 if __name__ == "__main__":

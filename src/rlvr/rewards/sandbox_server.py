@@ -28,14 +28,16 @@ class ServerGone(OSError):
 
 
 class HarnessServer:
-    """One pre-forked harness process for ``python``, started with ``env`` in ``cwd``; its stderr goes to ``log``."""
+    """One pre-forked harness process for ``python``, started with ``env`` in ``cwd``; its stderr goes to ``log``.
+    With ``namespaces`` (and root), each program runs in namespaces of its own."""
 
-    def __init__(self, python: str, env: dict[str, str], cwd: Path, log: Path) -> None:
+    def __init__(self, python: str, env: dict[str, str], cwd: Path, log: Path, *, namespaces: bool = True) -> None:
         self.log = log
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with open(log, "ab") as stderr:
             self.process = subprocess.Popen(
-                [python, "-I", "-S", "-B", str(HARNESS), "--serve", str(child_end.fileno())],
+                [python, "-I", "-S", "-B", str(HARNESS), "--serve", str(child_end.fileno())]
+                + (["--namespaces"] if namespaces else []),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,

@@ -63,7 +63,7 @@ def _rl_prep(args) -> None:
 
 def _tokenizer_dir(path: str) -> Path:
     """A tokenizer folder: given directly, or the one stored inside a checkpoint_megatron."""
-    from rlvr.convert.artifact import TOKENIZER_DIR, is_checkpoint_megatron, resolve_iteration_dir
+    from rlvr.ckpt_layout import TOKENIZER_DIR, is_checkpoint_megatron, resolve_iteration_dir
 
     if is_checkpoint_megatron(Path(path)):
         return resolve_iteration_dir(Path(path)) / TOKENIZER_DIR

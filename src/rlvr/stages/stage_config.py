@@ -23,6 +23,7 @@ import yaml
 from rlvr.config.secrets import config_yaml, resolve_references
 from rlvr.errors import UserError
 from rlvr.utils.atomic import atomic_file
+from rlvr.utils.yaml_loaders import safe_load
 
 STAGE_CONFIG_DIR = "stage_configs"
 
@@ -64,7 +65,7 @@ def read_stage_config(path: str | Path, *, resolve: bool = True) -> dict:
             f"starts; run the step with `nemotron steps run ...` or snakemake (not a dry run)"
         ) from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"stage config {path} is not valid YAML ({exc}); re-run the step to re-write it") from None
     if not isinstance(data, dict):

@@ -20,9 +20,10 @@ from __future__ import annotations
 import json
 import string
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
+if TYPE_CHECKING:  # imported where the tokenizer is built: -d reads the vocabulary's size, without transformers
+    from transformers import PreTrainedTokenizerFast
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, BOS, EOS)
@@ -63,6 +64,9 @@ def build_char_tokenizer(out_dir: str | Path, extra_chars: str = "") -> PreTrain
 
     Characters outside the vocabulary encode to ``<unk>``; pass every character of the data in ``extra_chars``.
     """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
     vocab = char_vocabulary(extra_chars)
     backend = Tokenizer(models.WordLevel({tok: i for i, tok in enumerate(vocab)}, unk_token=UNK))
     # "[\s\S]" matches every character including the newline; "isolated" makes each one its own pre-token.

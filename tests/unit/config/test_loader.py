@@ -135,7 +135,6 @@ def test_type_errors_name_the_key():
     "override",
     [
         "grpo.async_grpo.enabled=true",
-        "policy.sequence_packing.enabled=true",
         "logger.swanlab_enabled=true",
         "policy.dtensor_cfg.tensor_parallel_size=2",
         "grpo.use_best_at_k=true",

@@ -81,7 +81,7 @@ def test_nemo_rl_grpo_math_1b_is_refused_in_one_message(upstream):
     message = refusal(upstream / "nemo_rl" / "grpo_math_1B.yaml", [])
     assert "Unsupported interpolation" not in message
     assert message.count("invalid config") == 1
-    assert "'policy.sequence_packing.enabled: True'" in message and "is not supported by rlvr yet" in message
+    assert "sequence_packing" not in message  # honoured (policy.packing)
     assert "data.train.dataset_name 'OpenMathInstruct-2' names a hub dataset" in message
     assert "unknown key" not in message  # every key of the file is known
 
@@ -107,14 +107,13 @@ def test_a_config_inheriting_grpo_math_1b_with_megatron_is_refused_in_one_messag
     """`defaults: grpo_math_1B.yaml` next to a copy, switching on megatron: one message with what to change."""
     message = refusal(_megatron_child(upstream, tmp_path), [])
     assert message.count("invalid config") == 1
-    assert "policy.sequence_packing.enabled" in message and "OpenMathInstruct-2" in message
+    assert "OpenMathInstruct-2" in message and "sequence_packing" not in message
     assert "enable exactly one policy backend" not in message and "unknown key" not in message
 
 
 def test_a_config_inheriting_grpo_math_1b_with_megatron_loads_once_the_features_are_off(upstream, tmp_path):
-    """With sequence packing off and local data, the inherited ${mul:...} resolve against the child's values."""
+    """With local data, the inherited ${mul:...} resolve against the child's values."""
     fixes = [
-        "policy.sequence_packing.enabled=false",
         "data.train.dataset_name=null",
         "data.train.data_path=/data/train.jsonl",
     ]

@@ -39,6 +39,30 @@ def test_bare_class_name_and_default():
     assert type(build_optimizer(_params(), None)) is torch.optim.AdamW
 
 
+def test_adam_runs_fused_unless_the_config_chooses_and_steps_as_the_loop():
+    """Unset fused/foreach: AdamW runs its fused kernel, and five steps on random gradients land where torch's
+    per-parameter loop lands (float rounding apart); an explicit fused/foreach is kept as given."""
+    weights = [torch.randn(64, 32, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    grads = [
+        [torch.randn(64, 32, generator=torch.Generator().manual_seed(10 * s + i)) for i in range(3)] for s in range(5)
+    ]
+    results = []
+    for kwargs in ({"lr": 1e-2, "weight_decay": 0.1}, {"lr": 1e-2, "weight_decay": 0.1, "foreach": False}):
+        params = [torch.nn.Parameter(w.clone()) for w in weights]
+        opt = build_optimizer(params, {"name": "torch.optim.AdamW", "kwargs": kwargs})
+        for step in grads:
+            for p, g in zip(params, step):
+                p.grad = g.clone()
+            opt.step()
+        results.append((opt.param_groups[0]["fused"], params))
+    (fused, stepped), (loop_fused, looped) = results
+    assert fused is True and not loop_fused
+    for a, b in zip(stepped, looped):
+        assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert not build_optimizer(_params(), UPSTREAM_OPTIMIZER).param_groups[0]["fused"]
+    assert not build_optimizer(_params(), {"name": "SGD", "kwargs": {"lr": 0.1}}).param_groups[0].get("fused")
+
+
 @pytest.mark.parametrize("name", ["os.system", "torch.nn.Linear", "torch.optim.lr_scheduler", "torch.optim.Nope"])
 def test_names_outside_torch_optim_are_refused_with_the_known_list(name):
     """Only torch.optim optimizer classes resolve; the error lists them (e.g. torch.optim.AdamW)."""

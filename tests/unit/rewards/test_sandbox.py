@@ -185,3 +185,22 @@ def test_audit_hook_alone_without_namespaces(tmp_path) -> None:
             verdict = check_code(program + "\nprint('done')", _stdio(), sandbox=box)
             assert (verdict.reward, verdict.error) == (0.0, "sandbox_violation"), program
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.skipif(not ROOT, reason="the private folder needs root (a mount namespace)")
+def test_working_folder_is_a_private_size_limited_tmpfs() -> None:
+    """The folder is a tmpfs of ``folder_mb`` that the program fills up (no space left), not the host's disk; the
+    program sees itself as PID 2 of a namespace whose PID 1 is its harness."""
+    probe = (
+        "import os\ncwd = os.getcwd()\n"
+        "kind = [line.split(' - ')[1].split()[0] for line in open('/proc/self/mountinfo') if line.split()[4] == cwd]\n"
+        "print(kind, os.getpid(), os.getppid())\n"
+    )
+    fill = "chunk = b'x' * (1 << 20)\nfor k in range(4):\n    open(f'f{k}', 'wb').write(chunk)\nprint('done')\n"
+    limits = SandboxLimits(case_timeout_s=1.5, folder_mb=2)
+    with Sandbox(limits, max_concurrency=1, uid_base=UID_BASE) as box:
+        run = box.run("stdio", probe, [""])
+        assert run.containment["private_folder"] == "tmpfs 2 MB"
+        assert (run.cases[0].status, run.cases[0].output) == ("ok", "['tmpfs'] 2 1\n")
+        verdict = check_code(fill, _stdio(), sandbox=box)
+    assert (verdict.reward, verdict.error) == (0.0, "crash")  # its traceback finds no room in the folder either
