@@ -33,6 +33,7 @@ class Size:
     micro_batch: int
     steps: int  # GRPO steps per engine and round (the first --warmup of them are not timed)
     eos_probability: float | None = None  # of a random model at every position (None: as initialised)
+    lr: float = 3e-5  # AdamW learning rate, constant, in both engines
 
     @property
     def rollouts(self) -> int:
@@ -94,7 +95,7 @@ def our_overrides(size: Size) -> list[str]:
         f"policy.generation.max_new_tokens={size.new_tokens}",
         f"policy.max_total_sequence_length={size.max_total_length}",
         f"policy.generation.vllm_cfg.max_model_len={size.max_total_length}",
-        "policy.optimizer.kwargs.lr=3e-5",
+        f"policy.optimizer.kwargs.lr={size.lr}",
     ]
 
 

@@ -104,7 +104,7 @@ def trl_config(size: Size, workdir: Path, steps: int, seed: int):
         temperature=1.0,
         top_p=1.0,
         top_k=0,
-        learning_rate=3e-5,
+        learning_rate=size.lr,
         lr_scheduler_type="constant",
         warmup_steps=0,
         weight_decay=0.0,
@@ -118,8 +118,11 @@ def trl_config(size: Size, workdir: Path, steps: int, seed: int):
     )
 
 
-def trl_run(tiny_run: Path, workdir: Path, size: Size, steps: int, hf_policy: Path, seed: int) -> dict[str, list]:
-    """TRL GRPOTrainer for ``steps`` steps: per-step seconds, phases and work, as :func:`ours`."""
+def trl_run(
+    tiny_run: Path, workdir: Path, size: Size, steps: int, hf_policy: Path, seed: int, save_to: Path | None = None
+) -> dict[str, list]:
+    """TRL GRPOTrainer for ``steps`` steps: per-step seconds, phases and work, as :func:`ours`; ``save_to``: also
+    save the trained policy there as an HF folder (model and tokenizer)."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -187,6 +190,9 @@ def trl_run(tiny_run: Path, workdir: Path, size: Size, steps: int, hf_policy: Pa
         trainer.train()
     finally:
         scorer.close()
+    if save_to is not None:
+        trainer.model.save_pretrained(save_to)
+        tokenizer.save_pretrained(save_to)
     work = [
         {
             "tokens": float(h["completions/mean_length"]),

@@ -1,7 +1,7 @@
 """`-c tiny` learns: the user's command (``make run``'s), whole pipeline, checked for issue 5's learning goal.
 
 ``nemotron steps run rl/nemo_rl/rlvr -c tiny`` from an empty folder makes its data and SFT policy, converts it,
-prepares the prompts, passes the reward pre-flight, trains its GRPO steps (200) and exports the aligned policy. The
+prepares the prompts, passes the reward pre-flight, trains its GRPO steps (150) and exports the aligned policy. The
 goal: ``validation/accuracy`` at the last validation at least 0.20 above its step-0 value (README "Learning,
 measured"). Nothing here is timed (the 5-minute budget is measured by ``make run`` and reported in the README);
 the run takes about 4-5 minutes on two idle cores, the longest test of the suite, and is the

@@ -85,13 +85,23 @@ def load_torch_dist_tensors(directory: Path, keep: Any = None) -> dict[str, torc
 
     ``keep(key) -> bool`` selects keys before any data is read (e.g. model weights, not optimizer state).
     Layer-stacked keys (``decoder.layers.*``) come back with their leading ``[num_layers]`` axis.
-    """
-    from megatron.core import dist_checkpointing
 
-    ensure_megatron_runtime()
-    metadata = dist_checkpointing.load_tensors_metadata(str(directory))
-    wanted = {k: v for k, v in metadata.items() if keep is None or keep(k)}
-    if not wanted:
-        return {}
-    loaded = dist_checkpointing.load(wanted, str(directory), validate_access_integrity=False)
-    return {k: v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+    A ``torch_dist`` checkpoint is a PyTorch distributed checkpoint whose ``.metadata`` records every tensor's
+    global shape and dtype, so it is read with ``torch.distributed.checkpoint`` alone, without a process group:
+    the same tensors as megatron-core's ``dist_checkpointing.load`` (checked in test_megatron_runtime.py), without
+    importing megatron-core, which costs a few seconds of CPU at every stage start (megatron_to_hf, the rlvr
+    stage's policy load).
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    reader = dcp.FileSystemReader(str(directory))
+    metadata = reader.read_metadata().state_dict_metadata
+    wanted = {
+        key: torch.empty(meta.size, dtype=meta.properties.dtype)
+        for key, meta in metadata.items()
+        if isinstance(meta, TensorStorageMetadata) and (keep is None or keep(key))
+    }
+    if wanted:
+        dcp.load(wanted, storage_reader=reader, no_dist=True)
+    return wanted
