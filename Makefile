@@ -25,8 +25,11 @@ run: setup
 dry-run: setup
 	$(VENV)/bin/nemotron steps run rl/nemo_rl/rlvr -c tiny --dry-run
 
+# Two pytest-xdist workers, one per core (most test time is single-threaded process start-up), a test module per
+# work unit and the modules of one shared session fixture on one worker (tests/parallel.py). The 25 slowest tests are
+# listed at the end, so that their cost stays in view.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadscope --durations=25
 
 # Code style and workflow lints, before the tests in CI (.ci/run): ruff's formatter and linter (config in
 # pyproject.toml), then `snakemake --lint`, whose one remaining lint is explained in the Snakefile (the test

@@ -8,11 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.parallel import check_shared_fixture_modules, make_scheduler
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "src"))
 # Processes this one starts without nemotron_env() (the verifier pool's forkserver, which imports rlvr before it
 # takes the parent's sys.path) must import this checkout's rlvr too, not an installed copy.
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
+# `make test` runs two pytest-xdist workers on the two cores: each worker's torch, and every process it starts (stages,
+# Snakemake jobs, Ray workers inherit the variable), takes one intra-op thread, so that the two never oversubscribe.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # The small tiny run that end-to-end tests build (workflow, Slurm, NeMo-Gym): a 10-step SFT policy of a 2-layer
 # Llama on small data, and GRPO steps of 4 prompts x 4 samples (16 rollouts: one optimizer step, as tiny's 16 x 16
@@ -39,7 +45,13 @@ SMALL_TINY = [
 NO_VALIDATION = ["grpo.val_at_start=false", "grpo.val_at_end=false", "grpo.val_period=0"]
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist (the test extra); unknown to a run without it
+def pytest_xdist_make_scheduler(config, log):
+    return make_scheduler(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
+    check_shared_fixture_modules(items)
     try:
         import torch
 

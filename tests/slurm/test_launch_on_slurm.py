@@ -71,15 +71,25 @@ def test_ray_launcher_starts_a_cluster_in_the_allocation_and_stops_it(slurm_clus
     assert state == "COMPLETED", out[-3000:]
     assert "[ray_slurm] Ray cluster ready: 1 node(s)" in out
     assert "driver sees 1 node(s) at 127.0.0.1:6397" in out
-    assert wait_until_gone(("ray.scripts.scripts start", "raylet", "gcs_server"), timeout_s=30) == []
+    assert wait_until_gone(job, ("ray.scripts.scripts start", "raylet", "gcs_server"), timeout_s=30) == []
 
 
-def wait_until_gone(names: tuple[str, ...], timeout_s: float) -> list[str]:
-    """Live (non-zombie) processes whose command line contains one of ``names``, once they are gone or time's up."""
+def wait_until_gone(job_id: str, names: tuple[str, ...], timeout_s: float) -> list[str]:
+    """The job's live processes whose command line contains one of ``names``, once they are gone or time's up. A
+    process is the job's when SLURM_JOB_ID is in its environment (Ray's daemons inherit it from `ray start`): another
+    Ray on this machine (another test worker's, another user's) is none of this test's business."""
+    marker = f"SLURM_JOB_ID={job_id}".encode()
     deadline = time.monotonic() + timeout_s
     while True:
-        ps = subprocess.run(["ps", "-eo", "stat=,args="], capture_output=True, text=True).stdout.splitlines()
-        live = [line for line in ps if not line.startswith("Z") and any(n in line for n in names)]
+        live = []
+        for proc in Path("/proc").iterdir():
+            try:
+                args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                ours = marker in (proc / "environ").read_bytes().split(b"\0")
+            except OSError:  # not a process, or gone meanwhile
+                continue
+            if ours and any(n in args for n in names):  # a zombie's command line is empty
+                live.append(args)
         if not live or time.monotonic() > deadline:
             return live
         time.sleep(1)

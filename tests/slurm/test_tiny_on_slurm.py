@@ -37,7 +37,8 @@ def tiny_run(slurm_cluster, tmp_path_factory):
     work = tmp_path_factory.mktemp("tiny_slurm")
     env = slurm_env(slurm_cluster, **{SECRET_NAME: SECRET})
     started = time.monotonic()
-    proc = run_bounded([*NEMOTRON, "-r", "test_slurm", *SHORT], cwd=work, env=env, timeout_s=800)
+    # About 10x its idle time (2 1/2 minutes): on a loaded, shared machine it is slow, not broken.
+    proc = run_bounded([*NEMOTRON, "-r", "test_slurm", *SHORT], cwd=work, env=env, timeout_s=1500)
     print(f"tiny pipeline on Slurm: {time.monotonic() - started:.0f} s")
     return work, proc, env
 

@@ -21,6 +21,7 @@ from rlvr.config import load_step_config
 from rlvr.stages.stage_config import stage_config_path, write_stage_configs
 from rlvr.steps.index import resolve_step
 from tests.conftest import SMALL_TINY, nemotron_env
+from tests.parallel import built_once
 
 STEP = "rl/nemo_rl/rlvr"
 PREPARED_STAGES = ("tiny_data", "tiny_sft", "hf_to_megatron", "rl_prep")
@@ -56,7 +57,14 @@ CHAT_TEMPLATE = "{% for m in messages %}Q:{{ m.content }}\n{% endfor %}{% if add
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory) -> Path:
     """``results/tiny`` with rl_prep/ and hf_to_megatron/checkpoint_megatron, made by the CLI and Snakemake."""
-    root = tmp_path_factory.mktemp("tiny_run")
+    run = built_once(tmp_path_factory, "tiny_run", prepare) / "results" / "tiny"
+    assert (run / "rl_prep" / "train.jsonl").exists() and (run / "hf_to_megatron" / "checkpoint_megatron").is_dir()
+    assert not (run / "rlvr").exists()
+    return run
+
+
+def prepare(root: Path) -> None:
+    """The CLI's small tiny run up to rl_prep, in the working folder ``root``."""
     proc = subprocess.run(
         [sys.executable, "-m", "rlvr.cli.main", "steps", "run", STEP, "-c", "tiny", *SMALL_TINY, "--until", "rl_prep"],
         cwd=root,
@@ -66,10 +74,6 @@ def prepared(tmp_path_factory) -> Path:
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run = root / "results" / "tiny"
-    assert (run / "rl_prep" / "train.jsonl").exists() and (run / "hf_to_megatron" / "checkpoint_megatron").is_dir()
-    assert not (run / "rlvr").exists()
-    return run
 
 
 def copy_prepared(prepared: Path, run_dir: Path, stages: tuple[str, ...] = PREPARED_STAGES) -> None:

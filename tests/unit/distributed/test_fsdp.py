@@ -23,7 +23,7 @@ from torch.testing import assert_close
 from rlvr.grpo.loss import ClippedPGLoss
 from rlvr.policy.hf import HFPolicy
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = pytest.mark.slow
 TOL = dict(atol=1e-6, rtol=1e-6)
 ROWS, GLOBAL_BATCH, LOGPROB_ROWS = 16, 8, 7  # two optimizer steps per train() call; 7 rows split unevenly
 

@@ -18,7 +18,7 @@ from rlvr.errors import ConfigError
 from rlvr.grpo.loss import ClippedPGLoss
 from rlvr.policy.hf import HFPolicy
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = pytest.mark.slow
 TOL = dict(atol=1e-6, rtol=1e-6)
 
 

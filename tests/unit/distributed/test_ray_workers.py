@@ -13,7 +13,7 @@ from torch.testing import assert_close
 from rlvr.generation import GenerationConfig
 from rlvr.generation.hf import HFGenerationBackend
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = pytest.mark.slow
 PROMPTS = [[5, 6, 7], [8, 9, 10, 11, 12, 13], [4], [14, 15, 16, 17]]
 SAMPLING = GenerationConfig(max_new_tokens=8, temperature=0.7, top_k=8, top_p=0.95)
 

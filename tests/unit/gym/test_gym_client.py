@@ -15,8 +15,6 @@ from rlvr.gym.routing import AgentRouter
 from rlvr.gym.server import ResourceServer
 from tests.unit.schema_config import env_config
 
-pytestmark = pytest.mark.timeout(120)
-
 MATH_ROW = gym_row(question="1+1?", expected_answer="2")
 
 

@@ -17,8 +17,6 @@ from rlvr.gym.server import LocalServerProcess, ResourceServer
 from rlvr.gym.transport import request_json
 from rlvr.gym.verifiers import last_boxed, strip_math_delimiters
 
-pytestmark = pytest.mark.timeout(120)
-
 RCP = {"input": [{"role": "user", "content": "q"}]}
 ADD_TESTS = {"inputs": ["1 2\n", "10 -3\n"], "outputs": ["3\n", "7\n"], "fn_name": None}
 ADD_PROGRAM = "```python\na, b = map(int, input().split())\nprint(a + b)\n```"
