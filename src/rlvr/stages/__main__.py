@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 from pathlib import Path
 
 from rlvr.errors import UserError, describe_os_error
 from rlvr.stages.stage_config import read_stage_config
+from rlvr.utils.omp_wait import set_omp_wait
 
 
 # Engines are imported inside each stage: a stage loads only what it runs (torch, megatron-core, transformers).
@@ -84,21 +84,9 @@ def _megatron_to_hf(args) -> None:
     megatron_to_hf(args.megatron_path, args.hf_path, cfg.get("torch_dtype") or None)
 
 
-def passive_omp_wait() -> None:
-    """Make torch's OpenMP threads sleep, not spin, while they wait for each other (an explicit value is kept).
-
-    By default a waiting thread spins, and on a machine whose cores other jobs hold it spins while the thread it
-    waits for is descheduled: an SFT-sized step of the tiny policy on 2 threads took 12.6 s of wall time (2.9 s of
-    CPU) instead of 0.24 s (0.12 s) with passive waiting at load 76; the rlvr stage's reward workers are such
-    other jobs even on a quiet machine. libgomp reads the policy once, when torch loads it, so this runs before the
-    stage imports torch (nothing in this module does). Results do not depend on it. tiny_sft does the same
-    (rlvr/tiny/sft.py).
-    """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
 def _rlvr(args) -> None:
-    passive_omp_wait()
+    # Passive only: the stage's own reward workers compete for the cores even on a quiet machine.
+    set_omp_wait(spin_when_idle=False)
     from rlvr.grpo.controller import RlvrPaths, run_grpo
     from rlvr.utils.runlock import RunLock
 

@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-# OpenMP threads wait for each other at the end of every op. By default a waiting thread spins, and on a machine
-# whose cores other jobs hold, it spins while the thread it waits for is descheduled: with 2 threads at load 14 an
-# SFT step took 7.8 s (1.6 s of CPU) instead of 0.36-0.43 s with passive waiting (0.11 s of CPU). libgomp reads
-# the policy once, when torch loads it, so it is set before the import (in the tiny_sft stage nothing imports
-# torch earlier); an explicit OMP_WAIT_POLICY is kept. Weights do not depend on it.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from rlvr.utils.omp_wait import set_omp_wait
+
+# Before torch loads (in the tiny_sft stage nothing imports it earlier): the SFT is a loop of small ops on 2 threads,
+# where a short spin pays on an idle machine and sleeping at once pays on a busy one (rlvr.utils.omp_wait).
+set_omp_wait(spin_when_idle=True)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
