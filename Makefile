@@ -39,7 +39,8 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q tests/workflow/test_lint_and_graphs.py -k lint
 
-# The whole tiny run checked for its learning goal (about 6 minutes on two idle cores).
+# Three whole tiny runs, each checked for its learning goal: one process, two CPU ranks (cluster.num_workers=2) and
+# custom rewards (about 5-6 minutes each on two idle cores for one process; the two-rank run takes longer).
 test-learning: setup
 	$(PY) -m pytest -q -m learning
 
