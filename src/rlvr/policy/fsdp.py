@@ -36,7 +36,6 @@ from rlvr.errors import CheckpointError, ConfigError
 from rlvr.policy import lora
 from rlvr.policy.activations import decoder_layers
 from rlvr.policy.hf import HFPolicy
-from rlvr.policy.offload import offload_settings
 from rlvr.policy.precision import parse_precision
 
 
@@ -97,22 +96,11 @@ class ShardedHFPolicy(HFPolicy):
                 "policy.dtensor_cfg.lora_cfg.enabled trains in one process; set it to false or use one "
                 "data-parallel rank (cluster.gpus_per_node x num_nodes = 1, or cluster.num_workers = 1 on CPU)"
             )
-        generation = policy_cfg["generation"]
         return cls(
             model,
             mesh=mesh,
             compute_dtype=parse_precision(policy_cfg["precision"]),
-            optimizer=policy_cfg["optimizer"],
-            scheduler=policy_cfg["scheduler"],
-            max_grad_norm=policy_cfg["max_grad_norm"],
-            temperature=float(generation["temperature"]),
-            top_k=generation["top_k"],
-            top_p=float(generation["top_p"]),
-            activation_checkpointing=bool(policy_cfg["dtensor_cfg"]["activation_checkpointing"]),
-            logprob_chunk_size=policy_cfg["logprob_chunk_size"],
-            sequence_multiple=int(policy_cfg["make_sequence_length_divisible_by"]),
-            sequence_packing=bool(policy_cfg["sequence_packing"]["enabled"]),
-            **offload_settings(policy_cfg, next(model.parameters()).device),
+            **cls.settings_from_config(policy_cfg, model),
         )
 
     def _all_reduce_sum(self, tensor: torch.Tensor) -> None:

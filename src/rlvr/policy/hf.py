@@ -180,16 +180,19 @@ class HFPolicy(TrainingLoop):
         lora_settings = lora.lora_settings(policy_cfg)
         if lora_settings is not None and any(p.requires_grad for p in model.parameters()):
             model = lora.apply_lora(model, lora_settings)
+        return cls(model, all_reduce=all_reduce, **cls.settings_from_config(policy_cfg, model))
+
+    @staticmethod
+    def settings_from_config(policy_cfg: dict, model: torch.nn.Module) -> dict[str, Any]:
+        """The constructor's keywords that ``policy.*`` sets, for this class and its sharded subclass alike."""
         generation = policy_cfg["generation"]
-        return cls(
-            model,
+        return dict(
             optimizer=policy_cfg["optimizer"],
             scheduler=policy_cfg["scheduler"],
             max_grad_norm=policy_cfg["max_grad_norm"],
             temperature=float(generation["temperature"]),
             top_k=generation["top_k"],
             top_p=float(generation["top_p"]),
-            all_reduce=all_reduce,
             activation_checkpointing=bool(policy_cfg["dtensor_cfg"]["activation_checkpointing"]),
             logprob_chunk_size=policy_cfg["logprob_chunk_size"],
             sequence_multiple=int(policy_cfg["make_sequence_length_divisible_by"]),
