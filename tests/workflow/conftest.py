@@ -118,9 +118,28 @@ def run_stage(command: list[str]) -> str:
     return proc.stdout + proc.stderr
 
 
+def metric_rows(run_dir: Path) -> list[dict]:
+    """The rlvr stage's ``metrics.jsonl`` of ``run_dir``, one dict per line."""
+    return [json.loads(line) for line in (run_dir / "rlvr" / "metrics.jsonl").read_text().splitlines()]
+
+
 def metric_steps(run_dir: Path) -> list[int]:
-    lines = (run_dir / "rlvr" / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line)["step"] for line in lines]
+    return [row["step"] for row in metric_rows(run_dir)]
+
+
+def run_whole_tiny(cwd: Path, *args: str) -> str:
+    """``nemotron steps run rl/nemo_rl/rlvr -c tiny *args`` from ``cwd`` (a learning test's whole run, untimed);
+    returns its stdout."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlvr.cli.main", "steps", "run", STEP, "-c", "tiny", *args],
+        cwd=cwd,
+        env=nemotron_env(),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc.stdout
 
 
 @pytest.fixture(scope="session")

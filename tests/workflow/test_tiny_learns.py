@@ -12,8 +12,6 @@ only one that would notice a change which quietly stops the policy from learning
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -21,7 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rlvr.tiny.accuracy import evaluate_accuracy
 from rlvr.tiny.sft import read_math_jsonl
-from tests.conftest import nemotron_env
+from tests.workflow.conftest import metric_rows, run_whole_tiny
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.learning]
 
@@ -30,21 +28,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.learning]
 def tiny_run(tmp_path_factory):
     """The finished run folder of ``nemotron steps run rl/nemo_rl/rlvr -c tiny`` in a fresh directory."""
     cwd = tmp_path_factory.mktemp("tiny_learns")
-    proc = subprocess.run(
-        [sys.executable, "-m", "rlvr.cli.main", "steps", "run", "rl/nemo_rl/rlvr", "-c", "tiny"],
-        cwd=cwd,
-        env=nemotron_env(),
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    run_whole_tiny(cwd)
     return cwd / "results" / "tiny"
 
 
 def _validations(run) -> dict[int, float]:
-    lines = [json.loads(line) for line in (run / "rlvr" / "metrics.jsonl").read_text().splitlines()]
-    return {m["step"]: m["validation/accuracy"] for m in lines if "validation/accuracy" in m}
+    return {m["step"]: m["validation/accuracy"] for m in metric_rows(run) if "validation/accuracy" in m}
 
 
 def _max_num_steps(run) -> int:

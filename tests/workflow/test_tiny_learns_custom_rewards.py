@@ -13,15 +13,13 @@ the GRPO steps); it runs with ``make test-learning`` (``pytest -m learning``), n
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rlvr.tiny.accuracy import evaluate_accuracy
 from rlvr.tiny.sft import read_math_jsonl
-from tests.conftest import nemotron_env
+from tests.workflow.conftest import metric_rows, run_whole_tiny
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.learning]
 
@@ -40,21 +38,12 @@ REWARDS = (
 def custom_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("tiny_custom_rewards")
     (cwd / "tiny_rewards.py").write_text(USER_MODULE)
-    command = ["steps", "run", "rl/nemo_rl/rlvr", "-c", "tiny", "--name", "custom", REWARDS, "grpo.max_num_steps=200"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "rlvr.cli.main", *command],
-        cwd=cwd,
-        env=nemotron_env(),
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    run_whole_tiny(cwd, "--name", "custom", REWARDS, "grpo.max_num_steps=200")
     return cwd / "results" / "custom"
 
 
 def test_the_custom_weighted_reward_run_learns(custom_run):
-    lines = [json.loads(line) for line in (custom_run / "rlvr" / "metrics.jsonl").read_text().splitlines()]
+    lines = metric_rows(custom_run)
     val = {m["step"]: m for m in lines if "validation/reward/correct" in m}
     first, last = val[min(val)], val[max(val)]
     assert (min(val), max(val)) == (0, 200)

@@ -11,13 +11,11 @@ goal is the single-process run's: ``validation/accuracy`` at the last validation
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import yaml
 
-from tests.conftest import nemotron_env
+from tests.workflow.conftest import metric_rows, run_whole_tiny
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.learning]
 
@@ -25,17 +23,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.learning]
 @pytest.fixture(scope="module")
 def two_worker_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("tiny_two_workers")
-    command = ["steps", "run", "rl/nemo_rl/rlvr", "-c", "tiny", "--name", "w2", "cluster.num_workers=2"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "rlvr.cli.main", *command],
-        cwd=cwd,
-        env=nemotron_env(),
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return cwd / "results" / "w2", proc.stdout
+    stdout = run_whole_tiny(cwd, "--name", "w2", "cluster.num_workers=2")
+    return cwd / "results" / "w2", stdout
 
 
 def test_two_ranks_reach_the_single_process_learning_goal(two_worker_run):
@@ -43,8 +32,7 @@ def test_two_ranks_reach_the_single_process_learning_goal(two_worker_run):
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["cluster"]["num_workers"] == 2
     assert "2 training rank(s); 2 generation engine(s), colocated" in stdout  # the plan the trainer followed
-    lines = [json.loads(line) for line in (run / "rlvr" / "metrics.jsonl").read_text().splitlines()]
-    val = {m["step"]: m["validation/accuracy"] for m in lines if "validation/accuracy" in m}
+    val = {m["step"]: m["validation/accuracy"] for m in metric_rows(run) if "validation/accuracy" in m}
     first, last = min(val), max(val)
     assert (first, last) == (0, config["grpo"]["max_num_steps"])
     print("validation/accuracy by step:", json.dumps(val))
