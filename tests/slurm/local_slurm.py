@@ -203,11 +203,10 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
             if pid is None:
                 continue
             os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and _alive(self.pid_files[name]) == pid:
-                time.sleep(0.1)
-            if _alive(self.pid_files[name]) == pid:
+            # Wait for the process itself, not its pid file: munged removes the file before it has exited.
+            if not _exits(pid, within=15):
                 os.kill(pid, signal.SIGKILL)
+                _exits(pid, within=5)
         return self.leftover_processes()
 
     def leftover_processes(self) -> list[str]:
@@ -218,3 +217,17 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
         return [
             line for line in lines if line.split()[1][:1] != "Z" and (str(self.prefix) in line or "slurmstepd" in line)
         ]
+
+
+def _exits(pid: int, within: float) -> bool:
+    """Whether process ``pid`` is gone (or a zombie) within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.1)
+    return False
